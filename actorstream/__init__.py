@@ -1,0 +1,65 @@
+"""actorstream: ordered, fault-tolerant event processing on Redis Streams with trio.
+
+Declare a ``System``, its streams (partitioned by key) and actors, and run workers with
+``trio.run(system.start)``. See README.md and docs/.
+"""
+
+from ._actors import ActorSettings
+from ._deadletter import DeadLetter
+from ._errors import (
+    ActorstreamError,
+    ConfigError,
+    DecodeError,
+    FencedError,
+    GroupLostError,
+    SelfFenced,
+    SupervisorGaveUp,
+)
+from ._leasetiming import LeaseTiming
+from ._partition import Events, PartitionState, PartitionStatistics
+from ._policy import RestartPolicy
+from ._records import Record
+from ._streams import Retention, SendError, Stream
+from ._supervisor import (
+    ChildContext,
+    ChildState,
+    Restart,
+    Strategy,
+    Supervisor,
+    SupervisorStatistics,
+)
+from ._system import Runtime, Settings, System, WorkerStatistics, running
+from ._version import __version__
+
+__all__ = [
+    "ActorSettings",
+    "ActorstreamError",
+    "ChildContext",
+    "ChildState",
+    "ConfigError",
+    "DeadLetter",
+    "DecodeError",
+    "Events",
+    "FencedError",
+    "GroupLostError",
+    "LeaseTiming",
+    "PartitionState",
+    "PartitionStatistics",
+    "Record",
+    "Restart",
+    "RestartPolicy",
+    "Retention",
+    "Runtime",
+    "SelfFenced",
+    "SendError",
+    "Settings",
+    "Stream",
+    "Strategy",
+    "Supervisor",
+    "SupervisorGaveUp",
+    "SupervisorStatistics",
+    "System",
+    "WorkerStatistics",
+    "__version__",
+    "running",
+]

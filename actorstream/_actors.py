@@ -1,0 +1,93 @@
+"""Actor declarations: which handler, in which form, with which per-actor settings."""
+
+from __future__ import annotations
+
+import enum
+import inspect
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import attrs
+from attrs import frozen
+
+from . import _keys
+from ._errors import ConfigError
+
+if TYPE_CHECKING:
+    from ._streams import Stream
+
+
+class Form(enum.Enum):
+    EVENT = "event"  # async def handle(event)
+    BATCH = "batch"  # async def handle(events: list[T])
+    ITERATOR = "iterator"  # async def handle(events: Events[T]) with `async for`
+
+
+def _non_negative(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is not None and (not isinstance(value, int | float) or value < 0):
+        raise ConfigError(f"{attribute.name} must be a non-negative number, got {value!r}")
+
+
+def _positive_or_none(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is not None and (not isinstance(value, int | float) or value <= 0):
+        raise ConfigError(f"{attribute.name} must be a positive number or None, got {value!r}")
+
+
+def _batch_size(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 1000:
+        raise ConfigError(f"{attribute.name} must be an integer in 1..1000, got {value!r}")
+
+
+def _max_deliveries(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigError(f"max_deliveries must be an integer >= 1, got {value!r}")
+
+
+def _retries(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ConfigError(f"retries must be an integer >= 0, got {value!r}")
+
+
+@frozen
+class ActorSettings:
+    """Per-actor settings, validated at declaration.
+
+    - ``batch_size``: entries per XREADGROUP (and the most events a batch handler gets).
+    - ``batch_wait``: batch form only: wait up to this long to fill a batch when idle.
+    - ``max_deliveries``: an event delivered more often than this is dead-lettered.
+    - ``timeout``: per event (per batch for the batch form); a hung handler is a crash.
+    - ``retries``/``retry_backoff``: in-process retries before the actor crashes.
+    """
+
+    batch_size: int = attrs.field(default=100, validator=_batch_size)
+    batch_wait: float = attrs.field(default=0.0, validator=_non_negative)
+    max_deliveries: int = attrs.field(default=3, validator=_max_deliveries)
+    timeout: float | None = attrs.field(default=None, validator=_positive_or_none)
+    retries: int = attrs.field(default=0, validator=_retries)
+    retry_backoff: float = attrs.field(default=0.1, validator=_non_negative)
+
+
+Handler = Callable[..., Any]
+ErrorHook = Callable[..., Any]
+
+
+@attrs.define(eq=False)
+class ActorSpec:
+    """One declared actor: a consumer group on one stream, one partition actor per partition."""
+
+    name: str
+    stream: Stream[Any]
+    handler: Handler
+    form: Form
+    settings: ActorSettings
+    on_error: ErrorHook | None = None
+
+    def __attrs_post_init__(self) -> None:
+        _keys.check_name("actor", self.name)
+        if not inspect.iscoroutinefunction(self.handler):
+            raise ConfigError(
+                f"actor {self.name!r}: the handler must be an `async def` function, "
+                f"got {self.handler!r}"
+            )
+        if self.on_error is not None and not inspect.iscoroutinefunction(self.on_error):
+            raise ConfigError(f"actor {self.name!r}: on_error must be an `async def` function")

@@ -1,0 +1,326 @@
+"""The coordinator actor: membership heartbeats, fenced leases, sticky rebalancing.
+
+Every step (each ``heartbeat_interval``, or sooner when woken):
+
+1. heartbeat on the server's clock and read the live members (one script call);
+2. read the holder of every lease (one pipeline of GETs);
+3. ``plan_step`` (pure, in ``_assignment``) decides what to fence, renew, release and acquire;
+4. carry the plan out: fenced slots are stopped at once; renewals are compare-and-set and
+   pipelined; slots assigned elsewhere are drained in the background (the partition actor
+   finishes and acks its in-flight events) and only then released; free slots assigned to us
+   are acquired (the epoch increments) and their partition actors started.
+
+A moving partition is therefore always released by its old owner (or its lease has expired)
+before the new owner acquires it, and every write of the old owner after that is FENCED by Redis.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from typing import TYPE_CHECKING, Any
+
+import trio
+from attrs import frozen
+
+from . import _keys, _scripts
+from ._assignment import Slot, plan_step
+from ._leasetiming import Lease
+from ._partition import TRANSIENT_REDIS_ERRORS, Fence, describe_error
+from ._version import __version__
+
+if TYPE_CHECKING:
+    from ._system import Runtime
+
+log = logging.getLogger("actorstream.coordinator")
+
+
+@frozen
+class CoordinatorStatistics:
+    worker_id: str
+    members: tuple[str, ...]
+    owned: int
+    unowned: int
+    draining: int
+    rebalances: int
+    last_rebalance_at: float | None
+    last_error: str | None
+    t_own: float
+
+
+class OwnershipState:
+    """What this worker holds; lives on the runtime so a restarted coordinator carries on."""
+
+    def __init__(self) -> None:
+        self.leases: dict[Slot, Lease] = {}
+        self.fences: dict[Slot, Fence] = {}
+        self.draining: set[Slot] = set()
+        self.members: tuple[str, ...] = ()
+        self.owners: dict[Slot, str] = {}
+        self.rebalances = 0
+        self.last_rebalance_at: float | None = None
+        self.last_error: str | None = None
+
+
+class Coordinator:
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.timing = runtime.settings.lease_timing
+        self.state = runtime.ownership
+        self.slots = runtime.slots()
+        self._wake = trio.Event()
+        self._rng = random.Random()
+        app = runtime.app
+        self._lease_keys = {
+            s: _keys.lease_key(app, runtime.stream_of(s.actor), s.partition, s.actor)
+            for s in self.slots
+        }
+        self._epoch_keys = {
+            s: _keys.epoch_key(app, runtime.stream_of(s.actor), s.partition, s.actor)
+            for s in self.slots
+        }
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def on_fenced(self, slot: Slot) -> None:
+        """A partition actor was FENCED by Redis: forget the lease, re-plan now."""
+        self.state.leases.pop(slot, None)
+        self.state.fences.pop(slot, None)
+        self.wake()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        delay = 0.05
+        started = False
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            while True:
+                try:
+                    await self.step()
+                    delay = 0.05
+                    self.state.last_error = None
+                except TRANSIENT_REDIS_ERRORS as exc:
+                    self.state.last_error = describe_error(exc)
+                    log.warning("coordinator: Redis unavailable: %s", self.state.last_error)
+                    self._fence_expired()
+                    with trio.move_on_after(delay * (0.5 + self._rng.random())):
+                        await self.runtime.wait_stopping()
+                    delay = min(delay * 2, self.timing.renew_interval)
+                    if not self.runtime.stopping:
+                        continue
+                if not started:
+                    started = True
+                    task_status.started()
+                if self.runtime.stopping:
+                    break
+                await self._sleep_until_next_step()
+            # Graceful leave: drain everything, release every lease, leave the membership.
+            await self.leave()
+            nursery.cancel_scope.cancel()
+
+    async def _sleep_until_next_step(self) -> None:
+        now = trio.current_time()
+        wake_at = now + self.timing.heartbeat_interval
+        for lease in self.state.leases.values():
+            wake_at = min(wake_at, lease.renew_due_at)
+        self._wake = trio.Event()
+        with trio.move_on_at(max(wake_at, now + 0.01)):
+            async with trio.open_nursery() as n:
+
+                async def on_stop() -> None:
+                    await self.runtime.wait_stopping()
+                    n.cancel_scope.cancel()
+
+                async def on_wake() -> None:
+                    await self._wake.wait()
+                    n.cancel_scope.cancel()
+
+                n.start_soon(on_stop)
+                n.start_soon(on_wake)
+
+    def _fence_expired(self) -> None:
+        """Without Redis we cannot renew: stop actors whose lease trust has run out."""
+        now = trio.current_time()
+        for slot, lease in list(self.state.leases.items()):
+            if lease.must_self_fence(now):
+                self._drop(slot, "self-fenced: lease could not be renewed in time")
+
+    def _drop(self, slot: Slot, why: str) -> None:
+        self.state.leases.pop(slot, None)
+        fence = self.state.fences.pop(slot, None)
+        if fence is not None:
+            fence.deadline = -math.inf
+        self.runtime.report("fenced", f"{slot.actor}[{slot.partition}]: {why}")
+        self.runtime.manager.stop_soon(slot, grace=0.0)
+
+    async def _heartbeat(self, leave: bool = False) -> list[str]:
+        rt = self.runtime
+        info: list[Any] = [
+            "host", rt.host, "pid", rt.pid, "started", rt.started_wall_ms, "version", __version__,
+        ]
+        members = await rt.client.evalsha(
+            _scripts.HEARTBEAT,
+            [_keys.members_key(rt.app), _keys.worker_key(rt.app, rt.worker_id)],
+            [rt.worker_id, int(self.timing.member_timeout * 1000),
+             "leave" if leave else "beat", *info],
+        )
+        return [m.decode() for m in members]
+
+    async def step(self) -> None:
+        rt = self.runtime
+        state = self.state
+        members = await self._heartbeat()
+        state.members = tuple(members)
+        slots = self.slots
+        replies = await rt.client.pipeline([("GET", self._lease_keys[s]) for s in slots])
+        owners: dict[Slot, str] = {}
+        for slot, reply in zip(slots, replies, strict=True):
+            if isinstance(reply, Exception):
+                raise reply
+            if reply is not None:
+                owners[slot] = reply.decode()
+        state.owners = owners
+        now = trio.current_time()
+        plan = plan_step(rt.worker_id, members, slots, owners, state.leases, now)
+        for slot in plan.fence:
+            if slot in state.draining:
+                continue
+            self._drop(slot, "lease lost (expired or taken over)")
+        if plan.renew:
+            await self._renew([s for s in plan.renew if s in state.leases])
+        for slot in plan.release:
+            if slot not in state.draining and slot in state.leases:
+                state.draining.add(slot)
+                self._nursery.start_soon(self._drain_and_release, slot)
+        if plan.acquire:
+            await self._acquire(list(plan.acquire))
+
+    async def _renew(self, slots: list[Slot]) -> None:
+        ttl_ms = int(self.timing.ttl * 1000)
+        commands = [
+            _scripts.RENEW.command(
+                [self._lease_keys[s], self._epoch_keys[s]],
+                [self.runtime.worker_id, self.state.leases[s].epoch, ttl_ms],
+            )
+            for s in slots
+        ]
+        sent_at = trio.current_time()
+        replies = await self.runtime.client.pipeline(commands)
+        if any(_is_noscript(r) for r in replies):
+            await self.runtime.client.execute("SCRIPT", "LOAD", _scripts.RENEW.source)
+            replies = await self.runtime.client.pipeline(commands)
+        for slot, reply in zip(slots, replies, strict=True):
+            if isinstance(reply, Exception):
+                raise reply
+            lease = self.state.leases.get(slot)
+            if lease is None:
+                continue
+            if reply == 1:
+                lease = lease.renewed(sent_at)
+                self.state.leases[slot] = lease
+                fence = self.state.fences.get(slot)
+                if fence is not None:
+                    fence.deadline = lease.self_fence_deadline
+            else:
+                self._drop(slot, "renewal refused: another worker holds the lease")
+
+    async def _acquire(self, slots: list[Slot]) -> None:
+        rt = self.runtime
+        ttl_ms = int(self.timing.ttl * 1000)
+        commands = [
+            _scripts.ACQUIRE.command(
+                [self._lease_keys[s], self._epoch_keys[s]], [rt.worker_id, ttl_ms]
+            )
+            for s in slots
+        ]
+        sent_at = trio.current_time()
+        replies = await rt.client.pipeline(commands)
+        if any(_is_noscript(r) for r in replies):
+            await rt.client.execute("SCRIPT", "LOAD", _scripts.ACQUIRE.source)
+            sent_at = trio.current_time()
+            replies = await rt.client.pipeline(commands)
+        acquired = 0
+        for slot, reply in zip(slots, replies, strict=True):
+            if isinstance(reply, Exception):
+                raise reply
+            epoch = int(reply[0])
+            if epoch <= 0:
+                continue
+            lease = Lease(epoch=epoch, acquired_at=sent_at, timing=self.timing)
+            self.state.leases[slot] = lease
+            old = self.state.fences.get(slot)
+            if old is not None and old.epoch == epoch:
+                old.deadline = lease.self_fence_deadline
+                if rt.manager.running(slot):
+                    continue
+            fence = Fence(epoch, lease.self_fence_deadline)
+            self.state.fences[slot] = fence
+            rt.manager.start(slot, fence)
+            acquired += 1
+        if acquired:
+            self._note_rebalance(f"acquired {acquired} partition(s)")
+
+    def _note_rebalance(self, what: str) -> None:
+        self.state.rebalances += 1
+        self.state.last_rebalance_at = trio.current_time()
+        self.runtime.report("rebalance", what)
+
+    async def _drain_and_release(self, slot: Slot) -> None:
+        rt = self.runtime
+        try:
+            await rt.manager.stop(slot, grace=rt.settings.shutdown_grace)
+            await self._release(slot)
+            self._note_rebalance(f"released {slot.actor}[{slot.partition}]")
+        finally:
+            self.state.draining.discard(slot)
+            self.wake()
+
+    async def _release(self, slot: Slot) -> None:
+        lease = self.state.leases.pop(slot, None)
+        self.state.fences.pop(slot, None)
+        if lease is None:
+            return
+        with trio.move_on_after(2.0) as scope:
+            scope.shield = True
+            try:
+                await self.runtime.client.evalsha(
+                    _scripts.RELEASE,
+                    [self._lease_keys[slot], self._epoch_keys[slot]],
+                    [self.runtime.worker_id, lease.epoch],
+                )
+            except TRANSIENT_REDIS_ERRORS as exc:
+                log.warning("could not release %s (it will expire): %s", slot, exc)
+
+    async def leave(self) -> None:
+        """Graceful leave: drain every partition actor, release leases, leave membership."""
+        rt = self.runtime
+        await rt.manager.stop_all(grace=rt.settings.shutdown_grace)
+        for slot in list(self.state.leases):
+            await self._release(slot)
+        with trio.move_on_after(2.0) as scope:
+            scope.shield = True
+            try:
+                await self._heartbeat(leave=True)
+            except TRANSIENT_REDIS_ERRORS as exc:
+                log.warning("could not leave the membership (it will time out): %s", exc)
+
+    def statistics(self) -> CoordinatorStatistics:
+        s = self.state
+        return CoordinatorStatistics(
+            worker_id=self.runtime.worker_id,
+            members=s.members,
+            owned=len(s.leases),
+            unowned=sum(1 for slot in self.slots if slot not in s.owners),
+            draining=len(s.draining),
+            rebalances=s.rebalances,
+            last_rebalance_at=s.last_rebalance_at,
+            last_error=s.last_error,
+            t_own=self.timing.t_own(),
+        )
+
+
+def _is_noscript(reply: object) -> bool:
+    from redis.exceptions import NoScriptError
+
+    return isinstance(reply, NoScriptError)

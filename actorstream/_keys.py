@@ -1,0 +1,95 @@
+"""The Redis key layout. Every key of one partition shares one hash tag (Cluster-ready).
+
+    as:{<app>:<stream>:<p>}:s                 the partition's stream of events
+    as:{<app>:<stream>:<p>}:lease:<actor>     lease of (actor, partition): holder worker id, PX ttl
+    as:{<app>:<stream>:<p>}:epoch:<actor>     fencing token, only ever incremented
+    as:{<app>:<stream>:<p>}:meta              groups we created (to detect a vanished group)
+    as:{<app>:<stream>:<p>}:dlq               dead letters of this partition (all actors)
+    as:{<app>:<stream>:<p>}:dlqidx            original id -> dead-letter id (idempotent moves)
+    as:{<app>}:members                        zset worker id -> expiry (server ms)
+    as:{<app>}:worker:<id>                    worker info hash (host, pid, started, version)
+    as:{<app>}:status:<id>                    telemetry snapshot for `top` (JSON, TTL)
+    as:{<app>}:lease:leader / epoch:leader    the leader lease
+    as:{<app>}:events                         a short log of notable events for `top`
+
+Consumer groups are named after actors; consumers after worker ids.
+"""
+
+from __future__ import annotations
+
+import re
+
+from ._errors import ConfigError
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+
+
+def check_name(kind: str, name: str) -> str:
+    """Names end up inside keys: keep them to a safe alphabet so the layout cannot break."""
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise ConfigError(
+            f"{kind} name {name!r} is not valid: use 1-64 characters from letters, digits, "
+            "'_', '.', '-', starting with a letter or digit (no ':', '{', '}' or spaces)"
+        )
+    return name
+
+
+def partition_tag(app: str, stream: str, partition: int) -> str:
+    return f"as:{{{app}:{stream}:{partition}}}"
+
+
+def stream_key(app: str, stream: str, partition: int) -> str:
+    return f"{partition_tag(app, stream, partition)}:s"
+
+
+def lease_key(app: str, stream: str, partition: int, actor: str) -> str:
+    return f"{partition_tag(app, stream, partition)}:lease:{actor}"
+
+
+def epoch_key(app: str, stream: str, partition: int, actor: str) -> str:
+    return f"{partition_tag(app, stream, partition)}:epoch:{actor}"
+
+
+def meta_key(app: str, stream: str, partition: int) -> str:
+    """Bookkeeping of the partition (which consumer groups we created), for GROUPLOST."""
+    return f"{partition_tag(app, stream, partition)}:meta"
+
+
+def dlq_key(app: str, stream: str, partition: int) -> str:
+    return f"{partition_tag(app, stream, partition)}:dlq"
+
+
+def dlq_index_key(app: str, stream: str, partition: int) -> str:
+    return f"{partition_tag(app, stream, partition)}:dlqidx"
+
+
+def app_tag(app: str) -> str:
+    return f"as:{{{app}}}"
+
+
+def members_key(app: str) -> str:
+    return f"{app_tag(app)}:members"
+
+
+def worker_key(app: str, worker_id: str) -> str:
+    return f"{app_tag(app)}:worker:{worker_id}"
+
+
+def status_key(app: str, worker_id: str) -> str:
+    return f"{app_tag(app)}:status:{worker_id}"
+
+
+def status_pattern(app: str) -> str:
+    return f"{app_tag(app)}:status:*"
+
+
+def leader_lease_key(app: str) -> str:
+    return f"{app_tag(app)}:lease:leader"
+
+
+def leader_epoch_key(app: str) -> str:
+    return f"{app_tag(app)}:epoch:leader"
+
+
+def events_key(app: str) -> str:
+    return f"{app_tag(app)}:events"

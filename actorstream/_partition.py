@@ -1,0 +1,607 @@
+"""The partition actor: one per owned (actor, partition), strictly in order, fenced.
+
+Life of one actor (``statistics().state`` shows where it is)::
+
+    STARTING   ensure the consumer group (never silently recreated), claim a previous owner's
+               pending entries (fenced XAUTOCLAIM)
+    REPLAYING  re-read our own pending entries in id order: they come before anything new;
+               an entry delivered more than ``max_deliveries`` times is dead-lettered
+    RUNNING    fenced "ack previous batch + XREADGROUP next batch" script, one round trip per
+               batch; when the partition is empty, wait with a plain XREAD BLOCK (no side effect)
+    DRAINING   a graceful stop: finish the event in hand, ack, return
+    STOPPED | FENCED | FAILED
+
+Every side effect (ack, read into our pending list, claim, dead-letter move) runs in a Lua script
+that checks our epoch first, so a worker that lost its lease cannot take or ack anything: even a
+read is fenced, because an XREADGROUP by a zombie would strand entries in its pending list.
+
+Redis being unreachable is not a crash of the actor: it waits with backoff (WAITING_REDIS) and
+resumes from STARTING; handler exceptions are crashes and go to the supervisor.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import random
+import traceback
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any
+
+import trio
+from attrs import frozen
+from trio_util import move_on_when
+from redis import exceptions as rex
+
+from . import _keys, _scripts
+from ._actors import ActorSpec, Form
+from ._errors import DecodeError, FencedError, GroupLostError, SelfFenced
+from ._supervisor import ChildContext
+from ._transport import Connection, evalsha_on
+
+if TYPE_CHECKING:
+    from ._system import Runtime
+
+log = logging.getLogger("actorstream.partition")
+
+TRANSIENT_REDIS_ERRORS = (
+    rex.ConnectionError,
+    rex.TimeoutError,
+    rex.BusyLoadingError,
+    rex.OutOfMemoryError,
+    rex.ReadOnlyError,
+    rex.TryAgainError,
+)
+WAIT_BLOCK_MS = 2000
+CLAIM_COUNT = 500
+
+
+class PartitionState(enum.Enum):
+    STARTING = "starting"
+    REPLAYING = "replaying"
+    RUNNING = "running"
+    DRAINING = "draining"
+    WAITING_REDIS = "waiting-redis"
+    GROUP_LOST = "group-lost"
+    STOPPED = "stopped"
+    FENCED = "fenced"
+    FAILED = "failed"
+
+
+@frozen
+class PartitionStatistics:
+    actor: str
+    stream: str
+    partition: int
+    state: str
+    epoch: int
+    processed: int
+    acked: int
+    failed: int
+    dead_lettered: int
+    trimmed: int
+    restarts: int
+    last_error: str | None
+    last_dead_letter: str | None
+
+
+class Fence:
+    """This worker's view of one lease: the monotonic deadline before which it may act."""
+
+    def __init__(self, epoch: int, deadline: float) -> None:
+        self.epoch = epoch
+        self.deadline = deadline
+
+    def check(self) -> None:
+        if trio.current_time() >= self.deadline:
+            raise SelfFenced(
+                f"lease of epoch {self.epoch} could not be confirmed in time; stopping"
+            )
+
+
+class Counters:
+    """Mutable counters of one (actor, partition), kept across restarts of its actor."""
+
+    __slots__ = (
+        "acked",
+        "dead_lettered",
+        "epoch",
+        "failed",
+        "last_dead_letter",
+        "last_error",
+        "processed",
+        "restarts",
+        "state",
+        "trimmed",
+    )
+
+    def __init__(self) -> None:
+        self.state = PartitionState.STARTING
+        self.epoch = 0
+        self.processed = 0
+        self.acked = 0
+        self.failed = 0
+        self.dead_lettered = 0
+        self.trimmed = 0
+        self.restarts = 0
+        self.last_error: str | None = None
+        self.last_dead_letter: str | None = None
+
+
+def describe_error(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+class PartitionActor:
+    """Runs one (actor, partition) for one lease epoch. Created afresh for each restart."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        spec: ActorSpec,
+        partition: int,
+        fence: Fence,
+        counters: Counters,
+        on_fenced: Callable[[], None],
+    ) -> None:
+        self.runtime = runtime
+        self.spec = spec
+        self.partition = partition
+        self.fence = fence
+        self.counters = counters
+        self.on_fenced = on_fenced
+        app = runtime.app
+        stream = spec.stream.name
+        self.stream_key = _keys.stream_key(app, stream, partition)
+        self.epoch_key = _keys.epoch_key(app, stream, partition, spec.name)
+        self.meta_key = _keys.meta_key(app, stream, partition)
+        self.dlq_key = _keys.dlq_key(app, stream, partition)
+        self.dlq_index_key = _keys.dlq_index_key(app, stream, partition)
+        self.group = spec.name
+        self.consumer = runtime.worker_id
+        self.epoch_arg = str(fence.epoch)
+        self.decode = spec.stream.format.decode
+        self.settings = spec.settings
+        self.acks: list[bytes] = []
+        self.last_id = b"0-0"
+        self.ctx: ChildContext | None = None
+        self._rng = random.Random()
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def run(self, ctx: ChildContext) -> None:
+        """The supervisor's child function. Returns normally when stopped or fenced."""
+        self.ctx = ctx
+        self.counters.restarts = ctx.restarts
+        self.counters.epoch = self.fence.epoch
+        delay = 0.05
+        try:
+            while not ctx.stop_requested:
+                try:
+                    async with self.runtime.client.dedicated(f"p:{self.group}:{self.partition}") as conn:
+                        await self._session(conn, ctx)
+                    return
+                except TRANSIENT_REDIS_ERRORS as exc:
+                    self._set_state(PartitionState.WAITING_REDIS)
+                    self.counters.last_error = describe_error(exc)
+                    log.warning(
+                        "%s[%d]: Redis unavailable (%s); retrying in %.2fs",
+                        self.group, self.partition, self.counters.last_error, delay,
+                    )
+                except GroupLostError as exc:
+                    self._set_state(PartitionState.GROUP_LOST)
+                    self.counters.last_error = describe_error(exc)
+                    self.runtime.report("group-lost", f"{self.group}[{self.partition}]: {exc}")
+                    log.error("%s[%d]: %s", self.group, self.partition, exc)
+                    delay = 5.0
+                await _sleep_unless_stopped(ctx, delay * (0.5 + self._rng.random()))
+                delay = min(delay * 2, 5.0)
+        except FencedError as exc:
+            self._set_state(PartitionState.FENCED)
+            self.counters.last_error = describe_error(exc)
+            self.runtime.report("fenced", f"{self.group}[{self.partition}]: {exc}")
+            log.warning("%s[%d] fenced: %s", self.group, self.partition, exc)
+            self.on_fenced()
+            return
+        except Exception as exc:
+            self._set_state(PartitionState.FAILED)
+            self.counters.failed += 1
+            self.counters.last_error = describe_error(exc)
+            self.runtime.report("crash", f"{self.group}[{self.partition}]: {self.counters.last_error}")
+            raise
+        finally:
+            if self.counters.state not in (PartitionState.FENCED, PartitionState.FAILED):
+                self._set_state(PartitionState.STOPPED)
+
+    def _set_state(self, state: PartitionState) -> None:
+        self.counters.state = state
+
+    async def _session(self, conn: Connection, ctx: ChildContext) -> None:
+        self._set_state(PartitionState.STARTING)
+        self.fence.check()
+        await evalsha_on(
+            conn, _scripts.ENSURE_GROUP, [self.stream_key, self.meta_key], [self.group]
+        )
+        await self._claim_previous_owners(conn)
+        self._set_state(PartitionState.REPLAYING)
+        await self._replay_own_pending(conn, ctx)
+        if ctx.stop_requested:
+            await self._flush_acks(conn)
+            return
+        self._set_state(PartitionState.RUNNING)
+        form = self.spec.form
+        try:
+            if form is Form.EVENT:
+                await self._run_events(conn, ctx)
+            elif form is Form.BATCH:
+                await self._run_batches(conn, ctx)
+            else:
+                await self._run_iterator(conn, ctx)
+        except Exception:
+            # Ack what was handled before the crash, so only the failing event is redelivered.
+            await self._flush_acks_after_crash(conn)
+            raise
+        self._set_state(PartitionState.DRAINING)
+        await self._flush_acks(conn)
+
+    # -- Redis side effects, all fenced -------------------------------------------------------
+
+    async def _read(self, conn: Connection, start: bytes | str, count: int) -> list[Any]:
+        self.fence.check()
+        acks = self.acks
+        args: list[Any] = [self.group, self.consumer, self.epoch_arg, count, start]
+        if acks:
+            args.extend(acks)
+        reply = await evalsha_on(conn, _scripts.READ, [self.stream_key, self.epoch_key], args)
+        if acks:
+            self.counters.acked += len(acks)
+            self.acks = []
+        return reply  # type: ignore[no-any-return]
+
+    async def _flush_acks(self, conn: Connection) -> None:
+        if self.acks:
+            await self._read(conn, ">", 0)
+
+    async def _flush_acks_after_crash(self, conn: Connection) -> None:
+        if not self.acks:
+            return
+        with trio.move_on_after(5.0) as scope:
+            scope.shield = True
+            try:
+                await self._flush_acks(conn)
+            except (FencedError, *TRANSIENT_REDIS_ERRORS) as exc:
+                # Not acked: these are redelivered (at-least-once); say so.
+                log.warning(
+                    "%s[%d]: could not ack %d handled event(s) after a crash: %s",
+                    self.group, self.partition, len(self.acks), describe_error(exc),
+                )
+
+    async def _claim_previous_owners(self, conn: Connection) -> None:
+        cursor: Any = "0-0"
+        while True:
+            self.fence.check()
+            nxt, _claimed, deleted = await evalsha_on(
+                conn,
+                _scripts.CLAIM,
+                [self.stream_key, self.epoch_key],
+                [self.group, self.consumer, self.epoch_arg, cursor, CLAIM_COUNT],
+            )
+            if deleted:
+                self.counters.trimmed += int(deleted)
+                self.runtime.report(
+                    "trimmed",
+                    f"{self.group}[{self.partition}]: {deleted} pending entries were trimmed "
+                    "from the stream before they were handled",
+                )
+            if nxt in (b"0-0", "0-0"):
+                return
+            cursor = nxt
+
+    async def _replay_own_pending(self, conn: Connection, ctx: ChildContext) -> None:
+        start: bytes = b"0"
+        max_deliveries = self.settings.max_deliveries
+        while not ctx.stop_requested:
+            entries, pending, _last = await self._read(conn, start, self.settings.batch_size)
+            if not entries:
+                return
+            counts = {p[0]: int(p[3]) for p in pending} if pending else {}
+            batch: list[tuple[bytes, Any]] = []
+            for entry_id, fields in entries:
+                start = entry_id
+                if not fields:
+                    # Trimmed or deleted while pending: nothing to handle; ack it away.
+                    self.counters.trimmed += 1
+                    self.acks.append(entry_id)
+                    continue
+                deliveries = counts.get(entry_id, 1)
+                if deliveries > max_deliveries:
+                    await self._dead_letter(
+                        conn,
+                        entry_id,
+                        fields,
+                        "max_deliveries",
+                        f"delivered {deliveries} times (max_deliveries={max_deliveries})",
+                        self.counters.last_error,
+                        deliveries,
+                    )
+                    continue
+                batch.append((entry_id, fields))
+            if batch:
+                if self.spec.form is Form.BATCH:
+                    await self._handle_batch(conn, batch, deliveries=2)
+                else:
+                    await self._handle_each(conn, ctx, batch)
+
+    async def _dead_letter(
+        self,
+        conn: Connection,
+        entry_id: bytes,
+        fields: list[bytes],
+        kind: str,
+        message: str,
+        trace: str | None,
+        deliveries: int,
+    ) -> None:
+        await self.runtime.dead_letters.move(
+            self, conn, entry_id, fields, kind=kind, message=message, trace=trace,
+            deliveries=deliveries,
+        )
+        self.counters.dead_lettered += 1
+        self.counters.last_dead_letter = f"{kind}: {message}"[:300]
+
+    # -- the hot loops ------------------------------------------------------------------------
+
+    async def _next_entries(self, conn: Connection, ctx: ChildContext) -> list[Any] | None:
+        """The next batch of new entries, waiting when the partition is empty.
+
+        Returns None when a graceful stop was requested while waiting.
+        """
+        count = self.settings.batch_size
+        while True:
+            entries, _pending, last = await self._read(conn, ">", count)
+            if entries:
+                return entries  # type: ignore[no-any-return]
+            if ctx.stop_requested:
+                return None
+            # Nothing new: wait for an append after the tail with a side-effect-free XREAD.
+            # A graceful stop interrupts the wait (closing this connection; nothing is unacked).
+            if not await self._wait_for_append(conn, ctx, last, WAIT_BLOCK_MS):
+                return None
+
+    async def _wait_for_append(
+        self, conn: Connection, ctx: ChildContext, last: Any, block_ms: int
+    ) -> bool:
+        """Block until the stream grows past ``last`` or ``block_ms``; False if stopping."""
+        async with move_on_when(ctx.wait_stop_requested) as scope:
+            await conn.execute(
+                "XREAD", "COUNT", 1, "BLOCK", block_ms, "STREAMS", self.stream_key, last,
+                timeout=block_ms / 1000 + 10.0,
+            )
+        return not scope.cancelled_caught
+
+    async def _run_events(self, conn: Connection, ctx: ChildContext) -> None:
+        while not ctx.stop_requested:
+            entries = await self._next_entries(conn, ctx)
+            if entries is None:
+                return
+            await self._handle_each(conn, ctx, entries)
+
+    async def _handle_each(
+        self, conn: Connection, ctx: ChildContext, entries: list[Any]
+    ) -> None:
+        decode = self.decode
+        handler = self.spec.handler
+        acks = self.acks
+        timeout = self.settings.timeout
+        plain = timeout is None and self.settings.retries == 0
+        counters = self.counters
+        for entry_id, fields in entries:
+            if ctx.stop_requested:
+                return
+            try:
+                event = decode(fields)
+            except DecodeError as exc:
+                await self._dead_letter(
+                    conn, entry_id, fields, f"decode:{exc.kind}", str(exc), None, 1
+                )
+                continue
+            if plain:
+                await handler(event)
+            else:
+                await self._call(handler, event)
+            acks.append(entry_id)
+            counters.processed += 1
+            acks = self.acks
+
+    async def _call(self, fn: Callable[[Any], Any], arg: Any) -> None:
+        """The handler with the actor's timeout and in-process retries."""
+        settings = self.settings
+        attempt = 0
+        while True:
+            try:
+                if settings.timeout is None:
+                    await fn(arg)
+                else:
+                    with trio.fail_after(settings.timeout):
+                        await fn(arg)
+                return
+            except Exception as exc:
+                if isinstance(exc, trio.TooSlowError):
+                    exc = TimeoutError(
+                        f"handler took longer than timeout={settings.timeout:g}s"
+                    )
+                self.counters.last_error = describe_error(exc)
+                if attempt >= settings.retries:
+                    if exc.__traceback__ is None:
+                        raise exc from None
+                    raise
+                attempt += 1
+                await trio.sleep(settings.retry_backoff * 2 ** (attempt - 1))
+
+    async def _run_batches(self, conn: Connection, ctx: ChildContext) -> None:
+        wait = self.settings.batch_wait
+        size = self.settings.batch_size
+        while not ctx.stop_requested:
+            entries = await self._next_entries(conn, ctx)
+            if entries is None:
+                return
+            if wait > 0 and len(entries) < size:
+                deadline = trio.current_time() + wait
+                while len(entries) < size and not ctx.stop_requested:
+                    remaining = deadline - trio.current_time()
+                    if remaining <= 0:
+                        break
+                    more, _p, last = await self._read(conn, ">", size - len(entries))
+                    if more:
+                        entries.extend(more)
+                        continue
+                    # Not interruptible by a stop (it is short): a cancel would close the
+                    # connection we still need to ack this batch.
+                    await conn.execute(
+                        "XREAD", "COUNT", 1, "BLOCK", max(1, int(remaining * 1000)),
+                        "STREAMS", self.stream_key, last, timeout=remaining + 10.0,
+                    )
+            await self._handle_batch(conn, entries, deliveries=1)
+
+    async def _handle_batch(
+        self, conn: Connection, entries: list[Any], *, deliveries: int
+    ) -> None:
+        events: list[Any] = []
+        ids: list[bytes] = []
+        for entry_id, fields in entries:
+            try:
+                events.append(self.decode(fields))
+                ids.append(entry_id)
+            except DecodeError as exc:
+                await self._dead_letter(
+                    conn, entry_id, fields, f"decode:{exc.kind}", str(exc), None, deliveries
+                )
+        if not events:
+            return
+        await self._call(self.spec.handler, events)
+        self.acks.extend(ids)
+        self.counters.processed += len(events)
+
+    async def _run_iterator(self, conn: Connection, ctx: ChildContext) -> None:
+        events = Events(self, conn, ctx)
+        while not ctx.stop_requested:
+            await self.spec.handler(events)
+            events.done_with_current()
+
+    def statistics(self) -> PartitionStatistics:
+        return snapshot(self.spec, self.partition, self.counters)
+
+
+def snapshot(spec: ActorSpec, partition: int, c: Counters) -> PartitionStatistics:
+    return PartitionStatistics(
+        actor=spec.name,
+        stream=spec.stream.name,
+        partition=partition,
+        state=c.state.value,
+        epoch=c.epoch,
+        processed=c.processed,
+        acked=c.acked,
+        failed=c.failed,
+        dead_lettered=c.dead_lettered,
+        trimmed=c.trimmed,
+        restarts=c.restarts,
+        last_error=c.last_error,
+        last_dead_letter=c.last_dead_letter,
+    )
+
+
+class Events:
+    """The iterator form: ``async for event in events`` (and ``events.take(n, within=s)``).
+
+    An event counts as handled when the loop asks for the next one (or ends normally), so a
+    crash in the loop body redelivers that event first.
+    """
+
+    def __init__(self, actor: PartitionActor, conn: Connection, ctx: ChildContext) -> None:
+        self._actor = actor
+        self._conn = conn
+        self._ctx = ctx
+        self._buffer: list[Any] = []
+        self._pos = 0
+        self._current: list[bytes] = []
+
+    @property
+    def partition(self) -> int:
+        return self._actor.partition
+
+    def done_with_current(self) -> None:
+        if self._current:
+            self._actor.acks.extend(self._current)
+            self._actor.counters.processed += len(self._current)
+            self._current = []
+
+    async def _next(self, wait: bool = True) -> Any:
+        actor = self._actor
+        while True:
+            while self._pos < len(self._buffer):
+                entry_id, fields = self._buffer[self._pos]
+                self._pos += 1
+                try:
+                    event = actor.decode(fields)
+                except DecodeError as exc:
+                    await actor._dead_letter(
+                        self._conn, entry_id, fields, f"decode:{exc.kind}", str(exc), None, 1
+                    )
+                    continue
+                self._current.append(entry_id)
+                return event
+            if self._ctx.stop_requested:
+                raise StopAsyncIteration
+            if not wait:
+                entries, _p, _l = await actor._read(self._conn, ">", actor.settings.batch_size)
+                if not entries:
+                    return _NOTHING
+            else:
+                entries = await actor._next_entries(self._conn, self._ctx)
+                if entries is None:
+                    raise StopAsyncIteration
+            self._buffer = entries
+            self._pos = 0
+
+    def __aiter__(self) -> Events:
+        return self
+
+    async def __anext__(self) -> Any:
+        self.done_with_current()
+        return await self._next()
+
+    async def take(self, n: int, *, within: float) -> AsyncIterator[list[Any]]:
+        """Yield lists of up to ``n`` events, each list closed after ``within`` seconds."""
+        if n < 1 or within < 0:
+            raise ValueError("take(n, within=...) needs n >= 1 and within >= 0")
+        while True:
+            self.done_with_current()
+            try:
+                first = await self._next()
+            except StopAsyncIteration:
+                return
+            batch = [first]
+            deadline = trio.current_time() + within
+            while len(batch) < n and trio.current_time() < deadline:
+                item = await self._next(wait=False)
+                if item is _NOTHING:
+                    await trio.sleep(min(0.005, max(0.0, deadline - trio.current_time())))
+                    continue
+                batch.append(item)
+            yield batch
+
+
+_NOTHING: Any = object()
+
+
+async def _sleep_unless_stopped(ctx: ChildContext, delay: float) -> None:
+    with trio.move_on_after(delay):
+        await ctx.wait_stop_requested()
+
+
+def format_traceback(exc: BaseException, limit: int = 8) -> str:
+    """A short traceback summary for dead-letter entries (the last frames only)."""
+    lines = traceback.format_exception(type(exc), exc, exc.__traceback__, limit=-limit)
+    text = "".join(lines)
+    return text[-4000:]

@@ -1,0 +1,235 @@
+"""Streams: declaration, partitioning by key, and producers (``send``/``send_many``)."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from attrs import frozen
+from redis import exceptions as rex
+
+from . import _keys
+from ._codecs import RecordFormat
+from ._errors import ActorstreamError, ConfigError
+from ._hashing import partition_for
+from ._records import Record, check_record_type, record_fields
+
+if TYPE_CHECKING:
+    from ._system import System
+
+E = TypeVar("E")
+
+MAX_PIPELINE = 1000
+
+
+class SendError(ActorstreamError):
+    """Some events of a ``send_many`` were not written; says exactly which were.
+
+    ``sent`` holds ``(index, entry_id)`` of the events that are in Redis, ``failed`` holds
+    ``(index, exception)`` of those that are not. Nothing is retried behind your back.
+    """
+
+    def __init__(
+        self,
+        stream: str,
+        sent: list[tuple[int, str]],
+        failed: list[tuple[int, BaseException]],
+    ) -> None:
+        first = failed[0][1] if failed else None
+        super().__init__(
+            f"stream {stream!r}: {len(sent)} event(s) sent, {len(failed)} not sent"
+            + (f" (first error: {type(first).__name__}: {first})" if first else "")
+        )
+        self.sent = sent
+        self.failed = failed
+
+
+@frozen
+class Retention:
+    """Stream trimming; ``None`` everywhere (the default) keeps everything.
+
+    ``maxlen`` trims approximately on every XADD (``MAXLEN ~``). Trimming by length can drop
+    entries that a slow group has not yet read, so it is opt-in and documented as such.
+    """
+
+    maxlen: int | None = None
+
+    def __attrs_post_init__(self) -> None:
+        if self.maxlen is not None and self.maxlen < 1:
+            raise ConfigError(f"retention maxlen must be at least 1, got {self.maxlen}")
+
+
+class Stream(Generic[E]):
+    """A declared stream of events, split into ``partitions`` Redis stream keys.
+
+    The partition of an event is ``xxh32(normalised key) % partitions`` (see ``_hashing``):
+    the same in every process, host and Python version.
+    """
+
+    def __init__(
+        self,
+        system: System,
+        name: str,
+        *,
+        record: type[E] | None,
+        partitions: int,
+        key: str | Callable[[E], object] | None,
+        codec: str,
+        compression: str,
+        max_payload_bytes: int,
+        retention: Retention | None,
+    ) -> None:
+        _keys.check_name("stream", name)
+        if not isinstance(partitions, int) or isinstance(partitions, bool) or partitions < 1:
+            raise ConfigError(f"stream {name!r}: partitions must be an integer >= 1, got {partitions!r}")
+        if partitions > 4096:
+            raise ConfigError(f"stream {name!r}: partitions must be at most 4096, got {partitions}")
+        if record is not None:
+            if not (isinstance(record, type) and issubclass(record, Record)):
+                raise ConfigError(
+                    f"stream {name!r}: record must be a subclass of actorstream.Record "
+                    f"(or None for plain dict events), got {record!r}"
+                )
+            check_record_type(record)
+        if isinstance(key, str):
+            if record is not None and key not in record_fields(record):
+                raise ConfigError(
+                    f"stream {name!r}: key field {key!r} is not a field of {record.__name__} "
+                    f"(fields: {', '.join(record_fields(record))})"
+                )
+        elif key is not None and not callable(key):
+            raise ConfigError(
+                f"stream {name!r}: key must be a field name, a callable or None, got {key!r}"
+            )
+        if key is None and partitions > 1:
+            raise ConfigError(
+                f"stream {name!r}: {partitions} partitions need a key (a field name or a "
+                "callable) so that events of one key stay in order"
+            )
+        self.system = system
+        self.name = name
+        self.record = record
+        self.partitions = partitions
+        self.key = key
+        self.retention = retention or Retention()
+        try:
+            self.format = RecordFormat(
+                record_type=record,
+                codec=codec,
+                compression=compression,
+                max_payload_bytes=max_payload_bytes,
+            )
+        except (ValueError, TypeError, LookupError) as exc:
+            if isinstance(exc, ConfigError):
+                raise ConfigError(f"stream {name!r}: {exc}") from None
+            raise ConfigError(f"stream {name!r}: {exc}") from None
+        self._key_of = self._make_key_getter(key)
+        self._keys = [_keys.stream_key(system.name, name, p) for p in range(partitions)]
+        self._rr = itertools.count()
+
+    def __repr__(self) -> str:
+        return f"<Stream {self.system.name}:{self.name} partitions={self.partitions}>"
+
+    def _make_key_getter(self, key: str | Callable[[E], object] | None) -> Callable[[E], object]:
+        if key is None:
+            return lambda _event: None
+        if callable(key):
+            return key
+        field = key
+        if self.record is None:
+
+            def from_dict(event: Any) -> object:
+                try:
+                    return event[field]
+                except KeyError:
+                    raise ValueError(
+                        f"stream {self.name!r}: event has no key field {field!r}"
+                    ) from None
+
+            return from_dict
+        return lambda event: getattr(event, field)
+
+    def key_of(self, event: E) -> object:
+        return self._key_of(event)
+
+    def partition_of(self, event: E) -> int:
+        if self.partitions == 1:
+            return 0
+        return partition_for(self._key_of(event), self.partitions)
+
+    def stream_key(self, partition: int) -> str:
+        return self._keys[partition]
+
+    def _command(self, event: E) -> list[Any]:
+        if self.record is not None and not isinstance(event, self.record):
+            raise TypeError(
+                f"stream {self.name!r} carries {self.record.__name__} events, "
+                f"got {type(event).__name__}"
+            )
+        fields = self.format.encode(event)
+        key = self._keys[self.partition_of(event)]
+        if self.retention.maxlen is not None:
+            return ["XADD", key, "MAXLEN", "~", self.retention.maxlen, "*", *fields]
+        return ["XADD", key, "*", *fields]
+
+    async def send(self, event: E) -> str:
+        """Append one event to its partition; returns the entry id. Not retried on failure."""
+        command = self._command(event)
+        reply = await self.system.client().execute(*command)
+        return reply.decode() if isinstance(reply, bytes) else str(reply)
+
+    async def send_many(self, events: Iterable[E]) -> list[str]:
+        """Append events in pipelines (one round trip per 1000); returns their entry ids.
+
+        Every event is encoded and validated before anything is sent. If Redis refuses some,
+        raises ``SendError`` naming exactly which were sent and which were not.
+        """
+        commands = [self._command(e) for e in events]
+        client = self.system.client()
+        ids: list[str] = []
+        sent: list[tuple[int, str]] = []
+        failed: list[tuple[int, BaseException]] = []
+        for start in range(0, len(commands), MAX_PIPELINE):
+            chunk = commands[start : start + MAX_PIPELINE]
+            try:
+                replies = await client.pipeline(chunk)
+            except (rex.ConnectionError, rex.TimeoutError) as exc:
+                # The chunk may or may not have been applied; say so rather than guess.
+                failed.extend((start + i, exc) for i in range(len(commands) - start))
+                raise SendError(self.name, sent, failed) from exc
+            for i, reply in enumerate(replies):
+                if isinstance(reply, Exception):
+                    failed.append((start + i, reply))
+                else:
+                    entry_id = reply.decode()
+                    sent.append((start + i, entry_id))
+                    ids.append(entry_id)
+        if failed:
+            raise SendError(self.name, sent, failed)
+        return ids
+
+    def producer(
+        self, fn: Callable[..., Any]
+    ) -> Callable[..., Any]:
+        """Decorate an async function whose returned event (or list of events) is sent."""
+        import functools
+
+        @functools.wraps(fn)
+        async def wrapper(*args: Any, **kwargs: Any) -> Any:
+            result = await fn(*args, **kwargs)
+            if result is None:
+                return None
+            if isinstance(result, list | tuple):
+                await self.send_many(result)
+            else:
+                await self.send(result)
+            return result
+
+        return wrapper
+
+
+def check_events(stream: Stream[Any], events: Sequence[Any]) -> None:
+    """Validate events without sending (used by the CLI to refuse a bad file up front)."""
+    for event in events:
+        stream._command(event)

@@ -1,0 +1,543 @@
+"""Supervisor: the trio mechanics of restarts (the decisions live in ``_policy``).
+
+One task, the supervisor loop inside ``run()``, makes every restart decision; each child runs in
+its own task and ``CancelScope`` inside the nursery that ``run()`` owns, and reports how it ended
+through a memory channel. Backoff deadlines are timers of that loop, so they follow
+``trio.current_time()`` and tests run on ``MockClock``.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import random
+from collections import deque
+from collections.abc import Awaitable, Callable, Hashable
+from typing import TypeAlias
+
+import attrs
+import trio
+from attrs import frozen
+
+from actorstream._errors import ConfigError, SupervisorGaveUp
+from actorstream._policy import Backoff, RestartIntensity, RestartPolicy
+
+__all__ = [
+    "ChildContext",
+    "ChildFn",
+    "ChildState",
+    "ChildStatistics",
+    "Restart",
+    "Strategy",
+    "Supervisor",
+    "SupervisorStatistics",
+]
+
+
+class Strategy(enum.Enum):
+    """Which children restart when one crashes (Erlang's restart strategies)."""
+
+    ONE_FOR_ONE = "one_for_one"
+    ONE_FOR_ALL = "one_for_all"
+    REST_FOR_ONE = "rest_for_one"
+
+
+class Restart(enum.Enum):
+    """When a child that ended is started again."""
+
+    PERMANENT = "permanent"  # always, even after a normal return
+    TRANSIENT = "transient"  # only after a crash
+    TEMPORARY = "temporary"  # never
+
+
+class ChildState(enum.Enum):
+    STARTING = "starting"
+    RUNNING = "running"
+    BACKOFF = "backoff"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    FAILED = "failed"
+
+
+class ChildContext:
+    """What a child function gets: who it is, how often it restarted, and stop requests."""
+
+    def __init__(self, child_id: Hashable, restarts: int = 0) -> None:
+        self.child_id = child_id
+        self.restarts = restarts
+        self.status: str | None = None
+        self._stop = trio.Event()
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop.is_set()
+
+    async def wait_stop_requested(self) -> None:
+        await self._stop.wait()
+
+    def set_status(self, status: str | None) -> None:
+        """A free-form status shown in ``statistics()`` (e.g. ``"replaying"``)."""
+        self.status = status
+
+    def _request_stop(self) -> None:
+        self._stop.set()
+
+
+ChildFn = Callable[[ChildContext], Awaitable[None]]
+
+
+@frozen
+class ChildStatistics:
+    child_id: Hashable
+    state: ChildState
+    restart: Restart
+    restarts: int
+    last_error: str | None
+    current_backoff: float
+    started_at: float | None
+    status: str | None
+
+
+@frozen
+class SupervisorStatistics:
+    name: str
+    strategy: Strategy
+    children: tuple[ChildStatistics, ...]
+    total_restarts: int
+    gave_up: bool
+    running: bool
+
+
+@attrs.define(eq=False)
+class _RestartGroup:
+    """Children restarted together, in start order, once ``deadline`` passed and none runs."""
+
+    deadline: float
+    members: list[_Child] = attrs.Factory(list)
+    waiting: set[_Child] = attrs.Factory(set)  # still shutting down
+
+
+@attrs.define(eq=False)
+class _Child:
+    child_id: Hashable
+    fn: ChildFn
+    restart: Restart
+    backoff: Backoff
+    state: ChildState = ChildState.STARTING
+    restarts: int = 0
+    launched: bool = False
+    last_error: str | None = None
+    started_at: float | None = None
+    generation: int = 0
+    scope: trio.CancelScope | None = None  # not None while its task is alive
+    ctx: ChildContext | None = None
+    group: _RestartGroup | None = None
+    removing: bool = False
+    stopped: trio.Event = attrs.Factory(trio.Event)
+
+
+@frozen
+class _Exited:
+    child: _Child
+    generation: int
+    error: Exception | None
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _check_grace(grace: float) -> None:
+    if math.isnan(grace) or grace < 0:
+        raise ValueError(f"grace must be >= 0 seconds, got {grace!r}")
+
+
+_DEFAULT_POLICY = RestartPolicy()
+_Event: TypeAlias = _Exited | None  # None only wakes the loop up
+
+
+class Supervisor:
+    """An Erlang-style supervisor for trio tasks.
+
+    ``run()`` may be called again after it returned or raised (a parent supervisor restarting a
+    nested one does exactly that): registered children start afresh, with fresh intensity.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        strategy: Strategy = Strategy.ONE_FOR_ONE,
+        policy: RestartPolicy = _DEFAULT_POLICY,
+        rng: random.Random | None = None,
+    ) -> None:
+        if not isinstance(strategy, Strategy):
+            raise ConfigError(f"strategy must be a Strategy, got {strategy!r}")
+        if not isinstance(policy, RestartPolicy):
+            raise ConfigError(f"policy must be a RestartPolicy, got {policy!r}")
+        self._name = name
+        self._strategy = strategy
+        self._policy = policy
+        self._rng = rng if rng is not None else random.Random()
+        self._children: dict[Hashable, _Child] = {}
+        self._groups: list[_RestartGroup] = []
+        self._to_start: list[_Child] = []
+        self._intensity = RestartIntensity.from_policy(policy)
+        self._crashes: deque[tuple[float, Exception]] = deque()
+        self._total_restarts = 0
+        self._gave_up = False
+        self._stopping = False
+        self._nursery: trio.Nursery | None = None
+        self._send: trio.MemorySendChannel[_Event] | None = None
+        self._done: trio.Event | None = None
+        self._running = False
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def strategy(self) -> Strategy:
+        return self._strategy
+
+    @property
+    def policy(self) -> RestartPolicy:
+        return self._policy
+
+    # ---- public API -------------------------------------------------------------------------
+
+    def start_child(
+        self, child_id: Hashable, fn: ChildFn, *, restart: Restart = Restart.PERMANENT
+    ) -> None:
+        """Register a child; it starts now if ``run()`` is running, else when it starts."""
+        if child_id in self._children:
+            raise ValueError(f"supervisor {self._name!r} already has a child {child_id!r}")
+        if not isinstance(restart, Restart):
+            raise ConfigError(f"restart must be a Restart, got {restart!r}")
+        if self._stopping:
+            raise RuntimeError(f"supervisor {self._name!r} is stopping")
+        child = _Child(child_id, fn, restart, Backoff(self._policy))
+        self._children[child_id] = child
+        if self._nursery is not None:
+            self._to_start.append(child)
+            self._wake()
+
+    async def stop_child(self, child_id: Hashable, *, grace: float = 5.0) -> None:
+        """Ask a child to stop, cancel it after ``grace`` seconds, and remove it.
+
+        Not a crash. Returns once the child's task has ended; an unknown id is already stopped.
+        """
+        _check_grace(grace)
+        child = self._children.get(child_id)
+        if child is None:
+            return
+        self._request_stop(child, grace)
+        await child.stopped.wait()
+
+    async def stop(self, *, grace: float = 5.0) -> None:
+        """Stop every child gracefully, in reverse start order; then ``run()`` returns normally."""
+        _check_grace(grace)
+        already = self._stopping
+        self._stopping = True
+        nursery, done = self._nursery, self._done
+        if nursery is None or done is None:
+            for child in reversed(list(self._children.values())):
+                self._detach(child)
+                self._remove(child, ChildState.STOPPED)
+            return
+        if not already:
+            # In the supervisor's own nursery, so the stop completes even if our caller is
+            # cancelled (e.g. a child stopping its own supervisor).
+            nursery.start_soon(self._stop_all, grace)
+        await done.wait()
+
+    def children(self) -> list[Hashable]:
+        return list(self._children)
+
+    def statistics(self) -> SupervisorStatistics:
+        return SupervisorStatistics(
+            name=self._name,
+            strategy=self._strategy,
+            children=tuple(
+                ChildStatistics(
+                    child_id=c.child_id,
+                    state=c.state,
+                    restart=c.restart,
+                    restarts=c.restarts,
+                    last_error=c.last_error,
+                    current_backoff=c.backoff.current,
+                    started_at=c.started_at,
+                    status=c.ctx.status if c.ctx is not None else None,
+                )
+                for c in self._children.values()
+            ),
+            total_restarts=self._total_restarts,
+            gave_up=self._gave_up,
+            running=self._nursery is not None,
+        )
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Supervise until cancelled or ``stop()``; raise ``SupervisorGaveUp`` past intensity."""
+        await self._run(task_status, None, 0.0)
+
+    async def run_as_child(self, ctx: ChildContext, *, grace: float = 5.0) -> None:
+        """``run()`` as a child of another supervisor: a stop request there becomes ``stop()``."""
+        _check_grace(grace)
+        await self._run(trio.TASK_STATUS_IGNORED, ctx, grace)
+
+    # ---- the loop ---------------------------------------------------------------------------
+
+    async def _run(
+        self, task_status: trio.TaskStatus[None], stop_on: ChildContext | None, grace: float
+    ) -> None:
+        if self._running:
+            raise RuntimeError(f"supervisor {self._name!r} is already running")
+        self._running = True
+        self._intensity = RestartIntensity.from_policy(self._policy)
+        self._crashes.clear()
+        self._gave_up = False
+        for child in self._children.values():
+            child.state = ChildState.STARTING
+            child.backoff.reset()
+        send, recv = trio.open_memory_channel[_Event](math.inf)
+        done = trio.Event()
+        outcome: tuple[SupervisorGaveUp, ExceptionGroup[Exception]] | None = None
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery, self._send, self._done = nursery, send, done
+                if stop_on is not None:
+                    nursery.start_soon(self._stop_when_requested, stop_on, grace)
+                for child in list(self._children.values()):
+                    if self._children.get(child.child_id) is child and child.group is None:
+                        await self._launch(child)
+                task_status.started()
+                outcome = await self._loop(recv)
+                nursery.cancel_scope.cancel()
+        finally:
+            self._nursery = None
+            self._send = None
+            self._running = False
+            self._finish()
+            send.close()
+            recv.close()
+            done.set()
+        if outcome is not None:
+            gave_up, crashes = outcome
+            raise gave_up from crashes
+
+    async def _loop(
+        self, recv: trio.MemoryReceiveChannel[_Event]
+    ) -> tuple[SupervisorGaveUp, ExceptionGroup[Exception]] | None:
+        while True:
+            if self._stopping and not self._children:
+                return None
+            if self._to_start:
+                child = self._to_start.pop(0)
+                if (
+                    self._children.get(child.child_id) is child
+                    and child.state is ChildState.STARTING
+                    and child.group is None
+                ):
+                    await self._launch(child)
+                continue
+            group = self._due_group()
+            if group is not None:
+                await self._fire(group)
+                continue
+            with trio.move_on_at(self._next_deadline()):
+                event = await recv.receive()
+                if event is not None:
+                    outcome = self._on_exit(event)
+                    if outcome is not None:
+                        return outcome
+
+    def _due_group(self) -> _RestartGroup | None:
+        if self._stopping:
+            return None
+        now = trio.current_time()
+        due = [g for g in self._groups if not g.waiting and g.deadline <= now]
+        return min(due, key=lambda g: g.deadline) if due else None
+
+    def _next_deadline(self) -> float:
+        if self._stopping:
+            return math.inf
+        return min((g.deadline for g in self._groups if not g.waiting), default=math.inf)
+
+    async def _fire(self, group: _RestartGroup) -> None:
+        self._groups.remove(group)
+        for child in list(group.members):
+            if child.group is not group:
+                continue  # moved to a newer group or stopped meanwhile
+            child.group = None
+            if self._children.get(child.child_id) is child:
+                await self._launch(child)
+
+    async def _launch(self, child: _Child) -> None:
+        assert self._nursery is not None and self._send is not None
+        now = trio.current_time()
+        if child.launched:
+            child.restarts += 1
+        child.launched = True
+        child.generation += 1
+        ctx = ChildContext(child.child_id, child.restarts)
+        scope = trio.CancelScope()
+        child.ctx, child.scope = ctx, scope
+        child.state = ChildState.RUNNING
+        child.started_at = now
+        child.backoff.on_start(now)
+        await self._nursery.start(self._child_task, child, child.generation, ctx, scope, self._send)
+
+    @staticmethod
+    async def _child_task(
+        child: _Child,
+        generation: int,
+        ctx: ChildContext,
+        scope: trio.CancelScope,
+        send: trio.MemorySendChannel[_Event],
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        task_status.started()  # the child's code runs up to its first checkpoint before the next
+        error: Exception | None = None
+        try:
+            with scope:
+                await child.fn(ctx)
+        except Exception as exc:  # a crash; Cancelled from outside propagates untouched
+            error = exc
+        send.send_nowait(_Exited(child, generation, error))
+
+    def _on_exit(self, event: _Exited) -> tuple[SupervisorGaveUp, ExceptionGroup[Exception]] | None:
+        child = event.child
+        if child.generation != event.generation or self._children.get(child.child_id) is not child:
+            return None  # stale
+        child.scope = None
+        child.ctx = None
+        if event.error is not None:
+            child.last_error = _describe(event.error)
+        if child.removing:
+            self._remove(child, ChildState.STOPPED)
+            return None
+        if child.state is ChildState.STOPPING:  # cancelled by us to restart with its group
+            child.state = ChildState.BACKOFF
+            if child.group is not None:
+                child.group.waiting.discard(child)
+            return None
+        crashed = event.error is not None
+        if (
+            self._stopping
+            or child.restart is Restart.TEMPORARY
+            or (child.restart is Restart.TRANSIENT and not crashed)
+        ):
+            self._remove(child, ChildState.FAILED if crashed else ChildState.STOPPED)
+            return None
+        error = event.error or RuntimeError(f"permanent child {child.child_id!r} returned")
+        now = trio.current_time()
+        while self._crashes and now - self._crashes[0][0] >= self._policy.within:
+            self._crashes.popleft()
+        self._crashes.append((now, error))
+        if not self._intensity.record_restart(now):
+            child.state = ChildState.FAILED
+            self._gave_up = True
+            crashes = ExceptionGroup(
+                f"crashes under supervisor {self._name!r} within {self._policy.within:g}s",
+                [e for _, e in self._crashes],
+            )
+            return (
+                SupervisorGaveUp(self._name, self._policy.max_restarts, self._policy.within),
+                crashes,
+            )
+        self._total_restarts += 1
+        delay = child.backoff.next_delay(now, self._rng)
+        self._schedule_restart(child, now + delay)
+        return None
+
+    def _restart_set(self, crashed: _Child) -> list[_Child]:
+        order = list(self._children.values())
+        if self._strategy is Strategy.ONE_FOR_ONE:
+            return [crashed]
+        if self._strategy is Strategy.ONE_FOR_ALL:
+            return order
+        return order[order.index(crashed) :]
+
+    def _schedule_restart(self, crashed: _Child, deadline: float) -> None:
+        group = _RestartGroup(deadline)
+        for child in self._restart_set(crashed):
+            if child is not crashed and child.restart is Restart.TEMPORARY:
+                self._request_stop(child, 0.0)  # siblings that are temporary are not restarted
+                continue
+            if child.removing:
+                continue
+            old = child.group
+            if old is not None:
+                group.deadline = max(group.deadline, old.deadline)
+                self._detach(child)
+            child.group = group
+            group.members.append(child)
+            if child.scope is not None:  # alive: cancel it, the group waits for its end
+                group.waiting.add(child)
+                child.state = ChildState.STOPPING
+                child.scope.cancel()
+            else:
+                child.state = ChildState.BACKOFF
+        self._groups.append(group)
+
+    def _detach(self, child: _Child) -> None:
+        group = child.group
+        if group is None:
+            return
+        child.group = None
+        group.members.remove(child)
+        group.waiting.discard(child)
+        if not group.members and group in self._groups:
+            self._groups.remove(group)
+
+    def _request_stop(self, child: _Child, grace: float) -> None:
+        self._detach(child)
+        if child.scope is None:  # not running: nothing to wait for
+            self._remove(child, ChildState.STOPPED)
+            return
+        if not child.removing:
+            child.removing = True
+            child.state = ChildState.STOPPING
+            if child.ctx is not None:
+                child.ctx._request_stop()
+        child.scope.deadline = min(child.scope.deadline, trio.current_time() + grace)
+
+    def _remove(self, child: _Child, state: ChildState) -> None:
+        if self._children.get(child.child_id) is child:
+            del self._children[child.child_id]
+        child.state = state
+        child.scope = None
+        child.ctx = None
+        child.stopped.set()
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._send is not None:
+            self._send.send_nowait(None)
+
+    def _finish(self) -> None:
+        """After ``run()``: nothing runs any more; children stay registered for a new run."""
+        for child in list(self._children.values()):
+            child.scope = None
+            child.ctx = None
+            child.group = None
+            if child.removing:
+                self._remove(child, ChildState.STOPPED)
+            elif child.state is not ChildState.FAILED:
+                child.state = ChildState.STOPPED
+        self._groups.clear()
+        self._to_start.clear()
+        self._stopping = False
+
+    async def _stop_all(self, grace: float) -> None:
+        for child in reversed(list(self._children.values())):
+            if self._children.get(child.child_id) is child:
+                self._request_stop(child, grace)
+                await child.stopped.wait()
+        self._wake()
+
+    async def _stop_when_requested(self, ctx: ChildContext, grace: float) -> None:
+        await ctx.wait_stop_requested()
+        await self.stop(grace=grace)

@@ -1,0 +1,164 @@
+"""One Redis connection over a trio stream, replies parsed by ``hiredis.Reader``.
+
+A connection is either idle or carrying exactly one request (a command or a pipeline). If that
+request ends any other way than with all of its replies read (cancellation, timeout, I/O error),
+the connection is closed at once and marked broken: a late reply can then never be read by the
+wrong caller.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import hiredis
+import trio
+from redis import exceptions as rex
+
+from ._config import ConnectionConfig
+from ._errors import reply_error
+
+Arg = bytes | str | int | float | memoryview
+Command = Sequence[Arg]
+
+_READ_SIZE = 1 << 16
+
+
+def pack(command: Command) -> bytes:
+    """Encode one command in RESP; hiredis does it in C."""
+    try:
+        return hiredis.pack_command(tuple(command))  # type: ignore[arg-type,no-any-return]
+    except TypeError as exc:
+        raise rex.DataError(f"cannot encode command argument: {exc}") from None
+
+
+class Connection:
+    """A single connection. Not safe for concurrent use; the pool hands it to one task at a time."""
+
+    def __init__(self, stream: trio.abc.Stream, config: ConnectionConfig, name: str) -> None:
+        self._stream = stream
+        self._config = config
+        self._reader = hiredis.Reader(replyError=reply_error)
+        self.name = name
+        self.broken = False
+        self.lost = False  # broken by an I/O error (not by a cancel or timeout)
+        self.created_at = trio.current_time()
+
+    @classmethod
+    async def open(cls, config: ConnectionConfig, *, client_name: str) -> Connection:
+        """Connect, then AUTH / SELECT / CLIENT SETNAME in one round trip."""
+        try:
+            with trio.fail_after(config.connect_timeout):
+                stream: trio.abc.Stream
+                if config.path is not None:
+                    stream = await trio.open_unix_socket(config.path)
+                else:
+                    stream = await trio.open_tcp_stream(config.host, config.port)
+                    if config.tls:
+                        ssl_stream = trio.SSLStream(
+                            stream, config.ssl_context(), server_hostname=config.host
+                        )
+                        try:
+                            await ssl_stream.do_handshake()
+                        except BaseException:
+                            await trio.aclose_forcefully(ssl_stream)
+                            raise
+                        stream = ssl_stream
+        except trio.TooSlowError:
+            raise rex.TimeoutError(
+                f"timed out connecting to {config.describe()} after {config.connect_timeout:g}s"
+            ) from None
+        except (OSError, trio.BrokenResourceError) as exc:
+            raise rex.ConnectionError(f"cannot connect to {config.describe()}: {exc}") from None
+        conn = cls(stream, config, client_name)
+        setup: list[Command] = []
+        if config.password is not None:
+            if config.username:
+                setup.append(("AUTH", config.username, config.password))
+            else:
+                setup.append(("AUTH", config.password))
+        if config.db:
+            setup.append(("SELECT", config.db))
+        setup.append(("CLIENT", "SETNAME", client_name))
+        try:
+            replies = await conn.pipeline(setup, timeout=config.connect_timeout)
+        except BaseException:
+            await conn.aclose()
+            raise
+        for reply in replies:
+            if isinstance(reply, Exception):
+                await conn.aclose()
+                if isinstance(reply, rex.AuthenticationError):
+                    who = config.username or "default"
+                    raise rex.AuthenticationError(
+                        f"authentication failed for user {who!r} at {config.describe()}: {reply}"
+                    )
+                raise reply
+        return conn
+
+    async def aclose(self) -> None:
+        self.broken = True
+        await trio.aclose_forcefully(self._stream)
+
+    async def execute(self, *args: Arg, timeout: float | None = math.inf) -> Any:
+        """Send one command; raise its error reply as an exception.
+
+        ``timeout`` defaults to the URL's socket timeout; ``None`` waits forever (for BLOCK).
+        """
+        reply = (await self._roundtrip(pack(args), 1, timeout))[0]
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+
+    async def pipeline(
+        self, commands: Sequence[Command], *, timeout: float | None = math.inf
+    ) -> list[Any]:
+        """Send all commands in one write and read all replies; error replies come back in place."""
+        if not commands:
+            return []
+        payload = b"".join([pack(c) for c in commands])
+        return await self._roundtrip(payload, len(commands), timeout)
+
+    async def _roundtrip(self, payload: bytes, count: int, timeout: float | None) -> list[Any]:
+        if self.broken:
+            raise rex.ConnectionError("connection is closed")
+        if timeout == math.inf:
+            timeout = self._config.socket_timeout
+        completed = False
+        try:
+            with trio.move_on_after(math.inf if timeout is None else timeout):
+                replies = await self._exchange(payload, count)
+                completed = True
+                return replies
+            raise rex.TimeoutError(
+                f"no reply from {self._config.describe()} within {timeout:g}s"
+            ) from None
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            self.lost = True
+            raise rex.ConnectionError(
+                f"connection to {self._config.describe()} lost: {exc or type(exc).__name__}"
+            ) from None
+        except hiredis.ProtocolError as exc:
+            raise rex.InvalidResponse(f"protocol error: {exc}") from None
+        finally:
+            if not completed:
+                # Cancelled, timed out or failed mid-request: the reply may still arrive, so this
+                # connection must never be read again. aclose_forcefully works while cancelled.
+                await self.aclose()
+
+    async def _exchange(self, payload: bytes, count: int) -> list[Any]:
+        stream = self._stream
+        reader = self._reader
+        await stream.send_all(payload)
+        replies: list[Any] = []
+        while len(replies) < count:
+            reply = reader.gets()
+            if reply is False:
+                data = await stream.receive_some(_READ_SIZE)
+                if not data:
+                    raise trio.BrokenResourceError("connection closed by the server")
+                reader.feed(bytes(data) if type(data) is not bytes else data)
+                continue
+            replies.append(reply)
+        return replies

@@ -1,0 +1,47 @@
+"""Sessions: tests (the default CI run), chaos, lint, typecheck, bench."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["tests"]
+nox.options.default_venv_backend = "venv"
+
+PYTHON = "3.11"
+
+
+@nox.session(python=PYTHON)
+def tests(session: nox.Session) -> None:
+    """Unit and integration tests against real redis-server processes (no chaos/soak)."""
+    session.install("-e", ".[test]")
+    # pytest exits 5 when nothing was collected; nox treats any non-zero code as failure.
+    session.run("pytest", "-q", "-p", "no:cacheprovider", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def chaos(session: nox.Session) -> None:
+    """Slow fault-injection scenarios and soak tests (marked chaos/soak)."""
+    session.install("-e", ".[test]")
+    session.run(
+        "pytest", "-q", "-p", "no:cacheprovider", "-m", "chaos or soak", *session.posargs
+    )
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    session.install("ruff")
+    session.run("ruff", "check", ".")
+
+
+@nox.session(python=PYTHON)
+def typecheck(session: nox.Session) -> None:
+    session.install("-e", ".[dev]")
+    session.run("mypy", "actorstream")
+
+
+@nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    """Benchmarks: ratios against redis-benchmark and a raw loop measured in the same run."""
+    session.install("-e", ".[fast,test]")
+    session.run("python", "benchmarks/bench_transport.py", *session.posargs)
+    session.run("python", "benchmarks/bench_runtime.py", *session.posargs)

@@ -1,0 +1,121 @@
+"""Shared fixtures: real redis-server processes on free ports, and worker subprocesses.
+
+Isolation comes two ways: a fresh server per test (``redis_server``, ~20 ms, for tests that kill,
+pause or restart it), or one session-wide server with a unique key prefix per test
+(``shared_redis_server`` + ``key_prefix``) for tests that only read and write keys.
+Never the Redis on 127.0.0.1:6379.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from actorstream.testing import RedisServer, WorkerProcess
+
+#: ACL users of ``acl_redis_server``: ``app`` may do everything, ``reader`` only read.
+ACL_USERS = (
+    "user app on >secret ~* &* +@all",
+    "user reader on >readpw ~* &* -@all +@read +ping +hello +client +select +acl|whoami",
+)
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    """A fresh server of this test's own: kill it, pause it, restart it at will."""
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    return redis_server.url
+
+
+@pytest.fixture
+def aof_redis_server() -> Iterator[RedisServer]:
+    """A fresh server with AOF (everysec): data survives kill -9 + ``restart()``."""
+    with RedisServer(appendonly=True) as server:
+        yield server
+
+
+@pytest.fixture
+def tls_redis_server() -> Iterator[RedisServer]:
+    """TLS only; ``url`` is ``rediss://...?ssl_ca_certs=...``. No client certificate needed."""
+    with RedisServer(tls=True) as server:
+        yield server
+
+
+@pytest.fixture
+def mtls_redis_server() -> Iterator[RedisServer]:
+    """TLS that requires a client certificate (``tls-auth-clients yes``); ``url`` names it."""
+    with RedisServer(tls=True, tls_auth_clients=True) as server:
+        yield server
+
+
+@pytest.fixture
+def acl_redis_server() -> Iterator[RedisServer]:
+    """ACL users ``app``/``secret`` (all rights) and ``reader``/``readpw`` (read only).
+
+    The default user is off: ``url_for("app", "secret")`` is the way in.
+    """
+    with RedisServer(acl_users=[*ACL_USERS, "user default off"]) as server:
+        yield server
+
+
+@pytest.fixture
+def unix_redis_server() -> Iterator[RedisServer]:
+    """Listens on TCP and on a unix socket (``unix_url``)."""
+    with RedisServer(unix_socket=True) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def shared_redis_server() -> Iterator[RedisServer]:
+    """One server for the whole session; pair it with ``key_prefix``. Never kill or flush it."""
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture
+def shared_redis_url(shared_redis_server: RedisServer) -> str:
+    return shared_redis_server.url
+
+
+_prefix_counter = itertools.count()
+
+
+@pytest.fixture
+def key_prefix(request: pytest.FixtureRequest) -> str:
+    """A key prefix unique to this test, e.g. ``t17:test_pipeline:``, on the shared server."""
+    name = re.sub(r"[^A-Za-z0-9_]+", "_", request.node.name)[:40]
+    return f"t{next(_prefix_counter)}:{name}:"
+
+
+WorkerFactory = Callable[..., WorkerProcess]
+
+
+@pytest.fixture
+def worker_process() -> Iterator[WorkerFactory]:
+    """Factory: ``worker_process("-m", "mod", redis_url=url)`` starts a worker subprocess.
+
+    Takes ``WorkerProcess``'s arguments; every worker is killed (even paused) at test end. On a
+    test failure the outputs are printed, so they show in the report.
+    """
+    workers: list[WorkerProcess] = []
+
+    def start(*args: str, **kwargs: object) -> WorkerProcess:
+        worker = WorkerProcess(*args, **kwargs)  # type: ignore[arg-type]
+        workers.append(worker)
+        return worker.start()
+
+    yield start
+    for worker in workers:
+        worker.close()
+        output = worker.output()
+        if output:
+            print(f"--- output of {worker!r}:\n{output[-5000:]}")
+        worker.cleanup()
