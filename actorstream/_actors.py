@@ -83,11 +83,11 @@ class ActorSpec:
     on_error: ErrorHook | None = None
 
     def __attrs_post_init__(self) -> None:
-        _keys.check_name("actor", self.name)
         if not inspect.iscoroutinefunction(self.handler):
             raise ConfigError(
                 f"actor {self.name!r}: the handler must be an `async def` function, "
                 f"got {self.handler!r}"
             )
+        _keys.check_name("actor", self.name)
         if self.on_error is not None and not inspect.iscoroutinefunction(self.on_error):
             raise ConfigError(f"actor {self.name!r}: on_error must be an `async def` function")

@@ -103,7 +103,7 @@ class RestartIntensity:
 
     def record_restart(self, now: float) -> bool:
         self._prune(now)
-        if False:
+        if len(self._times) >= self.max_restarts:
             return False
         self._times.append(now)
         return True

@@ -32,7 +32,7 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from actorstream._transport import Client
+from actorstream._transport import Arg, Client
 from actorstream.testing import RedisServer
 
 STREAMS = 16
@@ -98,6 +98,32 @@ async def ours_ping(client: Client, n: int) -> dict[str, float]:
     }
 
 
+async def raw_trio_ping(port: int, n: int) -> dict[str, float]:
+    """The floor for any trio client: a bare trio socket + hiredis loop, no pool, no checks."""
+    import hiredis
+
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    reader = hiredis.Reader()
+    ping = hiredis.pack_command(("PING",))
+    samples: list[int] = []
+    clock = time.perf_counter_ns
+    async with stream:
+        for i in range(n + min(1000, n)):
+            t0 = clock()
+            await stream.send_all(ping)
+            while reader.gets() is False:
+                reader.feed(await stream.receive_some(65536))
+            if i >= min(1000, n):
+                samples.append(clock() - t0)
+    total = sum(samples) / 1e9
+    samples.sort()
+    return {
+        "rps": n / total,
+        "p50_us": statistics.median(samples) / 1000,
+        "p99_us": samples[int(len(samples) * 0.99)] / 1000,
+    }
+
+
 async def ours_produce(client: Client, events: int) -> dict[str, float]:
     """XADD into 16 streams, round-robin, in pipelines of 100 on one connection."""
     keys = [f"bench:{{p{i}}}:events" for i in range(STREAMS)]
@@ -118,7 +144,17 @@ async def ours_consume(client: Client, events: int) -> dict[str, float]:
     keys = [f"bench:{{p{i}}}:events" for i in range(STREAMS)]
     for key in keys:
         await client.execute("XGROUP", "CREATE", key, "g", "0")
-    read = ["XREADGROUP", "GROUP", "g", "c", "COUNT", BATCH, "STREAMS", *keys, *([">"] * STREAMS)]
+    read: list[Arg] = [
+        "XREADGROUP",
+        "GROUP",
+        "g",
+        "c",
+        "COUNT",
+        BATCH,
+        "STREAMS",
+        *keys,
+        *([">"] * STREAMS),
+    ]
     consumed = 0
     async with client.connection() as conn:
         started = time.perf_counter()
@@ -166,12 +202,19 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             # few rounds and keep each side's median round, so a burst of load hits both.
             theirs_rounds: list[dict[str, float]] = []
             ours_rounds: list[dict[str, float]] = []
+            raw_rounds: list[dict[str, float]] = []
             for _ in range(args.rounds):
                 theirs_rounds.append(theirs_ping(server.port, args.ping_n))
                 ours_rounds.append(await ours_ping(client, args.ours_ping_n))
+                raw_rounds.append(await raw_trio_ping(server.port, args.ours_ping_n))
             results["theirs_ping"] = median_round(theirs_rounds)
             results["ours_ping"] = median_round(ours_rounds)
-            results["ping_rounds"] = {"theirs": theirs_rounds, "ours": ours_rounds}
+            results["raw_trio_ping"] = median_round(raw_rounds)
+            results["ping_rounds"] = {
+                "theirs": theirs_rounds,
+                "ours": ours_rounds,
+                "raw_trio": raw_rounds,
+            }
             results["theirs_xadd"] = theirs_xadd(server.port, args.xadd_n)
             await client.execute("FLUSHALL")  # our own server: only redis-benchmark's stream
             results["ours_produce"] = await ours_produce(client, args.events)
@@ -184,6 +227,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "consume_vs_redis_benchmark_xadd_P100": ratio(ocons["rps"], tx["rps"]),
         "ping_p50_ours_over_theirs": ping_ratio,
         "ping_rps_vs_redis_benchmark": ratio(op["rps"], tp["rps"]),
+        "ping_p50_ours_over_raw_trio": ratio(op["p50_us"], results["raw_trio_ping"]["p50_us"]),
+        "ping_p50_raw_trio_over_theirs": ratio(results["raw_trio_ping"]["p50_us"], tp["p50_us"]),
     }
     results["targets"] = {
         "produce_at_least_100k_per_s": oprod["rps"] >= TARGET_PRODUCE,
@@ -212,6 +257,10 @@ def print_table(r: dict[str, Any]) -> None:
         ("PING p99 (us), one connection", op["p99_us"], tp["p99_us"],
          ratio(op["p99_us"], tp["p99_us"]), "", None),
         ("PING sequential (req/s)", op["rps"], tp["rps"], ratio(op["rps"], tp["rps"]), "", None),
+        ("  floor: bare trio+hiredis loop PING p50 (us)", r["raw_trio_ping"]["p50_us"],
+         tp["p50_us"], ratio(r["raw_trio_ping"]["p50_us"], tp["p50_us"]), "", None),
+        ("  floor: bare trio+hiredis loop PING p99 (us)", r["raw_trio_ping"]["p99_us"],
+         tp["p99_us"], ratio(r["raw_trio_ping"]["p99_us"], tp["p99_us"]), "", None),
     ]  # fmt: skip
     header = f"{'measure':<50} {'ours':>12} {'redis-bench':>12} {'ratio':>7}  target"
     print(header)

@@ -1,0 +1,134 @@
+"""The ``actorstream`` command line: worker, send, status, top, demo (and dlq, when present).
+
+Each subcommand lives in a module of this package with a ``register(subparsers, common)``
+function that adds its parser and sets ``handler=<fn(args) -> int>`` as a default. To add one,
+write the module and list it in ``SUBCOMMANDS``; a listed module that does not exist (yet) is
+skipped, so ``_dlq`` can land on its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from .._errors import ConfigError, SupervisorGaveUp
+from .._version import __version__
+from ._common import (
+    EXIT_FAILURE,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+    UNREACHABLE,
+    CliError,
+    add_url_option,
+)
+
+__all__ = ["build_parser", "main"]
+
+#: Subcommand modules, in --help order.
+SUBCOMMANDS = ("_worker", "_send", "_status", "_top", "_dlq", "_demo")
+
+DESCRIPTION = """\
+Event processing on Redis Streams, with trio and a supervision tree.
+
+A TARGET is module:attribute, e.g. myapp.workers:system or path/to/app.py:system
+(the current directory is importable). The Redis URL comes from --url, else
+$ACTORSTREAM_REDIS_URL, else the URL the app's System declares, else
+redis://127.0.0.1:6379/0.
+
+exit codes: 0 ok, 1 runtime failure (or the system gave up), 2 usage or bad
+input, 3 Redis unreachable.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="actorstream",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"actorstream {__version__}")
+    add_url_option(parser, top_level=True)
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0,
+        help="more logging on stderr (-v info, -vv debug)",
+    )
+    common = argparse.ArgumentParser(add_help=False)
+    add_url_option(common)
+    common.add_argument(
+        "-v", "--verbose", action="count", default=argparse.SUPPRESS,
+        help="more logging on stderr (-v info, -vv debug)",
+    )
+    subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
+    for name in SUBCOMMANDS:
+        try:
+            module = importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"{__name__}.{name}":
+                continue
+            raise
+        module.register(subparsers, common)
+    return parser
+
+
+def _setup_logging(verbosity: int) -> None:
+    level = logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 else logging.DEBUG
+    logging.basicConfig(
+        level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for sub in exc.exceptions for leaf in _leaves(sub)]
+    return [exc]
+
+
+def _classify(exc: BaseException) -> CliError | None:
+    """Known failures, however deep in exception groups, as one line and an exit code."""
+    leaves = _leaves(exc)
+    for leaf in leaves:
+        if isinstance(leaf, CliError):
+            return leaf
+    for leaf in leaves:
+        if isinstance(leaf, SupervisorGaveUp):
+            return CliError(f"the system gave up: {leaf}", EXIT_FAILURE)
+    for leaf in leaves:
+        if isinstance(leaf, ConfigError):
+            return CliError(str(leaf), EXIT_USAGE)
+    if leaves and all(isinstance(leaf, UNREACHABLE) for leaf in leaves):
+        return CliError(f"Redis connection failed: {leaves[0]}", EXIT_UNREACHABLE)
+    return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``actorstream`` script; returns (and ``sys.exit``s with) a code."""
+    code = _main(argv)
+    if argv is None:
+        sys.exit(code)
+    return code
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    _setup_logging(args.verbose)
+    try:
+        result: int = handler(args)
+        return result
+    except KeyboardInterrupt:
+        return 130
+    except BaseException as exc:
+        if isinstance(exc, SystemExit):
+            raise
+        known = _classify(exc)
+        if known is None:
+            raise
+        print(f"actorstream: error: {known.message}", file=sys.stderr)
+        return known.code

@@ -1,0 +1,211 @@
+"""What every subcommand shares: exit codes, loading ``module:attr``, the Redis URL, errors.
+
+Errors a user can fix are ``CliError``: ``main()`` prints their one-line message (never a
+traceback) and exits with their code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import trio
+from redis import exceptions as rex
+
+from .._errors import ConfigError
+from .._streams import Stream
+from .._system import DEFAULT_URL, System
+from .._transport import Client, redact_url
+
+EXIT_OK = 0
+EXIT_FAILURE = 1  # a runtime failure, or the system gave up
+EXIT_USAGE = 2  # bad arguments or bad input (argparse uses 2 as well)
+EXIT_UNREACHABLE = 3  # Redis cannot be reached (or refuses our credentials)
+
+URL_ENV = "ACTORSTREAM_REDIS_URL"
+
+T = TypeVar("T")
+
+
+class CliError(Exception):
+    """An error to report as one line, with an exit code."""
+
+    def __init__(self, message: str, code: int = EXIT_USAGE) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+def add_url_option(parser: argparse.ArgumentParser, *, top_level: bool = False) -> None:
+    parser.add_argument(
+        "--url",
+        metavar="URL",
+        # Sub-parsers must not overwrite a --url given before the subcommand.
+        default=None if top_level else argparse.SUPPRESS,
+        help=f"Redis URL (redis://, rediss://, unix://); default: ${URL_ENV}, else the URL the "
+        f"app's System declares, else {DEFAULT_URL}",
+    )
+
+
+def configured_url(args: argparse.Namespace) -> str | None:
+    """``--url``, else ``$ACTORSTREAM_REDIS_URL``, else None (the caller decides)."""
+    url: str | None = getattr(args, "url", None) or os.environ.get(URL_ENV) or None
+    return url
+
+
+def resolve_url(args: argparse.Namespace, system: System | None = None) -> str:
+    """The one rule for every subcommand: --url, $ACTORSTREAM_REDIS_URL, the System's, default."""
+    url = configured_url(args)
+    if url is not None:
+        return url
+    if system is not None:
+        return system.redis_url
+    return DEFAULT_URL
+
+
+# -- loading the user's app -------------------------------------------------------------------
+
+
+def split_target(target: str) -> tuple[str, str]:
+    module, sep, attr = target.rpartition(":")
+    if not sep or not module or not attr:
+        raise CliError(
+            f"bad target {target!r}: expected module:attribute (e.g. myapp.workers:system "
+            "or path/to/app.py:system)"
+        )
+    return module, attr
+
+
+def import_module(name: str) -> Any:
+    """Import ``pkg.mod`` (the current directory is importable) or a ``path/to/file.py``."""
+    if name.endswith(".py") or os.sep in name:
+        path = Path(name)
+        if not path.is_file():
+            raise CliError(f"cannot load {name!r}: no such file")
+        mod_name = path.stem
+        if mod_name in sys.modules and getattr(sys.modules[mod_name], "__file__", None) == str(
+            path.resolve()
+        ):
+            return sys.modules[mod_name]
+        spec = importlib.util.spec_from_file_location(mod_name, path.resolve())
+        if spec is None or spec.loader is None:
+            raise CliError(f"cannot load {name!r}: not a Python file")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[mod_name] = module
+        sys.path.insert(0, str(path.resolve().parent))
+        try:
+            spec.loader.exec_module(module)
+        except ConfigError as exc:
+            raise CliError(f"cannot load {name!r}: {exc}") from None
+        except Exception as exc:
+            del sys.modules[mod_name]
+            raise CliError(f"cannot load {name!r}: {type(exc).__name__}: {exc}") from None
+        return module
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, "")
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and (name == exc.name or name.startswith(exc.name + ".")):
+            raise CliError(f"cannot import module {name!r}: no module named {exc.name!r}") from None
+        raise CliError(f"cannot import module {name!r}: {exc}") from None
+    except ConfigError as exc:
+        raise CliError(f"cannot import module {name!r}: {exc}") from None
+    except Exception as exc:
+        raise CliError(f"cannot import module {name!r}: {type(exc).__name__}: {exc}") from None
+
+
+def _systems_in(module: Any) -> list[System]:
+    return [v for v in vars(module).values() if isinstance(v, System)]
+
+
+def load_system(target: str) -> System:
+    """``module:attr`` naming a System."""
+    module_name, attr = split_target(target)
+    module = import_module(module_name)
+    value = getattr(module, attr, None)
+    if value is None:
+        found = [k for k, v in vars(module).items() if isinstance(v, System)]
+        hint = f" (Systems there: {', '.join(found)})" if found else ""
+        raise CliError(f"module {module_name!r} has no attribute {attr!r}{hint}")
+    if isinstance(value, Stream):
+        return value.system
+    if not isinstance(value, System):
+        raise CliError(
+            f"{target!r} is a {type(value).__name__}, not an actorstream System"
+        )
+    return value
+
+
+def load_stream(target: str) -> Stream[Any]:
+    """``module:attr`` naming a Stream, or ``module:name`` where name is a stream of its System."""
+    module_name, attr = split_target(target)
+    module = import_module(module_name)
+    value = getattr(module, attr, None)
+    if isinstance(value, Stream):
+        return value
+    if value is not None and not isinstance(value, System):
+        raise CliError(f"{target!r} is a {type(value).__name__}, not an actorstream Stream")
+    systems = _systems_in(module)
+    for system in systems:
+        if attr in system.streams:
+            return system.streams[attr]
+    if isinstance(value, System):
+        names = ", ".join(sorted(value.streams)) or "none"
+        raise CliError(f"{target!r} is a System; name one of its streams (streams: {names})")
+    names = ", ".join(sorted({n for s in systems for n in s.streams})) or "none declared"
+    raise CliError(f"unknown stream {attr!r} in module {module_name!r} (streams: {names})")
+
+
+def is_target(text: str) -> bool:
+    """A ``module:attr`` target (else an app name)."""
+    return ":" in text
+
+
+# -- Redis -------------------------------------------------------------------------------------
+
+UNREACHABLE = (rex.ConnectionError, rex.TimeoutError, OSError)
+
+
+def unreachable(url: str, exc: BaseException) -> CliError:
+    detail = str(exc) or type(exc).__name__
+    return CliError(f"cannot reach Redis at {redact_url(url)}: {detail}", EXIT_UNREACHABLE)
+
+
+async def check_reachable(url: str, *, timeout: float = 3.0) -> None:
+    """PING once, fast: an unreachable Redis is reported in one line with exit code 3."""
+    try:
+        client = Client.from_url(url, connect_timeout=timeout, socket_timeout=timeout)
+    except ConfigError as exc:
+        raise CliError(str(exc)) from None
+    client.connect_retry_for = 0.0
+    try:
+        with trio.fail_after(timeout + 1):
+            await client.execute("PING")
+    except trio.TooSlowError:
+        raise unreachable(url, TimeoutError("timed out")) from None
+    except rex.ResponseError as exc:
+        # NOPERM for PING still means it answers.
+        if "NOPERM" not in str(exc):
+            raise unreachable(url, exc) from None
+    except UNREACHABLE as exc:
+        raise unreachable(url, exc) from None
+    finally:
+        with trio.CancelScope(shield=True):
+            await client.aclose()
+
+
+def run_async(fn: Callable[[], Awaitable[T]], *, url: str | None = None) -> T:
+    """``trio.run`` that turns a lost Redis connection into a one-line CliError."""
+    try:
+        return trio.run(fn)
+    except UNREACHABLE as exc:
+        if url is None:
+            raise CliError(f"Redis connection failed: {exc}", EXIT_UNREACHABLE) from None
+        raise unreachable(url, exc) from None

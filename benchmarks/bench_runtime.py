@@ -1,0 +1,217 @@
+"""End-to-end runtime benchmark: ratios against a raw transport loop measured in the same run.
+
+    python benchmarks/bench_runtime.py [--events 200000] [--partitions 16] [--rss] [--json out]
+
+Workload (DESIGN.md section 5): 200k events of a 3-field record, 16 partitions, one worker
+process, no-op handler. Reported:
+
+- raw loop: XREADGROUP COUNT 100 + XACK over the 16 stream keys, one connection, no decoding;
+- actorstream per-event handler, batch handler and iterator form, end to end (decode included);
+- producers: ``send_many`` against a raw pipelined XADD loop of the same entries;
+- with ``--rss``: peak RSS of a worker draining a 10^6-event backlog (in a subprocess).
+
+Nothing here is a pass/fail test; the figures are ratios from one run on one machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from typing import Any
+
+import trio
+
+from actorstream import LeaseTiming, Record, System, running
+from actorstream._transport import Client
+from actorstream.testing import RedisServer
+
+
+class Order(Record):
+    order_id: int
+    amount: int
+    note: str
+
+
+def events(n: int) -> list[Order]:
+    return [Order(order_id=i % 10_000, amount=i, note="x") for i in range(n)]
+
+
+def make_system(url: str, app: str, partitions: int) -> tuple[System, Any]:
+    system = System(app, url, install_signal_handlers=False, lease_timing=LeaseTiming())
+    stream = system.stream("orders", record=Order, partitions=partitions, key="order_id")
+    return system, stream
+
+
+async def fill(url: str, app: str, partitions: int, n: int) -> float:
+    system, stream = make_system(url, app, partitions)
+    async with system:
+        batch = events(n)
+        t0 = time.perf_counter()
+        for i in range(0, n, 10_000):
+            await stream.send_many(batch[i : i + 10_000])
+        return n / (time.perf_counter() - t0)
+
+
+async def raw_produce(url: str, partitions: int, n: int) -> float:
+    system, stream = make_system(url, "rawprod", partitions)
+    commands = [stream._command(e) for e in events(n)]  # encoding excluded: raw transport only
+    async with Client.from_url(url) as client:
+        t0 = time.perf_counter()
+        for i in range(0, n, 1000):
+            await client.pipeline(commands[i : i + 1000])
+        return n / (time.perf_counter() - t0)
+
+
+async def raw_consume(url: str, partitions: int, n: int) -> float:
+    await fill(url, "raw", partitions, n)
+    keys = [f"as:{{raw:orders:{p}}}:s" for p in range(partitions)]
+    async with Client.from_url(url) as client:
+        for key in keys:
+            await client.execute("XGROUP", "CREATE", key, "g", "0")
+        done = 0
+        t0 = time.perf_counter()
+        async with client.connection() as conn:
+            while done < n:
+                for key in keys:
+                    reply = await conn.execute(
+                        "XREADGROUP", "GROUP", "g", "c", "COUNT", 100, "STREAMS", key, ">"
+                    )
+                    if not reply:
+                        continue
+                    ids = [e[0] for e in reply[0][1]]
+                    await conn.execute("XACK", key, "g", *ids)
+                    done += len(ids)
+        return n / (time.perf_counter() - t0)
+
+
+async def runtime_consume(url: str, partitions: int, n: int, form: str) -> float:
+    app = f"rt{form}"
+    await fill(url, app, partitions, n)
+    system, stream = make_system(url, app, partitions)
+    count = 0
+    done = trio.Event()
+
+    if form == "event":
+
+        @system.actor(stream, name="noop")
+        async def noop(event: Order) -> None:
+            nonlocal count
+            count += 1
+            if count == n:
+                done.set()
+
+    elif form == "batch":
+
+        @system.actor(stream, name="noop", batch=True)
+        async def noop_batch(batch: list[Order]) -> None:
+            nonlocal count
+            count += len(batch)
+            if count >= n:
+                done.set()
+
+    else:
+
+        @system.actor(stream, name="noop", iterator=True)
+        async def noop_iter(evs: Any) -> None:
+            nonlocal count
+            async for _ in evs:
+                count += 1
+                if count == n:
+                    done.set()
+
+    t0 = time.perf_counter()
+    async with running(system):
+        await done.wait()
+        elapsed = time.perf_counter() - t0
+    return n / elapsed
+
+
+RSS_CHILD = r"""
+import resource, sys, time, trio
+sys.path.insert(0, {here!r})
+from bench_runtime import fill, make_system, running, Order
+url, n = {url!r}, {n}
+async def main():
+    await fill(url, "rss", 16, n)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    system, stream = make_system(url, "rss", 16)
+    count = 0
+    done = trio.Event()
+    @system.actor(stream, name="noop")
+    async def noop(e):
+        nonlocal count
+        count += 1
+        if count == n:
+            done.set()
+    async with running(system):
+        await done.wait()
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(before, after)
+trio.run(main)
+"""
+
+
+def peak_rss(url: str, n: int) -> tuple[float, float]:
+    here = os.path.dirname(os.path.abspath(__file__))
+    out = subprocess.run(
+        [sys.executable, "-c", RSS_CHILD.format(here=here, url=url, n=n)],
+        check=True, capture_output=True, text=True,
+    ).stdout.split()
+    return int(out[0]) / 1024, int(out[1]) / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--partitions", type=int, default=16)
+    parser.add_argument("--rss", action="store_true", help="also measure a 10^6 backlog's RSS")
+    parser.add_argument("--json", help="write the figures to this file")
+    args, _ = parser.parse_known_args()
+    n, parts = args.events, args.partitions
+    results: dict[str, float] = {}
+    with RedisServer() as server:
+        url = server.url
+        results["raw_consume"] = trio.run(raw_consume, url, parts, n)
+        results["event_consume"] = trio.run(runtime_consume, url, parts, n, "event")
+        results["batch_consume"] = trio.run(runtime_consume, url, parts, n, "batch")
+        results["iterator_consume"] = trio.run(runtime_consume, url, parts, n, "iterator")
+        results["raw_produce"] = trio.run(raw_produce, url, parts, n)
+        server.restart()
+        results["send_many"] = trio.run(fill, url, "sm", parts, n)
+        if args.rss:
+            with RedisServer() as big:
+                before, after = peak_rss(big.url, 1_000_000)
+                results["rss_before_mb"] = before
+                results["rss_peak_mb"] = after
+    raw = results["raw_consume"]
+    print(f"\nactorstream runtime benchmark: {n} events, {parts} partitions, one process")
+    print(f"{'measure':<34}{'ev/s':>12}{'ratio':>10}")
+    print(f"{'raw XREADGROUP+XACK loop':<34}{raw:>12,.0f}{1.0:>10.2f}")
+    for key, label in [
+        ("event_consume", "per-event handler (end to end)"),
+        ("batch_consume", "batch handler (end to end)"),
+        ("iterator_consume", "iterator form (end to end)"),
+    ]:
+        print(f"{label:<34}{results[key]:>12,.0f}{results[key] / raw:>10.2f}")
+    rp = results["raw_produce"]
+    print(f"{'raw pipelined XADD (pre-encoded)':<34}{rp:>12,.0f}{1.0:>10.2f}")
+    print(f"{'send_many (encode + XADD)':<34}{results['send_many']:>12,.0f}"
+          f"{results['send_many'] / rp:>10.2f}")
+    print(f"\ntarget: per-event >= 0.5 of raw -> {results['event_consume'] / raw:.2f}; "
+          f"predecessors ~5k ev/s -> x{results['event_consume'] / 5900:.0f} of runnel")
+    if args.rss:
+        print(f"peak RSS draining a 10^6 backlog: {results['rss_peak_mb']:.0f} MB "
+              f"(after filling: {results['rss_before_mb']:.0f} MB)")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+
+
+
+if __name__ == "__main__":
+    main()
