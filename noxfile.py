@@ -7,10 +7,9 @@ import nox
 nox.options.sessions = ["tests"]
 nox.options.default_venv_backend = "venv"
 
-PYTHON = "3.11"
 
 
-@nox.session(python=PYTHON)
+@nox.session
 def tests(session: nox.Session) -> None:
     """Unit and integration tests against real redis-server processes (no chaos/soak)."""
     session.install("-e", ".[test]")
@@ -18,7 +17,7 @@ def tests(session: nox.Session) -> None:
     session.run("pytest", "-q", "-p", "no:cacheprovider", *session.posargs)
 
 
-@nox.session(python=PYTHON)
+@nox.session
 def chaos(session: nox.Session) -> None:
     """Slow fault-injection scenarios and soak tests (marked chaos/soak)."""
     session.install("-e", ".[test]")
@@ -27,19 +26,19 @@ def chaos(session: nox.Session) -> None:
     )
 
 
-@nox.session(python=PYTHON)
+@nox.session
 def lint(session: nox.Session) -> None:
     session.install("ruff")
     session.run("ruff", "check", ".")
 
 
-@nox.session(python=PYTHON)
+@nox.session
 def typecheck(session: nox.Session) -> None:
     session.install("-e", ".[dev]")
     session.run("mypy", "actorstream")
 
 
-@nox.session(python=PYTHON)
+@nox.session
 def bench(session: nox.Session) -> None:
     """Benchmarks: ratios against redis-benchmark and a raw loop measured in the same run."""
     session.install("-e", ".[fast,test]")

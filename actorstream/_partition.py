@@ -30,8 +30,8 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 from attrs import frozen
-from trio_util import move_on_when
 from redis import exceptions as rex
+from trio_util import move_on_when
 
 from . import _keys, _scripts
 from ._actors import ActorSpec, Form

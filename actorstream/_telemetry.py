@@ -7,6 +7,7 @@ capped list ``as:{app}:events``. No secrets are ever included (the URL is not pu
 
 from __future__ import annotations
 
+import enum
 import json
 import logging
 import time
@@ -16,7 +17,9 @@ import attrs
 import trio
 
 from . import _keys
+from ._assignment import Slot
 from ._partition import TRANSIENT_REDIS_ERRORS
+from ._version import __version__
 
 if TYPE_CHECKING:
     from ._system import Runtime
@@ -26,14 +29,47 @@ EVENTS_KEPT = 200
 
 
 def status_document(runtime: Runtime) -> dict[str, Any]:
+    """The worker's statistics as JSON-able data, plus what `top` needs to read it alone.
+
+    Monotonic (trio) times are converted to wall-clock seconds here: other processes cannot
+    interpret this worker's monotonic clock. ``layout`` lets ``top APP`` show every partition
+    without importing the app.
+    """
     stats = runtime.statistics()
-    doc = attrs.asdict(stats, recurse=True)
-    doc["supervisor"] = {
-        "restarts": sum(c["restarts"] for c in doc["supervisor"].get("children", [])),
+    now_wall = time.time()
+    now_mono = trio.current_time()
+    doc = attrs.asdict(stats, recurse=True, value_serializer=_serialize)
+    children = stats.supervisor.children
+    backoff = {
+        f"{c.child_id.actor}[{c.child_id.partition}]": c.current_backoff
+        for c in children
+        if isinstance(c.child_id, Slot) and c.current_backoff > 0
     }
-    doc["published_at"] = time.time()
+    doc["supervisor"] = {
+        "restarts": stats.supervisor.total_restarts,
+        "gave_up": stats.supervisor.gave_up,
+    }
+    for part in doc["partitions"]:
+        part["backoff"] = backoff.get(f"{part['actor']}[{part['partition']}]", 0.0)
+    coord = doc["coordinator"]
+    last = stats.coordinator.last_rebalance_at
+    coord["last_rebalance_wall"] = None if last is None else now_wall - (now_mono - last)
+    doc["layout"] = [
+        {"actor": spec.name, "stream": spec.stream.name, "partitions": spec.stream.partitions}
+        for spec in runtime.system.actors.values()
+    ]
+    doc["published_at"] = now_wall
     doc["app"] = runtime.app
+    doc["version"] = __version__
     return doc
+
+
+def _serialize(instance: object, attribute: object, value: Any) -> Any:
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, Slot):
+        return f"{value.actor}[{value.partition}]"
+    return value
 
 
 async def publish_once(runtime: Runtime) -> None:

@@ -24,7 +24,6 @@ Nothing here depends on pytest. ``trustme`` is needed only for ``RedisServer(tls
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import functools
 import importlib.util
@@ -137,15 +136,28 @@ def _stop_process(proc: subprocess.Popen[bytes], *, graceful: bool, timeout: flo
     return proc.wait()
 
 
-# Every live child, killed at interpreter exit so that a crashed test run leaves no orphans.
-_live: weakref.WeakSet[RedisServer | WorkerProcess] = weakref.WeakSet()
+class _Owned:
+    """A child process and a temporary directory, released by ``weakref.finalize``.
 
+    The finalizer runs on ``close()``, when the owner is garbage-collected, or at interpreter
+    exit, so a forgotten server, a failed ``start()`` or a crashed test run leaves no orphan
+    process and no temporary directory behind.
+    """
 
-@atexit.register
-def _kill_leftovers() -> None:
-    for child in list(_live):
-        with contextlib.suppress(Exception):
-            child.close()
+    def __init__(self) -> None:
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.dir: Path | None = None
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            with contextlib.suppress(Exception):
+                _stop_process(self.proc, graceful=False, timeout=0)
+
+    def release(self) -> None:
+        self.kill()
+        if self.dir is not None:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            self.dir = None
 
 
 _USER_PASSWORD = re.compile(r"^\s*user\s+(\S+)\s.*?(?:^|\s)>(\S+)")
@@ -207,10 +219,18 @@ class RedisServer:
         self.extra_args: tuple[str, ...] = tuple(extra_args)
         self._fixed_port = port
         self._port: int | None = port
-        self._dir: Path | None = None
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._owned = _Owned()
+        self._finalizer = weakref.finalize(self, self._owned.release)
         self._paused = False
         self._closed = False
+
+    @property
+    def _proc(self) -> subprocess.Popen[bytes] | None:
+        return self._owned.proc
+
+    @property
+    def _dir(self) -> Path | None:
+        return self._owned.dir
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -221,7 +241,7 @@ class RedisServer:
         if self.running:
             raise RuntimeError("redis-server is already running; use restart()")
         if self._dir is None:
-            self._dir = Path(tempfile.mkdtemp(prefix="actorstream-redis-"))
+            self._owned.dir = Path(tempfile.mkdtemp(prefix="actorstream-redis-"))
             if self.tls:
                 self._make_certificates()
         # A restart keeps its port (clients reconnect to it); a first start on a port we chose
@@ -280,13 +300,8 @@ class RedisServer:
 
     def close(self) -> None:
         """Kill the server if it still runs, reap it and delete its directory. Idempotent."""
-        if self._proc is not None:
-            _stop_process(self._proc, graceful=False, timeout=0)
-            self._paused = False
-        _live.discard(self)
-        if self._dir is not None:
-            shutil.rmtree(self._dir, ignore_errors=True)
-            self._dir = None
+        self._finalizer()
+        self._paused = False
         self._closed = True
 
     stop = close
@@ -496,7 +511,7 @@ class RedisServer:
         with self.log_path.open("ab") as log:
             log.write(f"--- actorstream.testing: starting on port {self.port}\n".encode())
             log.flush()
-            self._proc = subprocess.Popen(
+            proc = self._owned.proc = subprocess.Popen(
                 [self.binary, str(conf), *self.extra_args],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -505,17 +520,16 @@ class RedisServer:
                 # Its own session: a Ctrl-C in the terminal reaches pytest, not the servers.
                 start_new_session=True,
             )
-        _live.add(self)
         self._paused = False
         deadline = time.monotonic() + timeout
         delay = 0.002
         while True:
-            if self._proc.poll() is not None:
+            if proc.poll() is not None:
                 log_text = self.log()
                 if "Address already in use" in log_text.rsplit("--- actorstream.testing", 1)[-1]:
                     raise _AddressInUse
                 raise RuntimeError(
-                    f"redis-server exited with code {self._proc.returncode} at start-up "
+                    f"redis-server exited with code {proc.returncode} at start-up "
                     f"({shlex.join([self.binary, str(conf), *self.extra_args])}); its log:\n"
                     + log_text[-3000:]
                 )
@@ -612,13 +626,17 @@ class WorkerProcess:
         self.cwd = cwd
         self.pythonpath = [os.fspath(p) for p in pythonpath]
         self.name = name
-        self._own_dir: Path | None = None
+        self._owned = _Owned()
+        self._finalizer = weakref.finalize(self, self._owned.release)
         if output_path is None:
-            self._own_dir = Path(tempfile.mkdtemp(prefix=f"actorstream-{name}-"))
-            self.output_path = self._own_dir / "output.log"
+            self._owned.dir = Path(tempfile.mkdtemp(prefix=f"actorstream-{name}-"))
+            self.output_path = self._owned.dir / "output.log"
         else:
             self.output_path = Path(output_path)
-        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def _proc(self) -> subprocess.Popen[bytes] | None:
+        return self._owned.proc
 
     @property
     def command(self) -> list[str]:
@@ -642,7 +660,7 @@ class WorkerProcess:
         if self._proc is not None:
             raise RuntimeError(f"{self.name} was already started")
         with self.output_path.open("ab") as out:
-            self._proc = subprocess.Popen(
+            self._owned.proc = subprocess.Popen(
                 self.command,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
@@ -652,7 +670,6 @@ class WorkerProcess:
                 # Its own session: a terminal's Ctrl-C goes to pytest; interrupt() sends ours.
                 start_new_session=True,
             )
-        _live.add(self)
         return self
 
     @property
@@ -733,18 +750,14 @@ class WorkerProcess:
     def close(self) -> None:
         """Kill the process if it still runs (even paused) and reap it. Idempotent.
 
-        The output file is kept while this object lives, so it can still be read.
+        The output file is kept while this object lives (so it can still be read); the
+        directory this object made for it goes with ``cleanup()``, garbage collection or exit.
         """
-        if self._proc is not None:
-            _stop_process(self._proc, graceful=False, timeout=0)
-        _live.discard(self)
+        self._owned.kill()
 
     def cleanup(self) -> None:
-        """``close()``, then delete the output file's directory if this object made it."""
-        self.close()
-        if self._own_dir is not None:
-            shutil.rmtree(self._own_dir, ignore_errors=True)
-            self._own_dir = None
+        """Kill the process, and delete the output file's directory if this object made it."""
+        self._finalizer()
 
     def __enter__(self) -> Self:
         return self.start()

@@ -265,7 +265,7 @@ async def evalsha_on(
 def _close_now(conn: Connection) -> None:
     """Close an idle connection synchronously (its socket has no request in flight)."""
     conn.broken = True
-    stream: Any = conn._stream  # noqa: SLF001 - the transport owns its connections
+    stream: Any = conn._stream
     while isinstance(stream, trio.SSLStream):
         stream = stream.transport_stream
     sock = getattr(stream, "socket", None)

@@ -178,15 +178,15 @@ def unreachable(url: str, exc: BaseException) -> CliError:
     return CliError(f"cannot reach Redis at {redact_url(url)}: {detail}", EXIT_UNREACHABLE)
 
 
-async def check_reachable(url: str, *, timeout: float = 3.0) -> None:
+async def check_reachable(url: str, *, within: float = 3.0) -> None:
     """PING once, fast: an unreachable Redis is reported in one line with exit code 3."""
     try:
-        client = Client.from_url(url, connect_timeout=timeout, socket_timeout=timeout)
+        client = Client.from_url(url, connect_timeout=within, socket_timeout=within)
     except ConfigError as exc:
         raise CliError(str(exc)) from None
     client.connect_retry_for = 0.0
     try:
-        with trio.fail_after(timeout + 1):
+        with trio.fail_after(within + 1):
             await client.execute("PING")
     except trio.TooSlowError:
         raise unreachable(url, TimeoutError("timed out")) from None

@@ -14,7 +14,6 @@ from .._transport import redact_url
 from ._common import (
     EXIT_FAILURE,
     EXIT_OK,
-    EXIT_USAGE,
     CliError,
     check_reachable,
     load_stream,
@@ -89,7 +88,7 @@ def parse_event(stream: Stream[Any], where: str, text: str) -> Any:
         except DecodeError as exc:
             raise CliError(f"{where}: bad {stream.record.__name__}: {exc}") from None
     try:
-        stream._command(event)  # noqa: SLF001 - encodes and checks the key, sends nothing
+        stream._command(event)  # encodes and checks the key; sends nothing
     except (ActorstreamError, ValueError, TypeError, KeyError) as exc:
         raise CliError(f"{where}: cannot send to {stream.name!r}: {exc}") from None
     return event
@@ -123,12 +122,10 @@ def run(args: argparse.Namespace) -> int:
                     f"({type(first).__name__}: {first})",
                     file=sys.stderr,
                 )
-                if sent:
-                    print(f"sent: {_ranges(sent)}", file=sys.stderr)
                 print(f"not sent: {_ranges(failed)}", file=sys.stderr)
                 if sent:
-                    print("sent (all):", file=sys.stderr)
-                    for (i, entry_id) in exc.sent:
+                    print("sent (in Redis now):", file=sys.stderr)
+                    for i, entry_id in exc.sent:
                         print(f"  {inputs[i][0]} -> {entry_id}", file=sys.stderr)
                 return EXIT_FAILURE
         if args.print_ids:
@@ -143,5 +140,3 @@ def run(args: argparse.Namespace) -> int:
 
     return run_async(main, url=system.redis_url)
 
-
-__all__ = ["EXIT_USAGE", "register"]

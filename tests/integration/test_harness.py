@@ -5,6 +5,7 @@ Independent of our transport on purpose: if these fail, the transport tests mean
 
 from __future__ import annotations
 
+import gc
 import importlib.util
 import os
 import signal
@@ -93,6 +94,23 @@ def test_close_reaps_and_removes_dir() -> None:
     server.close()  # idempotent
     with pytest.raises(RuntimeError, match="closed"):
         server.start()
+
+
+def test_forgotten_or_failed_servers_leave_nothing_behind() -> None:
+    server = RedisServer().start()
+    pid, directory = server.pid, server.dir
+    del server
+    gc.collect()
+    assert not Path(f"/proc/{pid}").exists()
+    assert not directory.exists()
+
+    failed = RedisServer(extra_args=["--no-such-directive", "1"])
+    with pytest.raises(RuntimeError):
+        failed.start()
+    directory = failed.dir
+    del failed
+    gc.collect()
+    assert not directory.exists()
 
 
 def test_kill_then_restart_same_port_without_aof_is_empty(redis_server: RedisServer) -> None:

@@ -1,0 +1,94 @@
+"""``actorstream status [--json] TARGET|APP``: a one-shot summary of an app, read from Redis."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from rich.console import Console
+
+from .._errors import ConfigError
+from .._keys import check_name
+from .._top import LayoutEntry, Poller, render_status
+from .._transport import Client, redact_url
+from ._common import (
+    EXIT_OK,
+    CliError,
+    check_reachable,
+    is_target,
+    load_system,
+    resolve_url,
+    run_async,
+)
+
+
+def add_app_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "app", metavar="TARGET|APP",
+        help="module:system (knows every partition), or an app name (System name): the "
+        "layout is then read from the live workers' telemetry",
+    )
+
+
+def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
+    parser = subparsers.add_parser(
+        "status",
+        parents=[common],
+        help="one-shot summary of an app (members, partitions, lag, dead letters)",
+        description="Print a one-shot summary read from Redis (read-only): workers, every "
+        "partition's owner, epoch, state, lag, pending and dead letters, stream totals and "
+        "recent events. --json prints the same data as JSON.",
+    )
+    add_app_argument(parser)
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.set_defaults(handler=run)
+
+
+def resolve_app(args: argparse.Namespace) -> tuple[str, str, list[LayoutEntry] | None]:
+    """(app name, url, layout or None) from ``module:system`` or an app name."""
+    if is_target(args.app):
+        system = load_system(args.app)
+        layout = [
+            LayoutEntry(spec.name, spec.stream.name, spec.stream.partitions)
+            for spec in system.actors.values()
+        ]
+        return system.name, resolve_url(args, system), layout
+    try:
+        check_name("app", args.app)
+    except ConfigError as exc:
+        raise CliError(str(exc)) from None
+    return args.app, resolve_url(args), None
+
+
+@asynccontextmanager
+async def open_poller(
+    app: str, url: str, layout: list[LayoutEntry] | None
+) -> AsyncIterator[Poller]:
+    await check_reachable(url)
+    try:
+        client = Client.from_url(url, client_name="actorstream:top", max_connections=2)
+    except ConfigError as exc:
+        raise CliError(str(exc)) from None
+    async with client:
+        yield Poller(client, app, layout, url=redact_url(url))
+
+
+def run(args: argparse.Namespace) -> int:
+    app, url, layout = resolve_app(args)
+
+    async def main() -> int:
+        async with open_poller(app, url, layout) as poller:
+            snap = await poller.poll()
+        if args.json:
+            json.dump(snap.to_json(), sys.stdout, indent=2)
+            sys.stdout.write("\n")
+        else:
+            console = Console(highlight=False)
+            console.print(render_status(snap))
+        return EXIT_OK
+
+    return run_async(main, url=url)

@@ -1,0 +1,72 @@
+"""A worker app for the coordinator tests: like orders_app.py, plus partition and epoch.
+
+Environment: ACTORSTREAM_REDIS_URL, APP_NAME, PARTITIONS, HANDLE_DELAY (seconds per event),
+BATCH_SIZE, LEASE_TTL, LEASE_RENEW, HEARTBEAT, MEMBER_TIMEOUT, FENCE_MARGIN, SHUTDOWN_GRACE.
+
+Each handled event is RPUSHed to `<app>:handled` as "key:seq:pid:partition:epoch" *before* the
+handler returns, so the list is the ground truth of handling (at-least-once: duplicates are
+visible), and (partition, epoch) -> pid shows which worker acted under which fencing token.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import trio
+
+from actorstream import LeaseTiming, Record, System
+from actorstream._assignment import Slot
+
+logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+
+APP = os.environ.get("APP_NAME", "rebalance")
+DELAY = float(os.environ.get("HANDLE_DELAY", "0"))
+PID = os.getpid()
+
+system = System(
+    APP,
+    lease_timing=LeaseTiming(
+        ttl=float(os.environ.get("LEASE_TTL", "3")),
+        renew_interval=float(os.environ.get("LEASE_RENEW", "1")),
+        heartbeat_interval=float(os.environ.get("HEARTBEAT", "0.5")),
+        member_timeout=float(os.environ.get("MEMBER_TIMEOUT", "3")),
+        self_fence_margin=float(os.environ.get("FENCE_MARGIN", "0.5")),
+    ),
+    shutdown_grace=float(os.environ.get("SHUTDOWN_GRACE", "10")),
+    telemetry_interval=0.2,
+)
+
+
+class Order(Record):
+    key: int
+    seq: int
+
+
+orders = system.stream(
+    "orders", record=Order, partitions=int(os.environ.get("PARTITIONS", "8")), key="key"
+)
+
+
+def _epoch(partition: int) -> int:
+    runtime = system._runtime
+    if runtime is None:
+        return -1
+    counters = runtime.manager.counters.get(Slot("handle", partition))
+    return -1 if counters is None else counters.epoch
+
+
+@system.actor(orders, batch_size=int(os.environ.get("BATCH_SIZE", "20")))
+async def handle(order: Order) -> None:
+    if DELAY:
+        await trio.sleep(DELAY)
+    p = orders.partition_of(order)
+    await system.client().execute(
+        "RPUSH", f"{APP}:handled", f"{order.key}:{order.seq}:{PID}:{p}:{_epoch(p)}"
+    )
+
+
+if __name__ == "__main__":
+    print(f"worker starting pid={PID}", flush=True)
+    trio.run(system.start)
+    print("worker stopped cleanly", flush=True)
