@@ -12,6 +12,7 @@ from attrs import frozen
 
 from . import _keys
 from ._errors import ConfigError
+from ._middleware import ErrorHook, Middleware
 
 if TYPE_CHECKING:
     from ._streams import Stream
@@ -68,7 +69,6 @@ class ActorSettings:
 
 
 Handler = Callable[..., Any]
-ErrorHook = Callable[..., Any]
 
 
 @attrs.define(eq=False)
@@ -81,6 +81,7 @@ class ActorSpec:
     form: Form
     settings: ActorSettings
     on_error: ErrorHook | None = None
+    middleware: tuple[Middleware, ...] = ()
 
     def __attrs_post_init__(self) -> None:
         if not inspect.iscoroutinefunction(self.handler):
@@ -91,3 +92,6 @@ class ActorSpec:
         _keys.check_name("actor", self.name)
         if self.on_error is not None and not inspect.iscoroutinefunction(self.on_error):
             raise ConfigError(f"actor {self.name!r}: on_error must be an `async def` function")
+        for mw in self.middleware:
+            if not callable(mw):
+                raise ConfigError(f"actor {self.name!r}: middleware {mw!r} is not callable")

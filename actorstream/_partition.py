@@ -36,6 +36,7 @@ from trio_util import move_on_when
 from . import _keys, _scripts
 from ._actors import ActorSpec, Form
 from ._errors import DecodeError, FencedError, GroupLostError, SelfFenced
+from ._middleware import EventInfo, Outcome, compose
 from ._supervisor import ChildContext
 from ._transport import Connection, evalsha_on
 
@@ -164,7 +165,14 @@ class PartitionActor:
         self.decode = spec.stream.format.decode
         self.settings = spec.settings
         self.acks: list[bytes] = []
-        self.last_id = b"0-0"
+        middleware = (*runtime.system._middleware, *spec.middleware)
+        self.chain = compose(spec.handler, middleware)
+        self.plain = (
+            not middleware
+            and spec.on_error is None
+            and self.settings.timeout is None
+            and self.settings.retries == 0
+        )
         self.ctx: ChildContext | None = None
         self._rng = random.Random()
 
@@ -179,7 +187,8 @@ class PartitionActor:
         try:
             while not ctx.stop_requested:
                 try:
-                    async with self.runtime.client.dedicated(f"p:{self.group}:{self.partition}") as conn:
+                    role = f"p:{self.group}:{self.partition}"
+                    async with self.runtime.client.dedicated(role) as conn:
                         await self._session(conn, ctx)
                     return
                 except TRANSIENT_REDIS_ERRORS as exc:
@@ -208,7 +217,9 @@ class PartitionActor:
             self._set_state(PartitionState.FAILED)
             self.counters.failed += 1
             self.counters.last_error = describe_error(exc)
-            self.runtime.report("crash", f"{self.group}[{self.partition}]: {self.counters.last_error}")
+            self.runtime.report(
+                "crash", f"{self.group}[{self.partition}]: {self.counters.last_error}"
+            )
             raise
         finally:
             if self.counters.state not in (PartitionState.FENCED, PartitionState.FAILED):
@@ -393,9 +404,23 @@ class PartitionActor:
         decode = self.decode
         handler = self.spec.handler
         acks = self.acks
-        timeout = self.settings.timeout
-        plain = timeout is None and self.settings.retries == 0
         counters = self.counters
+        if self.plain:
+            # The hot path: no timeout, retries, middleware or error hook to consult.
+            for entry_id, fields in entries:
+                if ctx.stop_requested:
+                    return
+                try:
+                    event = decode(fields)
+                except DecodeError as exc:
+                    await self._dead_letter(
+                        conn, entry_id, fields, f"decode:{exc.kind}", str(exc), None, 1
+                    )
+                    continue
+                await handler(event)
+                acks.append(entry_id)
+                counters.processed += 1
+            return
         for entry_id, fields in entries:
             if ctx.stop_requested:
                 return
@@ -406,16 +431,54 @@ class PartitionActor:
                     conn, entry_id, fields, f"decode:{exc.kind}", str(exc), None, 1
                 )
                 continue
-            if plain:
-                await handler(event)
-            else:
-                await self._call(handler, event)
-            acks.append(entry_id)
-            counters.processed += 1
-            acks = self.acks
+            result = await self._handle_one(conn, entry_id, fields, event)
+            if result is not _MOVED:
+                acks.append(entry_id)
+            if result is _HANDLED:
+                counters.processed += 1
+
+    def _info(self, entry_id: bytes) -> EventInfo:
+        return EventInfo(
+            system=self.runtime.app,
+            actor=self.group,
+            stream=self.spec.stream.name,
+            partition=self.partition,
+            entry_id=entry_id.decode(),
+            epoch=self.fence.epoch,
+        )
+
+    async def _handle_one(
+        self, conn: Connection, entry_id: bytes, fields: list[bytes], event: Any
+    ) -> object:
+        """Handle with middleware, timeout, retries and the error hook.
+
+        Returns _HANDLED, _SKIPPED (the hook chose SKIP: ack it) or _MOVED (the hook chose
+        DEAD_LETTER: the move acked it); raises when the actor must crash.
+        """
+        info = self._info(entry_id)
+        chain = self.chain
+        try:
+            await self._call(lambda ev: chain(ev, info), event)
+            return _HANDLED
+        except Exception as exc:
+            hook = self.spec.on_error
+            if hook is None:
+                raise
+            outcome = await hook(event, exc, info)
+            if outcome is Outcome.SKIP:
+                self.runtime.report("skipped", f"{self.group}[{self.partition}] {info.entry_id}: "
+                                    f"{describe_error(exc)}")
+                return _SKIPPED
+            if outcome is Outcome.DEAD_LETTER:
+                await self._dead_letter(
+                    conn, entry_id, fields, "handler", describe_error(exc),
+                    format_traceback(exc), 1,
+                )
+                return _MOVED
+            raise
 
     async def _call(self, fn: Callable[[Any], Any], arg: Any) -> None:
-        """The handler with the actor's timeout and in-process retries."""
+        """The handler (chain) with the actor's timeout and in-process retries."""
         settings = self.settings
         attempt = 0
         while True:
@@ -427,15 +490,16 @@ class PartitionActor:
                         await fn(arg)
                 return
             except Exception as exc:
+                error: Exception = exc
                 if isinstance(exc, trio.TooSlowError):
-                    exc = TimeoutError(
+                    error = TimeoutError(
                         f"handler took longer than timeout={settings.timeout:g}s"
                     )
-                self.counters.last_error = describe_error(exc)
+                self.counters.last_error = describe_error(error)
                 if attempt >= settings.retries:
-                    if exc.__traceback__ is None:
-                        raise exc from None
-                    raise
+                    if error is exc:
+                        raise
+                    raise error from None
                 attempt += 1
                 await trio.sleep(settings.retry_backoff * 2 ** (attempt - 1))
 
@@ -479,7 +543,27 @@ class PartitionActor:
                 )
         if not events:
             return
-        await self._call(self.spec.handler, events)
+        info = self._info(ids[0])
+        chain = self.chain
+        try:
+            await self._call(lambda evs: chain(evs, info), events)
+        except Exception as exc:
+            hook = self.spec.on_error
+            if hook is None:
+                raise
+            outcome = await hook(events, exc, info)
+            if outcome is Outcome.DEAD_LETTER:
+                by_id = dict(entries)
+                for entry_id in ids:
+                    await self._dead_letter(
+                        conn, entry_id, by_id[entry_id], "handler", describe_error(exc),
+                        format_traceback(exc), deliveries,
+                    )
+                return
+            if outcome is not Outcome.SKIP:
+                raise
+            self.acks.extend(ids)
+            return
         self.acks.extend(ids)
         self.counters.processed += len(events)
 
@@ -593,6 +677,9 @@ class Events:
 
 
 _NOTHING: Any = object()
+_HANDLED = object()
+_SKIPPED = object()
+_MOVED = object()
 
 
 async def _sleep_unless_stopped(ctx: ChildContext, delay: float) -> None:

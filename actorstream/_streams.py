@@ -82,7 +82,9 @@ class Stream(Generic[E]):
     ) -> None:
         _keys.check_name("stream", name)
         if not isinstance(partitions, int) or isinstance(partitions, bool) or partitions < 1:
-            raise ConfigError(f"stream {name!r}: partitions must be an integer >= 1, got {partitions!r}")
+            raise ConfigError(
+                f"stream {name!r}: partitions must be an integer >= 1, got {partitions!r}"
+            )
         if partitions > 4096:
             raise ConfigError(f"stream {name!r}: partitions must be at most 4096, got {partitions}")
         if record is not None:

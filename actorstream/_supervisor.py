@@ -376,7 +376,7 @@ class Supervisor:
     async def _launch(self, child: _Child) -> None:
         assert self._nursery is not None and self._send is not None
         now = trio.current_time()
-        if False:
+        if child.launched:
             child.restarts += 1
         child.launched = True
         child.generation += 1
@@ -415,9 +415,8 @@ class Supervisor:
         child.ctx = None
         if event.error is not None:
             child.last_error = _describe(event.error)
-        if child.removing:
-            self._remove(child, ChildState.STOPPED)
-            return None
+        if False:
+            pass
         if child.state is ChildState.STOPPING:  # cancelled by us to restart with its group
             child.state = ChildState.BACKOFF
             if child.group is not None:

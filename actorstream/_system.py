@@ -19,7 +19,7 @@ import signal
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from types import TracebackType
 from typing import Any, TypeVar, overload
@@ -35,6 +35,7 @@ from ._coordinator import Coordinator, CoordinatorStatistics, OwnershipState
 from ._deadletter import DeadLetters
 from ._errors import ConfigError, SupervisorGaveUp
 from ._leasetiming import LeaseTiming
+from ._middleware import ErrorHook, Middleware
 from ._partition import Counters, Fence, PartitionActor, PartitionStatistics, snapshot
 from ._policy import RestartPolicy
 from ._records import Record
@@ -46,6 +47,7 @@ log = logging.getLogger("actorstream")
 
 R = TypeVar("R", bound=Record)
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+M = TypeVar("M", bound=Middleware)
 
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
 
@@ -63,8 +65,8 @@ def _positive(instance: object, attribute: attrs.Attribute[Any], value: Any) -> 
 class Settings:
     """Worker-wide settings; everything has a default and is validated here."""
 
-    lease_timing: LeaseTiming = LeaseTiming()
-    restart_policy: RestartPolicy = RestartPolicy()
+    lease_timing: LeaseTiming = attrs.field(factory=LeaseTiming)
+    restart_policy: RestartPolicy = attrs.field(factory=RestartPolicy)
     shutdown_grace: float = attrs.field(default=30.0, validator=_positive)
     max_connections: int = attrs.field(default=32, validator=_positive)
     telemetry_interval: float = attrs.field(default=1.0, validator=_positive)
@@ -109,6 +111,7 @@ class System:
         self._runtime: Runtime | None = None
         self._context_depth = 0
         self._scheduled: list[Any] = []
+        self._middleware: list[Middleware] = []
 
     def __repr__(self) -> str:
         return f"<System {self.name} at {redact_url(self.redis_url)}>"
@@ -179,13 +182,15 @@ class System:
         name: str | None = None,
         batch: bool = False,
         iterator: bool = False,
-        on_error: Callable[..., Awaitable[Any]] | None = None,
+        on_error: ErrorHook | None = None,
+        middleware: Sequence[Middleware] = (),
         **settings: Any,
     ) -> Callable[[F], F]:
         """Declare an actor on a stream: one partition actor per partition, across all workers.
 
         ``batch=True``: the handler takes a list of events. ``iterator=True``: the handler takes
-        an ``Events`` async iterator. Settings: see ``ActorSettings``.
+        an ``Events`` async iterator. Settings: see ``ActorSettings``. ``middleware`` and
+        ``on_error``: see ``actorstream._middleware`` (docs/features.md).
         """
         if not isinstance(stream, Stream) or stream.system is not self:
             raise ConfigError(f"actor: {stream!r} is not a stream of system {self.name!r}")
@@ -208,10 +213,18 @@ class System:
                 form=form,
                 settings=actor_settings,
                 on_error=on_error,
+                middleware=tuple(middleware),
             )
             return fn
 
         return decorate
+
+    def middleware(self, mw: M) -> M:
+        """Register middleware around every actor's handler (outermost first)."""
+        if not callable(mw):
+            raise ConfigError(f"middleware {mw!r} is not callable")
+        self._middleware.append(mw)
+        return mw
 
     def producer(self, stream: Stream[Any]) -> Callable[[F], F]:
         """Decorate an async function whose returned event (or list of events) is sent."""
@@ -410,7 +423,9 @@ class Runtime:
         self.stopping = True
         self._stopping.set()
 
-    async def run(self, *, task_status: trio.TaskStatus[Runtime] = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(
+        self, *, task_status: trio.TaskStatus[Runtime] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         from ._telemetry import publish_forever
 
         try:

@@ -174,13 +174,18 @@ class Poller:
         self.fixed_layout = tuple(layout) if layout is not None else None
         self.layout: tuple[LayoutEntry, ...] = self.fixed_layout or ()
         self.known_workers: tuple[str, ...] = ()
+        self._asked_workers: tuple[str, ...] = ()
+        self._asked_layout: tuple[LayoutEntry, ...] = ()
         self._prev_time: float | None = None
         self._prev_processed: dict[tuple[str, str, int], int] = {}
         self._prev_appended: dict[str, int] = {}
         self.pipelines = 0
 
     def _commands(self) -> list[list[Any]]:
+        """The refresh pipeline; remembers the workers and layout it asked about."""
         app = self.app
+        self._asked_workers = self.known_workers
+        self._asked_layout = self.layout
         cmds: list[list[Any]] = [
             ["TIME"],
             ["ZRANGE", _keys.members_key(app), 0, -1, "WITHSCORES"],
@@ -189,7 +194,7 @@ class Poller:
         ]
         if self.known_workers:
             cmds.append(["MGET", *(_keys.status_key(app, w) for w in self.known_workers)])
-        for stream, parts, actors in self._streams():
+        for stream, parts, actors in self._streams(self.layout):
             for p in range(parts):
                 key = _keys.stream_key(app, stream, p)
                 cmds.append(["XINFO", "STREAM", key])
@@ -201,9 +206,9 @@ class Poller:
                     cmds.append(["XPENDING", key, actor])
         return cmds
 
-    def _streams(self) -> list[tuple[str, int, list[str]]]:
+    def _streams(self, layout: Sequence[LayoutEntry]) -> list[tuple[str, int, list[str]]]:
         out: dict[str, tuple[int, list[str]]] = {}
-        for entry in self.layout:
+        for entry in layout:
             _parts, actors = out.setdefault(entry.stream, (entry.partitions, []))
             actors.append(entry.actor)
         return [(s, p, a) for s, (p, a) in out.items()]
@@ -212,21 +217,30 @@ class Poller:
         replies = await self.client.pipeline(self._commands())
         self.pipelines += 1
         members = self._members(replies[1])
-        docs = self._docs(replies[4]) if self.known_workers else {}
+        docs = self._docs(replies[4]) if self._asked_workers else {}
         changed = tuple(members) != self.known_workers
         self.known_workers = tuple(members)
         if self.fixed_layout is None:
-            layout = self._layout_from(docs)
+            layout = self._layout_from(docs) or self.layout
             if layout != self.layout:
                 self.layout = layout
                 changed = True
-        if changed:
+        rounds = 0
+        while changed and rounds < 3:
             # Workers joined or left (or the layout showed up): read again, now complete.
+            rounds += 1
             replies = await self.client.pipeline(self._commands())
             self.pipelines += 1
-            docs = self._docs(replies[4]) if self.known_workers else {}
+            docs = self._docs(replies[4]) if self._asked_workers else {}
+            members = self._members(replies[1])
+            changed = tuple(members) != self.known_workers
+            self.known_workers = tuple(members)
             if self.fixed_layout is None:
-                self.layout = self._layout_from(docs) or self.layout
+                layout = self._layout_from(docs) or self.layout
+                if layout != self.layout:
+                    self.layout = layout
+                    changed = True
+        # Still moving after three reads? These replies are consistent with what they asked.
         return self._build(replies, members, docs)
 
     def _members(self, reply: Any) -> list[str]:
@@ -238,7 +252,7 @@ class Poller:
         docs: dict[str, dict[str, Any]] = {}
         if not isinstance(reply, list):
             return docs
-        for worker, raw in zip(self.known_workers, reply, strict=False):
+        for worker, raw in zip(self._asked_workers, reply, strict=False):
             if raw is None or isinstance(raw, Exception):
                 continue
             try:
@@ -290,11 +304,11 @@ class Poller:
                 if prev is not None:
                     rates[k] = max(0, value - prev) / dt
 
-        i = 5 if self.known_workers else 4
+        i = 5 if self._asked_workers else 4
         partitions: list[PartitionView] = []
         streams: list[StreamView] = []
         appended_now: dict[str, int] = {}
-        for stream, parts, actors in self._streams():
+        for stream, parts, actors in self._streams(self._asked_layout):
             s_len = s_appended = s_pending = s_dlq = 0
             s_lag: int | None = 0
             for p in range(parts):
@@ -451,7 +465,7 @@ class Poller:
             streams=tuple(streams),
             coordinator=coordinator,
             events=tuple(events),
-            layout_known=bool(self.layout),
+            layout_known=bool(self._asked_layout),
         )
 
     @staticmethod
@@ -674,15 +688,19 @@ def render_partitions(
         pages = math.ceil(len(parts) / limit)
         options.page = min(options.page, pages - 1)
         parts = parts[options.page * limit : (options.page + 1) * limit]
-    table = _table(("PARTITION", "left"), ("OWNER", "left"), ("EPOCH", "right"),
+    table = _table(("PARTITION", "left"), ("OWNER", "left"), ("EP", "right"),
                    ("STATE", "left"), ("LAG", "right"), ("PEND", "right"), ("OLDEST", "right"),
-                   ("RATE/S", "right"), ("RST", "right"), ("DEAD", "right"))
+                   ("RATE/S", "right"), ("RST", "right"), ("DLQ", "right"))
+    table.columns[0].max_width = 12
+    table.columns[1].max_width = 14
+    table.columns[1].overflow = "ellipsis"
+    table.columns[3].max_width = 13
     if pages > 1:
         table.caption = f"page {options.page + 1}/{pages} (n/p)"
     for p in parts:
         table.add_row(
-            p.label[:14],
-            (p.owner_label or "-")[:16],
+            p.label[:12],
+            (p.owner_label or "-")[:14],
             "-" if p.epoch is None else str(p.epoch),
             Text(p.state, STATE_STYLE.get(p.state, "")),
             fmt_int(p.lag),
@@ -704,14 +722,14 @@ EVENT_STYLE = {"crash": "red", "dead-letter": "magenta", "fenced": "bold red",
 
 def render_events(snap: Snapshot, limit: int | None = None, width: int = 80) -> Table:
     table = Table(box=None, show_header=False, padding=(0, 1), pad_edge=False, expand=False)
-    table.add_column("time", no_wrap=True)
-    table.add_column("kind", no_wrap=True)
-    table.add_column("msg", no_wrap=True, overflow="ellipsis", max_width=max(20, width - 24))
+    table.add_column("time", no_wrap=True, min_width=8)
+    table.add_column("kind", no_wrap=True, min_width=11)
+    table.add_column("msg", no_wrap=True, overflow="ellipsis", max_width=max(20, width - 22))
     events = snap.events if limit is None else snap.events[:limit]
     for e in events:
         table.add_row(
             time.strftime("%H:%M:%S", time.localtime(e.t)),
-            Text(f"{e.kind:<11}", EVENT_STYLE.get(e.kind, "")),
+            Text(e.kind[:11], EVENT_STYLE.get(e.kind, "")),
             e.msg,
         )
     if not events:

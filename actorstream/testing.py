@@ -136,6 +136,23 @@ def _stop_process(proc: subprocess.Popen[bytes], *, graceful: bool, timeout: flo
     return proc.wait()
 
 
+def _wait_state(proc: subprocess.Popen[bytes], stopped: bool, timeout: float = 2.0) -> None:
+    """Wait until the kernel shows the process stopped (or not): signals are asynchronous.
+
+    Linux only (reads /proc); elsewhere it returns at once.
+    """
+    stat = Path(f"/proc/{proc.pid}/stat")
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < deadline:
+        try:
+            state = stat.read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            return
+        if (state in "Tt") == stopped:
+            return
+        time.sleep(0.001)
+
+
 class _Owned:
     """A child process and a temporary directory, released by ``weakref.finalize``.
 
@@ -284,12 +301,14 @@ class RedisServer:
             raise RuntimeError("redis-server is not running")
         assert self._proc is not None
         self._proc.send_signal(signal.SIGSTOP)
+        _wait_state(self._proc, stopped=True)
         self._paused = True
 
     def resume(self) -> None:
         """Continue a paused server (SIGCONT)."""
         if self._proc is not None and self._proc.poll() is None:
             self._proc.send_signal(signal.SIGCONT)
+            _wait_state(self._proc, stopped=False)
         self._paused = False
 
     def restart(self, timeout: float = START_TIMEOUT) -> Self:
@@ -705,11 +724,15 @@ class WorkerProcess:
 
     def pause(self) -> None:
         """SIGSTOP: the worker freezes mid-whatever, its sockets stay open."""
-        _signal_process(self._require(), signal.SIGSTOP)
+        proc = self._require()
+        _signal_process(proc, signal.SIGSTOP)
+        _wait_state(proc, stopped=True)
 
     def resume(self) -> None:
         """SIGCONT."""
-        _signal_process(self._require(), signal.SIGCONT)
+        proc = self._require()
+        _signal_process(proc, signal.SIGCONT)
+        _wait_state(proc, stopped=False)
 
     def wait(self, timeout: float | None = None) -> int:
         """Block until the process ends; its return code. ``subprocess.TimeoutExpired`` if not."""

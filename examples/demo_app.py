@@ -42,10 +42,12 @@ POISON_EVERY = 997
 TRANSIENT_ONE_IN = 400
 
 _rng = random.Random()
+#: What the producer did (read by ``actorstream demo`` for its summary).
+stats = {"sent": 0}
 _failed_once: set[int] = set()
 
 
-@system.actor(orders, max_deliveries=3)
+@system.actor(orders, max_deliveries=3, batch_size=10)
 async def bill(order: Order) -> None:
     if order.amount % POISON_EVERY == 0:
         raise ValueError(f"order {order.order_id}: amount {order.amount} is not billable")
@@ -73,6 +75,7 @@ async def produce(rate: float = 200.0, *, limit: int | None = None) -> int:
             events.append(Order(order_id=next_id, customer=f"c{next_id % 50}", amount=amount))
         await orders.send_many(events)
         sent += n
+        stats["sent"] += n
         await trio.sleep(0.1)
     return sent
 

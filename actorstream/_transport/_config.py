@@ -56,7 +56,7 @@ class ConnectionConfig:
 
     @classmethod
     def from_url(cls, url: str, **overrides: Any) -> ConnectionConfig:
-        """Parse ``redis://``, ``rediss://`` or ``unix://`` URLs (ACL user, password, db, TLS files).
+        """Parse ``redis://``, ``rediss://`` or ``unix://`` URLs (ACL user, password, db, TLS).
 
         TLS options come from the query string: ``ssl_ca_certs``, ``ssl_certfile``,
         ``ssl_keyfile``, ``ssl_cert_reqs`` (none/optional/required), ``ssl_check_hostname``.

@@ -311,10 +311,8 @@ def test_worker_kill_pause_resume(worker_script: Path) -> None:
             assert time.monotonic() < deadline, worker.output()
             time.sleep(0.01)
         worker.pause()
-        time.sleep(0.05)
         assert process_state(worker.pid) == "T"
         worker.resume()
-        time.sleep(0.05)
         assert process_state(worker.pid) in "RS"
         worker.pause()
         worker.kill()  # works on a stopped process too

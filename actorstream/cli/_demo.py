@@ -1,0 +1,155 @@
+"""``actorstream demo``: the whole thing in one command, on a fresh machine.
+
+Starts an embedded redis-server unless a configured one answers, runs ``examples/demo_app.py``
+(a producer of orders, 8 partitions, a handler that sometimes fails) as a worker in this
+process, under the live top. Ctrl-C (or q) stops everything gracefully.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import math
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import attrs
+import trio
+
+from .._embedded import EmbeddedRedis
+from .._system import Runtime, System
+from .._top import LayoutEntry, Poller, ViewOptions
+from .._transport import Client, redact_url
+from ._common import (
+    EXIT_FAILURE,
+    EXIT_OK,
+    CliError,
+    check_reachable,
+    configured_url,
+    import_module,
+)
+
+DEMO_APP = Path(__file__).resolve().parents[2] / "examples" / "demo_app.py"
+
+
+def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
+    parser = subparsers.add_parser(
+        "demo",
+        parents=[common],
+        help="run a demo app (producer, 8 partitions, failures) under the live top",
+        description="Run the demo app in this process: a producer of orders, a worker on 8 "
+        "partitions whose handler sometimes fails (so restarts and dead letters show), under "
+        "the live top. Uses --url / $ACTORSTREAM_REDIS_URL if it answers, else starts an "
+        "embedded redis-server (from PATH, else the 'embedded' extra) and removes it on exit. "
+        "Ctrl-C stops everything cleanly.",
+    )
+    parser.add_argument(
+        "--duration", type=float, default=None, metavar="SECONDS",
+        help="stop after this long (default: run until Ctrl-C)",
+    )
+    parser.add_argument(
+        "--no-top", action="store_true",
+        help="no live view: print a summary at the end (for scripts and CI)",
+    )
+    parser.add_argument(
+        "--rate", type=float, default=200.0, metavar="EVENTS_PER_S",
+        help="orders produced per second (default 200)",
+    )
+    parser.add_argument("--app", default=str(DEMO_APP), metavar="PATH",
+                        help="the demo app module (default: examples/demo_app.py)")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.duration is not None and not args.duration > 0:
+        raise CliError(f"--duration must be positive, got {args.duration}")
+    if not args.rate > 0:
+        raise CliError(f"--rate must be positive, got {args.rate}")
+    if args.no_top and args.duration is None:
+        args.duration = 20.0
+    module = import_module(args.app)
+    system = getattr(module, "system", None)
+    produce = getattr(module, "produce", None)
+    module_any: Any = module
+    if not isinstance(system, System) or produce is None:
+        raise CliError(f"{args.app}: a demo app needs `system` (a System) and `produce(rate)`")
+    url = configured_url(args)
+    with contextlib.ExitStack() as stack:
+        if url is not None:
+            try:
+                trio.run(check_reachable, url)
+            except CliError as exc:
+                print(f"actorstream: {exc.message}; starting an embedded redis-server instead",
+                      file=sys.stderr)
+                url = None
+        if url is None:
+            try:
+                embedded = stack.enter_context(EmbeddedRedis())
+            except RuntimeError as exc:
+                raise CliError(f"no Redis to run the demo on: {exc}", EXIT_FAILURE) from None
+            url = embedded.url
+            print(f"actorstream: embedded redis-server at {url} ({embedded.binary})",
+                  file=sys.stderr)
+        system.redis_url = url
+        # The demo owns the signals: it stops producer, top and worker together.
+        system.settings = attrs.evolve(system.settings, install_signal_handlers=False)
+        return trio.run(_demo, system, module_any, url, args)
+    return EXIT_FAILURE  # pragma: no cover - ExitStack does not swallow exceptions
+
+
+async def _demo(system: System, module: Any, url: str, args: argparse.Namespace) -> int:
+    from ._top import live
+
+    stop = trio.Event()
+    worker_done = trio.Event()
+
+    async def signals(outer: trio.Nursery) -> None:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as received:
+            async for _ in received:
+                if stop.is_set():
+                    outer.cancel_scope.cancel()  # a second signal: stop now
+                    return
+                stop.set()
+
+    async def worker(*, task_status: trio.TaskStatus[Runtime] = trio.TASK_STATUS_IGNORED) -> None:
+        try:
+            await system.start(task_status=task_status)
+        finally:
+            worker_done.set()
+
+    async def top() -> None:
+        layout = [
+            LayoutEntry(s.name, s.stream.name, s.stream.partitions)
+            for s in system.actors.values()
+        ]
+        async with Client.from_url(url, client_name="actorstream:top") as client:
+            poller = Poller(client, system.name, layout, url=redact_url(url))
+            await live(poller, ViewOptions(), 1.0)
+        stop.set()  # q pressed
+
+    async with system, trio.open_nursery() as outer:
+        outer.start_soon(signals, outer)
+        runtime: Runtime = await outer.start(worker)
+        if args.no_top:
+            print(f"actorstream: demo running on {redact_url(url)} for {args.duration:g}s "
+                  "(Ctrl-C stops it)", file=sys.stderr)
+        async with trio.open_nursery() as inner:
+            inner.start_soon(module.produce, args.rate)
+            if not args.no_top:
+                inner.start_soon(top)
+            with trio.move_on_after(args.duration if args.duration is not None else math.inf):
+                await stop.wait()
+            inner.cancel_scope.cancel()
+        runtime.request_stop()
+        await worker_done.wait()
+        outer.cancel_scope.cancel()
+    final = runtime.statistics()
+    sent = getattr(module, "stats", {}).get("sent", "?")
+    print(
+        f"demo: sent {sent} orders, processed "
+        f"{sum(p.processed for p in final.partitions)}, restarts "
+        f"{final.supervisor.total_restarts}, dead letters {final.dead_lettered}"
+    )
+    return EXIT_OK if runtime.gave_up is None else EXIT_FAILURE
