@@ -340,9 +340,7 @@ def _positive_int(_instance: object, attribute: attrs.Attribute[int], value: obj
         raise ConfigError(f"{attribute.name} must be a positive int, got {value!r}")
 
 
-def _record_type_or_none(
-    _instance: object, _attribute: object, value: type[Record] | None
-) -> None:
+def _record_type_or_none(_instance: object, _attribute: object, value: type[Record] | None) -> None:
     if value is not None:
         check_record_type(value)
 

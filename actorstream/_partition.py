@@ -313,7 +313,10 @@ class PartitionActor:
         start: bytes = b"0"
         max_deliveries = self.settings.max_deliveries
         while not ctx.stop_requested:
-            entries, pending, _last = await self._read(conn, start, self.settings.batch_size)
+            # One entry at a time: reading from history bumps the delivery count of every entry
+            # returned, and the ones behind a poison event must not be charged for its crashes.
+            # (Our own pending list is at most about a batch, so this costs a few round trips.)
+            entries, pending, _last = await self._read(conn, start, 1)
             if not entries:
                 return
             counts = {p[0]: int(p[3]) for p in pending} if pending else {}
@@ -340,7 +343,7 @@ class PartitionActor:
                 batch.append((entry_id, fields))
             if batch:
                 if self.spec.form is Form.BATCH:
-                    await self._handle_batch(conn, batch, deliveries=2)
+                    await self._handle_batch(conn, batch, deliveries=deliveries)
                 else:
                     await self._handle_each(conn, ctx, batch)
 

@@ -47,17 +47,30 @@ class SendError(ActorstreamError):
 
 @frozen
 class Retention:
-    """Stream trimming; ``None`` everywhere (the default) keeps everything.
+    """Safe stream trimming; the default keeps everything (no silent small cap).
 
-    ``maxlen`` trims approximately on every XADD (``MAXLEN ~``). Trimming by length can drop
-    entries that a slow group has not yet read, so it is opt-in and documented as such.
+    ``maxlen``: keep about this many entries per partition; ``max_age``: keep entries younger
+    than this many seconds. Either way, the leader trims (every ``interval`` seconds, ``XTRIM
+    MINID ~``) only below the lowest position every consumer group still needs: an entry that is
+    pending for any group, or not yet delivered to one, is never removed. So retention bounds
+    memory in steady state but never loses an unhandled event; a stalled group holds the stream.
     """
 
     maxlen: int | None = None
+    max_age: float | None = None
+    interval: float = 60.0
 
     def __attrs_post_init__(self) -> None:
-        if self.maxlen is not None and self.maxlen < 1:
-            raise ConfigError(f"retention maxlen must be at least 1, got {self.maxlen}")
+        if self.maxlen is not None and (not isinstance(self.maxlen, int) or self.maxlen < 1):
+            raise ConfigError(f"retention maxlen must be an integer >= 1, got {self.maxlen!r}")
+        if self.max_age is not None and not self.max_age > 0:
+            raise ConfigError(f"retention max_age must be > 0 seconds, got {self.max_age!r}")
+        if not self.interval > 0:
+            raise ConfigError(f"retention interval must be > 0 seconds, got {self.interval!r}")
+
+    @property
+    def enabled(self) -> bool:
+        return self.maxlen is not None or self.max_age is not None
 
 
 class Stream(Generic[E]):
@@ -170,10 +183,7 @@ class Stream(Generic[E]):
                 f"got {type(event).__name__}"
             )
         fields = self.format.encode(event)
-        key = self._keys[self.partition_of(event)]
-        if self.retention.maxlen is not None:
-            return ["XADD", key, "MAXLEN", "~", self.retention.maxlen, "*", *fields]
-        return ["XADD", key, "*", *fields]
+        return ["XADD", self._keys[self.partition_of(event)], "*", *fields]
 
     async def send(self, event: E) -> str:
         """Append one event to its partition; returns the entry id. Not retried on failure."""

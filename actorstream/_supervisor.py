@@ -415,8 +415,9 @@ class Supervisor:
         child.ctx = None
         if event.error is not None:
             child.last_error = _describe(event.error)
-        if False:
-            pass
+        if child.removing:
+            self._remove(child, ChildState.STOPPED)
+            return None
         if child.state is ChildState.STOPPING:  # cancelled by us to restart with its group
             child.state = ChildState.BACKOFF
             if child.group is not None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import collections
 import functools
+import inspect
 import logging
 import os
 import signal
@@ -21,6 +22,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
+from datetime import tzinfo
 from types import TracebackType
 from typing import Any, TypeVar, overload
 
@@ -39,6 +41,7 @@ from ._middleware import ErrorHook, Middleware
 from ._partition import Counters, Fence, PartitionActor, PartitionStatistics, snapshot
 from ._policy import RestartPolicy
 from ._records import Record
+from ._scheduler import Leadership, TaskSpec, _zone, run_scheduler
 from ._streams import Retention, Stream
 from ._supervisor import ChildContext, Restart, Strategy, Supervisor, SupervisorStatistics
 from ._transport import Client, default_client_name, redact_url
@@ -48,6 +51,7 @@ log = logging.getLogger("actorstream")
 R = TypeVar("R", bound=Record)
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 M = TypeVar("M", bound=Middleware)
+T = TypeVar("T", bound=Callable[[], Awaitable[Any]])
 
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
 
@@ -226,6 +230,62 @@ class System:
         self._middleware.append(mw)
         return mw
 
+    # -- background work ----------------------------------------------------------------------
+
+    def _schedule(self, spec: TaskSpec) -> None:
+        if any(s.name == spec.name for s in self._scheduled):
+            raise ConfigError(f"task {spec.name!r} is already declared")
+        if not inspect.iscoroutinefunction(spec.fn):
+            raise ConfigError(f"task {spec.name!r}: must be an `async def` function")
+        self._scheduled.append(spec)
+
+    def task(
+        self, fn: T | None = None, *, name: str | None = None, leader_only: bool = False
+    ) -> Any:
+        """A background task for the life of each worker (or of the leader), supervised."""
+
+        def decorate(f: T) -> T:
+            self._schedule(TaskSpec(name or f.__name__, f, "task", leader_only=leader_only))
+            return f
+
+        return decorate(fn) if fn is not None else decorate
+
+    def timer(
+        self,
+        *,
+        every: float,
+        name: str | None = None,
+        leader_only: bool = False,
+        overlap: bool = False,
+    ) -> Callable[[T], T]:
+        """Run every ``every`` seconds; a slow run is not overlapped unless ``overlap=True``."""
+
+        def decorate(f: T) -> T:
+            self._schedule(TaskSpec(name or f.__name__, f, "timer", every=every,
+                                    leader_only=leader_only, overlap=overlap))
+            return f
+
+        return decorate
+
+    def cron(
+        self,
+        expr: str,
+        *,
+        tz: str | tzinfo = "UTC",
+        name: str | None = None,
+        leader_only: bool = False,
+        overlap: bool = False,
+    ) -> Callable[[T], T]:
+        """Run at the times of a cron expression (``"*/5 * * * *"``) in time zone ``tz``."""
+        zone = _zone(tz)
+
+        def decorate(f: T) -> T:
+            self._schedule(TaskSpec(name or f.__name__, f, "cron", cron=expr, tz=zone,
+                                    leader_only=leader_only, overlap=overlap))
+            return f
+
+        return decorate
+
     def producer(self, stream: Stream[Any]) -> Callable[[F], F]:
         """Decorate an async function whose returned event (or list of events) is sent."""
 
@@ -387,6 +447,7 @@ class Runtime:
         self.manager = PartitionManager(self)
         self.coordinator = Coordinator(self)
         self.dead_letters = DeadLetters(self, maxlen=self.settings.dead_letter_maxlen)
+        self.leadership = Leadership(self)
         self.events: collections.deque[tuple[float, str, str]] = collections.deque(maxlen=200)
         self._unpublished: list[tuple[float, str, str]] = []
         self.stopping = False
@@ -435,6 +496,7 @@ class Runtime:
                 await nursery.start(self.manager.run)
                 await nursery.start(self._run_coordinator)
                 nursery.start_soon(publish_forever, self)
+                nursery.start_soon(run_scheduler, self)
                 task_status.started(self)
                 await self.wait_stopping()
                 # The coordinator drains and leaves; then everything else is cancelled.

@@ -17,8 +17,9 @@ import random
 import sys
 
 import trio
+import trio.lowlevel
 
-from actorstream import RestartPolicy, Record, System
+from actorstream import Record, RestartPolicy, System
 
 system = System(
     "demo",
@@ -54,7 +55,7 @@ async def bill(order: Order) -> None:
     if order.order_id not in _failed_once and _rng.randrange(TRANSIENT_ONE_IN) == 0:
         _failed_once.add(order.order_id)
         raise ConnectionError(f"payment gateway timed out for order {order.order_id}")
-    await trio.sleep(0)
+    await trio.lowlevel.checkpoint()
 
 
 async def produce(rate: float = 200.0, *, limit: int | None = None) -> int:

@@ -146,6 +146,9 @@ class Client:
                 await trio.sleep(wait)
             try:
                 conn = await Connection.open(self.config, client_name=self.client_name)
+            except (rex.AuthenticationError, rex.NoPermissionError):
+                raise  # a wrong password does not get better with retries (and it is a
+                #        ConnectionError subclass in redis-py, so it must be caught first)
             except (rex.ConnectionError, rex.TimeoutError):
                 self._failures += 1
                 delay = min(1.0, 0.025 * 2 ** min(self._failures, 10))

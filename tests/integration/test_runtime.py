@@ -13,6 +13,7 @@ from actorstream import (
     ConfigError,
     LeaseTiming,
     Record,
+    RestartPolicy,
     Retention,
     SendError,
     System,
@@ -438,3 +439,36 @@ async def test_sigterm_hands_off_with_zero_duplicates(redis_server: RedisServer)
     assert set(pairs) == {(i % 40, i) for i in range(n)}
     assert len({pid for _, _, pid in handled}) == 2
 
+
+
+async def test_poison_event_is_dead_lettered_alone_and_its_batch_continues(
+    redis_url: str,
+) -> None:
+    system = make_system(redis_url, restart_policy=RestartPolicy(backoff_initial=0.01))
+    orders = system.stream("orders", record=Order)
+    handled: list[int] = []
+
+    @system.actor(orders, max_deliveries=3, batch_size=50)
+    async def bill(order: Order) -> None:
+        if order.amount == 3:
+            raise ValueError("poison")
+        handled.append(order.amount)
+
+    async with system:
+        await orders.send_many([Order(order_id=1, amount=i) for i in range(10)])
+        async with running(system) as runtime:
+
+            async def all_handled() -> bool:
+                return len(handled) == 9
+
+            await wait_until(all_handled)
+            await trio.sleep(0.2)
+            (part,) = runtime.statistics().partitions
+        dlq = await system.client().execute("XRANGE", "as:{shop:orders:0}:dlq", "-", "+")
+    assert handled == [0, 1, 2, 4, 5, 6, 7, 8, 9]
+    assert len(dlq) == 1
+    fields = dict(zip(dlq[0][1][::2], dlq[0][1][1::2], strict=True))
+    assert fields[b"kind"] == b"max_deliveries"
+    assert fields[b"deliveries"] == b"4"
+    assert b"poison" in fields[b"trace"] or b"poison" in fields[b"error"]
+    assert part.dead_lettered == 1 and part.restarts == 3

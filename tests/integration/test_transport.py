@@ -239,11 +239,6 @@ async def test_wrong_password_is_an_authentication_error(acl_redis_server: Redis
             await c.execute("PING")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="transport bug: AuthenticationError subclasses ConnectionError, so Client._open "
-    "retries a wrong password with backoff for connect_retry_for (~8 connections, ~1.8 s)",
-)
 async def test_wrong_password_is_not_retried(acl_redis_server: RedisServer) -> None:
     """A refused password is not transient: one connection attempt, then the error."""
     admin_url = acl_redis_server.url_for("app", "secret")

@@ -350,7 +350,11 @@ def test_dict_events_are_stored_as_the_entrys_own_fields() -> None:
     [
         ({}, ValueError, "at least one field"),
         ({"ok": True}, TypeError, "'ok': bool is ambiguous"),
-        ({"x": None}, TypeError, "'x': expected bytes, memoryview, str, int or float, got NoneType"),
+        (
+            {"x": None},
+            TypeError,
+            "'x': expected bytes, memoryview, str, int or float, got NoneType",
+        ),
         ({"x": [1]}, TypeError, "got list"),
         ({"x": float("inf")}, ValueError, "not a finite float"),
         ({1: "x"}, TypeError, "keys must be str"),

@@ -124,6 +124,11 @@ def test_same_result_in_another_process_without_xxhash() -> None:
         f"print([_hashing.partition_for(k, 1024) for k in {keys!r}])"
     )
     result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60, check=True
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+        check=True,
     )
     assert result.stdout.strip() == str([partition_for(k, 1024) for k in keys])

@@ -173,7 +173,9 @@ def test_int_is_accepted_and_normalised_for_float_fields() -> None:
 
 
 datetimes = st.datetimes(
-    min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30), timezones=st.none() | st.just(UTC)
+    min_value=datetime(1, 1, 2),
+    max_value=datetime(9999, 12, 30),
+    timezones=st.none() | st.just(UTC),
 )
 everything_strategy = st.builds(
     Everything,

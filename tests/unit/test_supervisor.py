@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Awaitable, Callable
 
 import attrs
@@ -462,7 +464,7 @@ async def test_nested_supervisor_gave_up_is_a_crash_of_its_child(autojump_clock:
         nursery.cancel_scope.cancel()
     assert len(inner_runs) >= 3  # restarted by the parent, with backoff
     assert child.last_error is not None and "gave up" in child.last_error
-    assert child.restarts == len(inner_runs) - 1 or child.restarts == len(inner_runs)
+    assert child.restarts == len(inner_runs) - 1
 
 
 async def test_run_as_child_turns_stop_request_into_graceful_stop(autojump_clock: Clock) -> None:
@@ -502,3 +504,19 @@ async def test_bad_arguments() -> None:
     sup = Supervisor("s")
     with pytest.raises(ValueError, match="grace"):
         await sup.stop_child("x", grace=-1)
+
+
+def _hang_guard(test: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
+    """A broken supervisor tends to hang (autojump spins forever): make that a failure."""
+
+    @functools.wraps(test)
+    async def guarded(*args: object, **kwargs: object) -> None:
+        with trio.fail_after(1000):
+            await test(*args, **kwargs)
+
+    return guarded
+
+
+for _name, _test in list(globals().items()):
+    if _name.startswith("test_") and inspect.iscoroutinefunction(_test):
+        globals()[_name] = _hang_guard(_test)

@@ -66,7 +66,40 @@ async def handle(order: Order) -> None:
     )
 
 
+def _dump_tasks() -> None:
+    """Print the trio task tree (on SIGUSR1), to debug a stuck worker."""
+
+    def walk(task: trio.lowlevel.Task, depth: int) -> None:
+        frames = []
+        coro: object = task.coro
+        while coro is not None and getattr(coro, "cr_frame", None) is not None:
+            frame = coro.cr_frame  # type: ignore[attr-defined]
+            frames.append(f"{frame.f_code.co_name}:{frame.f_lineno}")
+            coro = coro.cr_await  # type: ignore[attr-defined]
+        print("  " * depth + task.name, frames[-8:], flush=True)
+        for nursery in task.child_nurseries:
+            for child in nursery.child_tasks:
+                walk(child, depth + 1)
+
+    walk(trio.lowlevel.current_root_task(), 0)
+
+
+async def main() -> None:
+    async with trio.open_nursery() as nursery:
+
+        async def dumper() -> None:
+            import signal
+
+            with trio.open_signal_receiver(signal.SIGUSR1) as signals:
+                async for _ in signals:
+                    _dump_tasks()
+
+        nursery.start_soon(dumper)
+        await system.start()
+        nursery.cancel_scope.cancel()
+
+
 if __name__ == "__main__":
     print(f"worker starting pid={PID}", flush=True)
-    trio.run(system.start)
+    trio.run(main)
     print("worker stopped cleanly", flush=True)

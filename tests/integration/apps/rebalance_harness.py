@@ -227,6 +227,12 @@ class Cluster:
                 out[key.decode().rsplit(":", 1)[1]] = json.loads(doc)
         return out
 
+    async def events(self, kind: str | None = None) -> list[dict[str, Any]]:
+        """Notable events the workers published for `top` (oldest first)."""
+        raw = await self.client.execute("LRANGE", f"as:{{{self.app}}}:events", 0, -1)
+        docs = [json.loads(item) for item in reversed(raw)]
+        return [d for d in docs if kind is None or d["kind"] == kind]
+
     async def members(self) -> list[str]:
         raw = await self.client.execute("ZRANGE", f"as:{{{self.app}}}:members", 0, -1)
         return [m.decode() for m in raw]

@@ -1,0 +1,268 @@
+"""Background tasks, timers and cron, supervised like actors; leader-only work; retention.
+
+- ``@system.task``: runs for the life of the worker (restarted with backoff if it crashes).
+- ``@system.timer(every=5.0)``: every 5 s from worker start; a slow run is never overlapped by
+  the next one unless ``overlap=True`` (missed ticks are skipped, not queued).
+- ``@system.cron("*/5 * * * *", tz="Europe/Rome")``: at cron times (cronsim), same overlap rule.
+- ``leader_only=True``: runs only on the worker holding the leader lease (fenced like partition
+  leases: acquire increments an epoch, renew is compare-and-set, the holder self-fences on its
+  monotonic clock); when leadership is lost, the running task is cancelled.
+
+The loops (``timer_loop``, ``cron_loop``) take their clocks as arguments, so tests run them on
+``trio.testing.MockClock`` without Redis.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta, tzinfo
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import attrs
+import trio
+from attrs import frozen
+from cronsim import CronSim, CronSimError
+from trio_util import AsyncBool
+
+from . import _keys, _scripts
+from ._errors import ConfigError
+from ._partition import TRANSIENT_REDIS_ERRORS, describe_error
+from ._policy import RestartPolicy
+from ._supervisor import ChildContext, Restart, Strategy, Supervisor
+
+if TYPE_CHECKING:
+    from ._system import Runtime
+
+log = logging.getLogger("actorstream.scheduler")
+
+TaskFn = Callable[[], Awaitable[Any]]
+
+
+def _zone(tz: str | tzinfo) -> tzinfo:
+    if isinstance(tz, tzinfo):
+        return tz
+    try:
+        return ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(
+            f"unknown time zone {tz!r} (use an IANA name like 'Europe/Rome')"
+        ) from None
+
+
+@frozen
+class TaskSpec:
+    """A declared background task, timer or cron job."""
+
+    name: str
+    fn: TaskFn
+    kind: str  # "task" | "timer" | "cron"
+    every: float | None = None
+    cron: str | None = None
+    tz: tzinfo = attrs.field(factory=lambda: ZoneInfo("UTC"))
+    leader_only: bool = False
+    overlap: bool = False
+
+    def __attrs_post_init__(self) -> None:
+        _keys.check_name("task", self.name)
+        if self.kind == "timer" and (self.every is None or not self.every > 0):
+            raise ConfigError(
+                f"timer {self.name!r}: every must be > 0 seconds, got {self.every!r}"
+            )
+        if self.kind == "cron":
+            try:
+                CronSim(self.cron or "", datetime.now(self.tz))
+            except (CronSimError, ValueError) as exc:
+                raise ConfigError(
+                    f"cron {self.name!r}: bad expression {self.cron!r}: {exc}"
+                ) from None
+
+
+async def _run_once(fn: TaskFn, name: str, overlap: bool, nursery: trio.Nursery | None) -> None:
+    if overlap and nursery is not None:
+        nursery.start_soon(fn, name=name)
+    else:
+        await fn()
+
+
+async def timer_loop(
+    fn: TaskFn, every: float, *, overlap: bool = False, name: str = "timer"
+) -> None:
+    """Call ``fn`` every ``every`` seconds on trio's clock; skip ticks missed by a slow run."""
+    async with trio.open_nursery() as nursery:
+        next_at = trio.current_time() + every
+        while True:
+            await trio.sleep_until(next_at)
+            await _run_once(fn, name, overlap, nursery)
+            now = trio.current_time()
+            next_at += every
+            if next_at <= now:  # a slow run: skip the missed ticks rather than bunch them
+                next_at += math.ceil((now - next_at) / every) * every
+                if next_at <= now:
+                    next_at += every
+
+
+def next_cron_time(expr: str, after: datetime) -> datetime:
+    return next(iter(CronSim(expr, after)))
+
+
+async def cron_loop(
+    fn: TaskFn,
+    expr: str,
+    *,
+    tz: tzinfo,
+    wall_clock: Callable[[tzinfo], datetime] | None = None,
+    overlap: bool = False,
+    name: str = "cron",
+) -> None:
+    """Call ``fn`` at the cron times of ``expr`` in ``tz``.
+
+    Waiting uses trio's clock; the next time is recomputed from the wall clock after every run,
+    so a clock step or DST change moves the schedule, and a slow run skips what it missed.
+    """
+    clock = wall_clock or (lambda zone: datetime.now(zone))
+    async with trio.open_nursery() as nursery:
+        while True:
+            now = clock(tz)
+            due = next_cron_time(expr, now)
+            # Subtract in UTC: same-zone aware datetimes subtract as wall times (wrong over DST).
+            delay = (due.astimezone(UTC) - now.astimezone(UTC)) / timedelta(seconds=1)
+            await trio.sleep(max(0.0, delay))
+            await _run_once(fn, name, overlap, nursery)
+
+
+class Leadership:
+    """The leader lease of a system; ``is_leader`` is an AsyncBool others can wait on."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.is_leader = AsyncBool(False)
+        self.epoch = 0
+        self._deadline = -math.inf
+
+    async def run(self) -> None:
+        rt = self.runtime
+        timing = rt.settings.lease_timing
+        keys = [_keys.leader_lease_key(rt.app), _keys.leader_epoch_key(rt.app)]
+        ttl_ms = int(timing.ttl * 1000)
+        try:
+            while True:
+                sent_at = trio.current_time()
+                try:
+                    if self.is_leader.value:
+                        ok = await rt.client.evalsha(
+                            _scripts.RENEW, keys, [rt.worker_id, self.epoch, ttl_ms]
+                        )
+                        if ok == 1:
+                            self._deadline = sent_at + timing.trusted_for
+                        else:
+                            self._lose("leader lease taken over")
+                    else:
+                        epoch, _holder = await rt.client.evalsha(
+                            _scripts.ACQUIRE, keys, [rt.worker_id, ttl_ms]
+                        )
+                        if int(epoch) > 0:
+                            self.epoch = int(epoch)
+                            self._deadline = sent_at + timing.trusted_for
+                            self.is_leader.value = True
+                            rt.report("leader", f"{rt.worker_id} is the leader (epoch {epoch})")
+                except TRANSIENT_REDIS_ERRORS as exc:
+                    log.warning("leader lease: Redis unavailable: %s", describe_error(exc))
+                if self.is_leader.value and trio.current_time() >= self._deadline:
+                    self._lose("leader lease could not be renewed in time")
+                await trio.sleep(timing.renew_interval)
+        finally:
+            if self.is_leader.value:
+                self.is_leader.value = False
+                with trio.move_on_after(2.0) as scope:
+                    scope.shield = True
+                    with contextlib.suppress(*TRANSIENT_REDIS_ERRORS):
+                        await rt.client.evalsha(_scripts.RELEASE, keys, [rt.worker_id, self.epoch])
+
+    def _lose(self, why: str) -> None:
+        if self.is_leader.value:
+            self.is_leader.value = False
+            self.runtime.report("leader", f"{self.runtime.worker_id} lost leadership: {why}")
+
+
+async def _while_leader(leadership: Leadership, body: Callable[[], Awaitable[None]]) -> None:
+    """Run ``body`` whenever this worker is the leader; cancel it when leadership is lost."""
+    while True:
+        await leadership.is_leader.wait_value(True)
+        async with trio.open_nursery() as nursery:
+
+            async def watch() -> None:
+                await leadership.is_leader.wait_value(False)
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(watch)
+            await body()
+            nursery.cancel_scope.cancel()
+
+
+async def retention_loop(runtime: Runtime) -> None:
+    """Leader-only: trim streams with a retention policy, never below what a group needs."""
+    streams = [s for s in runtime.system.streams.values() if s.retention.enabled]
+    if not streams:
+        await trio.sleep_forever()
+    interval = min(s.retention.interval for s in streams)
+    while True:
+        for stream in streams:
+            policy = stream.retention
+            minid = ""
+            if policy.max_age is not None:
+                server = await runtime.client.execute("TIME")  # the server's clock, not ours
+                now_ms = int(server[0]) * 1000 + int(server[1]) // 1000
+                minid = f"{max(0, now_ms - int(policy.max_age * 1000))}-0"
+            for p in range(stream.partitions):
+                try:
+                    trimmed, _threshold = await runtime.client.evalsha(
+                        _scripts.TRIM, [stream.stream_key(p)], [minid, policy.maxlen or 0]
+                    )
+                except TRANSIENT_REDIS_ERRORS as exc:
+                    log.warning("retention of %s[%d] skipped: %s", stream.name, p, exc)
+                    continue
+                if trimmed:
+                    log.debug("trimmed %d entries of %s[%d]", trimmed, stream.name, p)
+        await trio.sleep(interval)
+
+
+async def run_scheduler(runtime: Runtime) -> None:
+    """The scheduler branch of the tree: leadership, retention, and the declared tasks."""
+    leadership = runtime.leadership
+    sup = Supervisor("scheduler", strategy=Strategy.ONE_FOR_ONE, policy=RestartPolicy())
+    specs: list[TaskSpec] = list(runtime.system._scheduled)
+
+    def child_for(spec: TaskSpec) -> Callable[[ChildContext], Awaitable[None]]:
+        async def body() -> None:
+            if spec.kind == "task":
+                await spec.fn()
+            elif spec.kind == "timer":
+                assert spec.every is not None
+                await timer_loop(spec.fn, spec.every, overlap=spec.overlap, name=spec.name)
+            else:
+                assert spec.cron is not None
+                await cron_loop(spec.fn, spec.cron, tz=spec.tz, overlap=spec.overlap,
+                                name=spec.name)
+
+        async def child(ctx: ChildContext) -> None:
+            if spec.leader_only:
+                await _while_leader(leadership, body)
+            else:
+                await body()
+
+        return child
+
+    for spec in specs:
+        sup.start_child(spec.name, child_for(spec), restart=Restart.TRANSIENT)
+
+    async def retention(ctx: ChildContext) -> None:
+        await _while_leader(leadership, lambda: retention_loop(runtime))
+
+    sup.start_child("retention", retention, restart=Restart.PERMANENT)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(leadership.run)
+        await sup.run()
