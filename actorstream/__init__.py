@@ -16,6 +16,7 @@ from ._errors import (
     SupervisorGaveUp,
 )
 from ._leasetiming import LeaseTiming
+from ._middleware import ErrorHook, EventInfo, Middleware, Next, Outcome
 from ._partition import Events, PartitionState, PartitionStatistics
 from ._policy import RestartPolicy
 from ._records import Record
@@ -39,10 +40,15 @@ __all__ = [
     "ConfigError",
     "DeadLetter",
     "DecodeError",
+    "ErrorHook",
+    "EventInfo",
     "Events",
     "FencedError",
     "GroupLostError",
     "LeaseTiming",
+    "Middleware",
+    "Next",
+    "Outcome",
     "PartitionState",
     "PartitionStatistics",
     "Record",

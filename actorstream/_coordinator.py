@@ -152,7 +152,16 @@ class Coordinator:
         if fence is not None:
             fence.deadline = -math.inf
         self.runtime.report("fenced", f"{slot.actor}[{slot.partition}]: {why}")
-        self.runtime.manager.stop_soon(slot, grace=0.0)
+        # Stop it here (not via the manager's stop_soon) so the next step knows when it is gone:
+        # until then the slot is not re-acquired (see step), else the new lease's actor would
+        # not start (the manager ignores a start while the old actor still runs).
+        self._nursery.start_soon(self._stop_fenced, slot)
+
+    async def _stop_fenced(self, slot: Slot) -> None:
+        try:
+            await self.runtime.manager.stop(slot, grace=0.0)
+        finally:
+            self.wake()
 
     async def _heartbeat(self, leave: bool = False) -> list[str]:
         rt = self.runtime
@@ -193,8 +202,11 @@ class Coordinator:
             if slot not in state.draining and slot in state.leases:
                 state.draining.add(slot)
                 self._nursery.start_soon(self._drain_and_release, slot)
-        if plan.acquire:
-            await self._acquire(list(plan.acquire))
+        # An actor of an earlier lease that is still stopping (fenced, or returned after a
+        # FENCED reply) blocks re-acquiring its slot until it is gone; we are woken then.
+        acquire = [s for s in plan.acquire if s in state.leases or not rt.manager.running(s)]
+        if acquire:
+            await self._acquire(acquire)
 
     async def _renew(self, slots: list[Slot]) -> None:
         ttl_ms = int(self.timing.ttl * 1000)

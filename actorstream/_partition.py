@@ -21,6 +21,7 @@ resumes from STARTING; handler exceptions are crashes and go to the supervisor.
 
 from __future__ import annotations
 
+import collections
 import enum
 import logging
 import random
@@ -54,6 +55,7 @@ TRANSIENT_REDIS_ERRORS = (
     rex.TryAgainError,
 )
 WAIT_BLOCK_MS = 2000
+SAMPLE_EVERY = 16
 CLAIM_COUNT = 500
 
 
@@ -84,6 +86,8 @@ class PartitionStatistics:
     restarts: int
     last_error: str | None
     last_dead_letter: str | None
+    handler_p50: float | None = None
+    handler_p99: float | None = None
 
 
 class Fence:
@@ -110,6 +114,7 @@ class Counters:
         "failed",
         "last_dead_letter",
         "last_error",
+        "latencies",
         "processed",
         "restarts",
         "state",
@@ -127,6 +132,8 @@ class Counters:
         self.restarts = 0
         self.last_error: str | None = None
         self.last_dead_letter: str | None = None
+        # Handler durations of every SAMPLE_EVERY-th event: p50/p99 for `top`, cheaply.
+        self.latencies: collections.deque[float] = collections.deque(maxlen=256)
 
 
 def describe_error(exc: BaseException) -> str:
@@ -329,6 +336,15 @@ class PartitionActor:
                     self.acks.append(entry_id)
                     continue
                 deliveries = counts.get(entry_id, 1)
+                try:
+                    self.decode(fields)
+                except DecodeError as exc:
+                    # Undecodable is the real reason, whatever its count says (a failed
+                    # dead-letter move, e.g. under OOM, is retried with a higher count).
+                    await self._dead_letter(
+                        conn, entry_id, fields, f"decode:{exc.kind}", str(exc), None, deliveries
+                    )
+                    continue
                 if deliveries > max_deliveries:
                     await self._dead_letter(
                         conn,
@@ -420,7 +436,12 @@ class PartitionActor:
                         conn, entry_id, fields, f"decode:{exc.kind}", str(exc), None, 1
                     )
                     continue
-                await handler(event)
+                if counters.processed % SAMPLE_EVERY:
+                    await handler(event)
+                else:
+                    started = trio.current_time()
+                    await handler(event)
+                    counters.latencies.append(trio.current_time() - started)
                 acks.append(entry_id)
                 counters.processed += 1
             return
@@ -434,7 +455,10 @@ class PartitionActor:
                     conn, entry_id, fields, f"decode:{exc.kind}", str(exc), None, 1
                 )
                 continue
+            started = trio.current_time()
             result = await self._handle_one(conn, entry_id, fields, event)
+            if not counters.processed % SAMPLE_EVERY:
+                counters.latencies.append(trio.current_time() - started)
             if result is not _MOVED:
                 acks.append(entry_id)
             if result is _HANDLED:
@@ -548,8 +572,10 @@ class PartitionActor:
             return
         info = self._info(ids[0])
         chain = self.chain
+        started = trio.current_time()
         try:
             await self._call(lambda evs: chain(evs, info), events)
+            self.counters.latencies.append(trio.current_time() - started)
         except Exception as exc:
             hook = self.spec.on_error
             if hook is None:
@@ -580,7 +606,14 @@ class PartitionActor:
         return snapshot(self.spec, self.partition, self.counters)
 
 
+def _percentile(ordered: list[float], q: float) -> float | None:
+    if not ordered:
+        return None
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
 def snapshot(spec: ActorSpec, partition: int, c: Counters) -> PartitionStatistics:
+    ordered = sorted(c.latencies)
     return PartitionStatistics(
         actor=spec.name,
         stream=spec.stream.name,
@@ -595,6 +628,8 @@ def snapshot(spec: ActorSpec, partition: int, c: Counters) -> PartitionStatistic
         restarts=c.restarts,
         last_error=c.last_error,
         last_dead_letter=c.last_dead_letter,
+        handler_p50=_percentile(ordered, 0.5),
+        handler_p99=_percentile(ordered, 0.99),
     )
 
 

@@ -26,7 +26,7 @@ import typing
 import uuid
 from collections.abc import Callable
 from datetime import date, datetime
-from typing import Any, TypeVar, dataclass_transform
+from typing import Any, ClassVar, TypeVar, dataclass_transform
 
 import attr
 import attrs
@@ -61,6 +61,9 @@ class Record:
     attrs runs in place (``slots=False``) from ``__init_subclass__`` so the class object users hold
     is the real one; ``dataclass_transform`` tells type checkers about the generated ``__init__``.
     """
+
+    if typing.TYPE_CHECKING:  # so records pass where attrs wants an attrs class (fields, asdict)
+        __attrs_attrs__: ClassVar[tuple[attrs.Attribute[Any], ...]]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -597,7 +600,7 @@ def record_fields(cls: type[Record]) -> tuple[str, ...]:
     """Field names in declaration order (e.g. to validate a stream's partition key)."""
     if not (isinstance(cls, type) and issubclass(cls, Record)) or cls is Record:
         raise ConfigError(f"expected a Record subclass, got {cls!r}")
-    return tuple(a.name for a in attrs.fields(typing.cast(Any, cls)) if a.init)
+    return tuple(a.name for a in attrs.fields(cls) if a.init)
 
 
 def record_encoder(cls: type[R]) -> Callable[[R], dict[str, Any]]:

@@ -56,6 +56,8 @@ class WorkerView:
     dead_lettered: int
     last_error: str | None
     member: bool
+    handler_p50: float | None = None
+    handler_p99: float | None = None
 
     @property
     def label(self) -> str:
@@ -425,6 +427,8 @@ class Poller:
                     dead_lettered=int(doc.get("dead_lettered", 0) or 0),
                     last_error=(doc.get("coordinator") or {}).get("last_error"),
                     member=w in members,
+                    handler_p50=_worst(doc, "handler_p50"),
+                    handler_p99=_worst(doc, "handler_p99"),
                 )
             )
 
@@ -519,6 +523,19 @@ class ViewOptions:
 
 SORTS = ("partition", "lag", "pending", "rate", "restarts", "dlq", "owner")
 FILTERS = ("all", "problems")
+
+
+def _worst(doc: dict[str, Any], field: str) -> float | None:
+    """The worst (highest) handler latency percentile over a worker's partitions."""
+    values = [float(p[field]) for p in doc.get("partitions") or [] if p.get(field) is not None]
+    return max(values) if values else None
+
+
+def fmt_ms(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    ms = seconds * 1000
+    return f"{ms:.1f}" if ms < 100 else f"{ms:.0f}"
 
 
 def fmt_age(seconds: float | None) -> str:
@@ -623,22 +640,22 @@ def render_coordinator(snap: Snapshot) -> Text:
 
 
 def render_workers(snap: Snapshot, limit: int | None = None) -> Table:
-    table = _table(("WORKER", "left"), ("HEARTBEAT", "right"), ("PARTS", "right"),
-                   ("RATE/S", "right"), ("PROCESSED", "right"), ("RESTARTS", "right"),
-                   ("UP", "right"), ("STATUS", "left"))
+    table = _table(("WORKER", "left"), ("BEAT", "right"), ("PARTS", "right"),
+                   ("RATE/S", "right"), ("DONE", "right"), ("RESTARTS", "right"),
+                   ("P99 MS", "right"), ("UP", "right"), ("STATUS", "left"))
     rows = snap.workers if limit is None else snap.workers[:limit]
     for w in rows:
         stale = w.heartbeat_age is None or w.heartbeat_age > 5
         status = "ok" if w.member and not stale else ("left" if not w.member else "stale")
         table.add_row(
-            w.label[:22], fmt_age(w.heartbeat_age), str(w.partitions), fmt_rate(w.rate),
-            fmt_int(w.processed), str(w.restarts), fmt_age(w.uptime),
+            w.label[:20], fmt_age(w.heartbeat_age), str(w.partitions), fmt_rate(w.rate),
+            fmt_int(w.processed), str(w.restarts), fmt_ms(w.handler_p99), fmt_age(w.uptime),
             Text(status, "green" if status == "ok" else "yellow"),
         )
     if limit is not None and len(snap.workers) > limit:
-        table.add_row(f"... {len(snap.workers) - limit} more", "", "", "", "", "", "", "")
+        table.add_row(f"... {len(snap.workers) - limit} more", *[""] * 8)
     if not snap.workers:
-        table.add_row(Text("no live workers", "yellow"), "", "", "", "", "", "", "")
+        table.add_row(Text("no live workers", "yellow"), *[""] * 8)
     return table
 
 

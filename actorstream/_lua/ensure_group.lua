@@ -12,7 +12,11 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
   end
 end
 if groups[ARGV[1]] then
-  redis.call('HSETNX', KEYS[2], 'group:' .. ARGV[1], '1')
+  -- Write only when missing: under maxmemory (OOM) a write is refused, and a restarting
+  -- partition must still be able to start (reads and acks work under OOM).
+  if redis.call('HEXISTS', KEYS[2], 'group:' .. ARGV[1]) == 0 then
+    redis.call('HSET', KEYS[2], 'group:' .. ARGV[1], '1')
+  end
   return 'exists'
 end
 if redis.call('HEXISTS', KEYS[2], 'group:' .. ARGV[1]) == 1 then

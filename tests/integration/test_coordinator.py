@@ -24,7 +24,7 @@ from actorstream.testing import RedisServer
 
 sys.path.insert(0, str(Path(__file__).parent / "apps"))
 
-from rebalance_harness import Cluster, Producer, check_log, moved, pid_of  # noqa: E402
+from rebalance_harness import Cluster, Producer, check_log, moved, pid_of
 
 FAST = LeaseTiming(
     ttl=3.0, renew_interval=1.0, heartbeat_interval=0.5, member_timeout=3.0, self_fence_margin=0.5
@@ -62,7 +62,9 @@ def assert_clean(log_check: object, *, max_dupes: int | None = 0) -> None:
     assert isinstance(log_check, LogCheck)
     assert not log_check.missing, f"lost {len(log_check.missing)}: {sorted(log_check.missing)[:10]}"
     assert not log_check.inversions, f"order inversions: {log_check.inversions[:10]}"
-    assert not log_check.shared_epochs, f"(partition, epoch) acted on by two workers: {log_check.shared_epochs}"
+    assert not log_check.shared_epochs, (
+        f"(partition, epoch) acted on by two workers: {log_check.shared_epochs}"
+    )
     if max_dupes is not None:
         assert log_check.duplicates <= max_dupes, f"{log_check.duplicates} duplicates"
 
@@ -114,7 +116,9 @@ async def test_scale_1_to_3_to_1_under_load(redis_server: RedisServer) -> None:
 async def test_kill_9_mid_batch_reowned_within_t_own(redis_server: RedisServer) -> None:
     """kill -9 one of three workers mid-batch: its partitions are re-owned within T_own."""
     async with cluster(redis_server, "kill9", HANDLE_DELAY="0.002", BATCH_SIZE="20") as (
-        c, producer, nursery,
+        c,
+        producer,
+        nursery,
     ):
         nursery.start_soon(producer.run, 1500.0)
         for _ in range(3):
@@ -138,8 +142,10 @@ async def test_kill_9_mid_batch_reowned_within_t_own(redis_server: RedisServer) 
         await trio.sleep(0.1)
         entries = await c.wait_handled(producer.sent)
         result = check_log(entries, producer.sent)
-    print(f"kill -9: re-owned in {reown:.2f}s (T_own {FAST.t_own():g}s); "
-          f"{result.duplicates} duplicates; victim held {victim_parts}")
+    print(
+        f"kill -9: re-owned in {reown:.2f}s (T_own {FAST.t_own():g}s); "
+        f"{result.duplicates} duplicates; victim held {victim_parts}"
+    )
     assert reown <= FAST.t_own() + 0.5
     # Survivors' partitions did not move (sticky), the victim's were shared out.
     assert all(new_owners[p] == owners[p] for p in owners if p not in victim_parts)
@@ -183,8 +189,13 @@ async def test_sigstop_zombie_is_fenced_and_stops_itself(redis_server: RedisServ
         assert epochs_taken[p] > epochs_before[p]
     # The zombie acted under its old epochs only; nothing after the others took over was
     # accepted under a shared epoch, and first deliveries stayed in order.
-    stale = [e for e in entries if e.pid == zombie.pid and e.partition in zombie_parts
-             and e.epoch == epochs_before[e.partition]]
+    stale = [
+        e
+        for e in entries
+        if e.pid == zombie.pid
+        and e.partition in zombie_parts
+        and e.epoch == epochs_before[e.partition]
+    ]
     assert_clean(result, max_dupes=len(zombie_parts) * 20)
     assert stale  # it did handle events before the pause
     print(f"zombie's fence events: {fenced_events}")
@@ -207,8 +218,10 @@ async def test_rolling_restart_under_load(redis_server: RedisServer) -> None:
         await trio.sleep(0.1)
         entries = await c.wait_handled(producer.sent)
         result = check_log(entries, producer.sent)
-    print(f"rolling restart: sent {producer.sent}, {result.duplicates} duplicates, "
-          f"per pid {result.by_pid}")
+    print(
+        f"rolling restart: sent {producer.sent}, {result.duplicates} duplicates, "
+        f"per pid {result.by_pid}"
+    )
     assert_clean(result, max_dupes=0)
     assert len(result.by_pid) == 6
 
@@ -242,18 +255,66 @@ async def test_sigterm_hand_off_between_three_workers(redis_server: RedisServer)
     assert handed_at - left_at < FAST.ttl
 
 
-@pytest.mark.parametrize("n", [2])
-async def test_two_workers_started_together_converge(redis_server: RedisServer, n: int) -> None:
-    """Concurrent coordinators racing for free leases: one owner each, balanced, EXC."""
-    async with cluster(redis_server, "race", HANDLE_DELAY="0.001") as (c, producer, nursery):
-        await producer.system.__aenter__()
-        try:
-            await producer.send(500)
-        finally:
-            await producer.system.__aexit__(None, None, None)
-        for _ in range(n):
+async def test_three_coordinators_started_at_once_converge(redis_server: RedisServer) -> None:
+    """Concurrent coordinators racing for the same free leases: one owner each, balanced."""
+    async with cluster(redis_server, "race", HANDLE_DELAY="0.001") as (c, producer, _n):
+        async with producer.system:
+            await producer.send(1000)
+        for _ in range(3):
             c.start_worker()
         await c.settled()
+        entries = await c.wait_handled(producer.sent)
+        result = check_log(entries, producer.sent)
+    assert_clean(result, max_dupes=None)
+
+
+async def test_stale_epoch_is_fenced_by_every_script(redis_server: RedisServer) -> None:
+    """The scripts themselves: CAS renew/release, epoch increments, stale side effects FENCED."""
+    from actorstream import _scripts
+    from actorstream._errors import FencedError
+
+    lease, epoch, stream = "as:{x:s:0}:lease:a", "as:{x:s:0}:epoch:a", "as:{x:s:0}:s"
+    async with Client.from_url(redis_server.url) as r:
+        await r.execute("XGROUP", "CREATE", stream, "a", "0", "MKSTREAM")
+        await r.execute("XADD", stream, "*", "f", "v")
+        assert (await r.evalsha(_scripts.ACQUIRE, [lease, epoch], ["w1", 3000]))[0] == 1
+        # Held: another worker gets 0 and the holder's name.
+        assert await r.evalsha(_scripts.ACQUIRE, [lease, epoch], ["w2", 3000]) == [0, b"w1"]
+        assert await r.evalsha(_scripts.RENEW, [lease, epoch], ["w2", 1, 3000]) == 0
+        assert await r.evalsha(_scripts.RENEW, [lease, epoch], ["w1", 1, 3000]) == 1
+        assert await r.evalsha(_scripts.RELEASE, [lease, epoch], ["w1", 0]) == 0
+        assert await r.evalsha(_scripts.RELEASE, [lease, epoch], ["w1", 1]) == 1
+        assert (await r.evalsha(_scripts.ACQUIRE, [lease, epoch], ["w2", 3000]))[0] == 2
+        # w1 (epoch 1) is now a zombie: its read, ack and claim are all refused.
+        with pytest.raises(FencedError):
+            await r.evalsha(_scripts.READ, [stream, epoch], ["a", "w1", "1", 10, ">"])
+        with pytest.raises(FencedError):
+            await r.evalsha(_scripts.CLAIM, [stream, epoch], ["a", "w1", "1", "0-0", 10])
+        assert await r.evalsha(_scripts.RENEW, [lease, epoch], ["w1", 1, 3000]) == 0
+        assert await r.execute("XPENDING", stream, "a") == [0, None, None, None]
+        reply = await r.evalsha(_scripts.READ, [stream, epoch], ["a", "w2", "2", 10, ">"])
+        assert len(reply[0]) == 1
+
+
+@pytest.mark.parametrize("pause", [2.8, 4.0])
+async def test_lone_worker_paused_past_its_trust_reacquires(
+    redis_server: RedisServer, pause: float
+) -> None:
+    """A lone worker paused past its self-fence deadline (2.8 s: Redis may still hold its
+    lease; 4 s: the lease expired) must fence its actors and then own and *run* everything again.
+    """
+    async with cluster(redis_server, "lone", HANDLE_DELAY="0.001") as (c, producer, nursery):
+        nursery.start_soon(producer.run, 1000.0)
+        w = c.start_worker()
+        await c.settled()
+        for _ in range(2):
+            w.pause()
+            await trio.sleep(pause)
+            w.resume()
+            await trio.sleep(0.5)
+            await c.settled(timeout=10)
+        producer.stop()
+        await trio.sleep(0.1)
         entries = await c.wait_handled(producer.sent)
         result = check_log(entries, producer.sent)
     assert_clean(result, max_dupes=None)

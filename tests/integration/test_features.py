@@ -6,8 +6,7 @@ from typing import Any
 
 import trio
 
-from actorstream import Events, LeaseTiming, Record, System, running
-from actorstream._middleware import EventInfo, Next, Outcome
+from actorstream import EventInfo, Events, LeaseTiming, Next, Outcome, Record, System, running
 
 FAST = LeaseTiming(
     ttl=3.0, renew_interval=1.0, heartbeat_interval=0.5, member_timeout=3.0, self_fence_margin=0.5

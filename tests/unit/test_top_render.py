@@ -44,7 +44,7 @@ def snapshot(n_partitions: int = 8, n_events: int = 10) -> Snapshot:
         workers=(
             WorkerView(worker_id="w1", host="hostA", pid=4242, uptime=75.0, heartbeat_age=0.4,
                        partitions=7, processed=8000, rate=175.0, restarts=4, dead_lettered=1,
-                       last_error=None, member=True),
+                       last_error=None, member=True, handler_p50=0.0004, handler_p99=0.0123),
         ),
         partitions=parts,
         streams=(StreamView(stream="orders", partitions=n_partitions, length=9000,
@@ -85,7 +85,8 @@ def test_coordinator_panel() -> None:
 def test_workers_panel() -> None:
     text = record(render_workers(snapshot()))
     row = next(ln for ln in text.splitlines() if ln.startswith("hostA:4242"))
-    assert row.split() == ["hostA:4242", "400ms", "7", "175", "8000", "4", "1m", "ok"]
+    assert row.split() == ["hostA:4242", "400ms", "7", "175", "8000", "4", "12.3", "1m", "ok"]
+    assert "STATUS" in text
 
 
 def test_partitions_panel_states_in_words() -> None:

@@ -120,9 +120,7 @@ class LeaseMonitor:
         self.partitions = partitions
         self.lease_keys = [f"as:{{{app}:orders:{p}}}:lease:{actor}" for p in range(partitions)]
         self.epoch_keys = [f"as:{{{app}:orders:{p}}}:epoch:{actor}" for p in range(partitions)]
-        self.history: dict[int, list[tuple[float, str | None]]] = {
-            p: [] for p in range(partitions)
-        }
+        self.history: dict[int, list[tuple[float, str | None]]] = {p: [] for p in range(partitions)}
         self.current: dict[int, str | None] = dict.fromkeys(range(partitions))
 
     async def sample(self) -> dict[int, str | None]:

@@ -1,0 +1,195 @@
+"""Slow coordinator scenarios (``pytest -m chaos tests/chaos``): longer, repeated, mixed faults.
+
+Same harness as ``tests/integration/test_coordinator.py``: ``rebalance_app.py`` workers with fast
+leases (T_own = 4 s), a producer under load, and a handled log checked for loss (NL), order of
+first deliveries (ORD), one worker per (partition, epoch) (EXC) and bounded duplicates.
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+import trio
+
+from actorstream import LeaseTiming
+from actorstream._assignment import Slot, min_moves
+from actorstream._transport import Client
+from actorstream.testing import RedisServer
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "integration" / "apps"))
+
+from rebalance_harness import Cluster, LogCheck, Producer, check_log, moved, pid_of
+
+pytestmark = pytest.mark.chaos
+
+FAST = LeaseTiming(
+    ttl=3.0, renew_interval=1.0, heartbeat_interval=0.5, member_timeout=3.0, self_fence_margin=0.5
+)
+PARTITIONS = 16
+BATCH = 20
+
+
+@asynccontextmanager
+async def cluster(
+    server: RedisServer, app: str, **env: str
+) -> AsyncIterator[tuple[Cluster, Producer, trio.Nursery]]:
+    ok = False
+    async with Client.from_url(server.url) as client:
+        c = Cluster(server, client, app, PARTITIONS, BATCH_SIZE=str(BATCH), **env)
+        producer = Producer(server.url, app, PARTITIONS)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(c.monitor.run)
+                yield c, producer, nursery
+                nursery.cancel_scope.cancel()
+            ok = True
+        finally:
+            c.close(show_output=not ok)
+
+
+def assert_clean(r: LogCheck, *, max_dupes: int | None) -> None:
+    assert not r.missing, f"lost {len(r.missing)}: {sorted(r.missing)[:10]}"
+    assert not r.inversions, f"order inversions: {r.inversions[:10]}"
+    assert not r.shared_epochs, f"(partition, epoch) used by two workers: {r.shared_epochs}"
+    if max_dupes is not None:
+        assert r.duplicates <= max_dupes, f"{r.duplicates} duplicates > {max_dupes}"
+
+
+async def finish(c: Cluster, producer: Producer) -> LogCheck:
+    producer.stop()
+    await trio.sleep(0.1)
+    entries = await c.wait_handled(producer.sent, timeout=60)
+    return check_log(entries, producer.sent)
+
+
+async def test_scale_1_to_5_to_1_twice(redis_server: RedisServer) -> None:
+    """Scale up and down twice, one worker at a time, under load: sticky, CLEAN."""
+    slots = [Slot("handle", p) for p in range(PARTITIONS)]
+    async with cluster(redis_server, "scale5", HANDLE_DELAY="0.001") as (c, producer, nursery):
+        nursery.start_soon(producer.run, 1500.0)
+        c.start_worker()
+        owners = await c.settled()
+        for _round in range(2):
+            for _ in range(4):
+                c.start_worker()
+                new = await c.settled()
+                want = min_moves(
+                    set(new.values()), slots, {Slot("handle", p): w for p, w in owners.items()}
+                )
+                assert moved(owners, new) == want
+                owners = new
+            for w in [w for w in c.workers if w.running][:-1]:
+                w.terminate()
+                with trio.fail_after(20):
+                    assert await w.wait_exited() == 0
+                new = await c.settled()
+                want = min_moves(
+                    set(new.values()), slots, {Slot("handle", p): w for p, w in owners.items()}
+                )
+                assert moved(owners, new) == want
+                owners = new
+        result = await finish(c, producer)
+    assert_clean(result, max_dupes=0)
+
+
+async def test_rolling_bounce_x5_and_all_at_once_x5(redis_server: RedisServer) -> None:
+    """Scenario 3: rolling SIGTERM bounce x5, then everyone at once x5: no loss, CLEAN."""
+    async with cluster(redis_server, "bounce", HANDLE_DELAY="0.001") as (c, producer, nursery):
+        nursery.start_soon(producer.run, 1500.0)
+        for _ in range(3):
+            c.start_worker()
+        await c.settled()
+        for _ in range(5):
+            for old in [w for w in c.workers if w.running]:
+                old.terminate()
+                with trio.fail_after(20):
+                    assert await old.wait_exited() == 0
+                c.start_worker()
+                await c.settled()
+        for _ in range(5):
+            olds = [w for w in c.workers if w.running]
+            for old in olds:
+                old.terminate()
+            for old in olds:
+                with trio.fail_after(20):
+                    assert await old.wait_exited() == 0
+            for _ in range(3):
+                c.start_worker()
+            await c.settled()
+        result = await finish(c, producer)
+    assert_clean(result, max_dupes=0)
+
+
+async def test_repeated_kill_9_reowned_within_t_own(redis_server: RedisServer) -> None:
+    """kill -9 a random worker 6 times under load: each time re-owned within T_own."""
+    rng = random.Random(7)
+    reowns = []
+    max_dupes = 0
+    async with cluster(redis_server, "kill9x", HANDLE_DELAY="0.002") as (c, producer, nursery):
+        nursery.start_soon(producer.run, 1500.0)
+        for _ in range(3):
+            c.start_worker()
+        owners = await c.settled()
+        for _ in range(6):
+            victim = rng.choice([w for w in c.workers if w.running])
+            max_dupes += BATCH * sum(1 for h in owners.values() if pid_of(h) == victim.pid)
+            await trio.sleep(rng.uniform(0.2, 1.0))
+            victim.kill()
+            t0 = trio.current_time()
+            survivors = c.live_pids()
+            await c.settled(survivors, timeout=FAST.t_own() + 10)
+            at = c.monitor.all_owned_at(survivors, t0)
+            assert at is not None
+            reowns.append(at - t0)
+            c.start_worker()
+            owners = await c.settled()
+        result = await finish(c, producer)
+    print(f"re-own times after kill -9: {[f'{t:.2f}' for t in reowns]} (T_own {FAST.t_own()})")
+    assert max(reowns) <= FAST.t_own() + 0.5
+    assert_clean(result, max_dupes=max_dupes)
+
+
+async def test_zombies_repeatedly(redis_server: RedisServer) -> None:
+    """SIGSTOP a random worker past its TTL and SIGCONT it, 4 times: fenced, never inverted."""
+    rng = random.Random(11)
+    async with cluster(redis_server, "zombies", HANDLE_DELAY="0.002") as (c, producer, nursery):
+        nursery.start_soon(producer.run, 1500.0)
+        for _ in range(3):
+            c.start_worker()
+        await c.settled()
+        for _ in range(4):
+            zombie = rng.choice(c.workers)
+            zombie.pause()
+            await trio.sleep(rng.uniform(FAST.t_own(), FAST.t_own() + 2))
+            zombie.resume()
+            await c.settled(timeout=15)
+        result = await finish(c, producer)
+    assert_clean(result, max_dupes=4 * PARTITIONS * BATCH)
+
+
+@pytest.mark.parametrize("pause", [2.6, 2.9, 3.2, 5.0])
+async def test_paused_around_the_ttl(redis_server: RedisServer, pause: float) -> None:
+    """Pauses just under, at and over the TTL, alone and with a peer: always runs again."""
+    async with cluster(redis_server, "edge", HANDLE_DELAY="0.001") as (c, producer, nursery):
+        nursery.start_soon(producer.run, 1000.0)
+        a = c.start_worker()
+        await c.settled()
+        for _ in range(3):
+            a.pause()
+            await trio.sleep(pause)
+            a.resume()
+            await c.settled(timeout=15)
+        c.start_worker()
+        await c.settled()
+        for _ in range(3):
+            a.pause()
+            await trio.sleep(pause)
+            a.resume()
+            await c.settled(timeout=15)
+        result = await finish(c, producer)
+    assert_clean(result, max_dupes=None)
