@@ -43,4 +43,5 @@ def bench(session: nox.Session) -> None:
     """Benchmarks: ratios against redis-benchmark and a raw loop measured in the same run."""
     session.install("-e", ".[fast,test]")
     session.run("python", "benchmarks/bench_transport.py", *session.posargs)
-    session.run("python", "benchmarks/bench_runtime.py", *session.posargs)
+    session.run("python", "benchmarks/bench_runtime.py", "--rss", *session.posargs)
+    session.run("python", "benchmarks/bench_rebalance.py", *session.posargs)

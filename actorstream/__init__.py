@@ -5,6 +5,7 @@ Declare a ``System``, its streams (partitioned by key) and actors, and run worke
 """
 
 from ._actors import ActorSettings
+from ._codecs import Codec, Compression, register_codec, register_compression
 from ._deadletter import DeadLetter
 from ._errors import (
     ActorstreamError,
@@ -37,6 +38,8 @@ __all__ = [
     "ActorstreamError",
     "ChildContext",
     "ChildState",
+    "Codec",
+    "Compression",
     "ConfigError",
     "DeadLetter",
     "DecodeError",
@@ -67,5 +70,7 @@ __all__ = [
     "System",
     "WorkerStatistics",
     "__version__",
+    "register_codec",
+    "register_compression",
     "running",
 ]

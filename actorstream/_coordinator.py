@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 from attrs import frozen
+from redis.exceptions import OutOfMemoryError
 
 from . import _keys, _scripts
 from ._assignment import Slot, plan_step
@@ -179,7 +180,15 @@ class Coordinator:
     async def step(self) -> None:
         rt = self.runtime
         state = self.state
-        members = await self._heartbeat()
+        try:
+            members = await self._heartbeat()
+        except OutOfMemoryError as exc:
+            # Under maxmemory the heartbeat's ZADD is refused, but renewals (PEXPIRE) still
+            # work: keep the last membership view and renew, rather than self-fence everything.
+            if not state.members:
+                raise
+            state.last_error = f"heartbeat refused: {exc}"
+            members = list(state.members)
         state.members = tuple(members)
         slots = self.slots
         replies = await rt.client.pipeline([("GET", self._lease_keys[s]) for s in slots])

@@ -424,11 +424,15 @@ class PartitionActor:
         handler = self.spec.handler
         acks = self.acks
         counters = self.counters
+        fence = self.fence
         if self.plain:
             # The hot path: no timeout, retries, middleware or error hook to consult.
             for entry_id, fields in entries:
                 if ctx.stop_requested:
                     return
+                if trio.current_time() >= fence.deadline:
+                    # A resumed zombie stops before the next handler call, not after its batch.
+                    fence.check()
                 try:
                     event = decode(fields)
                 except DecodeError as exc:
@@ -448,6 +452,7 @@ class PartitionActor:
         for entry_id, fields in entries:
             if ctx.stop_requested:
                 return
+            fence.check()
             try:
                 event = decode(fields)
             except DecodeError as exc:
@@ -570,6 +575,7 @@ class PartitionActor:
                 )
         if not events:
             return
+        self.fence.check()
         info = self._info(ids[0])
         chain = self.chain
         started = trio.current_time()
@@ -671,6 +677,7 @@ class Events:
                         self._conn, entry_id, fields, f"decode:{exc.kind}", str(exc), None, 1
                     )
                     continue
+                actor.fence.check()
                 self._current.append(entry_id)
                 return event
             if self._ctx.stop_requested:

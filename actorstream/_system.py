@@ -406,6 +406,9 @@ class PartitionManager:
             await actor.run(ctx)
 
         if self.running(slot):
+            # The coordinator only acquires slots with no running actor; say so if that breaks.
+            log.warning("partition actor %s[%d] is still running; not started twice",
+                        slot.actor, slot.partition)
             return
         self.supervisor.start_child(slot, child, restart=Restart.TRANSIENT)
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -58,7 +57,7 @@ async def fill(url: str, app: str, partitions: int, n: int) -> float:
 
 
 async def raw_produce(url: str, partitions: int, n: int) -> float:
-    system, stream = make_system(url, "rawprod", partitions)
+    _system, stream = make_system(url, "rawprod", partitions)
     commands = [stream._command(e) for e in events(n)]  # encoding excluded: raw transport only
     async with Client.from_url(url) as client:
         t0 = time.perf_counter()
@@ -165,6 +164,35 @@ def peak_rss(url: str, n: int) -> tuple[float, float]:
     return int(out[0]) / 1024, int(out[1]) / 1024
 
 
+def codec_costs(repeat: int = 50_000) -> dict[str, tuple[float, float]]:
+    """Encode and decode cost per event (us) of each available codec/compression."""
+    import timeit
+
+    from actorstream._codecs import RecordFormat, get_codec
+
+    event = Order(order_id=12345, amount=99, note="a short note")
+    out: dict[str, tuple[float, float]] = {}
+    combos = [("json", "none"), ("json", "zlib"), ("json", "lz4"), ("msgpack", "none")]
+    for codec, compression in combos:
+        try:
+            get_codec(codec)
+            fmt = RecordFormat(record_type=Order, codec=codec, compression=compression)
+        except Exception:
+            continue
+        fields = fmt.encode(event)
+        enc = timeit.timeit(lambda fmt=fmt: fmt.encode(event), number=repeat) / repeat * 1e6
+        dec = timeit.timeit(lambda fmt=fmt, f=fields: fmt.decode(f), number=repeat) / repeat * 1e6
+        out[f"{codec}+{compression}"] = (enc, dec)
+    import json as stdjson
+
+    payload = RecordFormat(record_type=Order).encode(event)[3]
+    out["(stdlib json.loads only)"] = (
+        0.0,
+        timeit.timeit(lambda: stdjson.loads(payload), number=repeat) / repeat * 1e6,
+    )
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=200_000)
@@ -204,6 +232,9 @@ def main() -> None:
           f"{results['send_many'] / rp:>10.2f}")
     print(f"\ntarget: per-event >= 0.5 of raw -> {results['event_consume'] / raw:.2f}; "
           f"predecessors ~5k ev/s -> x{results['event_consume'] / 5900:.0f} of runnel")
+    print(f"\n{'codec (per event)':<34}{'encode us':>12}{'decode us':>12}")
+    for name, (enc, dec) in codec_costs().items():
+        print(f"{name:<34}{enc:>12.2f}{dec:>12.2f}")
     if args.rss:
         print(f"peak RSS draining a 10^6 backlog: {results['rss_peak_mb']:.0f} MB "
               f"(after filling: {results['rss_before_mb']:.0f} MB)")

@@ -161,7 +161,7 @@ async def test_undecodable_events_never_crash_the_worker(redis_url: str) -> None
 
             await wait_until(both)
             (part,) = runtime.statistics().partitions
-        dlq = await client.execute("XRANGE", f"as:{{shop:orders:0}}:dlq", "-", "+")
+        dlq = await client.execute("XRANGE", "as:{shop:orders:0}:dlq", "-", "+")
         pending = await client.execute("XPENDING", key, "bill")
     assert good == [1, 2]
     assert part.dead_lettered == 6

@@ -40,7 +40,7 @@ async def client(shared_redis_url: str) -> AsyncIterator[Client]:
 async def wait_until(predicate: Callable[[], Any]) -> None:
     """Poll an async predicate until true (the server handles disconnects asynchronously)."""
     with trio.fail_after(5):
-        while not await predicate():  # noqa: ASYNC110 - polling the server, not a trio event
+        while not await predicate():
             await trio.sleep(0.01)
 
 
