@@ -152,3 +152,23 @@ async def test_iterator_form_and_take(redis_url: str) -> None:
     assert [a for g in groups for a in g] == list(range(25))
     assert max(map(len, groups)) == 10
     assert acked >= 48  # everything but possibly the last yielded item of each form
+
+
+async def test_producer_decorator_sends_what_it_returns(redis_url: str) -> None:
+    system, orders = make(redis_url)
+
+    @system.producer(orders)
+    async def new_order(n: int) -> Order:
+        return Order(order_id=n, amount=n * 2)
+
+    @orders.producer
+    async def many(n: int) -> list[Order]:
+        return [Order(order_id=i, amount=i) for i in range(n)]
+
+    async with system:
+        assert await new_order(4) == Order(order_id=4, amount=8)
+        await many(5)
+        lengths = [
+            await system.client().execute("XLEN", orders.stream_key(p)) for p in range(2)
+        ]
+    assert sum(lengths) == 6

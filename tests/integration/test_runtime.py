@@ -472,3 +472,45 @@ async def test_poison_event_is_dead_lettered_alone_and_its_batch_continues(
     assert fields[b"deliveries"] == b"4"
     assert b"poison" in fields[b"trace"] or b"poison" in fields[b"error"]
     assert part.dead_lettered == 1 and part.restarts == 3
+
+
+async def test_worker_exits_non_zero_when_the_system_gives_up(redis_server: RedisServer) -> None:
+    system = System("crashloop", redis_server.url)
+
+    class Job(Record):
+        n: int
+
+    jobs = system.stream("jobs", record=Job)
+    async with system:
+        await jobs.send(Job(n=1))
+    worker = WorkerProcess(
+        "-m", "actorstream", "worker", str(APPS / "crashloop_app.py") + ":system",
+        redis_url=redis_server.url, name="crashloop",
+    ).start()
+    try:
+        with trio.fail_after(30):
+            code = await worker.wait_exited()
+    finally:
+        worker.close()
+    assert code == 1, worker.output()
+    assert "gave up" in worker.output()
+
+
+async def test_second_signal_exits_at_once(redis_server: RedisServer) -> None:
+    app = "slowapp"
+    await _send_orders(redis_server.url, app, 50, keys=5)
+    worker = _app_worker(redis_server, app, HANDLE_DELAY="30").start()
+    try:
+        with trio.fail_after(20):
+            await worker.wait_for_output("worker starting")
+        await trio.sleep(1.5)  # handlers are now sleeping in the middle of an event
+        worker.terminate()
+        await trio.sleep(1.0)
+        assert worker.running  # draining: waiting for in-flight handlers (grace 10 s)
+        started = trio.current_time()
+        worker.terminate()
+        with trio.fail_after(5):
+            await worker.wait_exited()
+        assert trio.current_time() - started < 5
+    finally:
+        worker.close()
