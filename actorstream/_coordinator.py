@@ -29,6 +29,7 @@ from . import _keys, _scripts
 from ._assignment import Slot, plan_step
 from ._leasetiming import Lease
 from ._partition import TRANSIENT_REDIS_ERRORS, Fence, describe_error
+from ._transport import Arg
 from ._version import __version__
 
 if TYPE_CHECKING:
@@ -219,18 +220,16 @@ class Coordinator:
 
     async def _renew(self, slots: list[Slot]) -> None:
         ttl_ms = int(self.timing.ttl * 1000)
-        commands = [
-            _scripts.RENEW.command(
+        calls: list[tuple[list[Arg], list[Arg]]] = [
+            (
                 [self._lease_keys[s], self._epoch_keys[s]],
                 [self.runtime.worker_id, self.state.leases[s].epoch, ttl_ms],
             )
             for s in slots
         ]
+        # Taken before sending: a retried (NOSCRIPT) call ran later, so this stays conservative.
         sent_at = trio.current_time()
-        replies = await self.runtime.client.pipeline(commands)
-        if any(_is_noscript(r) for r in replies):
-            await self.runtime.client.execute("SCRIPT", "LOAD", _scripts.RENEW.source)
-            replies = await self.runtime.client.pipeline(commands)
+        replies = await self.runtime.client.evalsha_many(_scripts.RENEW, calls)
         for slot, reply in zip(slots, replies, strict=True):
             if isinstance(reply, Exception):
                 raise reply
@@ -249,18 +248,11 @@ class Coordinator:
     async def _acquire(self, slots: list[Slot]) -> None:
         rt = self.runtime
         ttl_ms = int(self.timing.ttl * 1000)
-        commands = [
-            _scripts.ACQUIRE.command(
-                [self._lease_keys[s], self._epoch_keys[s]], [rt.worker_id, ttl_ms]
-            )
-            for s in slots
+        calls: list[tuple[list[Arg], list[Arg]]] = [
+            ([self._lease_keys[s], self._epoch_keys[s]], [rt.worker_id, ttl_ms]) for s in slots
         ]
         sent_at = trio.current_time()
-        replies = await rt.client.pipeline(commands)
-        if any(_is_noscript(r) for r in replies):
-            await rt.client.execute("SCRIPT", "LOAD", _scripts.ACQUIRE.source)
-            sent_at = trio.current_time()
-            replies = await rt.client.pipeline(commands)
+        replies = await rt.client.evalsha_many(_scripts.ACQUIRE, calls)
         acquired = 0
         for slot, reply in zip(slots, replies, strict=True):
             if isinstance(reply, Exception):
@@ -339,9 +331,3 @@ class Coordinator:
             last_error=s.last_error,
             t_own=self.timing.t_own(),
         )
-
-
-def _is_noscript(reply: object) -> bool:
-    from redis.exceptions import NoScriptError
-
-    return isinstance(reply, NoScriptError)

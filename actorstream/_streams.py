@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import itertools
+import functools
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -141,7 +141,6 @@ class Stream(Generic[E]):
             raise ConfigError(f"stream {name!r}: {exc}") from None
         self._key_of = self._make_key_getter(key)
         self._keys = [_keys.stream_key(system.name, name, p) for p in range(partitions)]
-        self._rr = itertools.count()
 
     def __repr__(self) -> str:
         return f"<Stream {self.system.name}:{self.name} partitions={self.partitions}>"
@@ -221,11 +220,8 @@ class Stream(Generic[E]):
             raise SendError(self.name, sent, failed)
         return ids
 
-    def producer(
-        self, fn: Callable[..., Any]
-    ) -> Callable[..., Any]:
+    def producer(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         """Decorate an async function whose returned event (or list of events) is sent."""
-        import functools
 
         @functools.wraps(fn)
         async def wrapper(*args: Any, **kwargs: Any) -> Any:

@@ -254,6 +254,24 @@ class Client:
             self._release(conn)
 
 
+    async def evalsha_many(
+        self, script: Script, calls: Sequence[tuple[Sequence[Arg], Sequence[Arg]]]
+    ) -> list[Any]:
+        """One pipeline of EVALSHA calls ``(keys, args)``; replies (or errors) in place.
+
+        Calls answered NOSCRIPT did not run: the script is loaded and only those run again.
+        """
+        commands = [script.command(keys, args) for keys, args in calls]
+        replies = await self.pipeline(commands)
+        missing = [i for i, r in enumerate(replies) if isinstance(r, rex.NoScriptError)]
+        if missing:
+            await self.execute("SCRIPT", "LOAD", script.source)
+            again = await self.pipeline([commands[i] for i in missing])
+            for i, reply in zip(missing, again, strict=True):
+                replies[i] = reply
+        return replies
+
+
 async def evalsha_on(
     conn: Connection, script: Script, keys: Sequence[Arg], args: Sequence[Arg]
 ) -> Any:

@@ -711,3 +711,15 @@ async def test_maxmemory_is_out_of_memory_error() -> None:
                 for i in range(100):
                     await c.execute("SET", f"k{i}", b"x" * 100_000)
             assert await c.execute("PING") == b"PONG"  # reads and PING still work
+
+
+async def test_evalsha_many_reloads_after_script_flush(redis_url: str) -> None:
+    """A pipeline of EVALSHA: only the calls answered NOSCRIPT run again, each exactly once."""
+    script = Script("return redis.call('INCR', KEYS[1])")
+    async with client_for(redis_url) as c:
+        await c.execute("SCRIPT", "FLUSH")
+        replies = await c.evalsha_many(script, [(["a"], []), (["b"], []), (["a"], [])])
+        assert replies == [1, 1, 2]
+        assert await c.execute("MGET", "a", "b") == [b"2", b"1"]
+        replies = await c.evalsha_many(script, [(["a"], [])])  # loaded now: one round trip
+        assert replies == [3]
