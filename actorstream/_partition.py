@@ -32,7 +32,6 @@ from typing import TYPE_CHECKING, Any
 import trio
 from attrs import frozen
 from redis import exceptions as rex
-from trio_util import move_on_when
 
 from . import _keys, _scripts
 from ._actors import ActorSpec, Form
@@ -402,13 +401,30 @@ class PartitionActor:
     async def _wait_for_append(
         self, conn: Connection, ctx: ChildContext, last: Any, block_ms: int
     ) -> bool:
-        """Block until the stream grows past ``last`` or ``block_ms``; False if stopping."""
-        async with move_on_when(ctx.wait_stop_requested) as scope:
-            await conn.execute(
-                "XREAD", "COUNT", 1, "BLOCK", block_ms, "STREAMS", self.stream_key, last,
-                timeout=block_ms / 1000 + 10.0,
-            )
-        return not scope.cancelled_caught
+        """Block until the stream grows past ``last`` or ``block_ms``; False if stopping.
+
+        Errors are caught inside the nursery and re-raised outside it, so callers see a plain
+        ``ConnectionError`` (not an ExceptionGroup) and treat it as "Redis unavailable".
+        """
+        error: Exception | None = None
+        async with trio.open_nursery() as nursery:
+
+            async def interrupt_on_stop() -> None:
+                await ctx.wait_stop_requested()
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(interrupt_on_stop)
+            try:
+                await conn.execute(
+                    "XREAD", "COUNT", 1, "BLOCK", block_ms, "STREAMS", self.stream_key, last,
+                    timeout=block_ms / 1000 + 10.0,
+                )
+            except Exception as exc:
+                error = exc
+            nursery.cancel_scope.cancel()
+        if error is not None:
+            raise error
+        return not ctx.stop_requested
 
     async def _run_events(self, conn: Connection, ctx: ChildContext) -> None:
         while not ctx.stop_requested:
