@@ -13,7 +13,6 @@ def _load(name: str) -> Script:
     return Script((_DIR / f"{name}.lua").read_text(), name=name)
 
 
-READ = _load("read")
 CLAIM = _load("claim")
 DEADLETTER = _load("deadletter")
 ACQUIRE = _load("acquire")

@@ -278,6 +278,10 @@ async def test_stale_epoch_is_fenced_by_every_script(redis_server: RedisServer) 
         await r.execute("XGROUP", "CREATE", stream, "a", "0", "MKSTREAM")
         await r.execute("XADD", stream, "*", "f", "v")
         assert (await r.evalsha(_scripts.ACQUIRE, [lease, epoch], ["w1", 3000]))[0] == 1
+        # w1's partition actor arms its read fence: WATCH the epoch, GET confirms it is 1.
+        zombie_cm = r.dedicated()
+        zombie = await zombie_cm.__aenter__()
+        assert (await zombie.pipeline([("WATCH", epoch), ("GET", epoch)]))[1] == b"1"
         # Held: another worker gets 0 and the holder's name.
         assert await r.evalsha(_scripts.ACQUIRE, [lease, epoch], ["w2", 3000]) == [0, b"w1"]
         assert await r.evalsha(_scripts.RENEW, [lease, epoch], ["w2", 1, 3000]) == 0
@@ -285,15 +289,18 @@ async def test_stale_epoch_is_fenced_by_every_script(redis_server: RedisServer) 
         assert await r.evalsha(_scripts.RELEASE, [lease, epoch], ["w1", 0]) == 0
         assert await r.evalsha(_scripts.RELEASE, [lease, epoch], ["w1", 1]) == 1
         assert (await r.evalsha(_scripts.ACQUIRE, [lease, epoch], ["w2", 3000]))[0] == 2
-        # w1 (epoch 1) is now a zombie: its read, ack and claim are all refused.
-        with pytest.raises(FencedError):
-            await r.evalsha(_scripts.READ, [stream, epoch], ["a", "w1", "1", 10, ">"])
+        # w1 (epoch 1) is now a zombie: its armed read transaction aborts, its claim is refused.
+        replies = await zombie.pipeline([
+            ("MULTI",), ("XREADGROUP", "GROUP", "a", "w1", "COUNT", 10, "STREAMS", stream, ">"),
+            ("EXEC",), ("WATCH", epoch), ("GET", epoch),
+        ])
+        assert replies[2] is None  # EXEC aborted: the epoch changed after the WATCH
+        assert replies[4] == b"2"  # and re-arming shows the new epoch: the actor stops
+        await zombie_cm.__aexit__(None, None, None)
         with pytest.raises(FencedError):
             await r.evalsha(_scripts.CLAIM, [stream, epoch], ["a", "w1", "1", "0-0", 10])
         assert await r.evalsha(_scripts.RENEW, [lease, epoch], ["w1", 1, 3000]) == 0
         assert await r.execute("XPENDING", stream, "a") == [0, None, None, None]
-        reply = await r.evalsha(_scripts.READ, [stream, epoch], ["a", "w2", "2", 10, ">"])
-        assert len(reply[0]) == 1
 
 
 @pytest.mark.parametrize("pause", [2.8, 4.0])
