@@ -60,6 +60,7 @@ class OwnershipState:
         self.draining: set[Slot] = set()
         self.members: tuple[str, ...] = ()
         self.owners: dict[Slot, str] = {}
+        self.max_epoch: dict[Slot, int] = {}  # highest epoch seen per slot: detects regressions
         self.rebalances = 0
         self.last_rebalance_at: float | None = None
         self.last_error: str | None = None
@@ -248,8 +249,13 @@ class Coordinator:
     async def _acquire(self, slots: list[Slot]) -> None:
         rt = self.runtime
         ttl_ms = int(self.timing.ttl * 1000)
+        seen = self.state.max_epoch
         calls: list[tuple[list[Arg], list[Arg]]] = [
-            ([self._lease_keys[s], self._epoch_keys[s]], [rt.worker_id, ttl_ms]) for s in slots
+            (
+                [self._lease_keys[s], self._epoch_keys[s]],
+                [rt.worker_id, ttl_ms, seen.get(s, 0)],
+            )
+            for s in slots
         ]
         sent_at = trio.current_time()
         replies = await rt.client.evalsha_many(_scripts.ACQUIRE, calls)
@@ -260,6 +266,15 @@ class Coordinator:
             epoch = int(reply[0])
             if epoch <= 0:
                 continue
+            if len(reply) > 2:
+                msg = (
+                    f"{slot.actor}[{slot.partition}]: epoch went back below "
+                    f"{seen.get(slot, 0)} (Redis lost data: failover or restart without "
+                    f"persistence); raised to {epoch} so stale holders stay fenced"
+                )
+                log.error("epoch regression: %s", msg)
+                rt.report("epoch-regression", msg)
+            seen[slot] = max(seen.get(slot, 0), epoch)
             lease = Lease(epoch=epoch, acquired_at=sent_at, timing=self.timing)
             self.state.leases[slot] = lease
             old = self.state.fences.get(slot)

@@ -7,7 +7,8 @@ Life of one actor (``statistics().state`` shows where it is)::
     REPLAYING  re-read our own pending entries in id order: they come before anything new;
                an entry delivered more than ``max_deliveries`` times is dead-lettered
     RUNNING    fenced "ack previous batch + XREADGROUP next batch" transaction (WATCH on the
-               epoch key, MULTI/EXEC), one round trip per batch; when the partition is empty, wait with a plain XREAD BLOCK (no side effect)
+               epoch key, MULTI/EXEC), one round trip per batch; when the partition is empty,
+               wait with a plain XREAD BLOCK (no side effect)
     DRAINING   a graceful stop: finish the event in hand, ack, return
     STOPPED | FENCED | FAILED
 
@@ -292,8 +293,15 @@ class PartitionActor:
             watch = await conn.pipeline([("WATCH", epoch_key), ("GET", epoch_key)])
             _raise_errors(watch)
             if watch[1] != self.epoch_bytes:
+                current = int(watch[1] or 0)
+                if current < self.fence.epoch:
+                    self.runtime.report(
+                        "epoch-regression",
+                        f"{self.group}[{self.partition}]: epoch went back from "
+                        f"{self.fence.epoch} to {current}: Redis lost data",
+                    )
                 raise FencedError(
-                    f"FENCED epoch is {watch[1]!r}, {self.group}[{self.partition}] has "
+                    f"FENCED epoch is {current}, {self.group}[{self.partition}] has "
                     f"{self.epoch_arg}"
                 )
             self._watched = conn

@@ -90,3 +90,35 @@ async def test_redis_paused_past_the_renew_interval(redis_server: RedisServer) -
     assert seen[:20] == list(range(20))
     assert all(p.restarts == 0 for p in stats.partitions)
     assert not stats.supervisor.gave_up
+
+
+async def test_epoch_regression_is_detected_and_the_epoch_raised(redis_server: RedisServer) -> None:
+    """Redis lost the lease and epoch keys (a failover to a stale replica, a restart without
+    persistence): the worker notices, reports it, and re-acquires with an epoch above any it
+    has seen, so a holder of an old epoch could never pass the fence again."""
+    system = System("er", redis_server.url, install_signal_handlers=False, lease_timing=FAST)
+    orders = system.stream("orders", record=Order)
+    seen: list[int] = []
+
+    @system.actor(orders)
+    async def bill(order: Order) -> None:
+        seen.append(order.amount)
+
+    epoch_key = "as:{er:orders:0}:epoch:bill"
+    lease_key = "as:{er:orders:0}:lease:bill"
+    async with running(system) as runtime:
+        async with system:
+            client = system.client()
+            await client.execute("SET", epoch_key, 41)  # as if many earlier owners existed
+            await client.execute("DEL", lease_key)
+            await _wait(lambda: any(p.epoch == 42 for p in runtime.statistics().partitions), 15)
+            await orders.send(Order(order_id=1, amount=1))
+            await _wait(lambda: seen == [1], 15)
+            # Data loss: the epoch and lease keys vanish.
+            await client.execute("DEL", epoch_key, lease_key)
+            await orders.send(Order(order_id=1, amount=2))
+            await _wait(lambda: seen[-1:] == [2], 20)
+            epoch_now = int(await client.execute("GET", epoch_key))
+        kinds = [kind for _t, kind, _m in runtime.events]
+    assert epoch_now > 42
+    assert "epoch-regression" in kinds
