@@ -186,9 +186,10 @@ class Cluster:
         self.workers: list[WorkerProcess] = []
         self.monitor = LeaseMonitor(client, app, partitions)
 
-    def start_worker(self, **env: str) -> WorkerProcess:
+    def start_worker(self, script: Path | None = None, **env: str) -> WorkerProcess:
+        """Start a worker running ``script`` (default ``rebalance_app.py``) with extra ``env``."""
         worker = WorkerProcess(
-            str(APP_SCRIPT),
+            str(script or APP_SCRIPT),
             redis_url=self.server.url,
             env={**self.env, **env},
             name=f"{self.app}-w{len(self.workers)}",
