@@ -348,6 +348,14 @@ class PartitionActor:
         if acks:
             self.counters.acked += len(acks)
             self.acks = []
+            if result[0] != len(acks):
+                # Entries we handled were no longer pending: an operator ran XGROUP
+                # DELCONSUMER/SETID, or the stream was trimmed. Nothing to undo; make it visible.
+                self.runtime.report(
+                    "acks-lost",
+                    f"{self.group}[{self.partition}]: {len(acks) - int(result[0])} of "
+                    f"{len(acks)} handled entries were no longer pending when acked",
+                )
         if not count:
             return [None, None, None]
         offset = 1 if acks else 0

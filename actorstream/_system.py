@@ -116,6 +116,8 @@ class System:
         self._context_depth = 0
         self._scheduled: list[Any] = []
         self._middleware: list[Middleware] = []
+        # True after a worker of this system was stopped by a second signal (no full drain).
+        self.forced_exit = False
 
     def __repr__(self) -> str:
         return f"<System {self.name} at {redact_url(self.redis_url)}>"
@@ -454,6 +456,7 @@ class Runtime:
         self.events: collections.deque[tuple[float, str, str]] = collections.deque(maxlen=200)
         self._unpublished: list[tuple[float, str, str]] = []
         self.stopping = False
+        self.forced = False  # a second signal cut the drain short
         self._stopping = trio.Event()
         self.gave_up: BaseException | None = None
 
@@ -544,6 +547,8 @@ class Runtime:
                     self.request_stop()
                 else:
                     log.warning("second signal: exiting now")
+                    self.forced = True
+                    self.system.forced_exit = True
                     cancel_scope.cancel()
                     return
 

@@ -27,6 +27,7 @@ EXIT_OK = 0
 EXIT_FAILURE = 1  # a runtime failure, or the system gave up
 EXIT_USAGE = 2  # bad arguments or bad input (argparse uses 2 as well)
 EXIT_UNREACHABLE = 3  # Redis cannot be reached (or refuses our credentials)
+EXIT_INTERRUPTED = 130  # a second signal cut a worker's graceful drain short
 
 URL_ENV = "ACTORSTREAM_REDIS_URL"
 

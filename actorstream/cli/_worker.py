@@ -12,7 +12,15 @@ import trio
 
 from .._errors import SupervisorGaveUp
 from .._transport import redact_url
-from ._common import EXIT_FAILURE, EXIT_OK, CliError, check_reachable, load_system, resolve_url
+from ._common import (
+    EXIT_FAILURE,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    CliError,
+    check_reachable,
+    load_system,
+    resolve_url,
+)
 
 log = logging.getLogger("actorstream.cli")
 
@@ -46,6 +54,11 @@ def run(args: argparse.Namespace) -> int:
             await system.start()
         except* SupervisorGaveUp as group:
             raise CliError(f"the system gave up: {group.exceptions[0]}", EXIT_FAILURE) from None
+        if system.forced_exit:
+            # Like a shell's Ctrl-C: the drain was cut short (leases lapse by TTL instead).
+            print(f"actorstream: worker of {system.name!r} stopped by a second signal",
+                  file=sys.stderr, flush=True)
+            return EXIT_INTERRUPTED
         print(f"actorstream: worker of {system.name!r} stopped", file=sys.stderr, flush=True)
         return EXIT_OK
 

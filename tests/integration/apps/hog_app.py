@@ -69,7 +69,7 @@ async def handle(order: Order) -> None:
     if HOG and await client.execute("SET", f"{APP}:hog-flag", PID, "NX"):
         await client.execute("RPUSH", f"{APP}:hog", f"{PID}:{p}:{epoch}:{order.seq}")
         print(f"hogging the CPU for {HOG}s on partition {p} epoch {epoch}", flush=True)
-        time.sleep(HOG)  # blocks the event loop: no checkpoint until it returns
+        time.sleep(HOG)  # noqa: ASYNC251 - on purpose: blocks the loop, no checkpoint
         print("hog done", flush=True)
     await client.execute("RPUSH", f"{APP}:handled", f"{order.key}:{order.seq}:{PID}:{p}:{epoch}")
 
