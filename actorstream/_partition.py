@@ -518,6 +518,17 @@ class PartitionActor:
             raise error
         return not ctx.stop_requested
 
+    async def _block_briefly(self, conn: Connection, last: Any, seconds: float) -> None:
+        """Wait up to ``seconds`` for the partition to grow past ``last`` (to fill a batch).
+
+        Not interruptible by a stop (it is short): a cancel would close the connection that
+        still has to ack the events in hand.
+        """
+        await conn.execute(
+            "XREAD", "COUNT", 1, "BLOCK", max(1, int(seconds * 1000)),
+            "STREAMS", self.stream_key, last, timeout=seconds + 10.0,
+        )
+
     async def _run_events(self, conn: Connection, ctx: ChildContext) -> None:
         while not ctx.stop_requested:
             entries = await self._next_entries(conn, ctx)
@@ -662,12 +673,7 @@ class PartitionActor:
                     if more:
                         entries.extend(more)
                         continue
-                    # Not interruptible by a stop (it is short): a cancel would close the
-                    # connection we still need to ack this batch.
-                    await conn.execute(
-                        "XREAD", "COUNT", 1, "BLOCK", max(1, int(remaining * 1000)),
-                        "STREAMS", self.stream_key, last, timeout=remaining + 10.0,
-                    )
+                    await self._block_briefly(conn, last, remaining)
             await self._handle_batch(conn, entries, deliveries=1)
 
     async def _handle_batch(
@@ -763,6 +769,7 @@ class Events:
         self._buffer: list[Any] = []
         self._pos = 0
         self._current: list[bytes] = []
+        self._tail: Any = b"0-0"
 
     @property
     def partition(self) -> int:
@@ -793,8 +800,9 @@ class Events:
             if self._ctx.stop_requested:
                 raise StopAsyncIteration
             if not wait:
-                entries, _p, _l = await actor._read(self._conn, ">", actor.settings.batch_size)
+                entries, _p, tail = await actor._read(self._conn, ">", actor.settings.batch_size)
                 if not entries:
+                    self._tail = tail
                     return _NOTHING
             else:
                 entries = await actor._next_entries(self._conn, self._ctx)
@@ -825,7 +833,10 @@ class Events:
             while len(batch) < n and trio.current_time() < deadline:
                 item = await self._next(wait=False)
                 if item is _NOTHING:
-                    await trio.sleep(min(0.005, max(0.0, deadline - trio.current_time())))
+                    remaining = deadline - trio.current_time()
+                    if remaining <= 0:
+                        break
+                    await self._actor._block_briefly(self._conn, self._tail, remaining)
                     continue
                 batch.append(item)
             yield batch
