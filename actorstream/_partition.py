@@ -179,7 +179,7 @@ class PartitionActor:
         self.epoch_arg = str(fence.epoch)
         self.epoch_bytes = self.epoch_arg.encode()
         self._watched: Connection | None = None
-        self.decode = spec.stream.format.decode
+        self.decode = spec.stream.format_decoder
         self.settings = spec.settings
         self.acks: list[bytes] = []
         middleware = (*runtime.system._middleware, *spec.middleware)

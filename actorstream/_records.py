@@ -624,6 +624,18 @@ def record_encoder(cls: type[R]) -> Callable[[R], dict[str, Any]]:
     return to_prim
 
 
+def record_plan_decoder(cls: type[R]) -> Callable[[Any], R]:
+    """The bare compiled ``primitive -> record`` converter; raises ``RecordInvalid``.
+
+    For fused hot paths that map the error themselves (``RecordInvalid.render(root)``).
+    """
+    decode: Callable[[Any], R] = _ready_plan(cls).decode
+    return decode
+
+
+RecordInvalid = _Invalid
+
+
 def record_decoder(cls: type[R]) -> Callable[[Any], R]:
     """The compiled ``primitive -> record`` converter, raising ``DecodeError(kind="schema")``."""
     decode = _ready_plan(cls).decode

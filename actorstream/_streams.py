@@ -139,6 +139,7 @@ class Stream(Generic[E]):
             if isinstance(exc, ConfigError):
                 raise ConfigError(f"stream {name!r}: {exc}") from None
             raise ConfigError(f"stream {name!r}: {exc}") from None
+        self.format_decoder = self.format.entry_decoder()
         self._key_of = self._make_key_getter(key)
         self._keys = [_keys.stream_key(system.name, name, p) for p in range(partitions)]
 

@@ -435,3 +435,33 @@ def test_without_msgpack_it_is_simply_not_registered() -> None:
         "    print(e)\n",
     )
     assert "pip install msgpack" in out
+
+
+ENTRIES = [
+    [b"f", b"json", b"d", b'{"a":1,"b":2,"c":3}'],  # the own tag: the fused fast path
+    [b"f", b"json+zlib", b"d", zlib.compress(b'{"a":1,"b":2,"c":3}')],  # another format
+    [b"d", b'{"a":1,"b":2,"c":3}', b"f", b"json"],  # fields out of order
+    [b"f", b"json", b"d", b"{not json"],
+    [b"f", b"json", b"d", b"\xff\xfe"],
+    [b"f", b"json", b"d", b'{"a":"x","b":2,"c":3}'],
+    [b"f", b"json", b"d", b'{"a":1}'],
+    [b"f", b"json", b"d", b"[" * 100 + b"]" * 100],
+    [b"f", b"json", b"d", b'{"a":1,"b":2,"c":3,"pad":"' + b"x" * 200 + b'"}'],  # oversize
+    [b"f", b"nope", b"d", b"{}"],
+    [b"x", b"y"],
+]
+
+
+@pytest.mark.parametrize("fields", ENTRIES)
+def test_entry_decoder_matches_decode_exactly(fields: list[bytes]) -> None:
+    """The fused per-stream decoder gives the same events and the same errors as decode()."""
+    fmt = RecordFormat(Ev, "json", "none", max_payload_bytes=128)
+    fast = fmt.entry_decoder()
+
+    def outcome(fn: Any) -> Any:
+        try:
+            return ("ok", fn(fields))
+        except DecodeError as exc:
+            return ("error", exc.kind, str(exc))
+
+    assert outcome(fast) == outcome(fmt.decode)
