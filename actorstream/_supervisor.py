@@ -72,6 +72,11 @@ class ChildContext:
     def stop_requested(self) -> bool:
         return self._stop.is_set()
 
+    @property
+    def stop_event(self) -> trio.Event:
+        """The event set when a graceful stop is requested (for hot loops and waits)."""
+        return self._stop
+
     async def wait_stop_requested(self) -> None:
         await self._stop.wait()
 
