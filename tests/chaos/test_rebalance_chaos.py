@@ -9,21 +9,20 @@ from __future__ import annotations
 
 import random
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
 
 from actorstream import LeaseTiming
 from actorstream._assignment import Slot, min_moves
-from actorstream._transport import Client
 from actorstream.testing import RedisServer
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "integration" / "apps"))
 
-from rebalance_harness import Cluster, LogCheck, Producer, check_log, moved, pid_of
+from rebalance_harness import assert_clean, moved, open_cluster, pid_of
+from rebalance_harness import finish as finish_run
 
 pytestmark = pytest.mark.chaos
 
@@ -34,37 +33,12 @@ PARTITIONS = 16
 BATCH = 20
 
 
-@asynccontextmanager
-async def cluster(
-    server: RedisServer, app: str, **env: str
-) -> AsyncIterator[tuple[Cluster, Producer, trio.Nursery]]:
-    ok = False
-    async with Client.from_url(server.url) as client:
-        c = Cluster(server, client, app, PARTITIONS, BATCH_SIZE=str(BATCH), **env)
-        producer = Producer(server.url, app, PARTITIONS)
-        try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(c.monitor.run)
-                yield c, producer, nursery
-                nursery.cancel_scope.cancel()
-            ok = True
-        finally:
-            c.close(show_output=not ok)
+def cluster(server: RedisServer, app: str, **env: str) -> Any:
+    return open_cluster(server, app, PARTITIONS, BATCH_SIZE=str(BATCH), **env)
 
 
-def assert_clean(r: LogCheck, *, max_dupes: int | None) -> None:
-    assert not r.missing, f"lost {len(r.missing)}: {sorted(r.missing)[:10]}"
-    assert not r.inversions, f"order inversions: {r.inversions[:10]}"
-    assert not r.shared_epochs, f"(partition, epoch) used by two workers: {r.shared_epochs}"
-    if max_dupes is not None:
-        assert r.duplicates <= max_dupes, f"{r.duplicates} duplicates > {max_dupes}"
-
-
-async def finish(c: Cluster, producer: Producer) -> LogCheck:
-    producer.stop()
-    await trio.sleep(0.1)
-    entries = await c.wait_handled(producer.sent, timeout=60)
-    return check_log(entries, producer.sent)
+async def finish(c: Any, producer: Any) -> Any:
+    return await finish_run(c, producer, timeout=60)
 
 
 async def test_scale_1_to_5_to_1_twice(redis_server: RedisServer) -> None:

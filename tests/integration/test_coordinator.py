@@ -10,9 +10,8 @@ Slow variants live in ``tests/chaos/test_rebalance_chaos.py``.
 from __future__ import annotations
 
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -24,7 +23,7 @@ from actorstream.testing import RedisServer
 
 sys.path.insert(0, str(Path(__file__).parent / "apps"))
 
-from rebalance_harness import Cluster, Producer, check_log, moved, pid_of
+from rebalance_harness import assert_clean, check_log, moved, open_cluster, pid_of
 
 FAST = LeaseTiming(
     ttl=3.0, renew_interval=1.0, heartbeat_interval=0.5, member_timeout=3.0, self_fence_margin=0.5
@@ -32,41 +31,15 @@ FAST = LeaseTiming(
 PARTITIONS = 8
 
 
-@asynccontextmanager
-async def cluster(
-    server: RedisServer, app: str, **env: str
-) -> AsyncIterator[tuple[Cluster, Producer, trio.Nursery]]:
+def cluster(server: RedisServer, app: str, **env: str) -> Any:
     """A cluster, its lease monitor and a producer (not started) in one nursery."""
-    ok = False
-    async with Client.from_url(server.url) as client:
-        c = Cluster(server, client, app, PARTITIONS, **env)
-        producer = Producer(server.url, app, PARTITIONS)
-        try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(c.monitor.run)
-                yield c, producer, nursery
-                nursery.cancel_scope.cancel()
-            ok = True
-        finally:
-            c.close(show_output=not ok)
+    return open_cluster(server, app, PARTITIONS, **env)
 
 
 def expected_moves(old: dict[int, str], members: set[str]) -> int:
     slots = [Slot("handle", p) for p in range(PARTITIONS)]
     return min_moves(members, slots, {Slot("handle", p): w for p, w in old.items()})
 
-
-def assert_clean(log_check: object, *, max_dupes: int | None = 0) -> None:
-    from rebalance_harness import LogCheck
-
-    assert isinstance(log_check, LogCheck)
-    assert not log_check.missing, f"lost {len(log_check.missing)}: {sorted(log_check.missing)[:10]}"
-    assert not log_check.inversions, f"order inversions: {log_check.inversions[:10]}"
-    assert not log_check.shared_epochs, (
-        f"(partition, epoch) acted on by two workers: {log_check.shared_epochs}"
-    )
-    if max_dupes is not None:
-        assert log_check.duplicates <= max_dupes, f"{log_check.duplicates} duplicates"
 
 
 async def test_scale_1_to_3_to_1_under_load(redis_server: RedisServer) -> None:

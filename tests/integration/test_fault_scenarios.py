@@ -1,6 +1,6 @@
 """Fault scenarios of DESIGN.md section 4 not covered elsewhere: 10, 18, 22, 23.
 
-Subprocess scenarios use ``apps/rebalance_app.py`` (or ``apps/hog_app.py``) workers with fast
+Subprocess scenarios use ``apps/rebalance_app.py`` workers with fast
 leases (ttl 3 s, renew 1 s, heartbeat 0.5 s, member timeout 3 s: T_own = 4 s) and the handled
 log of ``rebalance_harness``: no loss (NL), per-key order of first deliveries (ORD), one worker
 pid per (partition, epoch) (EXC), bounded duplicates (ALO).
@@ -11,9 +11,8 @@ from __future__ import annotations
 import os
 import random
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -25,7 +24,15 @@ from actorstream.testing import RedisServer, WorkerProcess
 
 sys.path.insert(0, str(Path(__file__).parent / "apps"))
 
-from rebalance_harness import Cluster, LogCheck, Producer, check_log, pid_of
+from rebalance_harness import (
+    Cluster,
+    Producer,
+    assert_clean,
+    check_log,
+    finish,
+    open_cluster,
+    pid_of,
+)
 
 APPS = Path(__file__).parent / "apps"
 
@@ -36,37 +43,8 @@ PARTITIONS = 8
 BATCH = 20
 
 
-@asynccontextmanager
-async def cluster(
-    server: RedisServer, app: str, **env: str
-) -> AsyncIterator[tuple[Cluster, Producer, trio.Nursery]]:
-    ok = False
-    async with Client.from_url(server.url) as client:
-        c = Cluster(server, client, app, PARTITIONS, BATCH_SIZE=str(BATCH), **env)
-        producer = Producer(server.url, app, PARTITIONS)
-        try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(c.monitor.run)
-                yield c, producer, nursery
-                nursery.cancel_scope.cancel()
-            ok = True
-        finally:
-            c.close(show_output=not ok)
-
-
-def assert_clean(r: LogCheck, *, max_dupes: int | None) -> None:
-    assert not r.missing, f"lost {len(r.missing)}: {sorted(r.missing)[:10]}"
-    assert not r.inversions, f"order inversions: {r.inversions[:10]}"
-    assert not r.shared_epochs, f"(partition, epoch) used by two workers: {r.shared_epochs}"
-    if max_dupes is not None:
-        assert r.duplicates <= max_dupes, f"{r.duplicates} duplicates > {max_dupes}"
-
-
-async def finish(c: Cluster, producer: Producer) -> LogCheck:
-    producer.stop()
-    await trio.sleep(0.1)
-    entries = await c.wait_handled(producer.sent, timeout=30)
-    return check_log(entries, producer.sent)
+def cluster(server: RedisServer, app: str, **env: str) -> Any:
+    return open_cluster(server, app, PARTITIONS, BATCH_SIZE=str(BATCH), **env)
 
 
 def process_group_gone(pid: int) -> bool:
@@ -79,7 +57,6 @@ def process_group_gone(pid: int) -> bool:
 
 
 # -- scenario 10: a coordinator crashes mid-rebalance, repeatedly -------------------------------
-
 
 async def test_kill_9_mid_rebalance_repeatedly(redis_server: RedisServer) -> None:
     """Scenario 10, approximated: nothing can crash only the coordinator from outside, so a whole
@@ -370,7 +347,7 @@ async def test_cpu_hog_handler_self_fences(redis_server: RedisServer) -> None:
     handled by two pids; after waking, the hog worker finishes at most a few events of the batches
     it holds (the fence is checked every ``FENCE_CHECK_EVERY`` events), then stops them.
     """
-    hog = APPS / "hog_app.py"
+    hog = APPS / "rebalance_app.py"
     async with cluster(redis_server, "hog", HANDLE_DELAY="0.001") as (c, producer, nursery):
         a = c.start_worker(hog, HOG_SECONDS="6")
         await c.settled()

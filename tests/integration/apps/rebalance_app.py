@@ -1,7 +1,11 @@
 """A worker app for the coordinator tests: like orders_app.py, plus partition and epoch.
 
 Environment: ACTORSTREAM_REDIS_URL, APP_NAME, PARTITIONS, HANDLE_DELAY (seconds per event),
-BATCH_SIZE, LEASE_TTL, LEASE_RENEW, HEARTBEAT, MEMBER_TIMEOUT, FENCE_MARGIN, SHUTDOWN_GRACE.
+BATCH_SIZE, LEASE_TTL, LEASE_RENEW, HEARTBEAT, MEMBER_TIMEOUT, FENCE_MARGIN, SHUTDOWN_GRACE,
+HOG_SECONDS (scenario 22: the first event handled by any worker of the app, picked by a SET NX
+flag, blocks the whole process in a synchronous sleep inside the handler, like CPU-bound work: no
+checkpoint, so no heartbeat, renewal or timeout can run; the hogging pid and event go to
+`<app>:hog` as "pid:partition:epoch:seq", its handled-log entry is pushed after the sleep).
 
 Each handled event is RPUSHed to `<app>:handled` as "key:seq:pid:partition:epoch" *before* the
 handler returns, so the list is the ground truth of handling (at-least-once: duplicates are
@@ -12,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 
 import trio
 
@@ -22,6 +27,7 @@ logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s
 
 APP = os.environ.get("APP_NAME", "rebalance")
 DELAY = float(os.environ.get("HANDLE_DELAY", "0"))
+HOG = float(os.environ.get("HOG_SECONDS", "0"))
 PID = os.getpid()
 
 system = System(
@@ -61,9 +67,14 @@ async def handle(order: Order) -> None:
     if DELAY:
         await trio.sleep(DELAY)
     p = orders.partition_of(order)
-    await system.client().execute(
-        "RPUSH", f"{APP}:handled", f"{order.key}:{order.seq}:{PID}:{p}:{_epoch(p)}"
-    )
+    epoch = _epoch(p)
+    client = system.client()
+    if HOG and await client.execute("SET", f"{APP}:hog-flag", PID, "NX"):
+        await client.execute("RPUSH", f"{APP}:hog", f"{PID}:{p}:{epoch}:{order.seq}")
+        print(f"hogging the CPU for {HOG}s on partition {p} epoch {epoch}", flush=True)
+        time.sleep(HOG)  # noqa: ASYNC251 - on purpose: blocks the loop, no checkpoint
+        print("hog done", flush=True)
+    await client.execute("RPUSH", f"{APP}:handled", f"{order.key}:{order.seq}:{PID}:{p}:{epoch}")
 
 
 def _dump_tasks() -> None:

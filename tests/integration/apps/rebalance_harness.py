@@ -14,7 +14,8 @@ import collections
 import json
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -298,3 +299,44 @@ def moved(old: Mapping[int, str], new: Mapping[int, str]) -> int:
 
 def env_flag(name: str, default: str) -> str:
     return os.environ.get(name, default)
+
+
+@asynccontextmanager
+async def open_cluster(
+    server: RedisServer, app: str, partitions: int, **env: str
+) -> AsyncIterator[tuple[Cluster, Producer, trio.Nursery]]:
+    """A cluster, its lease monitor and a producer (not started) in one nursery.
+
+    Worker outputs are printed when the block fails.
+    """
+    ok = False
+    async with Client.from_url(server.url) as client:
+        c = Cluster(server, client, app, partitions, **env)
+        producer = Producer(server.url, app, partitions)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(c.monitor.run)
+                yield c, producer, nursery
+                nursery.cancel_scope.cancel()
+            ok = True
+        finally:
+            c.close(show_output=not ok)
+
+
+def assert_clean(result: LogCheck, *, max_dupes: int | None) -> None:
+    """NL, ORD and EXC always; duplicates within ``max_dupes`` unless it is None."""
+    assert not result.missing, f"lost {len(result.missing)}: {sorted(result.missing)[:10]}"
+    assert not result.inversions, f"order inversions: {result.inversions[:10]}"
+    assert not result.shared_epochs, (
+        f"(partition, epoch) acted on by two workers: {result.shared_epochs}"
+    )
+    if max_dupes is not None:
+        assert result.duplicates <= max_dupes, f"{result.duplicates} duplicates > {max_dupes}"
+
+
+async def finish(c: Cluster, producer: Producer, *, timeout: float = 30) -> LogCheck:
+    """Stop producing, wait until everything sent was handled, and check the log."""
+    producer.stop()
+    await trio.sleep(0.1)
+    entries = await c.wait_handled(producer.sent, timeout=timeout)
+    return check_log(entries, producer.sent)
