@@ -8,9 +8,11 @@ pid per (partition, epoch) (EXC), bounded duplicates (ALO).
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -388,3 +390,39 @@ async def test_cpu_hog_handler_self_fences(redis_server: RedisServer) -> None:
           f"{result.duplicates} duplicates; in-hand events finished after waking: {stale}")
     assert all(len(v) < FENCE_CHECK_EVERY for v in stale.values()), stale
     assert_clean(result, max_dupes=PARTITIONS * BATCH)
+
+
+# -- scenario 19: the wall clock of a worker is stepped -----------------------------------------
+
+
+async def test_wall_clock_step_on_a_worker_changes_nothing(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """A worker's wall clock jumps an hour ahead, then an hour back, under load.
+
+    Nothing that decides ownership reads a worker's wall clock: membership expiry is computed on
+    the Redis server's clock (TIME in heartbeat.lua), leases expire by PX on the server, and a
+    worker trusts its leases on its monotonic clock. So nothing moves, and nothing is handled
+    twice or lost. (A regression guard: using time.time() for any of these fails this test.)
+    """
+    clock = tmp_path / "clock-offset"
+    clock.write_text("0")
+    async with cluster(redis_server, "clockstep", HANDLE_DELAY="0.001") as (c, producer, nursery):
+        nursery.start_soon(producer.run, 400.0)
+        c.start_worker(CLOCK_STEP_FILE=str(clock))
+        c.start_worker()
+        before = await c.settled()
+        for offset in ("3600", "-3600", "0"):
+            clock.write_text(offset)
+            await trio.sleep(2.5)  # more than a renew interval and two heartbeats
+            if offset == "3600":
+                # The step really happened: that worker's telemetry is stamped an hour ahead.
+                keys = await c.client.execute("KEYS", "as:{clockstep}:status:*")
+                stamps = [
+                    json.loads(await c.client.execute("GET", k))["published_at"] for k in keys
+                ]
+                assert max(stamps) - time.time() > 3000, stamps
+        after = await c.settled()
+        result = await finish(c, producer)
+    assert after == before, "a wall-clock step moved partitions"
+    assert_clean(result, max_dupes=0)

@@ -2,6 +2,7 @@
 
 Environment: ACTORSTREAM_REDIS_URL, APP_NAME, PARTITIONS, HANDLE_DELAY (seconds per event),
 BATCH_SIZE, LEASE_TTL, LEASE_RENEW, HEARTBEAT, MEMBER_TIMEOUT, FENCE_MARGIN, SHUTDOWN_GRACE,
+CLOCK_STEP_FILE (scenario 19: a file holding seconds added to this worker's time.time()),
 HOG_SECONDS (scenario 22: the first event handled by any worker of the app, picked by a SET NX
 flag, blocks the whole process in a synchronous sleep inside the handler, like CPU-bound work: no
 checkpoint, so no heartbeat, renewal or timeout can run; the hogging pid and event go to
@@ -28,6 +29,20 @@ logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s
 APP = os.environ.get("APP_NAME", "rebalance")
 DELAY = float(os.environ.get("HANDLE_DELAY", "0"))
 HOG = float(os.environ.get("HOG_SECONDS", "0"))
+CLOCK_FILE = os.environ.get("CLOCK_STEP_FILE")
+if CLOCK_FILE:
+    # Scenario 19: this worker's wall clock (time.time) is stepped by the seconds written to
+    # CLOCK_STEP_FILE, as an NTP step or an operator's `date -s` would. Monotonic time is not.
+    _real_time = time.time
+
+    def _stepped_time() -> float:
+        try:
+            with open(CLOCK_FILE) as f:
+                return _real_time() + float(f.read() or 0)
+        except (OSError, ValueError):
+            return _real_time()
+
+    time.time = _stepped_time
 PID = os.getpid()
 
 system = System(
