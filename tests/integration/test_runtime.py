@@ -514,3 +514,45 @@ async def test_second_signal_exits_at_once(redis_server: RedisServer) -> None:
         assert trio.current_time() - started < 5
     finally:
         worker.close()
+
+
+async def test_pending_entries_trimmed_by_someone_else_are_counted_not_fatal(
+    redis_url: str,
+) -> None:
+    """Scenario 17: a previous owner's pending entries were trimmed away (XTRIM by an operator).
+
+    The new owner's claim finds them deleted: they are counted (`trimmed`), reported, and
+    dropped from the pending list; nothing crashes and newer events are handled in order.
+    """
+    system = make_system(redis_url)
+    orders = system.stream("orders", record=Order)
+    seen: list[int] = []
+
+    @system.actor(orders)
+    async def bill(order: Order) -> None:
+        seen.append(order.amount)
+
+    key = orders.stream_key(0)
+    async with system:
+        client = system.client()
+        await orders.send_many([Order(order_id=1, amount=i) for i in range(5)])
+        await client.execute("XGROUP", "CREATE", key, "bill", "0")
+        await client.execute("HSET", "as:{shop:orders:0}:meta", "group:bill", "1")
+        # A previous owner read them (they are pending for it) and died; then the stream was
+        # trimmed under them.
+        await client.execute("XREADGROUP", "GROUP", "bill", "ghost", "STREAMS", key, ">")
+        await client.execute("XTRIM", key, "MAXLEN", "0")
+        await orders.send_many([Order(order_id=1, amount=i) for i in range(5, 8)])
+        async with running(system) as runtime:
+
+            async def newer_handled() -> bool:
+                return seen == [5, 6, 7]
+
+            await wait_until(newer_handled)
+            (part,) = runtime.statistics().partitions
+            kinds = [kind for _t, kind, _m in runtime.events]
+        pending = await client.execute("XPENDING", key, "bill")
+    assert part.trimmed == 5
+    assert part.restarts == 0 and part.state == "running"
+    assert "trimmed" in kinds
+    assert pending[0] == 0
