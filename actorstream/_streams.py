@@ -141,6 +141,22 @@ class Stream(Generic[E]):
             raise ConfigError(f"stream {name!r}: {exc}") from None
         self.format_decoder = self.format.entry_decoder()
         self._key_of = self._make_key_getter(key)
+        # Producers send many events per key: remember recent keys' partitions. typed=True keeps
+        # True apart from 1 (bool keys are rejected) and 1.0 apart from 1; unhashable keys fall
+        # back to computing it.
+        cached = functools.lru_cache(maxsize=65536, typed=True)(
+            functools.partial(partition_for, partitions=partitions)
+        )
+
+        def partition_of_key(key: object) -> int:
+            try:
+                return cached(key)
+            except TypeError:
+                if getattr(type(key), "__hash__", None) is None:
+                    return partition_for(key, partitions)
+                raise
+
+        self._partition_of_key = partition_of_key
         self._keys = [_keys.stream_key(system.name, name, p) for p in range(partitions)]
 
     def __repr__(self) -> str:
@@ -171,7 +187,7 @@ class Stream(Generic[E]):
     def partition_of(self, event: E) -> int:
         if self.partitions == 1:
             return 0
-        return partition_for(self._key_of(event), self.partitions)
+        return self._partition_of_key(self._key_of(event))
 
     def stream_key(self, partition: int) -> str:
         return self._keys[partition]
