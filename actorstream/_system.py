@@ -315,6 +315,11 @@ class System:
             _RUN_CLIENTS.set(table)
         client = self._new_client("producer")
         table[self] = client
+        # Nobody owns this client: close its sockets when the trio run ends (system tasks are
+        # cancelled once the main task has returned), instead of leaving them to the GC.
+        trio.lowlevel.spawn_system_task(
+            _close_at_run_end, client, name="actorstream: close the producer client"
+        )
         return client
 
     def _new_client(self, role: str) -> Client:
@@ -367,6 +372,13 @@ class System:
 
     def statistics(self) -> WorkerStatistics | None:
         return self._runtime.statistics() if self._runtime is not None else None
+
+
+async def _close_at_run_end(client: Client) -> None:
+    try:
+        await trio.sleep_forever()
+    finally:
+        client.close_nowait()
 
 
 _RUN_CLIENTS: trio.lowlevel.RunVar[dict[System, Client]] = trio.lowlevel.RunVar(

@@ -122,6 +122,17 @@ class Client:
             self._discarded += 1
             await conn.aclose()
 
+    def close_nowait(self) -> None:
+        """Close at once, without awaiting (idle sockets have nothing in flight).
+
+        For cleanup where awaiting is impossible, e.g. at the end of a trio run.
+        """
+        self._closed = True
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            self._discarded += 1
+            _close_now(conn)
+
     def statistics(self) -> ClientStatistics:
         return ClientStatistics(
             open_connections=len(self._idle) + self._in_use + self._dedicated,

@@ -172,3 +172,22 @@ async def test_producer_decorator_sends_what_it_returns(redis_url: str) -> None:
             await system.client().execute("XLEN", orders.stream_key(p)) for p in range(2)
         ]
     assert sum(lengths) == 6
+
+
+def test_a_producer_without_a_context_leaves_no_socket_open(redis_url: str) -> None:
+    """``stream.send`` outside ``async with system`` and outside a worker uses a client of the
+    trio run; its sockets are closed when the run ends, not left to the garbage collector."""
+    import gc
+    import warnings
+
+    system = System("feat", redis_url, install_signal_handlers=False, lease_timing=FAST)
+    orders = system.stream("orders", record=Order)
+
+    async def produce() -> None:
+        await orders.send(Order(order_id=1, amount=1))
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        trio.run(produce)
+        gc.collect()
+    assert [str(w.message) for w in caught if "unclosed" in str(w.message)] == []
