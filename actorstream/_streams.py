@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from attrs import frozen
@@ -252,9 +252,3 @@ class Stream(Generic[E]):
             return result
 
         return wrapper
-
-
-def check_events(stream: Stream[Any], events: Sequence[Any]) -> None:
-    """Validate events without sending (used by the CLI to refuse a bad file up front)."""
-    for event in events:
-        stream._command(event)
