@@ -444,33 +444,36 @@ class LogAction(enum.Enum):
 class CrashLogLimit:
     """Rate limit of one partition's crash logs: the first in full, then a count.
 
-    A failure is logged in full when it starts a streak or has a new exception type; the
-    others are counted, and a line with the count is due at most every ``interval`` seconds.
+    A failure is logged in full when its exception type is new to the partition, or was last
+    seen ``interval`` seconds ago or more; the others are counted, and a line with the count is
+    due at most every ``interval`` seconds. A thousand poison events make one traceback and a
+    few lines, not a thousand tracebacks.
     """
 
-    def __init__(self, interval: float = 30.0) -> None:
+    def __init__(self, interval: float = 30.0, types: int = 32) -> None:
         self.interval = interval
-        self._type: str | None = None
-        self._since: float = -math.inf
+        self._types: dict[str, float] = {}  # exception type -> time of its last failure
+        self._max_types = types
+        self._line_at = -math.inf
         self.suppressed = 0
 
-    def on_success(self) -> None:
-        self._type = None
-
     def on_failure(self, error_type: str, now: float) -> LogAction:
-        if error_type != self._type:
-            self._type = error_type
-            self._since = now
+        last = self._types.pop(error_type, None)
+        self._types[error_type] = now  # most recent last
+        if len(self._types) > self._max_types:
+            del self._types[next(iter(self._types))]
+        if last is None or now - last >= self.interval:
+            self._line_at = now
             return LogAction.FULL
         self.suppressed += 1
-        if now - self._since >= self.interval:
+        if now - self._line_at >= self.interval:
             return LogAction.COUNT
         return LogAction.QUIET
 
     def take_count(self, now: float) -> int:
         """The failures not logged since the last line; resets the count and the interval."""
         n, self.suppressed = self.suppressed, 0
-        self._since = now
+        self._line_at = now
         return n
 
 

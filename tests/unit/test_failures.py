@@ -265,8 +265,9 @@ def test_crash_logs_first_in_full_then_a_count() -> None:
     assert limit.take_count(10.0) == 3
     assert limit.on_failure("ValueError", 11.0) is LogAction.QUIET
     assert limit.on_failure("KeyError", 12.0) is LogAction.FULL  # a new type: in full
-    limit.on_success()
-    assert limit.on_failure("KeyError", 13.0) is LogAction.FULL  # a new streak: in full
+    assert limit.on_failure("ValueError", 30.0) is LogAction.FULL  # quiet for long: in full
+    actions = [limit.on_failure("ValueError", 30.0 + i / 100) for i in range(1, 1000)]
+    assert actions.count(LogAction.FULL) == 0 and actions.count(LogAction.COUNT) <= 1
 
 
 # -- what users read ---------------------------------------------------------------------------
