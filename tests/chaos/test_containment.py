@@ -92,6 +92,7 @@ class Figures:
     duplicates: int
     inversions: int
     seconds: float
+    pending: int
     extra: dict[str, Any] = attrs.Factory(dict)
 
     def show(self, name: str) -> None:
@@ -100,7 +101,7 @@ class Figures:
             f"\n[{name}] sent={self.sent} healthy={self.healthy} "
             f"dead-lettered={self.dead_lettered} (dupes {self.dead_letter_dupes}) "
             f"lost={self.lost} duplicates={self.duplicates} inversions={self.inversions} "
-            f"seconds={self.seconds:.1f}{extra}",
+            f"pending={self.pending} seconds={self.seconds:.1f}{extra}",
             flush=True,
         )
 
@@ -183,6 +184,7 @@ class Harness:
         )
 
     async def figures(self, seconds: float) -> Figures:
+        await trio.sleep(0.5)  # the last acks ride on the partitions' next read
         entries = await self.handled()
         healthy = [e for e in self.sent if not e.poison]
         seen: set[int] = set()
@@ -206,7 +208,21 @@ class Harness:
             duplicates=len(entries) - len(seen),
             inversions=inversions,
             seconds=seconds,
+            pending=await self.pending(),
         )
+
+    async def pending(self) -> int:
+        """Entries delivered but not acked, over every partition (0 once all is settled)."""
+        total = 0
+        for p in range(PARTITIONS):
+            try:
+                reply = await self.client.execute(
+                    "XPENDING", f"as:{{{self.app}:orders:{p}}}:s", "handle"
+                )
+            except Exception:  # no group yet: nothing pending
+                continue
+            total += int(reply[0])
+        return total
 
     async def stop_all(self, expect: int = 0) -> None:
         for w in self.workers:
@@ -255,7 +271,7 @@ async def test_poison_mix(redis_server: RedisServer) -> None:
     assert {ev.seq for _, ev, _ in letters} == poison
     assert fig.dead_lettered == len(poison) and fig.dead_letter_dupes == 0
     assert {dl.deliveries for _, _, dl in letters} == {MAX_DELIVERIES}
-    assert fig.lost == 0 and fig.inversions == 0
+    assert fig.lost == 0 and fig.inversions == 0 and fig.pending == 0
 
 
 async def test_fleet_survives_a_poison_key(redis_server: RedisServer) -> None:
@@ -275,7 +291,7 @@ async def test_fleet_survives_a_poison_key(redis_server: RedisServer) -> None:
         assert all(w.running for w in h.workers)
         await h.stop_all()
     assert fig.dead_lettered == len(poison) and fig.dead_letter_dupes == 0
-    assert fig.lost == 0 and fig.inversions == 0
+    assert fig.lost == 0 and fig.inversions == 0 and fig.pending == 0
 
 
 async def test_outage_backs_off_and_recovers(redis_server: RedisServer) -> None:
@@ -333,7 +349,7 @@ async def test_outage_backs_off_and_recovers(redis_server: RedisServer) -> None:
     assert max(per_partition.values(), default=0) <= 1, per_partition
     dead = {ev.seq for _, ev, _ in letters}
     # Everything not dead-lettered was handled, in key order.
-    assert fig.lost == len(dead) and fig.inversions == 0
+    assert fig.lost == len(dead) and fig.inversions == 0 and fig.pending == 0
     assert seen_backing_off, "status --json never showed a backing-off partition"
     assert any("ConnectionError" in e for e in seen_errors), seen_errors
     # No hot loop: each partition holds one event while it waits, retried with backoff.
