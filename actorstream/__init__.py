@@ -6,8 +6,7 @@ Declare a ``System``, its streams (partitioned by key) and actors, and run worke
 
 from ._actors import ActorSettings
 from ._codecs import Codec, Compression, register_codec, register_compression
-from ._deadletter import DeadLetter
-from ._errors import (
+from ._core.errors import (
     ActorstreamError,
     ConfigError,
     DecodeError,
@@ -16,10 +15,12 @@ from ._errors import (
     SelfFenced,
     SupervisorGaveUp,
 )
-from ._leasetiming import LeaseTiming
+from ._core.leasetiming import LeaseTiming
+from ._core.policy import RestartPolicy
+from ._core.settings import Settings
+from ._deadletter import DeadLetter
 from ._middleware import ErrorHook, EventInfo, Middleware, Next, Outcome
 from ._partition import Events, PartitionState, PartitionStatistics
-from ._policy import RestartPolicy
 from ._records import Record
 from ._streams import Retention, SendError, Stream
 from ._supervisor import (
@@ -30,7 +31,7 @@ from ._supervisor import (
     Supervisor,
     SupervisorStatistics,
 )
-from ._system import Runtime, Settings, System, WorkerStatistics, running
+from ._system import Runtime, System, WorkerStatistics, running
 from ._version import __version__
 
 __all__ = [

@@ -17,7 +17,6 @@ before the new owner acquires it, and every write of the old owner after that is
 from __future__ import annotations
 
 import logging
-import math
 import random
 from typing import TYPE_CHECKING, Any
 
@@ -25,10 +24,12 @@ import trio
 from attrs import frozen
 from redis.exceptions import OutOfMemoryError
 
-from . import _keys, _scripts
-from ._assignment import Slot, plan_step
-from ._leasetiming import Lease
-from ._partition import TRANSIENT_REDIS_ERRORS, Fence, describe_error
+from . import _scripts
+from ._core import keys as _keys
+from ._core.assignment import Slot, plan_step
+from ._core.classify import TRANSIENT_REDIS_ERRORS, describe_error
+from ._core.fence import Fence
+from ._core.leasetiming import Lease
 from ._transport import Arg
 from ._version import __version__
 
@@ -153,7 +154,7 @@ class Coordinator:
         self.state.leases.pop(slot, None)
         fence = self.state.fences.pop(slot, None)
         if fence is not None:
-            fence.deadline = -math.inf
+            fence.revoke()
         self.runtime.report("fenced", f"{slot.actor}[{slot.partition}]: {why}")
         # Stop it here (not via the manager's stop_soon) so the next step knows when it is gone:
         # until then the slot is not re-acquired (see step), else the new lease's actor would

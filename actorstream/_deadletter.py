@@ -16,6 +16,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
+import trio
 from attrs import frozen
 
 from . import _scripts
@@ -110,7 +111,7 @@ class DeadLetters:
         trace: str | None,
         deliveries: int,
     ) -> bytes:
-        actor.fence.check()
+        actor.fence.check(trio.current_time())
         meta: list[Any] = [
             "stream", actor.spec.stream.name,
             "partition", actor.partition,

@@ -27,7 +27,6 @@ import collections
 import enum
 import logging
 import random
-import traceback
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -35,9 +34,12 @@ import trio
 from attrs import frozen
 from redis import exceptions as rex
 
-from . import _keys, _scripts
+from . import _scripts
 from ._actors import ActorSpec, Form
-from ._errors import DecodeError, FencedError, GroupLostError, SelfFenced
+from ._core import keys as _keys
+from ._core.classify import TRANSIENT_REDIS_ERRORS, describe_error, format_traceback
+from ._core.errors import DecodeError, FencedError, GroupLostError
+from ._core.fence import Fence
 from ._middleware import EventInfo, Outcome, compose
 from ._supervisor import ChildContext
 from ._transport import Connection, evalsha_on
@@ -47,14 +49,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("actorstream.partition")
 
-TRANSIENT_REDIS_ERRORS = (
-    rex.ConnectionError,
-    rex.TimeoutError,
-    rex.BusyLoadingError,
-    rex.OutOfMemoryError,
-    rex.ReadOnlyError,
-    rex.TryAgainError,
-)
 WAIT_BLOCK_MS = 2000
 SAMPLE_EVERY = 16
 FENCE_CHECK_EVERY = 8
@@ -90,20 +84,6 @@ class PartitionStatistics:
     last_dead_letter: str | None
     handler_p50: float | None = None
     handler_p99: float | None = None
-
-
-class Fence:
-    """This worker's view of one lease: the monotonic deadline before which it may act."""
-
-    def __init__(self, epoch: int, deadline: float) -> None:
-        self.epoch = epoch
-        self.deadline = deadline
-
-    def check(self) -> None:
-        if trio.current_time() >= self.deadline:
-            raise SelfFenced(
-                f"lease of epoch {self.epoch} could not be confirmed in time; stopping"
-            )
 
 
 class Counters:
@@ -142,11 +122,6 @@ def _raise_errors(replies: list[Any]) -> None:
     for reply in replies:
         if isinstance(reply, Exception):
             raise reply
-
-
-def describe_error(exc: BaseException) -> str:
-    text = f"{type(exc).__name__}: {exc}"
-    return text if len(text) <= 300 else text[:297] + "..."
 
 
 class PartitionActor:
@@ -247,7 +222,7 @@ class PartitionActor:
 
     async def _session(self, conn: Connection, ctx: ChildContext) -> None:
         self._set_state(PartitionState.STARTING)
-        self.fence.check()
+        self.fence.check(trio.current_time())
         await evalsha_on(
             conn, _scripts.ENSURE_GROUP, [self.stream_key, self.meta_key], [self.group]
         )
@@ -287,7 +262,7 @@ class PartitionActor:
         A Lua script did the same but cost Redis twice the CPU per event (converting every
         entry into Lua tables and back); see docs/design.md.
         """
-        self.fence.check()
+        self.fence.check(trio.current_time())
         epoch_key = self.epoch_key
         if self._watched is not conn:
             watch = await conn.pipeline([("WATCH", epoch_key), ("GET", epoch_key)])
@@ -389,7 +364,7 @@ class PartitionActor:
     async def _claim_previous_owners(self, conn: Connection) -> None:
         cursor: Any = "0-0"
         while True:
-            self.fence.check()
+            self.fence.check(trio.current_time())
             nxt, _claimed, deleted = await evalsha_on(
                 conn,
                 _scripts.CLAIM,
@@ -557,7 +532,7 @@ class PartitionActor:
                     if not done % FENCE_CHECK_EVERY:
                         # A resumed zombie stops within a few events, not after its whole
                         # batch (reading the clock per event cost a tenth of the hot path).
-                        fence.check()
+                        fence.check(trio.current_time())
                     try:
                         event = decode(fields)
                     except DecodeError as exc:
@@ -579,7 +554,7 @@ class PartitionActor:
         for entry_id, fields in entries:
             if ctx.stop_requested:
                 return
-            fence.check()
+            fence.check(trio.current_time())
             try:
                 event = decode(fields)
             except DecodeError as exc:
@@ -697,7 +672,7 @@ class PartitionActor:
                 )
         if not events:
             return
-        self.fence.check()
+        self.fence.check(trio.current_time())
         info = self._info(ids[0])
         chain = self.chain
         started = trio.current_time()
@@ -800,7 +775,7 @@ class Events:
                         self._conn, entry_id, fields, f"decode:{exc.kind}", str(exc), None, 1
                     )
                     continue
-                actor.fence.check()
+                actor.fence.check(trio.current_time())
                 self._current.append(entry_id)
                 return event
             if self._ctx.stop_requested:
@@ -857,10 +832,3 @@ _MOVED = object()
 async def _sleep_unless_stopped(ctx: ChildContext, delay: float) -> None:
     with trio.move_on_after(delay):
         await ctx.wait_stop_requested()
-
-
-def format_traceback(exc: BaseException, limit: int = 8) -> str:
-    """A short traceback summary for dead-letter entries (the last frames only)."""
-    lines = traceback.format_exception(type(exc), exc, exc.__traceback__, limit=-limit)
-    text = "".join(lines)
-    return text[-4000:]

@@ -28,10 +28,11 @@ from attrs import frozen
 from cronsim import CronSim, CronSimError
 from trio_util import AsyncBool
 
-from . import _keys, _scripts
-from ._errors import ConfigError
-from ._partition import TRANSIENT_REDIS_ERRORS, describe_error
-from ._policy import RestartPolicy
+from . import _scripts
+from ._core import keys as _keys
+from ._core.classify import TRANSIENT_REDIS_ERRORS, describe_error
+from ._core.errors import ConfigError
+from ._core.policy import RestartPolicy
 from ._supervisor import ChildContext, Restart, Strategy, Supervisor
 
 if TYPE_CHECKING:

@@ -19,8 +19,8 @@ import attrs
 import trio
 from attrs import frozen
 
-from actorstream._errors import ConfigError, SupervisorGaveUp
-from actorstream._policy import Backoff, RestartIntensity, RestartPolicy
+from actorstream._core.errors import ConfigError, SupervisorGaveUp
+from actorstream._core.policy import Backoff, RestartIntensity, RestartPolicy
 
 __all__ = [
     "ChildContext",

@@ -26,20 +26,20 @@ from datetime import tzinfo
 from types import TracebackType
 from typing import Any, TypeVar, overload
 
-import attrs
 import trio
 from attrs import frozen
 
-from . import _keys
 from ._actors import ActorSettings, ActorSpec, Form
-from ._assignment import Slot
 from ._coordinator import Coordinator, CoordinatorStatistics, OwnershipState
+from ._core import keys as _keys
+from ._core.assignment import Slot
+from ._core.errors import ConfigError, SupervisorGaveUp
+from ._core.fence import Fence
+from ._core.policy import RestartPolicy
+from ._core.settings import Settings
 from ._deadletter import DeadLetters
-from ._errors import ConfigError, SupervisorGaveUp
-from ._leasetiming import LeaseTiming
 from ._middleware import ErrorHook, Middleware
-from ._partition import Counters, Fence, PartitionActor, PartitionStatistics, snapshot
-from ._policy import RestartPolicy
+from ._partition import Counters, PartitionActor, PartitionStatistics, snapshot
 from ._records import Record
 from ._scheduler import Leadership, TaskSpec, _zone, run_scheduler
 from ._streams import Retention, Stream
@@ -58,24 +58,6 @@ DEFAULT_URL = "redis://127.0.0.1:6379/0"
 
 def default_redis_url() -> str:
     return os.environ.get("ACTORSTREAM_REDIS_URL") or DEFAULT_URL
-
-
-def _positive(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
-        raise ConfigError(f"{attribute.name} must be a positive number, got {value!r}")
-
-
-@frozen
-class Settings:
-    """Worker-wide settings; everything has a default and is validated here."""
-
-    lease_timing: LeaseTiming = attrs.field(factory=LeaseTiming)
-    restart_policy: RestartPolicy = attrs.field(factory=RestartPolicy)
-    shutdown_grace: float = attrs.field(default=30.0, validator=_positive)
-    max_connections: int = attrs.field(default=32, validator=_positive)
-    telemetry_interval: float = attrs.field(default=1.0, validator=_positive)
-    dead_letter_maxlen: int = attrs.field(default=0)
-    install_signal_handlers: bool = True
 
 
 @frozen

@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import trio
 
-from . import _keys
-from ._assignment import Slot
-from ._partition import TRANSIENT_REDIS_ERRORS
+from ._core import keys as _keys
+from ._core.assignment import Slot
+from ._core.classify import TRANSIENT_REDIS_ERRORS
 from ._version import __version__
 
 if TYPE_CHECKING:

@@ -10,6 +10,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from .._core.errors import ConfigError
 from .._deadletter import DeadLetter
 from .._dlq_admin import (
     DeadLetterSource,
@@ -20,7 +21,6 @@ from .._dlq_admin import (
     replay_dead_letters,
     show_dead_letter,
 )
-from .._errors import ConfigError
 from .._streams import Stream
 from .._system import System
 from .._transport import Client, redact_url

@@ -11,8 +11,8 @@ import pytest
 import trio
 import trio.testing
 
-from actorstream._errors import SupervisorGaveUp
-from actorstream._policy import RestartPolicy
+from actorstream._core.errors import SupervisorGaveUp
+from actorstream._core.policy import RestartPolicy
 from actorstream._supervisor import (
     ChildContext,
     ChildState,
@@ -497,7 +497,7 @@ async def test_run_twice_concurrently_is_refused(autojump_clock: Clock) -> None:
 
 
 async def test_bad_arguments() -> None:
-    from actorstream._errors import ConfigError
+    from actorstream._core.errors import ConfigError
 
     with pytest.raises(ConfigError):
         Supervisor("s", strategy="one_for_one")  # type: ignore[arg-type]

@@ -22,7 +22,7 @@ import time
 import trio
 
 from actorstream import LeaseTiming, Record, System
-from actorstream._assignment import Slot
+from actorstream._core.assignment import Slot
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 

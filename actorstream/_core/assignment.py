@@ -14,7 +14,7 @@ from typing import NamedTuple
 import attrs
 from attrs import frozen
 
-from actorstream._leasetiming import Lease
+from .leasetiming import Lease
 
 __all__ = ["Plan", "Slot", "assign", "min_moves", "moves", "plan_step"]
 
