@@ -6,6 +6,7 @@ Declare a ``System``, its streams (partitioned by key) and actors, and run worke
 
 from ._actors import ActorSettings
 from ._codecs import Codec, Compression, register_codec, register_compression
+from ._core.deadletter import DeadLetter
 from ._core.errors import (
     ActorstreamError,
     ConfigError,
@@ -18,12 +19,13 @@ from ._core.errors import (
 from ._core.leasetiming import LeaseTiming
 from ._core.policy import RestartPolicy
 from ._core.settings import Settings
-from ._deadletter import DeadLetter
 from ._middleware import ErrorHook, EventInfo, Middleware, Next, Outcome
-from ._partition import Events, PartitionState, PartitionStatistics
 from ._records import Record
 from ._streams import Retention, SendError, Stream
-from ._supervisor import (
+from ._system import System, WorkerStatistics, running
+from ._tree.counters import PartitionState, PartitionStatistics
+from ._tree.events import Events
+from ._tree.supervisor import (
     ChildContext,
     ChildState,
     Restart,
@@ -31,7 +33,6 @@ from ._supervisor import (
     Supervisor,
     SupervisorStatistics,
 )
-from ._system import Runtime, System, WorkerStatistics, running
 from ._version import __version__
 
 __all__ = [
@@ -59,7 +60,6 @@ __all__ = [
     "Restart",
     "RestartPolicy",
     "Retention",
-    "Runtime",
     "SelfFenced",
     "SendError",
     "Settings",

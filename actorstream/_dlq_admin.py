@@ -27,8 +27,8 @@ import attrs
 from attrs import frozen
 
 from ._core import keys as _keys
+from ._core.deadletter import DeadLetter
 from ._core.errors import ConfigError
-from ._deadletter import DeadLetter
 from ._transport import Client, Script
 
 if TYPE_CHECKING:

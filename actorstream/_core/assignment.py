@@ -25,6 +25,9 @@ class Slot(NamedTuple):
     actor: str
     partition: int
 
+    def __str__(self) -> str:
+        return f"{self.actor}[{self.partition}]"
+
 
 def _group(slots: Collection[Slot]) -> dict[str, list[Slot]]:
     by_actor: dict[str, list[Slot]] = {}

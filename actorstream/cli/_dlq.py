@@ -10,8 +10,8 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from .._core.deadletter import DeadLetter
 from .._core.errors import ConfigError
-from .._deadletter import DeadLetter
 from .._dlq_admin import (
     DeadLetterSource,
     count_dead_letters,
