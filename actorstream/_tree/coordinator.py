@@ -170,7 +170,7 @@ class Coordinator:
         if fence is not None:
             fence.revoke()
         self.worker.report("fenced", f"{slot.actor}[{slot.partition}]: {why}")
-        # Stop it here (not via the manager's stop_soon) so the next step knows when it is gone:
+        # Stop it in our nursery, tracked, so the next step knows when it is gone:
         # until then the slot is not re-acquired (see step), else the new lease's actor would
         # not start (the manager ignores a start while the old actor still runs).
         self._nursery.start_soon(self._stop_fenced, slot)

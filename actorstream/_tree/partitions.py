@@ -57,7 +57,6 @@ class PartitionsSupervisor:
         )
         # Kept across restarts and re-acquisitions of a slot: `top` shows lifetime totals.
         self.counters: dict[Slot, Counters] = {}
-        self._nursery: trio.Nursery | None = None
 
     def running(self, slot: Slot) -> bool:
         return slot in self.supervisor.children()
@@ -91,10 +90,6 @@ class PartitionsSupervisor:
         if self.running(slot):
             await self.supervisor.stop_child(slot, grace=grace)
 
-    def stop_soon(self, slot: Slot, *, grace: float) -> None:
-        if self._nursery is not None and self.running(slot):
-            self._nursery.start_soon(functools.partial(self.stop, slot, grace=grace))
-
     async def stop_all(self, *, grace: float) -> None:
         async with trio.open_nursery() as n:
             for slot in list(self.supervisor.children()):
@@ -102,10 +97,7 @@ class PartitionsSupervisor:
                 n.start_soon(functools.partial(self.stop, slot, grace=grace))
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            await nursery.start(self.supervisor.run)
-            task_status.started()
+        await self.supervisor.run(task_status=task_status)
 
     def partition_statistics(self) -> tuple[PartitionStatistics, ...]:
         actors = self.context.actors

@@ -461,21 +461,28 @@ class Supervisor:
             window.popleft()
         window.append((now, error))
         if not intensity.record_restart(now):
-            child.state = ChildState.FAILED
-            self._gave_up = True
-            name = self._name if child.intensity is None else f"{self._name}/{child.child_id}"
-            crashes = ExceptionGroup(
-                f"crashes under supervisor {name!r} within {self._policy.within:g}s",
-                [e for _, e in window],
-            )
-            return (
-                SupervisorGaveUp(name, self._policy.max_restarts, self._policy.within),
-                crashes,
-            )
+            return self._give_up(child, window)
         self._total_restarts += 1
         delay = child.backoff.next_delay(now, self._rng)
         self._schedule_restart(child, now + delay)
         return None
+
+    def _give_up(
+        self, child: _Child, window: deque[tuple[float, Exception]]
+    ) -> tuple[SupervisorGaveUp, ExceptionGroup[Exception]]:
+        """``child`` exceeded the intensity (its own, or the shared one): escalate.
+
+        The one place that decides what "past intensity" means; containment (issue 11) hooks
+        in here to back a partition off instead of ending the worker.
+        """
+        child.state = ChildState.FAILED
+        self._gave_up = True
+        name = self._name if child.intensity is None else f"{self._name}/{child.child_id}"
+        crashes = ExceptionGroup(
+            f"crashes under supervisor {name!r} within {self._policy.within:g}s",
+            [e for _, e in window],
+        )
+        return SupervisorGaveUp(name, self._policy.max_restarts, self._policy.within), crashes
 
     def _restart_set(self, crashed: _Child) -> list[_Child]:
         order = list(self._children.values())
