@@ -25,7 +25,7 @@ import pytest
 import trio
 
 from actorstream import System
-from actorstream._deadletter import DeadLetter
+from actorstream._core.deadletter import DeadLetter
 from actorstream._transport import Client
 from actorstream.testing import RedisServer, WorkerProcess
 

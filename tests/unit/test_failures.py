@@ -33,7 +33,7 @@ from actorstream._core.failures import (
     error_types,
     format_bounded_traceback,
 )
-from actorstream._errors import ConfigError
+from actorstream._core.errors import ConfigError
 
 # -- classification ----------------------------------------------------------------------------
 
