@@ -28,7 +28,9 @@ from rich.text import Text
 from ._core import keys as _keys
 from ._transport import Client
 
-ACTIVE_STATES = ("starting", "replaying", "running", "draining", "waiting-redis")
+ACTIVE_STATES = (
+    "starting", "replaying", "running", "draining", "waiting-redis", "backing-off"
+)
 EVENTS_SHOWN = 50
 
 

@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from .._core.errors import DecodeError
 from .._transport import Connection
+from .handling import MOVED
 from .supervisor import ChildContext
 
 if TYPE_CHECKING:
@@ -37,6 +37,10 @@ class Events:
     def partition(self) -> int:
         return self._actor.partition
 
+    def current_id(self) -> bytes | None:
+        """The entry id of the event the loop body holds (None between events)."""
+        return self._current[-1] if self._current else None
+
     def done_with_current(self) -> None:
         if self._current:
             self._actor.link.acks.extend(self._current)
@@ -49,12 +53,10 @@ class Events:
             while self._pos < len(self._buffer):
                 entry_id, fields = self._buffer[self._pos]
                 self._pos += 1
-                try:
-                    event = actor.decode(fields)
-                except DecodeError as exc:
-                    await actor._dead_letter(
-                        self._conn, entry_id, fields, f"decode:{exc.kind}", str(exc), None, 1
-                    )
+                event = await actor.handling.decode_or_dead_letter(
+                    self._conn, entry_id, fields, 1
+                )
+                if event is MOVED:
                     continue
                 actor.fence.check(trio.current_time())
                 self._current.append(entry_id)

@@ -1,7 +1,8 @@
 """The partition actor: one per owned (actor, partition), strictly in order, fenced.
 
-Its Redis round trips live in ``link`` (``PartitionLink``); the iterator form in ``events``;
-its counters and statistics in ``counters``.
+Its Redis round trips live in ``link`` (``PartitionLink``); decoding, handling and the
+containment of handler failures in ``handling``; the iterator form in ``events``; its counters
+and statistics in ``counters``.
 
 Life of one actor (``statistics().state`` shows where it is)::
 
@@ -21,7 +22,10 @@ lost its lease cannot take or ack anything: even a read is fenced, because an XR
 zombie would strand entries in its pending list.
 
 Redis being unreachable is not a crash of the actor: it waits with backoff (WAITING_REDIS) and
-resumes from STARTING; handler exceptions are crashes and go to the supervisor.
+resumes from STARTING. Handler failures are not crashes either: ``handling`` contains them
+(redelivery, dead letter, or BACKING_OFF with the lease kept; docs/dead-letters.md). Only the
+iterator form, whose handler owns its loop, restarts (``HandlerCrashed``), under its own
+partition's restart budget (``partitions``); anything else escaping is a runtime failure.
 """
 
 from __future__ import annotations
@@ -35,24 +39,28 @@ import trio
 from attrs import frozen
 
 from .._actors import ActorSpec, Form
-from .._core.classify import TRANSIENT_REDIS_ERRORS, describe_error, format_traceback
-from .._core.errors import DecodeError, FencedError, GroupLostError
+from .._core.classify import TRANSIENT_REDIS_ERRORS, describe_error
+from .._core.errors import FencedError, GroupLostError
 from .._core.fence import Fence
-from .._middleware import EventInfo, Middleware, Outcome, compose
+from .._middleware import Middleware, compose
 from .._transport import Connection
 from .context import WorkerContext
-from .counters import SAMPLE_EVERY, Counters, PartitionState, PartitionStatistics, snapshot
+from .counters import Counters, PartitionState, PartitionStatistics, snapshot
 from .deadletters import DeadLetters
 from .events import Events
+from .handling import FENCE_CHECK_EVERY, Handling
 from .link import PartitionLink
 from .supervisor import ChildContext
 
-__all__ = ["FENCE_CHECK_EVERY", "PartitionActor", "PartitionContext"]
+__all__ = ["FENCE_CHECK_EVERY", "HandlerCrashed", "PartitionActor", "PartitionContext"]
 
 log = logging.getLogger("actorstream.partition")
 
 WAIT_BLOCK_MS = 2000
-FENCE_CHECK_EVERY = 8
+
+
+class HandlerCrashed(Exception):
+    """The iterator form's handler (which owns its loop) raised: its partition actor restarts."""
 
 
 @frozen
@@ -110,6 +118,18 @@ class PartitionActor:
             and self.settings.timeout is None
             and self.settings.retries == 0
         )
+        self.handling = Handling(
+            app=worker.app,
+            spec=spec,
+            partition=context.partition,
+            fence=context.fence,
+            counters=context.counters,
+            link=self.link,
+            dead_letters=context.dead_letters,
+            chain=self.chain,
+            plain=self.plain,
+            report=worker.report,
+        )
         self.ctx: ChildContext | None = None
         self._rng = random.Random()
 
@@ -118,7 +138,8 @@ class PartitionActor:
     async def run(self, ctx: ChildContext) -> None:
         """The supervisor's child function. Returns normally when stopped or fenced."""
         self.ctx = ctx
-        self.counters.restarts = ctx.restarts
+        # The supervisor's count (runtime failures), or ours (``partitions``: iterator form).
+        self.counters.restarts = max(self.counters.restarts, ctx.restarts)
         self.counters.epoch = self.fence.epoch
         delay = 0.05
         try:
@@ -194,50 +215,20 @@ class PartitionActor:
 
     async def _replay_own_pending(self, conn: Connection, ctx: ChildContext) -> None:
         start: bytes = b"0"
-        max_deliveries = self.settings.max_deliveries
+        handling = self.handling
         while not ctx.stop_requested:
             # One entry at a time: reading from history bumps the delivery count of every entry
-            # returned, and the ones behind a poison event must not be charged for its crashes.
+            # returned, and the ones behind a poison event must not be charged for its failures.
             # (Our own pending list is at most about a batch, so this costs a few round trips.)
             entries, pending, _last = await self.link.read(conn, start, 1)
             if not entries:
                 return
             counts = {p[0]: int(p[3]) for p in pending} if pending else {}
-            batch: list[tuple[bytes, Any]] = []
-            for entry_id, fields in entries:
-                start = entry_id
-                if not fields:
-                    # Trimmed or deleted while pending: nothing to handle; ack it away.
-                    self.counters.trimmed += 1
-                    self.link.acks.append(entry_id)
-                    continue
-                deliveries = counts.get(entry_id, 1)
-                try:
-                    self.decode(fields)
-                except DecodeError as exc:
-                    # Undecodable is the real reason, whatever its count says (a failed
-                    # dead-letter move, e.g. under OOM, is retried with a higher count).
-                    await self._dead_letter(
-                        conn, entry_id, fields, f"decode:{exc.kind}", str(exc), None, deliveries
-                    )
-                    continue
-                if deliveries > max_deliveries:
-                    await self._dead_letter(
-                        conn,
-                        entry_id,
-                        fields,
-                        "max_deliveries",
-                        f"delivered {deliveries} times (max_deliveries={max_deliveries})",
-                        self.counters.last_error,
-                        deliveries,
-                    )
-                    continue
-                batch.append((entry_id, fields))
-            if batch:
-                if self.spec.form is Form.BATCH:
-                    await self._handle_batch(conn, batch, deliveries=deliveries)
-                else:
-                    await self._handle_each(conn, ctx, batch)
+            start = entries[-1][0]
+            if self.spec.form is Form.BATCH:
+                await handling.process_batch(conn, ctx, entries, counts)
+            else:
+                await handling.process(conn, ctx, entries, counts)
 
     async def _dead_letter(
         self,
@@ -249,12 +240,7 @@ class PartitionActor:
         trace: str | None,
         deliveries: int,
     ) -> None:
-        await self.dead_letters.move(
-            self.link, conn, entry_id, fields, kind=kind, message=message, trace=trace,
-            deliveries=deliveries,
-        )
-        self.counters.dead_lettered += 1
-        self.counters.last_dead_letter = f"{kind}: {message}"[:300]
+        await self.handling.dead_letter(conn, entry_id, fields, kind, message, trace, deliveries)
 
     # -- the hot loops ------------------------------------------------------------------------
 
@@ -280,133 +266,7 @@ class PartitionActor:
             entries = await self._next_entries(conn, ctx)
             if entries is None:
                 return
-            await self._handle_each(conn, ctx, entries)
-
-    async def _handle_each(
-        self, conn: Connection, ctx: ChildContext, entries: list[Any]
-    ) -> None:
-        decode = self.decode
-        handler = self.spec.handler
-        acks = self.link.acks
-        counters = self.counters
-        fence = self.fence
-        if self.plain:
-            # The hot path: no timeout, retries, middleware or error hook to consult.
-            # Locals and a local count: this loop body runs once per event.
-            stopping = ctx.stop_event.is_set
-            ack = acks.append
-            done = 0
-            try:
-                for entry_id, fields in entries:
-                    if stopping():
-                        return
-                    if not done % FENCE_CHECK_EVERY:
-                        # A resumed zombie stops within a few events, not after its whole
-                        # batch (reading the clock per event cost a tenth of the hot path).
-                        fence.check(trio.current_time())
-                    try:
-                        event = decode(fields)
-                    except DecodeError as exc:
-                        await self._dead_letter(
-                            conn, entry_id, fields, f"decode:{exc.kind}", str(exc), None, 1
-                        )
-                        continue
-                    if done % SAMPLE_EVERY:
-                        await handler(event)
-                    else:
-                        started = trio.current_time()
-                        await handler(event)
-                        counters.latencies.append(trio.current_time() - started)
-                    ack(entry_id)
-                    done += 1
-            finally:
-                counters.processed += done
-            return
-        for entry_id, fields in entries:
-            if ctx.stop_requested:
-                return
-            fence.check(trio.current_time())
-            try:
-                event = decode(fields)
-            except DecodeError as exc:
-                await self._dead_letter(
-                    conn, entry_id, fields, f"decode:{exc.kind}", str(exc), None, 1
-                )
-                continue
-            started = trio.current_time()
-            result = await self._handle_one(conn, entry_id, fields, event)
-            if not counters.processed % SAMPLE_EVERY:
-                counters.latencies.append(trio.current_time() - started)
-            if result is not _MOVED:
-                acks.append(entry_id)
-            if result is _HANDLED:
-                counters.processed += 1
-
-    def _info(self, entry_id: bytes) -> EventInfo:
-        return EventInfo(
-            system=self.app,
-            actor=self.group,
-            stream=self.spec.stream.name,
-            partition=self.partition,
-            entry_id=entry_id.decode(),
-            epoch=self.fence.epoch,
-        )
-
-    async def _handle_one(
-        self, conn: Connection, entry_id: bytes, fields: list[bytes], event: Any
-    ) -> object:
-        """Handle with middleware, timeout, retries and the error hook.
-
-        Returns _HANDLED, _SKIPPED (the hook chose SKIP: ack it) or _MOVED (the hook chose
-        DEAD_LETTER: the move acked it); raises when the actor must crash.
-        """
-        info = self._info(entry_id)
-        chain = self.chain
-        try:
-            await self._call(lambda ev: chain(ev, info), event)
-            return _HANDLED
-        except Exception as exc:
-            hook = self.spec.on_error
-            if hook is None:
-                raise
-            outcome = await hook(event, exc, info)
-            if outcome is Outcome.SKIP:
-                self.report("skipped", f"{self.group}[{self.partition}] {info.entry_id}: "
-                                    f"{describe_error(exc)}")
-                return _SKIPPED
-            if outcome is Outcome.DEAD_LETTER:
-                await self._dead_letter(
-                    conn, entry_id, fields, "handler", describe_error(exc),
-                    format_traceback(exc), 1,
-                )
-                return _MOVED
-            raise
-
-    async def _call(self, fn: Callable[[Any], Any], arg: Any) -> None:
-        """The handler (chain) with the actor's timeout and in-process retries."""
-        settings = self.settings
-        attempt = 0
-        while True:
-            try:
-                if settings.timeout is None:
-                    await fn(arg)
-                else:
-                    with trio.fail_after(settings.timeout):
-                        await fn(arg)
-                return
-            except Exception as exc:
-                error: Exception = exc
-                if isinstance(exc, trio.TooSlowError):
-                    error = TimeoutError(
-                        f"handler took longer than timeout={settings.timeout:g}s"
-                    )
-                self.counters.last_error = describe_error(error)
-                if attempt >= settings.retries:
-                    if error is exc:
-                        raise
-                    raise error from None
-                attempt += 1
-                await trio.sleep(settings.retry_backoff * 2 ** (attempt - 1))
+            await self.handling.process(conn, ctx, entries)
 
     async def _run_batches(self, conn: Connection, ctx: ChildContext) -> None:
         wait = self.settings.batch_wait
@@ -426,63 +286,25 @@ class PartitionActor:
                         entries.extend(more)
                         continue
                     await self.link.block_briefly(conn, last, remaining)
-            await self._handle_batch(conn, entries, deliveries=1)
-
-    async def _handle_batch(
-        self, conn: Connection, entries: list[Any], *, deliveries: int
-    ) -> None:
-        events: list[Any] = []
-        ids: list[bytes] = []
-        for entry_id, fields in entries:
-            try:
-                events.append(self.decode(fields))
-                ids.append(entry_id)
-            except DecodeError as exc:
-                await self._dead_letter(
-                    conn, entry_id, fields, f"decode:{exc.kind}", str(exc), None, deliveries
-                )
-        if not events:
-            return
-        self.fence.check(trio.current_time())
-        info = self._info(ids[0])
-        chain = self.chain
-        started = trio.current_time()
-        try:
-            await self._call(lambda evs: chain(evs, info), events)
-            self.counters.latencies.append(trio.current_time() - started)
-        except Exception as exc:
-            hook = self.spec.on_error
-            if hook is None:
-                raise
-            outcome = await hook(events, exc, info)
-            if outcome is Outcome.DEAD_LETTER:
-                by_id = dict(entries)
-                for entry_id in ids:
-                    await self._dead_letter(
-                        conn, entry_id, by_id[entry_id], "handler", describe_error(exc),
-                        format_traceback(exc), deliveries,
-                    )
-                return
-            if outcome is not Outcome.SKIP:
-                raise
-            self.link.acks.extend(ids)
-            return
-        self.link.acks.extend(ids)
-        self.counters.processed += len(events)
+            await self.handling.process_batch(conn, ctx, entries)
 
     async def _run_iterator(self, conn: Connection, ctx: ChildContext) -> None:
         events = Events(self, conn, ctx)
         while not ctx.stop_requested:
-            await self.spec.handler(events)
+            try:
+                await self.spec.handler(events)
+            except (FencedError, *TRANSIENT_REDIS_ERRORS):
+                raise  # ours, from inside the iterator
+            except Exception as exc:
+                # The loop's state is gone with it: restart the actor (``partitions`` does,
+                # under this partition's own budget); replay delivers this event first.
+                current = events.current_id()
+                self.handling.note_failure(exc, current or b"?", 0)
+                raise HandlerCrashed(describe_error(exc)) from exc
             events.done_with_current()
 
     def statistics(self) -> PartitionStatistics:
         return snapshot(self.spec, self.partition, self.counters)
-
-
-_HANDLED = object()
-_SKIPPED = object()
-_MOVED = object()
 
 
 async def _sleep_unless_stopped(ctx: ChildContext, delay: float) -> None:

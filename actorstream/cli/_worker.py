@@ -10,12 +10,14 @@ from typing import Any
 
 import trio
 
-from .._core.errors import SupervisorGaveUp
+from .._core.errors import ConfigError, SupervisorGaveUp
+from .._core.failures import describe_error
 from .._transport import redact_url
 from ._common import (
     EXIT_FAILURE,
     EXIT_INTERRUPTED,
     EXIT_OK,
+    EXIT_USAGE,
     CliError,
     check_reachable,
     load_system,
@@ -39,6 +41,29 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     parser.set_defaults(handler=run)
 
 
+def _leaf(exc: BaseException, last: bool = False) -> BaseException:
+    """The first (or last) exception inside nested groups (``except*`` keeps the nesting)."""
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[-1 if last else 0]
+    return exc
+
+
+def _last_leaf(exc: BaseException) -> str:
+    return describe_error(_leaf(exc, last=True))
+
+
+def _gave_up_line(gave_up: BaseException) -> str:
+    """One line: which supervisor gave up, and the last crash that made it."""
+    cause = gave_up.__cause__
+    last = f"; last crash: {_last_leaf(cause)}" if cause is not None else ""
+    return f"{gave_up}{last} (-v shows the whole trace)"
+
+
+def _trace_if_verbose(exc: BaseException) -> None:
+    if log.isEnabledFor(logging.INFO):
+        log.error("the worker failed", exc_info=exc)
+
+
 def run(args: argparse.Namespace) -> int:
     system = load_system(args.target)
     system.redis_url = resolve_url(args, system)
@@ -52,8 +77,18 @@ def run(args: argparse.Namespace) -> int:
         )
         try:
             await system.start()
+        except* ConfigError as group:
+            raise CliError(str(_leaf(group)), EXIT_USAGE) from None
         except* SupervisorGaveUp as group:
-            raise CliError(f"the system gave up: {group.exceptions[0]}", EXIT_FAILURE) from None
+            gave_up = _leaf(group)
+            _trace_if_verbose(gave_up)
+            raise CliError(_gave_up_line(gave_up), EXIT_FAILURE) from None
+        except* Exception as group:
+            _trace_if_verbose(group)
+            raise CliError(
+                f"the worker of {system.name!r} failed: {_last_leaf(group)} (a failure of "
+                "the runtime itself; -v shows the whole trace)", EXIT_FAILURE,
+            ) from None
         if system.forced_exit:
             # Like a shell's Ctrl-C: the drain was cut short (leases lapse by TTL instead).
             print(f"actorstream: worker of {system.name!r} stopped by a second signal",

@@ -1,0 +1,494 @@
+"""Handling: decode, handle, then ack or dead-letter, with failures contained (issue 11).
+
+One routine, ``Handling.process``, takes a partition actor's entries in order, whether newly
+read (first deliveries) or replayed from its pending list (Redis's delivery counts), for the
+event form and for batch handlers' events one at a time; ``_process_plain`` is its hot path.
+
+A failed handling never crashes the partition actor: ``_contain`` asks the pure rule in
+``_core.failures`` what to do (redeliver at once, dead-letter, or back off keeping the lease and
+the event's deliveries) and carries it out. docs/dead-letters.md, "Poison or outage", states the
+rule; the partition actor (``partition``) owns the round trips this reuses (``link``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import trio
+
+from .._actors import ActorSpec, Form
+from .._core.errors import DecodeError
+from .._core.failures import (
+    Action,
+    LogAction,
+    describe_error,
+    format_bounded_traceback,
+)
+from .._core.fence import Fence
+from .._middleware import EventInfo, Outcome
+from .._transport import Connection
+from .counters import SAMPLE_EVERY, Counters, PartitionState
+from .deadletters import DeadLetters
+from .link import PartitionLink
+from .supervisor import ChildContext
+
+__all__ = ["FENCE_CHECK_EVERY", "HANDLED", "MOVED", "SKIPPED", "STOPPED", "Handling"]
+
+log = logging.getLogger("actorstream.partition")
+
+FENCE_CHECK_EVERY = 8
+
+HANDLED = object()  # the handler returned: ack it
+SKIPPED = object()  # on_error chose SKIP: ack it
+MOVED = object()  # dead-lettered (the move acked it), or no longer pending: nothing to ack
+STOPPED = object()  # a stop was requested while backing off: it stays pending
+_HANDLED, _SKIPPED, _MOVED, _STOPPED = HANDLED, SKIPPED, MOVED, STOPPED
+
+Attempt = Callable[[Connection, bytes, list[bytes], Any], Awaitable[object]]
+
+
+class Handling:
+    """The handling side of one partition actor (created with it, for one lease epoch)."""
+
+    def __init__(
+        self,
+        *,
+        app: str,
+        spec: ActorSpec,
+        partition: int,
+        fence: Fence,
+        counters: Counters,
+        link: PartitionLink,
+        dead_letters: DeadLetters,
+        chain: Callable[[Any, EventInfo], Awaitable[None]],
+        plain: bool,
+        report: Callable[[str, str], None],
+    ) -> None:
+        self.app = app
+        self.spec = spec
+        self.group = spec.name
+        self.partition = partition
+        self.fence = fence
+        self.counters = counters
+        self.link = link
+        self.dead_letters = dead_letters
+        self.chain = chain
+        self.plain = plain and spec.form is Form.EVENT
+        self.report = report
+        self.decode = spec.stream.format_decoder
+        self.settings = spec.settings
+        self.containment = counters.failures.policy
+
+    async def dead_letter(
+        self,
+        conn: Connection,
+        entry_id: bytes,
+        fields: list[bytes],
+        kind: str,
+        message: str,
+        trace: str | None,
+        deliveries: int,
+    ) -> None:
+        await self.dead_letters.move(
+            self.link, conn, entry_id, fields, kind=kind, message=message, trace=trace,
+            deliveries=deliveries,
+        )
+        self.counters.dead_lettered += 1
+        self.counters.last_dead_letter = f"{kind}: {message}"[:300]
+
+    async def _undecodable(
+        self, conn: Connection, entry_id: bytes, fields: list[bytes], exc: DecodeError,
+        deliveries: int,
+    ) -> None:
+        """Undecodable is the real reason, whatever its count says: dead-letter it now."""
+        await self.dead_letter(
+            conn, entry_id, fields, f"decode:{exc.kind}", str(exc), None, deliveries
+        )
+
+    async def decode_or_dead_letter(
+        self, conn: Connection, entry_id: bytes, fields: list[bytes], deliveries: int
+    ) -> Any:
+        """The event, or _MOVED when it could not be decoded (and was dead-lettered)."""
+        try:
+            return self.decode(fields)
+        except DecodeError as exc:
+            await self._undecodable(conn, entry_id, fields, exc, deliveries)
+            return _MOVED
+
+    async def process(
+        self,
+        conn: Connection,
+        ctx: ChildContext,
+        entries: list[Any],
+        counts: dict[bytes, int] | None = None,
+    ) -> None:
+        """Decode, handle, then ack or dead-letter each entry in order: the one routine for
+        new entries (``counts`` None: first deliveries) and replayed ones (Redis's counts).
+
+        A failed handling goes to the containment rule (``_contain``): it never crashes the
+        actor. An entry replayed past ``max_deliveries`` is dead-lettered unhandled: what its
+        deliveries caused may have been the end of a whole worker (kill -9 by the OOM killer).
+        """
+        if counts is None and self.plain:
+            await self._process_plain(conn, ctx, entries)
+            return
+        counters = self.counters
+        failures = counters.failures
+        max_deliveries = self.settings.max_deliveries
+        handle = self._handle_one if self.spec.form is not Form.BATCH else self._handle_alone
+        for entry_id, fields in entries:
+            if ctx.stop_requested:
+                return
+            self.fence.check(trio.current_time())
+            if not fields:
+                # Trimmed or deleted while pending: nothing to handle; ack it away.
+                counters.trimmed += 1
+                self.link.acks.append(entry_id)
+                continue
+            deliveries = counts.get(entry_id, 1) if counts else 1
+            event = await self.decode_or_dead_letter(conn, entry_id, fields, deliveries)
+            if event is _MOVED:
+                continue
+            if deliveries > max_deliveries:
+                await self.dead_letter(
+                    conn, entry_id, fields, "max_deliveries",
+                    f"delivered {deliveries} times (max_deliveries={max_deliveries}); "
+                    f"last error: {counters.last_error}",
+                    counters.last_trace, deliveries,
+                )
+                continue
+            started = trio.current_time()
+            try:
+                result = await handle(conn, entry_id, fields, event)
+            except Exception as exc:
+                result = await self._contain(conn, ctx, entry_id, fields, exc, deliveries, handle)
+                if result is _STOPPED:
+                    return
+            if not counters.processed % SAMPLE_EVERY:
+                counters.latencies.append(trio.current_time() - started)
+            if result is _HANDLED:
+                counters.processed += 1
+                failures.board.record_successes(1)
+                if failures.streak:
+                    failures.on_success()
+            if result is _HANDLED or result is _SKIPPED:
+                self.link.acks.append(entry_id)
+
+    async def _process_plain(
+        self, conn: Connection, ctx: ChildContext, entries: list[Any]
+    ) -> None:
+        """``_process`` for first deliveries to a handler with no timeout, retries, middleware
+        or error hook: the hot path. Locals and a local count: this loop body runs per event."""
+        decode = self.decode
+        handler = self.spec.handler
+        counters = self.counters
+        failures = counters.failures
+        fence = self.fence
+        stopping = ctx.stop_event.is_set
+        ack = self.link.acks.append
+        streak = failures.streak
+        done = 0
+        try:
+            for entry_id, fields in entries:
+                if stopping():
+                    return
+                if not done % FENCE_CHECK_EVERY:
+                    # A resumed zombie stops within a few events, not after its whole batch
+                    # (reading the clock per event cost a tenth of the hot path).
+                    fence.check(trio.current_time())
+                try:
+                    event = decode(fields)
+                except DecodeError as exc:
+                    await self._undecodable(conn, entry_id, fields, exc, 1)
+                    continue
+                try:
+                    if done % SAMPLE_EVERY:
+                        await handler(event)
+                    else:
+                        started = trio.current_time()
+                        await handler(event)
+                        counters.latencies.append(trio.current_time() - started)
+                except Exception as exc:
+                    counters.processed += done  # ours before the failure: evidence for others
+                    failures.board.record_successes(done)
+                    done = 0
+                    result = await self._contain(
+                        conn, ctx, entry_id, fields, exc, 1, self._handle_one
+                    )
+                    if result is _STOPPED:
+                        return
+                    ack = self.link.acks.append  # the redelivery's round trip flushed the acks
+                    streak = failures.streak
+                    if result is _MOVED:
+                        continue
+                if streak:
+                    failures.on_success()
+                    streak = 0
+                ack(entry_id)
+                done += 1
+        finally:
+            counters.processed += done
+            failures.board.record_successes(done)
+
+    async def _contain(
+        self,
+        conn: Connection,
+        ctx: ChildContext,
+        entry_id: bytes,
+        fields: list[bytes],
+        exc: Exception,
+        deliveries: int,
+        handle: Callable[[Connection, bytes, list[bytes], Any], Awaitable[object]],
+    ) -> object:
+        """Apply the containment rule (``_core.failures``) to a failed handling, until the
+        event is handled (_HANDLED or _SKIPPED, not yet acked), dead-lettered (_MOVED), or a
+        stop is requested while backing off (_STOPPED: it stays pending, replayed first)."""
+        counters = self.counters
+        failures = counters.failures
+        classify = self.containment.classification.classify
+        while True:
+            self.note_failure(exc, entry_id, deliveries)
+            decision = failures.on_failure(entry_id, deliveries, classify(exc))
+            if decision.action is Action.DEAD_LETTER:
+                kind = "poison_error" if decision.reason == "poison-type" else "max_deliveries"
+                await self.dead_letter(
+                    conn, entry_id, fields, kind, describe_error(exc), counters.last_trace,
+                    deliveries,
+                )
+                failures.on_dead_letter()
+                return _MOVED
+            if decision.action is Action.REDELIVER:
+                redelivered = await self._redeliver(conn, entry_id, deliveries)
+                if redelivered is None:
+                    failures.on_dead_letter()
+                    return _MOVED
+                fields, deliveries = redelivered
+            elif not await self._back_off(ctx, decision.delay, decision.reason):
+                return _STOPPED
+            self.fence.check(trio.current_time())
+            try:
+                result = await handle(conn, entry_id, fields, self.decode(fields))
+            except Exception as again:
+                exc = again
+                continue
+            self.counters.state = PartitionState.RUNNING
+            if result is _HANDLED:
+                failures.on_success()
+                failures.board.record_successes(1)
+            return result
+
+    def note_failure(self, exc: Exception, entry_id: bytes, deliveries: int) -> None:
+        """Count and show a failed handling: the first of its kind with the whole traceback on
+        stderr (the ``actorstream.partition`` logger), then a count now and then."""
+        counters = self.counters
+        counters.failed += 1
+        counters.last_error = describe_error(exc)
+        counters.last_trace = format_bounded_traceback(exc)
+        now = trio.current_time()
+        action = counters.crash_log.on_failure(type(exc).__name__, now)
+        if action is LogAction.FULL:
+            log.error(
+                "%s[%d]: the handler failed on entry %s (delivery %d): %s",
+                self.group, self.partition, entry_id.decode(), deliveries,
+                counters.last_error, exc_info=exc,
+            )
+            self.report(
+                "crash", f"{self.group}[{self.partition}] {entry_id.decode()}: "
+                f"{counters.last_error}",
+            )
+        elif action is LogAction.COUNT:
+            log.error(
+                "%s[%d]: %d more handler failures (last: %s)", self.group, self.partition,
+                counters.crash_log.take_count(now), counters.last_error,
+            )
+
+    async def _redeliver(
+        self, conn: Connection, entry_id: bytes, deliveries: int
+    ) -> tuple[list[bytes], int] | None:
+        """Deliver a failed entry again at once, from our pending list: Redis counts it (and
+        the events handled before it are acked in the same round trip). None if it is no
+        longer pending (an operator's XGROUP SETID/DELCONSUMER, or trimmed)."""
+        entries, pending, _last = await self.link.read(conn, _previous_id(entry_id), 1)
+        if not entries or entries[0][0] != entry_id or not entries[0][1]:
+            self.report(
+                "redelivery-lost",
+                f"{self.group}[{self.partition}] {entry_id.decode()}: no longer pending",
+            )
+            return None
+        counts = {p[0]: int(p[3]) for p in pending} if pending else {}
+        return entries[0][1], counts.get(entry_id, deliveries + 1)
+
+    async def _back_off(self, ctx: ChildContext, delay: float, reason: str) -> bool:
+        """Wait ``delay`` in state backing-off, keeping the lease; False if asked to stop.
+
+        Others succeeding since (``retry_early``) cut the wait short: recovery is prompt."""
+        counters = self.counters
+        failures = counters.failures
+        if counters.state is not PartitionState.BACKING_OFF:
+            log.warning(
+                "%s[%d] backing off (%s; %d distinct events failed in a row): the same "
+                "event is retried without spending a delivery, at most every %gs; last "
+                "error: %s", self.group, self.partition, reason, failures.streak,
+                self.settings.backoff_max, counters.last_error,
+            )
+            self.report(
+                "backing-off", f"{self.group}[{self.partition}] ({reason}): "
+                f"{counters.last_error}",
+            )
+        self.counters.state = PartitionState.BACKING_OFF
+        counters.backoff = delay
+        deadline = trio.current_time() + delay
+        while not ctx.stop_requested:
+            now = trio.current_time()
+            if now >= deadline or failures.retry_early():
+                return True
+            with trio.move_on_after(min(0.1, deadline - now)):
+                await ctx.wait_stop_requested()
+        return False
+
+    def info(self, entry_id: bytes) -> EventInfo:
+        return EventInfo(
+            system=self.app,
+            actor=self.group,
+            stream=self.spec.stream.name,
+            partition=self.partition,
+            entry_id=entry_id.decode(),
+            epoch=self.fence.epoch,
+        )
+
+    async def _handle_one(
+        self, conn: Connection, entry_id: bytes, fields: list[bytes], event: Any
+    ) -> object:
+        """Handle with middleware, timeout, retries and the error hook.
+
+        Returns _HANDLED, _SKIPPED (the hook chose SKIP: ack it) or _MOVED (the hook chose
+        DEAD_LETTER: the move acked it); raises when the failure goes to the containment rule.
+        """
+        info = self.info(entry_id)
+        chain = self.chain
+        try:
+            await self._call(lambda ev: chain(ev, info), event)
+            return _HANDLED
+        except Exception as exc:
+            return await self._on_error(conn, entry_id, fields, event, exc, info)
+
+    async def _handle_alone(
+        self, conn: Connection, entry_id: bytes, fields: list[bytes], event: Any
+    ) -> object:
+        """``_handle_one`` for a batch handler: the event as a batch of one."""
+        info = self.info(entry_id)
+        chain = self.chain
+        try:
+            await self._call(lambda evs: chain(evs, info), [event])
+            return _HANDLED
+        except Exception as exc:
+            return await self._on_error(conn, entry_id, fields, [event], exc, info)
+
+    async def _on_error(
+        self, conn: Connection, entry_id: bytes, fields: list[bytes], event: Any,
+        exc: Exception, info: EventInfo,
+    ) -> object:
+        hook = self.spec.on_error
+        if hook is None:
+            raise exc
+        outcome = await hook(event, exc, info)
+        if outcome is Outcome.SKIP:
+            self.report("skipped", f"{self.group}[{self.partition}] {info.entry_id}: "
+                                f"{describe_error(exc)}")
+            return _SKIPPED
+        if outcome is Outcome.DEAD_LETTER:
+            await self.dead_letter(
+                conn, entry_id, fields, "handler", describe_error(exc),
+                format_bounded_traceback(exc), 1,
+            )
+            return _MOVED
+        raise exc
+
+    async def _call(self, fn: Callable[[Any], Any], arg: Any) -> None:
+        """The handler (chain) with the actor's timeout and in-process retries."""
+        settings = self.settings
+        attempt = 0
+        while True:
+            try:
+                if settings.timeout is None:
+                    await fn(arg)
+                else:
+                    with trio.fail_after(settings.timeout):
+                        await fn(arg)
+                return
+            except Exception as exc:
+                error: Exception = exc
+                if isinstance(exc, trio.TooSlowError):
+                    error = TimeoutError(
+                        f"handler took longer than timeout={settings.timeout:g}s"
+                    )
+                self.counters.last_error = describe_error(error)
+                if attempt >= settings.retries:
+                    if error is exc:
+                        raise
+                    raise error from None
+                attempt += 1
+                await trio.sleep(settings.retry_backoff * 2 ** (attempt - 1))
+
+    async def process_batch(
+        self,
+        conn: Connection,
+        ctx: ChildContext,
+        entries: list[Any],
+        counts: dict[bytes, int] | None = None,
+    ) -> None:
+        """A batch handler's ``_process``: the whole batch in one call; when it fails (and
+        ``on_error`` does not settle it), which event failed is unknown, so its events are
+        handled again one at a time, as batches of one, and the failing one meets the rule."""
+        if counts is not None or len(entries) == 1:
+            await self.process(conn, ctx, entries, counts)
+            return
+        events: list[Any] = []
+        ids: list[bytes] = []
+        kept: list[Any] = []
+        for entry_id, fields in entries:
+            event = await self.decode_or_dead_letter(conn, entry_id, fields, 1)
+            if event is not _MOVED:
+                events.append(event)
+                ids.append(entry_id)
+                kept.append((entry_id, fields))
+        if not events:
+            return
+        self.fence.check(trio.current_time())
+        info = self.info(ids[0])
+        chain = self.chain
+        started = trio.current_time()
+        try:
+            await self._call(lambda evs: chain(evs, info), events)
+        except Exception as exc:
+            hook = self.spec.on_error
+            outcome = None if hook is None else await hook(events, exc, info)
+            if outcome is Outcome.DEAD_LETTER:
+                for entry_id, fields in kept:
+                    await self.dead_letter(
+                        conn, entry_id, fields, "handler", describe_error(exc),
+                        format_bounded_traceback(exc), 1,
+                    )
+                return
+            if outcome is Outcome.SKIP:
+                self.link.acks.extend(ids)
+                return
+            await self.process(conn, ctx, kept, {})
+            return
+        self.counters.latencies.append(trio.current_time() - started)
+        self.link.acks.extend(ids)
+        self.counters.processed += len(events)
+        failures = self.counters.failures
+        failures.board.record_successes(len(events))
+        if failures.streak:
+            failures.on_success()
+
+
+def _previous_id(entry_id: bytes) -> str:
+    """The greatest stream id before ``entry_id`` (history reads start after their id)."""
+    ms, _, seq = entry_id.partition(b"-")
+    if int(seq or 0) > 0:
+        return f"{int(ms)}-{int(seq) - 1}"
+    return f"{int(ms) - 1}-18446744073709551615" if int(ms) > 0 else "0-0"
