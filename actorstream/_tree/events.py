@@ -21,7 +21,9 @@ class Events:
     """The iterator form: ``async for event in events`` (and ``events.take(n, within=s)``).
 
     An event counts as handled when the loop asks for the next one (or ends normally), so a
-    crash in the loop body redelivers that event first.
+    crash in the loop body redelivers that event first: the iterator starts with the actor's
+    own pending entries (one at a time, with Redis's delivery counts; one delivered more than
+    ``max_deliveries`` times is dead-lettered instead), then reads new ones.
     """
 
     def __init__(self, actor: PartitionActor, conn: Connection, ctx: ChildContext) -> None:
@@ -32,6 +34,7 @@ class Events:
         self._pos = 0
         self._current: list[bytes] = []
         self._tail: Any = b"0-0"
+        self._replay_from: bytes | None = b"0"  # None once our pending entries are done
 
     @property
     def partition(self) -> int:
@@ -63,6 +66,10 @@ class Events:
                 return event
             if self._ctx.stop_requested:
                 raise StopAsyncIteration
+            if self._replay_from is not None:
+                self._buffer = await self._replay_one()
+                self._pos = 0
+                continue
             if not wait:
                 count = actor.settings.batch_size
                 entries, _p, tail = await actor.link.read(self._conn, ">", count)
@@ -75,6 +82,33 @@ class Events:
                     raise StopAsyncIteration
             self._buffer = entries
             self._pos = 0
+
+    async def _replay_one(self) -> list[Any]:
+        """The next of our own pending entries ([] when it is spent or was dead-lettered)."""
+        actor = self._actor
+        assert self._replay_from is not None
+        entries, pending, _last = await actor.link.read(self._conn, self._replay_from, 1)
+        if not entries:
+            self._replay_from = None
+            return []
+        entry_id, fields = entries[0]
+        self._replay_from = entry_id
+        counts = {p[0]: int(p[3]) for p in pending} if pending else {}
+        deliveries = counts.get(entry_id, 1)
+        limit = actor.settings.max_deliveries
+        if not fields:  # trimmed while pending: nothing to handle
+            actor.counters.trimmed += 1
+            actor.link.acks.append(entry_id)
+            return []
+        if deliveries > limit:
+            counters = actor.counters
+            await actor.handling.dead_letter(
+                self._conn, entry_id, fields, "max_deliveries",
+                f"delivered {deliveries} times (max_deliveries={limit}); "
+                f"last error: {counters.last_error}", counters.last_trace, deliveries,
+            )
+            return []
+        return list(entries)
 
     def __aiter__(self) -> Events:
         return self

@@ -171,6 +171,8 @@ class PartitionActor:
             log.warning("%s[%d] fenced: %s", self.group, self.partition, exc)
             self.on_fenced()
             return
+        except HandlerCrashed:
+            raise  # counted and logged already; ``partitions`` restarts it
         except Exception as exc:
             self._set_state(PartitionState.FAILED)
             self.counters.failed += 1
@@ -191,7 +193,8 @@ class PartitionActor:
         await self.link.ensure_group(conn)
         await self.link.claim_previous_owners(conn)
         self._set_state(PartitionState.REPLAYING)
-        await self._replay_own_pending(conn, ctx)
+        if self.spec.form is not Form.ITERATOR:  # the iterator replays in its own loop
+            await self._replay_own_pending(conn, ctx)
         if ctx.stop_requested:
             await self.link.flush_acks(conn)
             return
