@@ -327,10 +327,15 @@ class Handling:
         counters = self.counters
         failures = counters.failures
         if counters.state is not PartitionState.BACKING_OFF:
+            why = {
+                "outage": f"an outage presumed: {failures.streak} event(s) in a row failed here"
+                + (", other partitions fail too" if failures.board.failing_elsewhere(
+                    self.partition) else ", nothing succeeded elsewhere since"),
+                "transient-type": "a transient_errors type",
+            }.get(reason, reason)
             log.warning(
-                "%s[%d] backing off (%s; %d distinct events failed in a row): the same "
-                "event is retried without spending a delivery, at most every %gs; last "
-                "error: %s", self.group, self.partition, reason, failures.streak,
+                "%s[%d] backing off (%s): the same event is retried without spending a "
+                "delivery, at most every %gs; last error: %s", self.group, self.partition, why,
                 self.settings.backoff_max, counters.last_error,
             )
             self.report(
