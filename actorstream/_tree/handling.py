@@ -453,12 +453,15 @@ class Handling:
         events: list[Any] = []
         ids: list[bytes] = []
         kept: list[Any] = []
+        decode = self.decode
         for entry_id, fields in entries:
-            event = await self.decode_or_dead_letter(conn, entry_id, fields, 1)
-            if event is not _MOVED:
-                events.append(event)
-                ids.append(entry_id)
-                kept.append((entry_id, fields))
+            try:
+                events.append(decode(fields))
+            except DecodeError as exc:
+                await self._undecodable(conn, entry_id, fields, exc, 1)
+                continue
+            ids.append(entry_id)
+            kept.append((entry_id, fields))
         if not events:
             return
         self.fence.check(trio.current_time())
