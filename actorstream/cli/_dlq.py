@@ -10,9 +10,16 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+import attrs
+
 from .._deadletter import DeadLetter
-from .._dlq_admin import (
+from .._errors import ConfigError
+from .._streams import Stream
+from .._system import System
+from .._transport import Client, redact_url
+from ..dlq import (
     DeadLetterSource,
+    Selection,
     count_dead_letters,
     dead_letter_to_json,
     list_dead_letters,
@@ -20,10 +27,6 @@ from .._dlq_admin import (
     replay_dead_letters,
     show_dead_letter,
 )
-from .._errors import ConfigError
-from .._streams import Stream
-from .._system import System
-from .._transport import Client, redact_url
 from ._common import (
     EXIT_FAILURE,
     EXIT_OK,
@@ -187,20 +190,19 @@ def resolve_target(args: argparse.Namespace) -> tuple[System, str | None]:
     return system, stream
 
 
-def selection(args: argparse.Namespace, stream: str | None) -> dict[str, Any]:
+def selection(args: argparse.Namespace, stream: str | None) -> Selection:
+    """The options' ``Selection``; bad values are one-line usage errors."""
     since = parse_time(args.since, option="--since") if args.since else None
     until = parse_time(args.until, option="--until") if args.until else None
     if since is not None and until is not None and since > until:
         raise CliError("--since is after --until")
-    return {
-        "stream": stream,
-        "partition": args.partition,
-        "actor": args.actor,
-        "kind": args.kind,
-        "error": args.error,
-        "since_ms": since,
-        "until_ms": until,
-    }
+    try:
+        return Selection(
+            stream=stream, partition=args.partition, actor=args.actor, kind=args.kind,
+            error=args.error, since_ms=since, until_ms=until, ids=getattr(args, "ids", None),
+        )
+    except ConfigError as exc:
+        raise CliError(str(exc)) from None
 
 
 def _run(
@@ -286,7 +288,7 @@ def run_list(args: argparse.Namespace) -> int:
         client: Client, source: DeadLetterSource, system: System, stream: str | None
     ) -> int:
         letters = await list_dead_letters(
-            source, client=client, limit=args.limit or None, **selection(args, stream)
+            source, selection(args, stream), client=client, limit=args.limit or None
         )
         if args.json:
             _print_json([dead_letter_to_json(dl) for dl in letters])
@@ -358,7 +360,7 @@ def run_replay(args: argparse.Namespace) -> int:
         client: Client, source: DeadLetterSource, system: System, stream: str | None
     ) -> int:
         report = await replay_dead_letters(
-            source, client=client, ids=args.ids, dry_run=args.dry_run, **selection(args, stream)
+            source, selection(args, stream), client=client, dry_run=args.dry_run
         )
         if args.json:
             _print_json(
@@ -403,11 +405,8 @@ def run_purge(args: argparse.Namespace) -> int:
         client: Client, source: DeadLetterSource, system: System, stream: str | None
     ) -> int:
         chosen = selection(args, stream)
-        ids = args.ids
         if not args.yes and not args.dry_run:
-            preview = await purge_dead_letters(
-                source, client=client, ids=ids, dry_run=True, **chosen
-            )
+            preview = await purge_dead_letters(source, chosen, client=client, dry_run=True)
             if not preview.selected:
                 print(f"nothing to purge in {_scope(system, stream)}", file=sys.stderr)
                 return EXIT_OK
@@ -422,11 +421,8 @@ def run_purge(args: argparse.Namespace) -> int:
                 print("aborted; nothing purged", file=sys.stderr)
                 return EXIT_FAILURE
             # Exactly what was shown, not what arrived since.
-            ids = [dl.dlq_id for dl in preview.selected]
-            chosen = {**chosen, "stream": stream}
-        report = await purge_dead_letters(
-            source, client=client, ids=ids, dry_run=args.dry_run, **chosen
-        )
+            chosen = attrs.evolve(chosen, ids=[dl.dlq_id for dl in preview.selected])
+        report = await purge_dead_letters(source, chosen, client=client, dry_run=args.dry_run)
         if args.json:
             _print_json(
                 {
