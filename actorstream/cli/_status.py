@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from rich.console import Console
-
 from .._errors import ConfigError
 from .._keys import check_name
-from .._top import LayoutEntry, Poller, render_status
+from .._top import LayoutEntry, Poller, status_text
 from .._transport import Client, redact_url
 from ._common import (
     EXIT_OK,
@@ -87,8 +86,9 @@ def run(args: argparse.Namespace) -> int:
             json.dump(snap.to_json(), sys.stdout, indent=2)
             sys.stdout.write("\n")
         else:
-            console = Console(highlight=False)
-            console.print(render_status(snap))
+            tty = sys.stdout.isatty()
+            width = shutil.get_terminal_size((120, 24)).columns if tty else 120
+            sys.stdout.write(status_text(snap, width=width, color=tty))
         return EXIT_OK
 
     return run_async(main, url=url)

@@ -1,0 +1,1 @@
+"""The pure core of actorstream: decisions and data, no trio, no sockets."""
