@@ -205,3 +205,19 @@ def test_demo_starts_embedded_redis_when_unreachable() -> None:
     assert result.returncode == 0, result.stderr
     assert "starting an embedded redis-server" in result.stderr
     assert result.stdout.startswith("demo: sent ")
+
+
+def test_demo_without_a_terminal_says_so_and_runs_without_top(redis_url: str) -> None:
+    """Issue 14 item 11: no blank screen when stdout is not a terminal."""
+    result = cli("demo", "--duration", "2", "--rate", "50", url=redis_url)
+    assert result.returncode == 0, result.stderr
+    assert "stdout is not a terminal, so no live view" in result.stderr
+    assert result.stdout.strip().splitlines()[-1].startswith("demo: sent ")
+
+
+def test_demo_help_says_what_it_does() -> None:
+    """Issue 14 item 13: --duration and --url are described truthfully."""
+    text = " ".join(cli("demo", "--help").stdout.split())
+    assert "20 s with --no-top" in text
+    assert "embedded redis-server" in text
+    assert "the URL the app's System declares" not in text
