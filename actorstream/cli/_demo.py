@@ -22,7 +22,7 @@ import trio
 from .._embedded import EmbeddedRedis
 from .._system import Runtime, System
 from .._top import LayoutEntry, Poller, ViewOptions
-from .._transport import Client, redact_url
+from .._transport import Client
 from ._common import (
     EXIT_FAILURE,
     EXIT_OK,
@@ -31,6 +31,7 @@ from ._common import (
     check_reachable,
     configured_url,
     import_module,
+    show_url,
 )
 
 DEMO_APP = "actorstream._demo.app"
@@ -146,7 +147,7 @@ async def _demo(system: System, module: Any, url: str, args: argparse.Namespace)
             for s in system.actors.values()
         ]
         async with Client.from_url(url, client_name="actorstream:top") as client:
-            poller = Poller(client, system.name, layout, url=redact_url(url))
+            poller = Poller(client, system.name, layout, url=show_url(url))
             await live(poller, ViewOptions(), 1.0)
         stop.set()  # q pressed
 
@@ -154,7 +155,7 @@ async def _demo(system: System, module: Any, url: str, args: argparse.Namespace)
         outer.start_soon(signals, outer)
         runtime: Runtime = await outer.start(worker)
         if args.no_top:
-            print(f"actorstream: demo running on {redact_url(url)} for {args.duration:g}s "
+            print(f"actorstream: demo running on {show_url(url)} for {args.duration:g}s "
                   "(Ctrl-C stops it)", file=sys.stderr)
         async with trio.open_nursery() as inner:
             inner.start_soon(module.produce, args.rate)

@@ -16,7 +16,7 @@ from .._deadletter import DeadLetter
 from .._errors import ConfigError
 from .._streams import Stream
 from .._system import System
-from .._transport import Client, redact_url
+from .._transport import Client
 from ..dlq import (
     DeadLetterSource,
     Selection,
@@ -36,6 +36,7 @@ from ._common import (
     load_system,
     resolve_url,
     run_async,
+    show_url,
     split_target,
 )
 
@@ -52,6 +53,24 @@ examples:
   actorstream dlq replay shop.app:orders --actor bill --dry-run
   actorstream dlq purge shop.app:system --until 7d --yes
 """
+
+
+def filters(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--partition", metavar="P", type=int, help="only this partition")
+    sub.add_argument("--actor", metavar="A", help="only dead letters of this actor")
+    sub.add_argument(
+        "--kind", metavar="K",
+        help="only this kind: max_deliveries, decode (any decode:*), decode:json, ...",
+    )
+    sub.add_argument(
+        "--error", metavar="TEXT",
+        help="only those whose error or traceback contains TEXT (e.g. an exception type)",
+    )
+    sub.add_argument("--since", metavar="TIME", help="dead-lettered at or after TIME")
+    sub.add_argument("--until", metavar="TIME", help="dead-lettered at or before TIME")
+
+
+Command = Callable[[str, str, str], argparse.ArgumentParser]
 
 
 def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
@@ -77,20 +96,6 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
         sub.add_argument("--json", action="store_true", help="print JSON")
         return sub
 
-    def filters(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument("--partition", metavar="P", type=int, help="only this partition")
-        sub.add_argument("--actor", metavar="A", help="only dead letters of this actor")
-        sub.add_argument(
-            "--kind", metavar="K",
-            help="only this kind: max_deliveries, decode (any decode:*), decode:json, ...",
-        )
-        sub.add_argument(
-            "--error", metavar="TEXT",
-            help="only those whose error or traceback contains TEXT (e.g. an exception type)",
-        )
-        sub.add_argument("--since", metavar="TIME", help="dead-lettered at or after TIME")
-        sub.add_argument("--until", metavar="TIME", help="dead-lettered at or before TIME")
-
     sub = command("list", "list dead letters", "List dead letters, oldest first.")
     filters(sub)
     sub.add_argument("--limit", type=int, default=100, help="at most N (default 100; 0: all)")
@@ -110,6 +115,11 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     )
     sub.set_defaults(handler=run_counts)
 
+    _register_changes(command)
+
+
+def _register_changes(command: Command) -> None:
+    """The commands that change dead letters: replay and purge."""
     sub = command(
         "replay", "send dead letters back to their partitions",
         "Send the selected dead letters back, with their original fields untouched, to the "
@@ -383,7 +393,7 @@ def run_replay(args: argparse.Namespace) -> int:
             print(f"skipped {dl.dlq_id}: gone (replayed or purged meanwhile)")
         print(
             f"{verb} {len(report.replayed)} dead letter(s) of {_scope(system, stream)} at "
-            f"{redact_url(resolve_url(args, system))}",
+            f"{show_url(resolve_url(args, system))}",
             file=sys.stderr,
         )
         return EXIT_OK
