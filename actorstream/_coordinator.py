@@ -324,12 +324,16 @@ class Coordinator:
         """Graceful leave: drain every partition actor, release leases, leave membership."""
         rt = self.runtime
         await rt.manager.stop_all(grace=rt.settings.shutdown_grace)
-        for slot in list(self.state.leases):
+        held = list(self.state.leases)
+        for slot in held:
             await self._release(slot)
+        if held:
+            rt.report("released", f"released {len(held)} partition(s) on stop")
         with trio.move_on_after(2.0) as scope:
             scope.shield = True
             try:
                 await self._heartbeat(leave=True)
+                rt.report("left", "left the membership (graceful stop)")
             except TRANSIENT_REDIS_ERRORS as exc:
                 log.warning("could not leave the membership (it will time out): %s", exc)
 

@@ -519,12 +519,25 @@ class Runtime:
                 await self.wait_stopping()
                 # The coordinator drains and leaves; then everything else is cancelled.
                 await self._coordinator_done.wait()
+                await self._publish_last()
                 nursery.cancel_scope.cancel()
         except* SupervisorGaveUp as group:
             self.gave_up = group.exceptions[0]
             raise
 
     _coordinator_done: trio.Event
+
+    async def _publish_last(self) -> None:
+        """Publish the stop's events ("released", "left") before telemetry is cancelled."""
+        from ._partition import TRANSIENT_REDIS_ERRORS
+        from ._telemetry import publish_once
+
+        with trio.move_on_after(1.0) as scope:
+            scope.shield = True
+            try:
+                await publish_once(self)
+            except TRANSIENT_REDIS_ERRORS as exc:
+                log.debug("last telemetry not published: %s", exc)
 
     async def _run_coordinator(
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED

@@ -246,6 +246,14 @@ EVENT_STYLE = {"crash": "red", "dead-letter": "magenta", "fenced": "bold red",
                "rebalance": "cyan", "restart": "yellow"}
 
 
+def _with_names(msg: str, names: dict[str, str]) -> str:
+    """A message that mentions a worker id uses the worker's one display name."""
+    for worker_id, name in names.items():
+        if worker_id != name and worker_id in msg:
+            msg = msg.replace(worker_id, name)
+    return msg
+
+
 def render_events(snap: Snapshot, limit: int | None = None, width: int = 80) -> Table:
     """Recent events, newest first, each with the worker it came from."""
     table = Table(box=None, show_header=False, padding=(0, 1), pad_edge=False, expand=False)
@@ -261,7 +269,7 @@ def render_events(snap: Snapshot, limit: int | None = None, width: int = 80) -> 
             time.strftime("%H:%M:%S", time.localtime(e.t)),
             Text(e.kind[:11], EVENT_STYLE.get(e.kind, "")),
             Text(names.get(e.worker, e.worker) or "?", "dim"),
-            e.msg,
+            _with_names(e.msg, names),
         )
     if not events:
         table.add_row("", "", "", Text("no recent events", "dim"))

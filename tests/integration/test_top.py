@@ -216,3 +216,25 @@ def test_top_once_without_a_worker_reads_the_streams_from_redis(
     assert "actorstream top" not in status.stdout
     assert all(ln == ln.rstrip() for ln in status.stdout.splitlines())
     assert "jobs" in status.stdout and "run[3]" in status.stdout
+
+
+def test_a_graceful_stop_publishes_released_and_left_events(
+    tmp_path: Path, redis_server: RedisServer, worker_process
+) -> None:  # type: ignore[no-untyped-def]
+    """Issue 14 item 12: events say which worker they came from, and a stop is visible."""
+    app = tmp_path / "topapp.py"
+    app.write_text(APP)
+    worker = worker_process("-m", "actorstream", "worker", f"{app}:system",
+                            redis_url=redis_server.url)
+    deadline = time.monotonic() + 30
+    while "acquired" not in redis_cli(redis_server, "LRANGE", "as:{toptest}:events", "0", "-1"):
+        assert worker.running and time.monotonic() < deadline, worker.output()
+        time.sleep(0.1)
+    worker.interrupt()
+    assert worker.wait(30) == 0, worker.output()
+    raw = redis_cli(redis_server, "LRANGE", "as:{toptest}:events", "0", "-1").splitlines()
+    events = [json.loads(line) for line in raw]
+    kinds = [e["kind"] for e in events]
+    assert "released" in kinds and "left" in kinds, events
+    workers = {e["worker"] for e in events}
+    assert len(workers) == 1 and workers.pop().split("-")[-2].isdigit()
