@@ -14,6 +14,7 @@ their consumer groups, so the streams and their lengths still show.
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
 from collections.abc import Hashable, Mapping, Sequence
@@ -42,6 +43,8 @@ __all__ = ["EVENTS_SHOWN", "Poller", "Query", "discover_layout", "plan", "read"]
 EVENTS_SHOWN = 50
 #: Re-reads in one refresh when the members or the layout changed under us.
 MAX_ROUNDS = 3
+#: Seconds between SCANs for the app's streams while no layout is known.
+DISCOVERY_INTERVAL = 10.0
 
 
 @frozen
@@ -252,6 +255,7 @@ class Poller:
         self.streams: tuple[StreamLayout, ...] = self.fixed or ()
         self.known_workers: tuple[str, ...] = ()
         self._counters: Counters | None = None
+        self._next_discovery = -math.inf
         self.pipelines = 0
 
     async def _read(self) -> tuple[Reading, bool]:
@@ -262,7 +266,9 @@ class Poller:
         self.known_workers = reading.members
         if self.fixed is None:
             streams = _layout_from(reading.docs) or self.streams
-            if not streams and not reading.docs:
+            if not streams and reading.now >= self._next_discovery:
+                # A SCAN of the keyspace: not on every refresh while nothing is found.
+                self._next_discovery = reading.now + DISCOVERY_INTERVAL
                 streams = await discover_layout(self.client, self.app)
             changed = changed or streams != self.streams
             self.streams = streams
