@@ -8,7 +8,6 @@ of its own, so this works whether or not the caller is inside one.
 from __future__ import annotations
 
 import enum
-import math
 import ssl
 import threading
 from collections.abc import Awaitable, Callable
@@ -67,7 +66,7 @@ async def answers(url: str, *, within: float = 0.5) -> bool:
 
 
 async def _wait(url: str, timeout: float, alive: Callable[[], bool]) -> Answer:
-    deadline = trio.current_time() + (math.inf if timeout is None else timeout)
+    deadline = trio.current_time() + timeout
     delay = 0.002
     while True:
         if not alive():

@@ -1,8 +1,8 @@
 """Rendering ``top`` and ``status`` with rich: pure functions of a ``Snapshot``.
 
 Each panel is a function returning a rich renderable, so it is tested on a recording console.
-A worker is named by its worker id everywhere: the workers table, partition owners, the
-leader and the events.
+A worker has one display name on the whole screen (``Snapshot.worker_names``: its id, short
+when unambiguous) in the workers table, partition owners, the leader and the events.
 """
 
 from __future__ import annotations
