@@ -256,19 +256,22 @@ def _with_names(msg: str, names: dict[str, str]) -> str:
 
 def render_events(snap: Snapshot, limit: int | None = None, width: int = 80) -> Table:
     """Recent events, newest first, each with the worker it came from."""
+    events = snap.events if limit is None else snap.events[:limit]
+    names = snap.worker_names()
+    shown = [names.get(e.worker, e.worker) or "?" for e in events]
+    worker_width = min(20, max((len(n) for n in shown), default=1))
     table = Table(box=None, show_header=False, padding=(0, 1), pad_edge=False, expand=False)
     table.add_column("time", no_wrap=True, min_width=8)
     table.add_column("kind", no_wrap=True, min_width=11)
-    table.add_column("worker", no_wrap=True, overflow="ellipsis", max_width=20)
+    table.add_column("worker", no_wrap=True, overflow="ellipsis", max_width=worker_width)
+    # time, kind, worker and the three two-space gaps between the four columns.
     table.add_column("msg", no_wrap=True, overflow="ellipsis",
-                     max_width=max(20, width - 44))
-    events = snap.events if limit is None else snap.events[:limit]
-    names = snap.worker_names()
-    for e in events:
+                     max_width=max(20, width - 8 - 11 - worker_width - 6))
+    for e, worker in zip(events, shown, strict=True):
         table.add_row(
             time.strftime("%H:%M:%S", time.localtime(e.t)),
             Text(e.kind[:11], EVENT_STYLE.get(e.kind, "")),
-            Text(names.get(e.worker, e.worker) or "?", "dim"),
+            Text(worker, "dim"),
             _with_names(e.msg, names),
         )
     if not events:
