@@ -284,11 +284,22 @@ def _title(text: str) -> Text:
 
 
 def render_frame(
-    snap: Snapshot, width: int = 80, height: int = 24, options: ViewOptions | None = None,
-    *, keys: bool = False,
+    snap: Snapshot, width: int = 80, height: int | None = 24,
+    options: ViewOptions | None = None, *, keys: bool = False,
 ) -> RenderableType:
-    """The whole screen, cut to ``height`` lines: partitions paginate, others shrink."""
+    """The whole screen, cut to ``height`` lines: partitions paginate, others shrink.
+
+    ``height=None`` (``top --once`` into a pipe or file): nothing is cut or paginated.
+    """
     options = options or ViewOptions()
+    if height is None:
+        return Group(
+            render_header(snap, options), render_streams(snap), render_coordinator(snap),
+            _title("workers"), render_workers(snap),
+            _title("partitions" + (f" ({options.filter})" if options.filter != "all" else "")),
+            render_partitions(snap, options),
+            _title("recent events"), render_events(snap, limit=10, width=width),
+        )
     # Fixed: header 1, streams 2 + n, coordinator 1, titles/headers.
     n_streams = max(1, len(snap.streams))
     fixed = 1 + (2 + n_streams) + 1

@@ -173,3 +173,9 @@ def test_one_name_per_worker_on_the_whole_screen() -> None:
     snap = snapshot()
     text = record(render_frame(snap, 80, 40))
     assert "hostA-4242 " in text and "hostA:4242" not in text and "ab12cd34" not in text
+
+
+def test_frame_without_a_height_cuts_nothing() -> None:
+    snap = snapshot(n_partitions=40)
+    text = record(render_frame(snap, 80, None))
+    assert "page " not in text and "bill[39]" in text and "more" not in text
