@@ -12,7 +12,6 @@ import trio
 
 from .._core.errors import ConfigError, SupervisorGaveUp
 from .._core.failures import describe_error
-from .._transport import redact_url
 from ._common import (
     EXIT_FAILURE,
     EXIT_INTERRUPTED,
@@ -22,6 +21,7 @@ from ._common import (
     check_reachable,
     load_system,
     resolve_url,
+    show_url,
 )
 
 log = logging.getLogger("actorstream.cli")
@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         await check_reachable(system.redis_url)
         print(
             f"actorstream: worker of {system.name!r} (pid {os.getpid()}) on "
-            f"{redact_url(system.redis_url)}, {len(system.actors)} actor(s); Ctrl-C to stop",
+            f"{show_url(system.redis_url)}, {len(system.actors)} actor(s); Ctrl-C to stop",
             file=sys.stderr, flush=True,
         )
         try:

@@ -229,8 +229,9 @@ async def test_operator_delconsumer_on_a_live_worker(redis_server: RedisServer) 
     (they are in no pending list and before the group's last-delivered id): DELCONSUMER on a
     live consumer can lose events, by Redis's semantics. The second half shows exactly that with a
     handler failure: the failing event cannot be redelivered (it is in no pending list any more),
-    so it is dropped and reported (``redelivery-lost``); the rest of the batch goes on. Operators should only DELCONSUMER consumers
-    with no pending entries (``XPENDING``), which actorstream's own workers leave behind.
+    so it is dropped and reported (``redelivery-lost``); the rest of the batch goes on. Operators
+    should only DELCONSUMER consumers with no pending entries (``XPENDING``), which actorstream's
+    own workers leave behind.
     """
     app = "opdel"
     system = System(app, redis_server.url, install_signal_handlers=False, lease_timing=FAST)

@@ -19,6 +19,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from actorstream._core.errors import ConfigError
 from actorstream._core.failures import (
     Action,
     Classification,
@@ -33,7 +34,6 @@ from actorstream._core.failures import (
     error_types,
     format_bounded_traceback,
 )
-from actorstream._core.errors import ConfigError
 
 # -- classification ----------------------------------------------------------------------------
 
