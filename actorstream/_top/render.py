@@ -244,7 +244,7 @@ def render_partitions(
 
 
 EVENT_STYLE = {"crash": "red", "dead-letter": "magenta", "fenced": "bold red",
-               "rebalance": "cyan", "restart": "yellow"}
+               "rebalance": "cyan", "restart": "yellow", "backing-off": "bold yellow"}
 
 
 def _with_names(msg: str, names: dict[str, str]) -> str:

@@ -56,7 +56,8 @@ def _gave_up_line(gave_up: BaseException) -> str:
     """One line: which supervisor gave up, and the last crash that made it."""
     cause = gave_up.__cause__
     last = f"; last crash: {_last_leaf(cause)}" if cause is not None else ""
-    return f"{gave_up}{last} (-v shows the whole trace)"
+    hint = "" if log.isEnabledFor(logging.INFO) else " (-v shows the whole trace)"
+    return f"{gave_up}{last}{hint}"
 
 
 def _trace_if_verbose(exc: BaseException) -> None:
@@ -87,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
             _trace_if_verbose(group)
             raise CliError(
                 f"the worker of {system.name!r} failed: {_last_leaf(group)} (a failure of "
-                "the runtime itself; -v shows the whole trace)", EXIT_FAILURE,
+                "the runtime itself, not of a handler; -v shows the whole trace)", EXIT_FAILURE,
             ) from None
         if system.forced_exit:
             # Like a shell's Ctrl-C: the drain was cut short (leases lapse by TTL instead).
