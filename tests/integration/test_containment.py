@@ -252,3 +252,11 @@ async def test_on_error_takes_precedence(redis_url: str) -> None:
     assert hooked == [1, 2]
     (dl,) = await dead_letters(redis_url)
     assert dl.kind == "handler"  # the hook's choice, not poison_errors'
+
+
+def test_redelivery_reads_from_the_id_just_before() -> None:
+    from actorstream._tree.handling import _previous_id
+
+    assert _previous_id(b"1700000000000-3") == "1700000000000-2"
+    assert _previous_id(b"1700000000000-0") == "1699999999999-18446744073709551615"
+    assert _previous_id(b"0-0") == "0-0"
