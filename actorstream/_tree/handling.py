@@ -80,6 +80,7 @@ class Handling:
         self.decode = spec.stream.format_decoder
         self.settings = spec.settings
         self.containment = counters.failures.policy
+        self._woke_early = False  # the last backoff was cut short by others' recovery
 
     async def dead_letter(
         self,
@@ -248,9 +249,14 @@ class Handling:
         counters = self.counters
         failures = counters.failures
         classify = self.containment.classification.classify
+        state = counters.state  # RUNNING or REPLAYING: what to show again once it moves on
+        if state is PartitionState.BACKING_OFF:
+            state = PartitionState.RUNNING
         while True:
             self.note_failure(exc, entry_id, deliveries)
             decision = failures.on_failure(entry_id, deliveries, classify(exc))
+            if decision.action is not Action.BACK_OFF:
+                counters.state = state
             if decision.action is Action.DEAD_LETTER:
                 kind = "poison_error" if decision.reason == "poison-type" else "max_deliveries"
                 await self.dead_letter(
@@ -273,10 +279,12 @@ class Handling:
             except Exception as again:
                 exc = again
                 continue
-            self.counters.state = PartitionState.RUNNING
+            counters.state = state
             if result is _HANDLED:
                 failures.on_success()
                 failures.board.record_successes(1)
+            else:  # on_error chose SKIP or DEAD_LETTER: the event is settled all the same
+                failures.on_dead_letter()
             return result
 
     def note_failure(self, exc: Exception, entry_id: bytes, deliveries: int) -> None:
@@ -290,8 +298,9 @@ class Handling:
         action = counters.crash_log.on_failure(type(exc).__name__, now)
         if action is LogAction.FULL:
             log.error(
-                "%s[%d]: the handler failed on entry %s (delivery %d): %s",
-                self.group, self.partition, entry_id.decode(), deliveries,
+                "%s[%d]: the handler failed on entry %s%s: %s",
+                self.group, self.partition, entry_id.decode(),
+                f" (delivery {deliveries})" if deliveries else "",
                 counters.last_error, exc_info=exc,
             )
             self.report(
@@ -345,9 +354,14 @@ class Handling:
         self.counters.state = PartitionState.BACKING_OFF
         counters.backoff = delay
         deadline = trio.current_time() + delay
+        early = not self._woke_early  # cut short at most every other wait: never a hot loop
         while not ctx.stop_requested:
             now = trio.current_time()
-            if now >= deadline or failures.retry_early():
+            if now >= deadline:
+                self._woke_early = False
+                return True
+            if early and failures.retry_early():
+                self._woke_early = True
                 return True
             with trio.move_on_after(min(0.1, deadline - now)):
                 await ctx.wait_stop_requested()

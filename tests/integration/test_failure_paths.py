@@ -84,7 +84,7 @@ async def test_poison_type_is_dead_lettered_on_its_first_failure(redis_url: str)
     assert {dl.kind for dl in letters} == {"poison_error"}
     assert {dl.deliveries for dl in letters} == {1}
     assert letters[0].error == "PoisonError: order 1 cannot be billed"
-    assert re.search(r'test_containment\.py", line \d+, in bill', letters[0].trace)
+    assert re.search(r'test_failure_paths\.py", line \d+, in bill', letters[0].trace)
     assert part.restarts == 0 and part.dead_lettered == 3 and part.failed == 3
 
 
