@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from .._core.errors import DecodeError
 from .._transport import Connection
-from .handling import MOVED
 from .supervisor import ChildContext
 
 if TYPE_CHECKING:
@@ -56,10 +56,10 @@ class Events:
             while self._pos < len(self._buffer):
                 entry_id, fields = self._buffer[self._pos]
                 self._pos += 1
-                event = await actor.handling.decode_or_dead_letter(
-                    self._conn, entry_id, fields, 1
-                )
-                if event is MOVED:
+                try:
+                    event = actor.decode(fields)
+                except DecodeError as exc:
+                    await actor.handling.undecodable(self._conn, entry_id, fields, exc, 1)
                     continue
                 actor.fence.check(trio.current_time())
                 self._current.append(entry_id)

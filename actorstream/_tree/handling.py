@@ -99,7 +99,7 @@ class Handling:
         self.counters.dead_lettered += 1
         self.counters.last_dead_letter = f"{kind}: {message}"[:300]
 
-    async def _undecodable(
+    async def undecodable(
         self, conn: Connection, entry_id: bytes, fields: list[bytes], exc: DecodeError,
         deliveries: int,
     ) -> None:
@@ -115,7 +115,7 @@ class Handling:
         try:
             return self.decode(fields)
         except DecodeError as exc:
-            await self._undecodable(conn, entry_id, fields, exc, deliveries)
+            await self.undecodable(conn, entry_id, fields, exc, deliveries)
             return _MOVED
 
     async def process(
@@ -202,7 +202,7 @@ class Handling:
                 try:
                     event = decode(fields)
                 except DecodeError as exc:
-                    await self._undecodable(conn, entry_id, fields, exc, 1)
+                    await self.undecodable(conn, entry_id, fields, exc, 1)
                     continue
                 try:
                     if done % SAMPLE_EVERY:
@@ -466,16 +466,14 @@ class Handling:
             return
         events: list[Any] = []
         ids: list[bytes] = []
-        kept: list[Any] = []
         decode = self.decode
         for entry_id, fields in entries:
             try:
                 events.append(decode(fields))
             except DecodeError as exc:
-                await self._undecodable(conn, entry_id, fields, exc, 1)
+                await self.undecodable(conn, entry_id, fields, exc, 1)
                 continue
             ids.append(entry_id)
-            kept.append((entry_id, fields))
         if not events:
             return
         self.fence.check(trio.current_time())
@@ -485,6 +483,8 @@ class Handling:
         try:
             await self._call(lambda evs: chain(evs, info), events)
         except Exception as exc:
+            taken = set(ids)
+            kept = [(i, f) for i, f in entries if i in taken]  # decoded ones, in order
             hook = self.spec.on_error
             outcome = None if hook is None else await hook(events, exc, info)
             if outcome is Outcome.DEAD_LETTER:
