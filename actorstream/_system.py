@@ -57,6 +57,7 @@ DEFAULT_URL = "redis://127.0.0.1:6379/0"
 
 
 def default_redis_url() -> str:
+    """The URL of a System given none in code (the one rule: docs/redis-url.md)."""
     return os.environ.get("ACTORSTREAM_REDIS_URL") or DEFAULT_URL
 
 
