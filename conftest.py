@@ -1,0 +1,107 @@
+"""Every Python block in README.md and docs/*.md runs as written (Sybil), in `nox -s tests`.
+
+Each document gets its own ``redis-server`` on a free port, named by ``ACTORSTREAM_REDIS_URL``
+while its blocks run, so ``System("shop")`` in a block talks to it (never to a Redis you run).
+The blocks of one document share a namespace, top to bottom.
+
+- A plain ```` ```python ```` block is executed.
+- A block titled as a file (```` ```python title="app.py" ````) is saved under that name in a
+  temporary directory on ``sys.path`` and imported, as ``python -c "import app"`` would: a
+  ``if __name__ == "__main__":`` part does not run, top-level code (``trio.run(main)``) does, and
+  later blocks (``from app import orders``) see it. Its public names join the namespace.
+- ``<!-- skip: next -->`` before a block skips it (Sybil's marker): for fragments that cannot
+  run, such as a block that runs a worker forever. Use sparingly.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from sybil import Example, Sybil
+from sybil.evaluators.python import PythonEvaluator, pad
+from sybil.parsers.markdown import SkipParser
+from sybil.parsers.markdown.lexers import FencedCodeBlockLexer
+
+from actorstream.testing import RedisServer
+
+URL_ENV = "ACTORSTREAM_REDIS_URL"
+#: ```` ```python ```` or ```` ```python title="app.py" ```` (MkDocs Material shows the title).
+PYTHON_BLOCK = r'python(?:[ \t]+title="(?P<title>[\w.-]+\.py)")?'
+
+
+def _evaluate_file_block(example: Example) -> None:
+    """Save the block under its title and import it (see the module docstring)."""
+    namespace = example.namespace
+    folder = Path(namespace["__docs_dir__"])
+    title = example.region.lexemes["title"]
+    path = folder / title
+    # Blank lines keep the block's line numbers in tracebacks.
+    path.write_text(pad(str(example.parsed), example.line + example.parsed.line_offset))
+    name = path.stem
+    sys.modules.pop(name, None)
+    importlib.invalidate_caches()
+    module = importlib.import_module(name)
+    namespace["__docs_modules__"].append(name)
+    namespace.update({k: v for k, v in vars(module).items() if not k.startswith("_")})
+
+
+class DocsPythonParser:
+    """Python blocks, plain or titled as a file."""
+
+    def __init__(self) -> None:
+        self.lexer = FencedCodeBlockLexer(PYTHON_BLOCK)
+        self.plain = PythonEvaluator()
+
+    def __call__(self, document: Any) -> Any:
+        for region in self.lexer(document):
+            region.parsed = region.lexemes["source"]
+            region.evaluator = (
+                _evaluate_file_block if region.lexemes.get("title") else self.plain
+            )
+            yield region
+
+
+def _setup(namespace: dict[str, Any]) -> None:
+    server = RedisServer().start()
+    folder = tempfile.mkdtemp(prefix="actorstream-docs-")
+    namespace.update(
+        __docs_server__=server,
+        __docs_dir__=folder,
+        __docs_modules__=[],
+        __docs_old_url__=os.environ.get(URL_ENV),
+        # For `<!-- skip: next if(not __has_dlq__, ...) -->` until actorstream.dlq is merged.
+        __has_dlq__=importlib.util.find_spec("actorstream.dlq") is not None,
+    )
+    os.environ[URL_ENV] = server.url
+    sys.path.insert(0, folder)
+
+
+def _teardown(namespace: dict[str, Any]) -> None:
+    old = namespace["__docs_old_url__"]
+    if old is None:
+        os.environ.pop(URL_ENV, None)
+    else:
+        os.environ[URL_ENV] = old
+    folder = namespace["__docs_dir__"]
+    if folder in sys.path:
+        sys.path.remove(folder)
+    for name in namespace["__docs_modules__"]:
+        sys.modules.pop(name, None)
+    namespace["__docs_server__"].close()
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+pytest_collect_file = Sybil(
+    parsers=[DocsPythonParser(), SkipParser()],
+    patterns=["README.md", "docs/*.md"],
+    setup=_setup,
+    teardown=_teardown,
+    name="docs",
+).pytest()
