@@ -9,6 +9,9 @@ The blocks of one document share a namespace, top to bottom.
   temporary directory on ``sys.path`` and imported, as ``python -c "import app"`` would: a
   ``if __name__ == "__main__":`` part does not run, top-level code (``trio.run(main)``) does, and
   later blocks (``from app import orders``) see it. Its public names join the namespace.
+- A ```` ```console ```` block is a shell session: each ``$ command`` runs with ``bash`` in that
+  temporary directory (``actorstream`` on ``PATH``), and its output (stdout and stderr) must be
+  exactly the lines that follow it. Use it for output that does not change from run to run.
 - ``<!-- skip: next -->`` before a block skips it (Sybil's marker): for fragments that cannot
   run, such as a block that runs a worker forever. Use sparingly.
 """
@@ -19,6 +22,7 @@ import importlib
 import importlib.util
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -50,6 +54,46 @@ def _evaluate_file_block(example: Example) -> None:
     module = importlib.import_module(name)
     namespace["__docs_modules__"].append(name)
     namespace.update({k: v for k, v in vars(module).items() if not k.startswith("_")})
+
+
+def _evaluate_console(example: Example) -> None:
+    """Run each ``$ command`` of a console block and compare its output (see the docstring)."""
+    steps: list[tuple[str, list[str]]] = []
+    for line in str(example.parsed).splitlines():
+        if line.startswith("$ "):
+            steps.append((line[2:], []))
+        elif steps:
+            steps[-1][1].append(line.rstrip())
+        else:
+            raise ValueError(f"a console block must start with '$ ': {line!r}")
+    env = dict(os.environ)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    for command, expected in steps:
+        result = subprocess.run(
+            ["bash", "-c", command], cwd=example.namespace["__docs_dir__"], env=env,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120,
+        )
+        got = [line.rstrip() for line in result.stdout.rstrip("\n").splitlines()]
+        while expected and not expected[-1]:
+            expected.pop()
+        if got != expected:
+            raise AssertionError(
+                f"$ {command}\n--- the documentation shows:\n" + "\n".join(expected)
+                + "\n--- the command printed:\n" + "\n".join(got)
+            )
+
+
+class ConsoleParser:
+    """```` ```console ```` blocks."""
+
+    def __init__(self) -> None:
+        self.lexer = FencedCodeBlockLexer("console")
+
+    def __call__(self, document: Any) -> Any:
+        for region in self.lexer(document):
+            region.parsed = region.lexemes["source"]
+            region.evaluator = _evaluate_console
+            yield region
 
 
 class DocsPythonParser:
@@ -99,7 +143,7 @@ def _teardown(namespace: dict[str, Any]) -> None:
 
 
 pytest_collect_file = Sybil(
-    parsers=[DocsPythonParser(), SkipParser()],
+    parsers=[DocsPythonParser(), ConsoleParser(), SkipParser()],
     patterns=["README.md", "docs/*.md"],
     setup=_setup,
     teardown=_teardown,
