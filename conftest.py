@@ -112,6 +112,17 @@ class DocsPythonParser:
             yield region
 
 
+#: Where a System given no URL points during the tests: nothing listens on port 1.
+UNREACHABLE_URL = "redis://127.0.0.1:1/0"
+
+
+def pytest_configure(config: Any) -> None:
+    """Tests never touch a Redis they did not start: not the one you exported for your own work
+    (the README tells you to), nor the default 127.0.0.1:6379. Whatever forgets to name a test
+    server fails to connect instead."""
+    os.environ[URL_ENV] = UNREACHABLE_URL
+
+
 def _setup(namespace: dict[str, Any]) -> None:
     server = RedisServer().start()
     folder = tempfile.mkdtemp(prefix="actorstream-docs-")
