@@ -19,7 +19,6 @@ The blocks of one document share a namespace, top to bottom.
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import os
 import shutil
 import subprocess
@@ -131,8 +130,6 @@ def _setup(namespace: dict[str, Any]) -> None:
         __docs_dir__=folder,
         __docs_modules__=[],
         __docs_old_url__=os.environ.get(URL_ENV),
-        # For `<!-- skip: next if(not __has_dlq__, ...) -->` until actorstream.dlq is merged.
-        __has_dlq__=importlib.util.find_spec("actorstream.dlq") is not None,
     )
     os.environ[URL_ENV] = server.url
     sys.path.insert(0, folder)
