@@ -253,8 +253,11 @@ class Handling:
         if state is PartitionState.BACKING_OFF:
             state = PartitionState.RUNNING
         while True:
-            self.note_failure(exc, entry_id, deliveries)
             decision = failures.on_failure(entry_id, deliveries, classify(exc))
+            # The bounded traceback (~20 us) only for the dead letter that keeps it.
+            self.note_failure(
+                exc, entry_id, deliveries, trace=decision.action is Action.DEAD_LETTER
+            )
             if decision.action is not Action.BACK_OFF:
                 counters.state = state
             if decision.action is Action.DEAD_LETTER:
@@ -287,13 +290,17 @@ class Handling:
                 failures.on_dead_letter()
             return result
 
-    def note_failure(self, exc: Exception, entry_id: bytes, deliveries: int) -> None:
+    def note_failure(
+        self, exc: Exception, entry_id: bytes, deliveries: int, *, trace: bool = True
+    ) -> None:
         """Count and show a failed handling: the first of its kind with the whole traceback on
-        stderr (the ``actorstream.partition`` logger), then a count now and then."""
+        stderr (the ``actorstream.partition`` logger), then a count now and then. ``trace``:
+        keep its bounded traceback for a dead-letter entry."""
         counters = self.counters
         counters.failed += 1
         counters.last_error = describe_error(exc)
-        counters.last_trace = format_bounded_traceback(exc)
+        if trace:
+            counters.last_trace = format_bounded_traceback(exc)
         now = trio.current_time()
         action = counters.crash_log.on_failure(type(exc).__name__, now)
         if action is LogAction.FULL:
