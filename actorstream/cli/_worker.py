@@ -11,7 +11,6 @@ from typing import Any
 import trio
 
 from .._core.errors import SupervisorGaveUp
-from .._transport import redact_url
 from ._common import (
     EXIT_FAILURE,
     EXIT_INTERRUPTED,
@@ -20,6 +19,7 @@ from ._common import (
     check_reachable,
     load_system,
     resolve_url,
+    show_url,
 )
 
 log = logging.getLogger("actorstream.cli")
@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
         await check_reachable(system.redis_url)
         print(
             f"actorstream: worker of {system.name!r} (pid {os.getpid()}) on "
-            f"{redact_url(system.redis_url)}, {len(system.actors)} actor(s); Ctrl-C to stop",
+            f"{show_url(system.redis_url)}, {len(system.actors)} actor(s); Ctrl-C to stop",
             file=sys.stderr, flush=True,
         )
         try:
