@@ -174,8 +174,17 @@ class DeadLetters:
     async def _sweep_all(self) -> None:
         for stream, partitions in self.streams:
             for p in range(partitions):
+                await self._serve_waiting()  # moves first: a partition actor is waiting
                 if not await self._sweep(stream, p):
                     return  # Redis unavailable: try again at the next turn
+
+    async def _serve_waiting(self) -> None:
+        while True:
+            try:
+                request = self._receive.receive_nowait()
+            except trio.WouldBlock:
+                return
+            await self._serve(request)
 
     async def _sweep(self, stream: str, partition: int) -> bool:
         dlq_keys = self._dlq_keys(stream, partition)
