@@ -18,7 +18,7 @@ from .._core import keys
 from .._core.classify import TRANSIENT_REDIS_ERRORS, describe_error
 from .._core.errors import FencedError
 from .._core.fence import Fence
-from .._core.protocol import PartitionProtocol, ReadPlan, ReadResult
+from .._core.protocol import PartitionProtocol, ReadResult
 from .._transport import Connection, evalsha_on
 from . import scripts
 from .context import Report
@@ -85,31 +85,36 @@ class PartitionLink:
         docs/design.md. Raises ``FencedError`` or the Redis error; under OOM the acks still go
         out alone first (backpressure, not lost work).
         """
-        plan, result = await self._round_trip(conn, start, count)
-        if result.ack_only_retry:
-            ack_plan, ack_result = await self._round_trip(conn, ">", 0)
-            ack_result.raise_for_failure()
-            self._settle(ack_plan.acks, ack_result)
-        result.raise_for_failure()
-        self._settle(plan.acks, result)
-        return result
-
-    async def _round_trip(
-        self, conn: Connection, start: bytes | str, count: int
-    ) -> tuple[ReadPlan, ReadResult]:
         self.fence.check(trio.current_time())
         protocol = self.protocol
         if self._watched is not conn:
-            fenced = protocol.on_watch(await conn.pipeline(protocol.watch_commands()))
-            if fenced is not None:
-                self._notify(fenced.notices())
-                raise fenced.error()
-            self._watched = conn
+            await self._watch(conn)
         plan = protocol.plan_read(self.acks, start, count)
         result = protocol.on_read(plan, await conn.pipeline(plan.commands))
         if not result.watching:
             self._watched = None  # the next call re-checks and reports FENCED
-        return plan, result
+        if result.ack_only_retry:
+            await self._ack_only(conn)
+        result.raise_for_failure()
+        self._settle(plan.acks, result)
+        return result
+
+    async def _watch(self, conn: Connection) -> None:
+        protocol = self.protocol
+        fenced = protocol.on_watch(await conn.pipeline(protocol.watch_commands()))
+        if fenced is not None:
+            self._notify(fenced.notices())
+            raise fenced.error()
+        self._watched = conn
+
+    async def _ack_only(self, conn: Connection) -> None:
+        """Under OOM: send the acks alone (XACK is allowed, XREADGROUP is not)."""
+        plan = self.protocol.plan_read(self.acks, ">", 0)
+        result = self.protocol.on_read(plan, await conn.pipeline(plan.commands))
+        if not result.watching:
+            self._watched = None
+        result.raise_for_failure()
+        self._settle(plan.acks, result)
 
     def _settle(self, acks_sent: int, result: ReadResult) -> None:
         """Book a successful round trip: confirmed acks, notices, trimmed pending entries."""

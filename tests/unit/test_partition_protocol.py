@@ -130,7 +130,7 @@ def test_acks_of_a_whole_batch_ride_on_the_next_read_in_one_xack() -> None:
         ("WATCH", EPOCH),
         ("GET", EPOCH),
     ]
-    assert (plan.acks, plan.count, plan.history) == (100, 50, False)
+    assert (plan.acks, plan.limit, plan.history) == (100, 50, False)
     result = p.on_read(plan, [*queued(plan), [100, [[STREAM.encode(), [entry(200)]]], []],
                               *tail()])
     assert result.acked == 100 and result.notices == ()
