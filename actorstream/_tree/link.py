@@ -5,6 +5,9 @@ Redis: a Lua script, or a transaction that WATCHes the epoch key. A worker that 
 cannot take or ack anything; even a read is fenced, because an XREADGROUP by a zombie would strand
 entries in its pending list. The acks of handled events collect in ``acks`` and ride on the next
 round trip (``read``), so there is no Redis round trip per event.
+
+What to send and what the replies mean is decided in ``_core.protocol`` (tested without Redis);
+this module sends the commands, keeps which connection watches the epoch, and books results.
 """
 
 from __future__ import annotations
