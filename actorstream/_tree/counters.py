@@ -12,7 +12,8 @@ import enum
 from attrs import frozen
 
 from .._actors import ActorSpec
-from .._core.failures import CrashLogLimit, PartitionFailures
+from .._core.crashes import CrashLogLimit
+from .._core.failures import PartitionFailures
 
 __all__ = ["Counters", "PartitionState", "PartitionStatistics", "snapshot"]
 

@@ -72,34 +72,32 @@ class Events:
                 continue
             if not wait:
                 count = actor.settings.batch_size
-                entries, _p, tail = await actor.link.read(self._conn, ">", count)
-                if not entries:
-                    self._tail = tail
+                read = await actor.link.read(self._conn, ">", count)
+                if not read.entries:
+                    self._tail = read.tail
                     return _NOTHING
+                self._buffer = read.entries
             else:
                 entries = await actor._next_entries(self._conn, self._ctx)
                 if entries is None:
                     raise StopAsyncIteration
-            self._buffer = entries
+                self._buffer = entries
             self._pos = 0
 
     async def _replay_one(self) -> list[Any]:
         """The next of our own pending entries ([] when it is spent or was dead-lettered)."""
         actor = self._actor
         assert self._replay_from is not None
-        entries, pending, _last = await actor.link.read(self._conn, self._replay_from, 1)
-        if not entries:
+        read = await actor.link.read(self._conn, self._replay_from, 1)
+        if read.last is None:
             self._replay_from = None
             return []
-        entry_id, fields = entries[0]
-        self._replay_from = entry_id
-        counts = {p[0]: int(p[3]) for p in pending} if pending else {}
-        deliveries = counts.get(entry_id, 1)
-        limit = actor.settings.max_deliveries
-        if not fields:  # trimmed while pending: nothing to handle
-            actor.counters.trimmed += 1
-            actor.link.acks.append(entry_id)
+        self._replay_from = read.last
+        if not read.entries:  # trimmed while pending: the link acked it away
             return []
+        entry_id, fields = read.entries[0]
+        deliveries = read.deliveries.get(entry_id, 1)
+        limit = actor.settings.max_deliveries
         if deliveries > limit:
             counters = actor.counters
             await actor.handling.dead_letter(
@@ -108,7 +106,7 @@ class Events:
                 f"last error: {counters.last_error}", counters.last_trace, deliveries,
             )
             return []
-        return list(entries)
+        return list(read.entries)
 
     def __aiter__(self) -> Events:
         return self

@@ -1,3 +1,4 @@
+# Over 500 lines: the one handling routine and the containment it applies, read together.
 """Handling: decode, handle, then ack or dead-letter, with failures contained (issue 11).
 
 One routine, ``Handling.process``, takes a partition actor's entries in order, whether newly
@@ -19,18 +20,14 @@ from typing import Any
 import trio
 
 from .._actors import ActorSpec, Form
+from .._core.crashes import LogAction, describe_error, format_bounded_traceback
 from .._core.errors import DecodeError
-from .._core.failures import (
-    Action,
-    LogAction,
-    describe_error,
-    format_bounded_traceback,
-)
+from .._core.failures import Action
 from .._core.fence import Fence
 from .._middleware import EventInfo, Outcome
 from .._transport import Connection
 from .counters import SAMPLE_EVERY, Counters, PartitionState
-from .deadletters import DeadLetters
+from .deadletters import DeadLetters, Poison
 from .link import PartitionLink
 from .supervisor import ChildContext
 
@@ -92,9 +89,12 @@ class Handling:
         trace: str | None,
         deliveries: int,
     ) -> None:
+        # The worker's dead-letter actor moves it (acking it atomically) and answers.
         await self.dead_letters.move(
-            self.link, conn, entry_id, fields, kind=kind, message=message, trace=trace,
-            deliveries=deliveries,
+            Poison(
+                self.link.protocol, self.fence, entry_id, fields, kind, message, trace,
+                deliveries,
+            )
         )
         self.counters.dead_lettered += 1
         self.counters.last_dead_letter = f"{kind}: {message}"[:300]
@@ -326,15 +326,15 @@ class Handling:
         """Deliver a failed entry again at once, from our pending list: Redis counts it (and
         the events handled before it are acked in the same round trip). None if it is no
         longer pending (an operator's XGROUP SETID/DELCONSUMER, or trimmed)."""
-        entries, pending, _last = await self.link.read(conn, _previous_id(entry_id), 1)
-        if not entries or entries[0][0] != entry_id or not entries[0][1]:
+        read = await self.link.read(conn, _previous_id(entry_id), 1)
+        entries = read.entries
+        if not entries or entries[0][0] != entry_id:
             self.report(
                 "redelivery-lost",
                 f"{self.group}[{self.partition}] {entry_id.decode()}: no longer pending",
             )
             return None
-        counts = {p[0]: int(p[3]) for p in pending} if pending else {}
-        return entries[0][1], counts.get(entry_id, deliveries + 1)
+        return entries[0][1], read.deliveries.get(entry_id, deliveries + 1)
 
     async def _back_off(self, ctx: ChildContext, delay: float, reason: str) -> bool:
         """Wait ``delay`` in state backing-off, keeping the lease; False if asked to stop.

@@ -223,15 +223,15 @@ class PartitionActor:
             # One entry at a time: reading from history bumps the delivery count of every entry
             # returned, and the ones behind a poison event must not be charged for its failures.
             # (Our own pending list is at most about a batch, so this costs a few round trips.)
-            entries, pending, _last = await self.link.read(conn, start, 1)
-            if not entries:
+            # (Entries trimmed while pending are acked away by the link, and left out.)
+            read = await self.link.read(conn, start, 1)
+            if read.last is None:
                 return
-            counts = {p[0]: int(p[3]) for p in pending} if pending else {}
-            start = entries[-1][0]
+            start = read.last
             if self.spec.form is Form.BATCH:
-                await handling.process_batch(conn, ctx, entries, counts)
+                await handling.process_batch(conn, ctx, read.entries, read.deliveries)
             else:
-                await handling.process(conn, ctx, entries, counts)
+                await handling.process(conn, ctx, read.entries, read.deliveries)
 
     async def _dead_letter(
         self,
@@ -254,14 +254,14 @@ class PartitionActor:
         """
         count = self.settings.batch_size
         while True:
-            entries, _pending, last = await self.link.read(conn, ">", count)
-            if entries:
-                return entries  # type: ignore[no-any-return]
+            read = await self.link.read(conn, ">", count)
+            if read.entries:
+                return read.entries
             if ctx.stop_requested:
                 return None
             # Nothing new: wait for an append after the tail with a side-effect-free XREAD.
             # A graceful stop interrupts the wait (closing this connection; nothing is unacked).
-            if not await self.link.wait_for_append(conn, ctx, last, WAIT_BLOCK_MS):
+            if not await self.link.wait_for_append(conn, ctx, read.tail, WAIT_BLOCK_MS):
                 return None
 
     async def _run_events(self, conn: Connection, ctx: ChildContext) -> None:
@@ -284,11 +284,11 @@ class PartitionActor:
                     remaining = deadline - trio.current_time()
                     if remaining <= 0:
                         break
-                    more, _p, last = await self.link.read(conn, ">", size - len(entries))
-                    if more:
-                        entries.extend(more)
+                    more = await self.link.read(conn, ">", size - len(entries))
+                    if more.entries:
+                        entries.extend(more.entries)
                         continue
-                    await self.link.block_briefly(conn, last, remaining)
+                    await self.link.block_briefly(conn, more.tail, remaining)
             await self.handling.process_batch(conn, ctx, entries)
 
     async def _run_iterator(self, conn: Connection, ctx: ChildContext) -> None:

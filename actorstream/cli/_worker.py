@@ -8,8 +8,8 @@ from typing import Any
 
 import trio
 
+from .._core.crashes import describe_error
 from .._core.errors import ConfigError, SupervisorGaveUp
-from .._core.failures import describe_error
 from ._common import (
     EXIT_FAILURE,
     EXIT_INTERRUPTED,

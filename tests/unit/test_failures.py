@@ -19,20 +19,22 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from actorstream._core.crashes import (
+    CrashLogLimit,
+    LogAction,
+    describe_error,
+    format_bounded_traceback,
+)
 from actorstream._core.errors import ConfigError
 from actorstream._core.failures import (
     Action,
     Classification,
     ContainmentPolicy,
-    CrashLogLimit,
     ErrorClass,
     HealthBoard,
-    LogAction,
     PartitionFailures,
     RestartBudget,
-    describe_error,
     error_types,
-    format_bounded_traceback,
 )
 
 # -- classification ----------------------------------------------------------------------------
