@@ -5,17 +5,20 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from typing import Any
 
 import trio
 
 from .._errors import SupervisorGaveUp
+from .._ops.logs import LOG_FORMATS, configure_logging
 from .._transport import redact_url
 from ._common import (
     EXIT_FAILURE,
     EXIT_INTERRUPTED,
     EXIT_OK,
+    EXIT_USAGE,
     CliError,
     check_reachable,
     load_system,
@@ -23,6 +26,17 @@ from ._common import (
 )
 
 log = logging.getLogger("actorstream.cli")
+
+#: Set by a ``--processes`` parent for its children: a child whose parent is gone drains.
+PARENT_PID_ENV = "ACTORSTREAM_PARENT_PID"
+
+
+async def watch_parent(parent_pid: int) -> None:
+    """Drain (as on SIGTERM) if our ``--processes`` parent died (kill -9 leaves no one to ask)."""
+    while os.getppid() == parent_pid:  # noqa: ASYNC110 - a parent's death is not a trio event
+        await trio.sleep(0.5)
+    log.warning("parent process %d is gone: draining", parent_pid)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
@@ -36,12 +50,44 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
         "system gave up (restart intensity exceeded), 3 if Redis is unreachable at start.",
     )
     parser.add_argument("target", metavar="TARGET", help="module:system, e.g. myapp:system")
+    ops = parser.add_argument_group("operations (docs/operations.md)")
+    ops.add_argument(
+        "--metrics-port", type=int, metavar="PORT", default=None,
+        help="serve /metrics (needs actorstream[metrics]), /healthz and /readyz on PORT",
+    )
+    ops.add_argument(
+        "--metrics-host", default="0.0.0.0", metavar="HOST",
+        help="address for --metrics-port (default 0.0.0.0: reachable by probes)",
+    )
+    ops.add_argument(
+        "--log-format", choices=LOG_FORMATS, default="text",
+        help="text (a timestamp on every line) or json (one object a line)",
+    )
+    ops.add_argument(
+        "--processes", type=int, default=1, metavar="N",
+        help="run N worker processes under a parent that restarts crashed ones and serves "
+        "one metrics endpoint for all (default 1: this process is the worker)",
+    )
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    verbosity = getattr(args, "verbose", 0) or 0
+    configure_logging(
+        level=logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1
+        else logging.DEBUG,
+        fmt=args.log_format,
+    )
+    if args.processes < 1:
+        raise CliError(f"--processes must be at least 1, got {args.processes}", EXIT_USAGE)
+    if args.metrics_port is not None and not 0 <= args.metrics_port <= 65535:
+        raise CliError(f"--metrics-port must be 0..65535, got {args.metrics_port}", EXIT_USAGE)
     system = load_system(args.target)
     system.redis_url = resolve_url(args, system)
+    if args.processes > 1:
+        from ._processes import run_parent
+
+        return run_parent(args, system)
 
     async def main() -> int:
         await check_reachable(system.redis_url)
@@ -51,7 +97,19 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr, flush=True,
         )
         try:
-            await system.start()
+            async with trio.open_nursery() as nursery:
+                if args.metrics_port is not None:
+                    from .._ops.server import serve_ops
+
+                    port = await nursery.start(serve_ops, system, args.metrics_port,
+                                               args.metrics_host)
+                    print(f"actorstream: ops endpoints on http://{args.metrics_host}:{port}",
+                          file=sys.stderr, flush=True)
+                parent = os.environ.get(PARENT_PID_ENV)
+                if parent:
+                    nursery.start_soon(watch_parent, int(parent))
+                await system.start()
+                nursery.cancel_scope.cancel()
         except* SupervisorGaveUp as group:
             raise CliError(f"the system gave up: {group.exceptions[0]}", EXIT_FAILURE) from None
         if system.forced_exit:

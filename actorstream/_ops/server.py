@@ -1,0 +1,89 @@
+"""The worker's ops endpoints: ``/metrics``, ``/healthz``, ``/readyz`` on one port.
+
+``/healthz``: 200 whenever the trio loop answers (the response is produced by a task of the
+worker's own loop). ``/readyz``: 200 only while the worker has joined the membership, is not
+draining and Redis answers a PING within a second; 503 with the reason otherwise, so a
+Kubernetes readiness probe takes a starting, draining or cut-off worker out of rotation.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import trio
+
+from .http import Response, Route, serve_http
+from .view import Backlog, idle_view, read_backlog, worker_view
+
+if TYPE_CHECKING:
+    from .._system import System
+
+log = logging.getLogger("actorstream.ops")
+
+PING_TIMEOUT = 1.0
+METRICS_HINT = (
+    "prometheus_client is not installed: pip install 'actorstream[metrics]' to serve /metrics"
+)
+
+
+async def readiness(system: System) -> tuple[bool, str]:
+    """(ready, reason) of this process's worker of ``system``."""
+    runtime = system._runtime
+    if runtime is None:
+        return False, "not running"
+    if runtime.stopping:
+        return False, "draining"
+    if runtime.worker_id not in runtime.ownership.members:
+        return False, "not joined"
+    try:
+        with trio.fail_after(PING_TIMEOUT):
+            await runtime.client.execute("PING")
+    except (Exception, trio.TooSlowError) as exc:
+        return False, f"redis unreachable: {type(exc).__name__}"
+    return True, "ready"
+
+
+def worker_routes(system: System) -> dict[str, Route]:
+    try:
+        from . import metrics
+    except ImportError:
+        metrics = None  # type: ignore[assignment]
+        log.warning("%s; /healthz and /readyz are served", METRICS_HINT)
+
+    async def healthz() -> Response:
+        return Response.text(200, "ok")
+
+    async def readyz() -> Response:
+        ready, reason = await readiness(system)
+        return Response.text(200 if ready else 503, reason)
+
+    async def metrics_route() -> Response:
+        if metrics is None:
+            return Response.text(501, METRICS_HINT)
+        runtime = system._runtime
+        if runtime is None:
+            view = idle_view(system)
+        else:
+            backlog: dict[tuple[str, int], Backlog] = {}
+            try:
+                with trio.fail_after(PING_TIMEOUT * 2):
+                    backlog = await read_backlog(runtime)
+            except (Exception, trio.TooSlowError) as exc:
+                # Redis is down: serve the counters anyway; lag/pending are absent.
+                log.debug("metrics: lag/pending not read: %s", exc)
+            view = worker_view(runtime, backlog)
+        return Response(200, metrics.exposition(view), content_type=metrics.CONTENT_TYPE)
+
+    return {"/healthz": healthz, "/readyz": readyz, "/metrics": metrics_route}
+
+
+async def serve_ops(
+    system: System,
+    port: int,
+    host: str = "0.0.0.0",
+    *,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve the ops endpoints of ``system``'s worker until cancelled; started() gives the port."""
+    await serve_http(worker_routes(system), port, host, task_status=task_status)

@@ -1,0 +1,218 @@
+"""Issue 13: /metrics, /healthz and /readyz of a real worker against a real Redis."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import trio
+
+from actorstream import LeaseTiming, Record, System
+from actorstream._ops.http import http_get
+from actorstream._ops.server import serve_ops
+from actorstream._transport import Client
+
+prometheus_client = pytest.importorskip("prometheus_client")
+from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
+
+FAST_LEASES = LeaseTiming(
+    ttl=3.0, renew_interval=1.0, heartbeat_interval=0.5, member_timeout=3.0, self_fence_margin=0.5
+)
+
+
+class Order(Record):
+    order_id: int
+    amount: int
+
+
+def samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:
+    out = []
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == name:
+                out.append((s.labels, s.value))
+    return out
+
+
+async def get(port: int, path: str) -> tuple[int, str]:
+    status, body = await http_get("127.0.0.1", port, path)
+    return status, body.decode()
+
+
+def stopped(system: System) -> Any:
+    async def check() -> bool:
+        return system._runtime is None
+
+    return check
+
+
+async def wait_for(predicate: Any, timeout: float = 20.0) -> None:
+    with trio.fail_after(timeout):
+        while not await predicate():
+            await trio.sleep(0.02)
+
+
+async def test_metrics_after_n_events_match_counts_and_xinfo(redis_url: str) -> None:
+    system = System("shop", redis_url, install_signal_handlers=False, lease_timing=FAST_LEASES)
+    orders = system.stream("orders", record=Order, partitions=4, key="order_id")
+    handled = 0
+    gate = trio.Event()
+
+    @system.actor(orders, batch_size=10)
+    async def bill(order: Order) -> None:
+        nonlocal handled
+        if order.order_id == 3 and not gate.is_set():
+            await gate.wait()  # partition of key 3 holds its batch: pending > 0, lag > 0
+        handled += 1
+
+    n = 200
+    async with system:
+        await orders.send_many(Order(order_id=i % 3, amount=i) for i in range(n))
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(serve_ops, system, 0, "127.0.0.1")
+        runtime = await nursery.start(system.start)
+
+        async def all_handled() -> bool:
+            return handled == n
+
+        await wait_for(all_handled)
+        # Now block one partition mid-batch and queue more behind it.
+        async with system:
+            await orders.send_many(Order(order_id=3, amount=i) for i in range(25))
+        blocked = orders.partition_of(Order(order_id=3, amount=0))
+
+        async def blocked_has_pending() -> bool:
+            info = await xinfo(redis_url, orders.stream_key(blocked))
+            return int(info.get("pending", 0)) > 0
+
+        await wait_for(blocked_has_pending)
+
+        status, text = await get(port, "/metrics")
+        assert status == 200
+        handled_samples = samples(text, "actorstream_events_handled_total")
+        assert sum(v for _, v in handled_samples) == n
+        assert {lab["partition"] for lab, _ in handled_samples} <= {"0", "1", "2", "3"}
+        assert all(lab["app"] == "shop" and lab["stream"] == "orders" and lab["actor"] == "bill"
+                   for lab, _ in handled_samples)
+        owned = samples(text, "actorstream_partitions_owned")
+        assert owned == [({"app": "shop"}, float(len(runtime.ownership.leases)))]
+        assert owned[0][1] == 4
+        info = await xinfo(redis_url, orders.stream_key(blocked))
+        lag = dict((lab["partition"], v) for lab, v in samples(text, "actorstream_partition_lag"))
+        pending = dict(
+            (lab["partition"], v) for lab, v in samples(text, "actorstream_partition_pending")
+        )
+        assert pending[str(blocked)] == int(info["pending"]) >= 1
+        assert lag[str(blocked)] == int(info["lag"])
+        assert pending[str(blocked)] + lag[str(blocked)] == 25
+        assert set(pending) == {"0", "1", "2", "3"}
+        assert all(pending[p] == 0 for p in pending if p != str(blocked))
+
+        # Metric types and label sets are the contract of docs/metrics.md.
+        kinds = {f.name: f.type for f in text_string_to_metric_families(text)}
+        assert kinds["actorstream_events_handled"] == "counter"
+        assert kinds["actorstream_partition_lag"] == "gauge"
+        assert kinds["actorstream_handler_duration_seconds"] == "histogram"
+
+        gate.set()
+        runtime.request_stop()
+        await wait_for(stopped(system))
+        nursery.cancel_scope.cancel()
+
+
+async def xinfo(url: str, key: str) -> dict[str, Any]:
+    client = Client.from_url(url)
+    async with client:
+        reply = await client.execute("XINFO", "GROUPS", key)
+    for group in reply:
+        pairs = dict(zip(group[::2], group[1::2], strict=True))
+        if pairs[b"name"] == b"bill":
+            return {k.decode(): v for k, v in pairs.items()}
+    raise AssertionError(f"no group bill on {key}")
+
+
+async def test_readyz_503_before_join_and_while_draining_200_between(redis_url: str) -> None:
+    system = System("ready", redis_url, install_signal_handlers=False, lease_timing=FAST_LEASES,
+                    shutdown_grace=20.0)
+    jobs = system.stream("jobs", record=Order, partitions=2, key="order_id")
+    started = trio.Event()
+    release = trio.Event()
+
+    @system.actor(jobs)
+    async def work(order: Order) -> None:
+        started.set()
+        await release.wait()  # holds the drain open
+
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(serve_ops, system, 0, "127.0.0.1")
+        assert await get(port, "/healthz") == (200, "ok\n")
+        status, reason = await get(port, "/readyz")
+        assert (status, reason.strip()) == (503, "not running")
+
+        runtime = await nursery.start(system.start)
+
+        async def ready() -> bool:
+            return (await get(port, "/readyz"))[0] == 200
+
+        await wait_for(ready)
+        async with system:
+            await jobs.send(Order(order_id=1, amount=1))
+        with trio.fail_after(20):
+            await started.wait()
+        runtime.request_stop()
+        status, reason = await get(port, "/readyz")
+        assert (status, reason.strip()) == (503, "draining")
+        assert (await get(port, "/healthz"))[0] == 200
+        release.set()
+
+        await wait_for(stopped(system))
+        assert (await get(port, "/readyz"))[0] == 503
+        nursery.cancel_scope.cancel()
+
+
+async def test_readyz_503_when_redis_is_unreachable(redis_server: Any) -> None:
+    system = System("cut", redis_server.url, install_signal_handlers=False,
+                    lease_timing=FAST_LEASES)
+    stream = system.stream("s", record=Order, partitions=1)
+
+    @system.actor(stream)
+    async def noop(order: Order) -> None:
+        pass
+
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(serve_ops, system, 0, "127.0.0.1")
+        runtime = await nursery.start(system.start)
+
+        async def ready() -> bool:
+            return (await get(port, "/readyz"))[0] == 200
+
+        await wait_for(ready)
+        redis_server.pause()
+        try:
+            status, reason = await get(port, "/readyz")
+            assert status == 503 and reason.startswith("redis unreachable"), reason
+            assert (await get(port, "/healthz"))[0] == 200
+        finally:
+            redis_server.resume()
+        await wait_for(ready)
+        runtime.request_stop()
+        await wait_for(stopped(system))
+        nursery.cancel_scope.cancel()
+
+
+async def test_http_server_rejects_bad_requests(redis_url: str) -> None:
+    system = System("http", redis_url, install_signal_handlers=False)
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(serve_ops, system, 0, "127.0.0.1")
+        assert (await get(port, "/nope"))[0] == 404
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        async with stream:
+            await stream.send_all(b"POST /metrics HTTP/1.1\r\n\r\n")
+            reply = await stream.receive_some(1000)
+        assert reply.startswith(b"HTTP/1.1 405")
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        async with stream:
+            await stream.send_all(b"GET /" + b"x" * (3 * 4096 - 5))
+            reply = await stream.receive_some(1000)
+        assert reply.startswith(b"HTTP/1.1 431")
+        nursery.cancel_scope.cancel()
