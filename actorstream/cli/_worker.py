@@ -11,7 +11,7 @@ from typing import Any
 
 import trio
 
-from .._errors import SupervisorGaveUp
+from .._core.errors import SupervisorGaveUp
 from .._ops.logs import LOG_FORMATS, configure_logging
 from .._transport import redact_url
 from ._common import (
