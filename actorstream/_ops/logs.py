@@ -116,6 +116,17 @@ class TextFormatter(logging.Formatter):
         return line
 
 
+def announce(text: str, *, fmt: str = "text", stream: IO[str] | None = None) -> None:
+    """A line the CLI always prints (start, stop), in the chosen log format whatever the level.
+
+    With ``--log-format json`` every line on stderr must parse as JSON, these included.
+    """
+    record = logging.LogRecord("actorstream.cli", logging.INFO, "", 0, text, None, None)
+    formatter = JsonFormatter() if fmt == "json" else None
+    line = formatter.format(record) if formatter is not None else text
+    print(line, file=stream if stream is not None else sys.stderr, flush=True)
+
+
 def configure_logging(
     *, level: int | str = logging.WARNING, fmt: str = "text", stream: IO[str] | None = None
 ) -> logging.Handler:

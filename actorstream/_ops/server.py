@@ -9,6 +9,7 @@ Kubernetes readiness probe takes a starting, draining or cut-off worker out of r
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import trio
@@ -17,7 +18,10 @@ from .http import Response, Route, serve_http
 from .view import Backlog, idle_view, read_backlog, worker_view
 
 if TYPE_CHECKING:
-    from .._system import System
+    from .._tree.root import Worker
+
+#: Where the endpoints find the worker: None before it runs and after it stopped.
+WorkerSource = Callable[[], "Worker | None"]
 
 log = logging.getLogger("actorstream.ops")
 
@@ -27,24 +31,23 @@ METRICS_HINT = (
 )
 
 
-async def readiness(system: System) -> tuple[bool, str]:
-    """(ready, reason) of this process's worker of ``system``."""
-    runtime = system._runtime
-    if runtime is None:
+async def readiness(worker: Worker | None) -> tuple[bool, str]:
+    """(ready, reason) of a worker."""
+    if worker is None:
         return False, "not running"
-    if runtime.stopping:
+    if worker.stopping:
         return False, "draining"
-    if runtime.worker_id not in runtime.ownership.members:
+    if worker.worker_id not in worker.ownership.members:
         return False, "not joined"
     try:
         with trio.fail_after(PING_TIMEOUT):
-            await runtime.client.execute("PING")
+            await worker.client.execute("PING")
     except (Exception, trio.TooSlowError) as exc:
         return False, f"redis unreachable: {type(exc).__name__}"
     return True, "ready"
 
 
-def worker_routes(system: System) -> dict[str, Route]:
+def worker_routes(app: str, source: WorkerSource) -> dict[str, Route]:
     try:
         from . import metrics
     except ImportError:
@@ -55,35 +58,41 @@ def worker_routes(system: System) -> dict[str, Route]:
         return Response.text(200, "ok")
 
     async def readyz() -> Response:
-        ready, reason = await readiness(system)
+        ready, reason = await readiness(source())
         return Response.text(200 if ready else 503, reason)
 
     async def metrics_route() -> Response:
         if metrics is None:
             return Response.text(501, METRICS_HINT)
-        runtime = system._runtime
-        if runtime is None:
-            view = idle_view(system)
+        worker = source()
+        if worker is None:
+            view = idle_view(app)
         else:
             backlog: dict[tuple[str, int], Backlog] = {}
             try:
                 with trio.fail_after(PING_TIMEOUT * 2):
-                    backlog = await read_backlog(runtime)
+                    backlog = await read_backlog(worker)
             except (Exception, trio.TooSlowError) as exc:
                 # Redis is down: serve the counters anyway; lag/pending are absent.
                 log.debug("metrics: lag/pending not read: %s", exc)
-            view = worker_view(runtime, backlog)
+            view = worker_view(worker, backlog)
         return Response(200, metrics.exposition(view), content_type=metrics.CONTENT_TYPE)
 
     return {"/healthz": healthz, "/readyz": readyz, "/metrics": metrics_route}
 
 
 async def serve_ops(
-    system: System,
+    app: str,
+    source: WorkerSource,
     port: int,
     host: str = "0.0.0.0",
     *,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve the ops endpoints of ``system``'s worker until cancelled; started() gives the port."""
-    await serve_http(worker_routes(system), port, host, task_status=task_status)
+    """Serve the ops endpoints of a worker until cancelled; ``started()`` gives the port.
+
+    The worker's root runs this in its nursery when ``metrics_port`` is set (the System
+    setting, or ``actorstream worker --metrics-port``), before it joins, so ``/readyz`` says
+    "not joined" until the coordinator's first step.
+    """
+    await serve_http(worker_routes(app, source), port, host, task_status=task_status)

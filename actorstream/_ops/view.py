@@ -15,18 +15,10 @@ import attrs
 from attrs import frozen
 
 from .durations import Durations
+from .sent import sent_for
 
 if TYPE_CHECKING:
-    from .._system import Runtime, System
-
-#: Events sent by producers of this process, per (app, stream). Incremented once per
-#: ``send``/``send_many`` call (not per event), read at scrape time.
-EVENTS_SENT: collections.Counter[tuple[str, str]] = collections.Counter()
-
-
-def count_sent(app: str, stream: str, n: int) -> None:
-    EVENTS_SENT[(app, stream)] += n
-
+    from .._tree.root import Worker
 
 @frozen
 class PartitionView:
@@ -60,64 +52,64 @@ class WorkerView:
     backlog: Mapping[tuple[str, int], Backlog] = attrs.field(factory=dict)
 
 
-def sent_for(app: str) -> dict[str, int]:
-    return {stream: n for (a, stream), n in EVENTS_SENT.items() if a == app}
-
-
-def worker_view(runtime: Runtime, backlog: Mapping[tuple[str, int], Backlog]) -> WorkerView:
+def worker_view(worker: Worker, backlog: Mapping[tuple[str, int], Backlog]) -> WorkerView:
+    actors = worker.plan.actors
     parts = []
-    for slot, c in sorted(runtime.manager.counters.items()):
-        spec = runtime.system.actors[slot.actor]
+    redis_errors: collections.Counter[str] = collections.Counter(worker.ownership.redis_errors)
+    for slot, c in sorted(worker.partitions.counters.items()):
         parts.append(
             PartitionView(
                 actor=slot.actor,
-                stream=spec.stream.name,
+                stream=actors[slot.actor].stream.name,
                 partition=slot.partition,
                 handled=c.processed,
                 restarts=c.restarts,
-                errors=dict(getattr(c, "errors", {})),
-                dead_letters=dict(getattr(c, "dead_letters", {})),
-                durations=getattr(c, "durations", None),
+                errors=dict(c.errors),
+                dead_letters=dict(c.dead_letters),
+                durations=c.durations,
             )
         )
-    own = runtime.ownership
+        redis_errors.update(c.redis_errors)
+    own = worker.ownership
     return WorkerView(
-        app=runtime.app,
+        app=worker.app,
         partitions=tuple(parts),
         owned=len(own.leases),
         rebalances=own.rebalances,
-        leases_lost=int(getattr(own, "leases_lost", 0)),
-        redis_errors=dict(getattr(runtime, "redis_errors", {})),
-        sent=sent_for(runtime.app),
+        leases_lost=own.leases_lost,
+        redis_errors=dict(redis_errors),
+        sent=sent_for(worker.app),
         backlog=backlog,
     )
 
 
-def idle_view(system: System) -> WorkerView:
+def idle_view(app: str) -> WorkerView:
     """Before the worker runs (or after): producers' counts only."""
     return WorkerView(
-        app=system.name, partitions=(), owned=0, rebalances=0, leases_lost=0,
-        redis_errors={}, sent=sent_for(system.name),
+        app=app, partitions=(), owned=0, rebalances=0, leases_lost=0,
+        redis_errors={}, sent=sent_for(app),
     )
 
 
-async def read_backlog(runtime: Runtime) -> dict[tuple[str, int], Backlog]:
+async def read_backlog(worker: Worker) -> dict[tuple[str, int], Backlog]:
     """Lag and pending of the partitions this worker owns: one pipeline of XINFO GROUPS.
 
     With several actors on one stream the gauges (labelled by stream and partition, not
     actor) show the largest lag and pending among this worker's groups there.
     """
-    from .. import _keys
+    from .._core import keys as _keys
 
-    owned = sorted(runtime.ownership.leases)
+    owned = sorted(worker.ownership.leases)
     if not owned:
         return {}
+    actors = worker.plan.actors
     wanted: dict[tuple[str, int], set[str]] = {}
     for slot in owned:
-        wanted.setdefault((runtime.stream_of(slot.actor), slot.partition), set()).add(slot.actor)
+        stream = actors[slot.actor].stream.name
+        wanted.setdefault((stream, slot.partition), set()).add(slot.actor)
     keys = sorted(wanted)
-    replies = await runtime.client.pipeline(
-        [("XINFO", "GROUPS", _keys.stream_key(runtime.app, s, p)) for s, p in keys]
+    replies = await worker.client.pipeline(
+        [("XINFO", "GROUPS", _keys.stream_key(worker.app, s, p)) for s, p in keys]
     )
     out: dict[tuple[str, int], Backlog] = {}
     for key, reply in zip(keys, replies, strict=True):

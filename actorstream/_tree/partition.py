@@ -39,6 +39,8 @@ from .._core.classify import TRANSIENT_REDIS_ERRORS, describe_error, format_trac
 from .._core.errors import DecodeError, FencedError, GroupLostError
 from .._core.fence import Fence
 from .._middleware import EventInfo, Middleware, Outcome, compose
+from .._ops import logs as _logs
+from .._ops import tracing as _tracing
 from .._transport import Connection
 from .context import WorkerContext
 from .counters import SAMPLE_EVERY, Counters, PartitionState, PartitionStatistics, snapshot
@@ -104,12 +106,17 @@ class PartitionActor:
         self.settings = spec.settings
         middleware = (*context.middleware, *spec.middleware)
         self.chain = compose(spec.handler, middleware)
+        # OpenTelemetry: a CONSUMER span per handler call when a tracer provider is set.
+        self.tracer = _tracing.tracer()
         self.plain = (
             not middleware
             and spec.on_error is None
             and self.settings.timeout is None
             and self.settings.retries == 0
+            and self.tracer is None
         )
+        self.durations = context.counters.durations  # None unless /metrics is served
+        self._failing: bytes | None = None  # the entry whose handler call raised last
         self.ctx: ChildContext | None = None
         self._rng = random.Random()
 
@@ -118,6 +125,9 @@ class PartitionActor:
     async def run(self, ctx: ChildContext) -> None:
         """The supervisor's child function. Returns normally when stopped or fenced."""
         self.ctx = ctx
+        # Every log line of this task (and of tasks it starts) names the partition.
+        _logs.bind(app=self.app, stream=self.spec.stream.name, actor=self.group,
+                   partition=self.partition)
         self.counters.restarts = ctx.restarts
         self.counters.epoch = self.fence.epoch
         delay = 0.05
@@ -129,6 +139,7 @@ class PartitionActor:
                         await self._session(conn, ctx)
                     return
                 except TRANSIENT_REDIS_ERRORS as exc:
+                    self.counters.redis_errors[type(exc).__name__] += 1
                     self._set_state(PartitionState.WAITING_REDIS)
                     self.counters.last_error = describe_error(exc)
                     log.warning(
@@ -156,6 +167,12 @@ class PartitionActor:
             self.counters.last_error = describe_error(exc)
             self.report(
                 "crash", f"{self.group}[{self.partition}]: {self.counters.last_error}"
+            )
+            failing = self._failing
+            log.error(
+                "%s[%d] crashed%s: %s", self.group, self.partition,
+                f" on {failing.decode()}" if failing else "", self.counters.last_error,
+                exc_info=exc, extra={"entry_id": failing.decode() if failing else None},
             )
             raise
         finally:
@@ -254,6 +271,7 @@ class PartitionActor:
             deliveries=deliveries,
         )
         self.counters.dead_lettered += 1
+        self.counters.dead_letters[kind] += 1
         self.counters.last_dead_letter = f"{kind}: {message}"[:300]
 
     # -- the hot loops ------------------------------------------------------------------------
@@ -290,6 +308,9 @@ class PartitionActor:
         acks = self.link.acks
         counters = self.counters
         fence = self.fence
+        if self.plain and self.durations is not None:
+            await self._handle_each_timed(conn, ctx, entries)
+            return
         if self.plain:
             # The hot path: no timeout, retries, middleware or error hook to consult.
             # Locals and a local count: this loop body runs once per event.
@@ -311,12 +332,16 @@ class PartitionActor:
                             conn, entry_id, fields, f"decode:{exc.kind}", str(exc), None, 1
                         )
                         continue
-                    if done % SAMPLE_EVERY:
-                        await handler(event)
-                    else:
-                        started = trio.current_time()
-                        await handler(event)
-                        counters.latencies.append(trio.current_time() - started)
+                    try:  # free unless it raises (zero-cost exceptions)
+                        if done % SAMPLE_EVERY:
+                            await handler(event)
+                        else:
+                            started = trio.current_time()
+                            await handler(event)
+                            counters.latencies.append(trio.current_time() - started)
+                    except Exception as exc:
+                        self._handler_failed(exc, entry_id)
+                        raise
                     ack(entry_id)
                     done += 1
             finally:
@@ -335,12 +360,65 @@ class PartitionActor:
                 continue
             started = trio.current_time()
             result = await self._handle_one(conn, entry_id, fields, event)
+            took = trio.current_time() - started
+            if self.durations is not None:
+                self.durations.observe(took)
             if not counters.processed % SAMPLE_EVERY:
-                counters.latencies.append(trio.current_time() - started)
+                counters.latencies.append(took)
             if result is not _MOVED:
                 acks.append(entry_id)
             if result is _HANDLED:
                 counters.processed += 1
+
+    async def _handle_each_timed(
+        self, conn: Connection, ctx: ChildContext, entries: list[Any]
+    ) -> None:
+        """The plain loop, timing every handler call for the duration histogram.
+
+        A copy rather than a branch in the hot loop: without /metrics that loop stays as fast.
+        """
+        decode = self.decode
+        handler = self.spec.handler
+        ack = self.link.acks.append
+        counters = self.counters
+        latencies = counters.latencies
+        observe = self.durations.observe  # type: ignore[union-attr]
+        fence = self.fence
+        stopping = ctx.stop_event.is_set
+        now = trio.current_time
+        done = 0
+        try:
+            for entry_id, fields in entries:
+                if stopping():
+                    return
+                if not done % FENCE_CHECK_EVERY:
+                    fence.check(now())
+                try:
+                    event = decode(fields)
+                except DecodeError as exc:
+                    await self._dead_letter(
+                        conn, entry_id, fields, f"decode:{exc.kind}", str(exc), None, 1
+                    )
+                    continue
+                started = now()
+                try:
+                    await handler(event)
+                except Exception as exc:
+                    self._handler_failed(exc, entry_id)
+                    raise
+                took = now() - started
+                observe(took)
+                if not done % SAMPLE_EVERY:
+                    latencies.append(took)
+                ack(entry_id)
+                done += 1
+        finally:
+            counters.processed += done
+
+    def _handler_failed(self, exc: Exception, entry_id: bytes) -> None:
+        """Count a handler error by type and remember the entry for the crash log line."""
+        self.counters.errors[type(exc).__name__] += 1
+        self._failing = entry_id
 
     def _info(self, entry_id: bytes) -> EventInfo:
         return EventInfo(
@@ -363,9 +441,17 @@ class PartitionActor:
         info = self._info(entry_id)
         chain = self.chain
         try:
-            await self._call(lambda ev: chain(ev, info), event)
+            if self.tracer is None:
+                await self._call(lambda ev: chain(ev, info), event)
+            else:
+                with _tracing.consumer_span(
+                    self.tracer, app=self.app, stream=info.stream, actor=self.group,
+                    partition=self.partition, entry_id=info.entry_id, fields=fields,
+                ):
+                    await self._call(lambda ev: chain(ev, info), event)
             return _HANDLED
         except Exception as exc:
+            self._failing = entry_id
             hook = self.spec.on_error
             if hook is None:
                 raise
@@ -401,6 +487,7 @@ class PartitionActor:
                         f"handler took longer than timeout={settings.timeout:g}s"
                     )
                 self.counters.last_error = describe_error(error)
+                self.counters.errors[type(error).__name__] += 1
                 if attempt >= settings.retries:
                     if error is exc:
                         raise
@@ -449,8 +536,12 @@ class PartitionActor:
         started = trio.current_time()
         try:
             await self._call(lambda evs: chain(evs, info), events)
-            self.counters.latencies.append(trio.current_time() - started)
+            took = trio.current_time() - started
+            self.counters.latencies.append(took)
+            if self.durations is not None:
+                self.durations.observe(took)
         except Exception as exc:
+            self._failing = ids[0]
             hook = self.spec.on_error
             if hook is None:
                 raise
@@ -473,7 +564,11 @@ class PartitionActor:
     async def _run_iterator(self, conn: Connection, ctx: ChildContext) -> None:
         events = Events(self, conn, ctx)
         while not ctx.stop_requested:
-            await self.spec.handler(events)
+            try:
+                await self.spec.handler(events)
+            except Exception as exc:
+                self.counters.errors[type(exc).__name__] += 1
+                raise
             events.done_with_current()
 
     def statistics(self) -> PartitionStatistics:

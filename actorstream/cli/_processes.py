@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from .._ops.http import Response, Route, http_get, serve_http
+from .._ops.logs import announce
 from ._common import EXIT_OK
 
 if TYPE_CHECKING:
@@ -84,6 +85,9 @@ class Parent:
         self.metrics = args.metrics_port is not None
         self.aggregate = Aggregate()
 
+    def say(self, text: str) -> None:
+        announce(f"actorstream: {text}", fmt=self.args.log_format)
+
     def command(self, child: Child) -> list[str]:
         args = self.args
         cmd = [sys.executable, "-m", "actorstream", "worker", args.target,
@@ -125,8 +129,8 @@ class Parent:
                 return
             if trio.current_time() - started > STABLE_AFTER:
                 backoff = BACKOFF_MIN
-            print(f"actorstream: child {child.index} (pid {proc.pid}) exited with {code}; "
-                  f"restarting in {backoff:.1f}s", file=sys.stderr, flush=True)
+            self.say(f"child {child.index} (pid {proc.pid}) exited with {code}; "
+                     f"restarting in {backoff:.1f}s")
             with trio.move_on_after(backoff):
                 await self._stop.wait()
             backoff = min(backoff * 2, BACKOFF_MAX)
@@ -141,9 +145,8 @@ class Parent:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async for signum in signals:
                 if not self.stopping:
-                    print(f"actorstream: {signal.Signals(signum).name}: draining "
-                          f"{len(self.children)} children (a second signal forces)",
-                          file=sys.stderr, flush=True)
+                    self.say(f"{signal.Signals(signum).name}: draining "
+                             f"{len(self.children)} children (a second signal forces)")
                     self.stopping = True
                     self._stop.set()
                     self.signal_children(signal.SIGTERM)
@@ -215,8 +218,8 @@ class Parent:
             if self.metrics:
                 port = await outer.start(serve_http, self.routes(), self.args.metrics_port,
                                          self.args.metrics_host)
-                print(f"actorstream: ops endpoints for {len(self.children)} children on "
-                      f"http://{self.args.metrics_host}:{port}", file=sys.stderr, flush=True)
+                self.say(f"ops endpoints for {len(self.children)} children on "
+                         f"http://{self.args.metrics_host}:{port}")
             async with trio.open_nursery() as nursery:
                 for child in self.children:
                     nursery.start_soon(self.supervise, child)
@@ -305,12 +308,11 @@ def _exposition(
 
 
 def run_parent(args: argparse.Namespace, system: System) -> int:
-    print(f"actorstream: {args.processes} worker processes of {system.name!r} "
-          f"(parent pid {os.getpid()}); Ctrl-C to stop", file=sys.stderr, flush=True)
     parent = Parent(args, system)
+    parent.say(f"{args.processes} worker processes of {system.name!r} "
+               f"(parent pid {os.getpid()}); Ctrl-C to stop")
     code: int = trio.run(parent.run)
-    print(f"actorstream: all {args.processes} workers of {system.name!r} stopped "
-          f"(status {code})", file=sys.stderr, flush=True)
+    parent.say(f"all {args.processes} workers of {system.name!r} stopped (status {code})")
     return code
 
 

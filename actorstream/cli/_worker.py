@@ -6,13 +6,14 @@ import argparse
 import logging
 import os
 import signal
-import sys
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
+import attrs
 import trio
 
 from .._core.errors import SupervisorGaveUp
-from .._ops.logs import LOG_FORMATS, configure_logging
+from .._ops.logs import LOG_FORMATS, announce, configure_logging
 from .._transport import redact_url
 from ._common import (
     EXIT_FAILURE,
@@ -25,10 +26,20 @@ from ._common import (
     resolve_url,
 )
 
+if TYPE_CHECKING:
+    from .._system import System
+
 log = logging.getLogger("actorstream.cli")
 
 #: Set by a ``--processes`` parent for its children: a child whose parent is gone drains.
 PARENT_PID_ENV = "ACTORSTREAM_PARENT_PID"
+
+
+async def announce_ops_port(system: System, say: Callable[[str], None]) -> None:
+    """Say where the endpoints are once the worker bound them (``--metrics-port 0``)."""
+    while (worker := system._worker) is None or worker.ops_port is None:  # noqa: ASYNC110
+        await trio.sleep(0.05)
+    say(f"ops endpoints on http://{system.settings.metrics_host}:{worker.ops_port}")
 
 
 async def watch_parent(parent_pid: int) -> None:
@@ -88,23 +99,24 @@ def run(args: argparse.Namespace) -> int:
         from ._processes import run_parent
 
         return run_parent(args, system)
+    if args.metrics_port is not None:
+        system.settings = attrs.evolve(
+            system.settings, metrics_port=args.metrics_port, metrics_host=args.metrics_host
+        )
+
+    def say(text: str) -> None:
+        announce(f"actorstream: {text}", fmt=args.log_format)
 
     async def main() -> int:
         await check_reachable(system.redis_url)
-        print(
-            f"actorstream: worker of {system.name!r} (pid {os.getpid()}) on "
-            f"{redact_url(system.redis_url)}, {len(system.actors)} actor(s); Ctrl-C to stop",
-            file=sys.stderr, flush=True,
+        say(
+            f"worker of {system.name!r} (pid {os.getpid()}) on "
+            f"{redact_url(system.redis_url)}, {len(system.actors)} actor(s); Ctrl-C to stop"
         )
         try:
             async with trio.open_nursery() as nursery:
-                if args.metrics_port is not None:
-                    from .._ops.server import serve_ops
-
-                    port = await nursery.start(serve_ops, system, args.metrics_port,
-                                               args.metrics_host)
-                    print(f"actorstream: ops endpoints on http://{args.metrics_host}:{port}",
-                          file=sys.stderr, flush=True)
+                if system.settings.metrics_port is not None:
+                    nursery.start_soon(announce_ops_port, system, say)
                 parent = os.environ.get(PARENT_PID_ENV)
                 if parent:
                     nursery.start_soon(watch_parent, int(parent))
@@ -114,10 +126,9 @@ def run(args: argparse.Namespace) -> int:
             raise CliError(f"the system gave up: {group.exceptions[0]}", EXIT_FAILURE) from None
         if system.forced_exit:
             # Like a shell's Ctrl-C: the drain was cut short (leases lapse by TTL instead).
-            print(f"actorstream: worker of {system.name!r} stopped by a second signal",
-                  file=sys.stderr, flush=True)
+            say(f"worker of {system.name!r} stopped by a second signal")
             return EXIT_INTERRUPTED
-        print(f"actorstream: worker of {system.name!r} stopped", file=sys.stderr, flush=True)
+        say(f"worker of {system.name!r} stopped")
         return EXIT_OK
 
     return trio.run(main)

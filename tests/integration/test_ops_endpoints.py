@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 import pytest
@@ -9,10 +10,10 @@ import trio
 
 from actorstream import LeaseTiming, Record, System
 from actorstream._ops.http import http_get
-from actorstream._ops.server import serve_ops
 from actorstream._transport import Client
+from actorstream.testing import RedisServer
 
-prometheus_client = pytest.importorskip("prometheus_client")
+pytest.importorskip("prometheus_client")
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
 FAST_LEASES = LeaseTiming(
@@ -25,25 +26,24 @@ class Order(Record):
     amount: int
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:
-    out = []
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            if s.name == name:
-                out.append((s.labels, s.value))
-    return out
+    return [
+        (s.labels, s.value)
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == name
+    ]
 
 
 async def get(port: int, path: str) -> tuple[int, str]:
     status, body = await http_get("127.0.0.1", port, path)
     return status, body.decode()
-
-
-def stopped(system: System) -> Any:
-    async def check() -> bool:
-        return system._runtime is None
-
-    return check
 
 
 async def wait_for(predicate: Any, timeout: float = 20.0) -> None:
@@ -52,28 +52,56 @@ async def wait_for(predicate: Any, timeout: float = 20.0) -> None:
             await trio.sleep(0.02)
 
 
+def stopped(system: System) -> Any:
+    async def check() -> bool:
+        return system._worker is None
+
+    return check
+
+
+async def xinfo(url: str, key: str) -> dict[str, Any]:
+    client = Client.from_url(url)
+    async with client:
+        reply = await client.execute("XINFO", "GROUPS", key)
+    for group in reply:
+        pairs = dict(zip(group[::2], group[1::2], strict=True))
+        if pairs[b"name"] == b"bill":
+            return {k.decode(): v for k, v in pairs.items()}
+    raise AssertionError(f"no group bill on {key}")
+
+
 async def test_metrics_after_n_events_match_counts_and_xinfo(redis_url: str) -> None:
-    system = System("shop", redis_url, install_signal_handlers=False, lease_timing=FAST_LEASES)
+    system = System("shop", redis_url, install_signal_handlers=False, lease_timing=FAST_LEASES,
+                    metrics_port=0, metrics_host="127.0.0.1")
     orders = system.stream("orders", record=Order, partitions=4, key="order_id")
     handled = 0
+    crashed = False
     gate = trio.Event()
 
     @system.actor(orders, batch_size=10)
     async def bill(order: Order) -> None:
-        nonlocal handled
+        nonlocal handled, crashed
         if order.order_id == 3 and not gate.is_set():
             await gate.wait()  # partition of key 3 holds its batch: pending > 0, lag > 0
+        if order.amount == -1 and not crashed:
+            crashed = True
+            raise ValueError("transient")  # one crash: counted once, then redelivered
         handled += 1
 
     n = 200
     async with system:
         await orders.send_many(Order(order_id=i % 3, amount=i) for i in range(n))
+        await orders.send(Order(order_id=1, amount=-1))
+        poison_partition = orders.partition_of(Order(order_id=2, amount=0))
+        await system.client().execute(
+            "XADD", orders.stream_key(poison_partition), "*", "f", "json", "d", "{not json"
+        )
     async with trio.open_nursery() as nursery:
-        port = await nursery.start(serve_ops, system, 0, "127.0.0.1")
-        runtime = await nursery.start(system.start)
+        worker = await nursery.start(system.start)
+        port = worker.ops_port
 
         async def all_handled() -> bool:
-            return handled == n
+            return handled == n + 1
 
         await wait_for(all_handled)
         # Now block one partition mid-batch and queue more behind it.
@@ -90,50 +118,56 @@ async def test_metrics_after_n_events_match_counts_and_xinfo(redis_url: str) -> 
         status, text = await get(port, "/metrics")
         assert status == 200
         handled_samples = samples(text, "actorstream_events_handled_total")
-        assert sum(v for _, v in handled_samples) == n
-        assert {lab["partition"] for lab, _ in handled_samples} <= {"0", "1", "2", "3"}
+        assert sum(v for _, v in handled_samples) == n + 1
         assert all(lab["app"] == "shop" and lab["stream"] == "orders" and lab["actor"] == "bill"
                    for lab, _ in handled_samples)
         owned = samples(text, "actorstream_partitions_owned")
-        assert owned == [({"app": "shop"}, float(len(runtime.ownership.leases)))]
+        assert owned == [({"app": "shop"}, float(len(worker.ownership.leases)))]
         assert owned[0][1] == 4
+        sent = samples(text, "actorstream_events_sent_total")
+        assert sent == [({"app": "shop", "stream": "orders"}, float(n + 1 + 25))]
+
+        dead = samples(text, "actorstream_dead_letters_total")
+        assert [(lab["partition"], lab["kind"], v) for lab, v in dead] == [
+            (str(poison_partition), "decode:json", 1.0)
+        ]
+        errors = samples(text, "actorstream_handler_errors_total")
+        assert [(lab["error_type"], v) for lab, v in errors] == [("ValueError", 1.0)]
+        restarts = samples(text, "actorstream_actor_restarts_total")
+        assert sum(v for _, v in restarts) == 1
+        count = samples(text, "actorstream_handler_duration_seconds_count")
+        assert count == [({"app": "shop", "stream": "orders", "actor": "bill"}, float(n + 1))]
+        inf = [v for lab, v in samples(text, "actorstream_handler_duration_seconds_bucket")
+               if lab["le"] == "+Inf"]
+        assert inf == [float(n + 1)]
+
         info = await xinfo(redis_url, orders.stream_key(blocked))
-        lag = dict((lab["partition"], v) for lab, v in samples(text, "actorstream_partition_lag"))
-        pending = dict(
-            (lab["partition"], v) for lab, v in samples(text, "actorstream_partition_pending")
-        )
+        lag = {lab["partition"]: v for lab, v in samples(text, "actorstream_partition_lag")}
+        pending = {lab["partition"]: v
+                   for lab, v in samples(text, "actorstream_partition_pending")}
         assert pending[str(blocked)] == int(info["pending"]) >= 1
         assert lag[str(blocked)] == int(info["lag"])
         assert pending[str(blocked)] + lag[str(blocked)] == 25
         assert set(pending) == {"0", "1", "2", "3"}
         assert all(pending[p] == 0 for p in pending if p != str(blocked))
 
-        # Metric types and label sets are the contract of docs/metrics.md.
         kinds = {f.name: f.type for f in text_string_to_metric_families(text)}
         assert kinds["actorstream_events_handled"] == "counter"
         assert kinds["actorstream_partition_lag"] == "gauge"
         assert kinds["actorstream_handler_duration_seconds"] == "histogram"
 
         gate.set()
-        runtime.request_stop()
+        worker.request_stop()
         await wait_for(stopped(system))
-        nursery.cancel_scope.cancel()
 
 
-async def xinfo(url: str, key: str) -> dict[str, Any]:
-    client = Client.from_url(url)
-    async with client:
-        reply = await client.execute("XINFO", "GROUPS", key)
-    for group in reply:
-        pairs = dict(zip(group[::2], group[1::2], strict=True))
-        if pairs[b"name"] == b"bill":
-            return {k.decode(): v for k, v in pairs.items()}
-    raise AssertionError(f"no group bill on {key}")
-
-
-async def test_readyz_503_before_join_and_while_draining_200_between(redis_url: str) -> None:
-    system = System("ready", redis_url, install_signal_handlers=False, lease_timing=FAST_LEASES,
-                    shutdown_grace=20.0)
+async def test_readyz_503_before_join_and_while_draining_200_between(
+    redis_server: RedisServer,
+) -> None:
+    port = free_port()
+    system = System("ready", redis_server.url, install_signal_handlers=False,
+                    lease_timing=FAST_LEASES, shutdown_grace=20.0, metrics_port=port,
+                    metrics_host="127.0.0.1")
     jobs = system.stream("jobs", record=Order, partitions=2, key="order_id")
     started = trio.Event()
     release = trio.Event()
@@ -143,13 +177,23 @@ async def test_readyz_503_before_join_and_while_draining_200_between(redis_url: 
         started.set()
         await release.wait()  # holds the drain open
 
-    async with trio.open_nursery() as nursery:
-        port = await nursery.start(serve_ops, system, 0, "127.0.0.1")
-        assert await get(port, "/healthz") == (200, "ok\n")
-        status, reason = await get(port, "/readyz")
-        assert (status, reason.strip()) == (503, "not running")
+    async def listening() -> bool:
+        try:
+            await get(port, "/healthz")
+        except OSError:
+            return False
+        return True
 
-        runtime = await nursery.start(system.start)
+    async with trio.open_nursery() as nursery:
+        redis_server.pause()  # the coordinator cannot take its first step: not joined
+        try:
+            nursery.start_soon(system.start)
+            await wait_for(listening)
+            assert await get(port, "/healthz") == (200, "ok\n")
+            status, reason = await get(port, "/readyz")
+            assert (status, reason.strip()) == (503, "not joined")
+        finally:
+            redis_server.resume()
 
         async def ready() -> bool:
             return (await get(port, "/readyz"))[0] == 200
@@ -159,20 +203,21 @@ async def test_readyz_503_before_join_and_while_draining_200_between(redis_url: 
             await jobs.send(Order(order_id=1, amount=1))
         with trio.fail_after(20):
             await started.wait()
-        runtime.request_stop()
+        worker = system._worker
+        assert worker is not None
+        worker.request_stop()
         status, reason = await get(port, "/readyz")
         assert (status, reason.strip()) == (503, "draining")
         assert (await get(port, "/healthz"))[0] == 200
         release.set()
-
         await wait_for(stopped(system))
-        assert (await get(port, "/readyz"))[0] == 503
-        nursery.cancel_scope.cancel()
+    with pytest.raises(OSError):  # the endpoints end with the worker
+        await get(port, "/healthz")
 
 
-async def test_readyz_503_when_redis_is_unreachable(redis_server: Any) -> None:
+async def test_readyz_503_when_redis_is_unreachable(redis_server: RedisServer) -> None:
     system = System("cut", redis_server.url, install_signal_handlers=False,
-                    lease_timing=FAST_LEASES)
+                    lease_timing=FAST_LEASES, metrics_port=0, metrics_host="127.0.0.1")
     stream = system.stream("s", record=Order, partitions=1)
 
     @system.actor(stream)
@@ -180,8 +225,8 @@ async def test_readyz_503_when_redis_is_unreachable(redis_server: Any) -> None:
         pass
 
     async with trio.open_nursery() as nursery:
-        port = await nursery.start(serve_ops, system, 0, "127.0.0.1")
-        runtime = await nursery.start(system.start)
+        worker = await nursery.start(system.start)
+        port = worker.ops_port
 
         async def ready() -> bool:
             return (await get(port, "/readyz"))[0] == 200
@@ -192,19 +237,23 @@ async def test_readyz_503_when_redis_is_unreachable(redis_server: Any) -> None:
             status, reason = await get(port, "/readyz")
             assert status == 503 and reason.startswith("redis unreachable"), reason
             assert (await get(port, "/healthz"))[0] == 200
+            status, text = await get(port, "/metrics")  # counters still served, without lag
+            assert status == 200 and "actorstream_partitions_owned" in text
         finally:
             redis_server.resume()
         await wait_for(ready)
-        runtime.request_stop()
-        await wait_for(stopped(system))
-        nursery.cancel_scope.cancel()
+        worker.request_stop()
 
 
 async def test_http_server_rejects_bad_requests(redis_url: str) -> None:
-    system = System("http", redis_url, install_signal_handlers=False)
+    from actorstream._ops.server import serve_ops
+
     async with trio.open_nursery() as nursery:
-        port = await nursery.start(serve_ops, system, 0, "127.0.0.1")
+        port = await nursery.start(serve_ops, "http", lambda: None, 0, "127.0.0.1")
         assert (await get(port, "/nope"))[0] == 404
+        assert (await get(port, "/readyz")) == (503, "not running\n")
+        status, text = await get(port, "/metrics")
+        assert status == 200 and "actorstream_partitions_owned" in text
         stream = await trio.open_tcp_stream("127.0.0.1", port)
         async with stream:
             await stream.send_all(b"POST /metrics HTTP/1.1\r\n\r\n")
@@ -216,3 +265,10 @@ async def test_http_server_rejects_bad_requests(redis_url: str) -> None:
             reply = await stream.receive_some(1000)
         assert reply.startswith(b"HTTP/1.1 431")
         nursery.cancel_scope.cancel()
+
+
+def test_metrics_port_is_validated() -> None:
+    from actorstream import ConfigError
+
+    with pytest.raises(ConfigError, match="metrics_port must be a TCP port 0..65535"):
+        System("bad", metrics_port=70000)

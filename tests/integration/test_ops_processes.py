@@ -10,7 +10,7 @@ import pytest
 import trio
 
 from actorstream import Record, System
-from actorstream._keys import lease_key
+from actorstream._core.keys import lease_key
 from actorstream._ops.http import http_get
 from actorstream._transport import Client
 from actorstream.testing import RedisServer
