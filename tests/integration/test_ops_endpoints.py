@@ -14,7 +14,7 @@ from actorstream._transport import Client
 from actorstream.testing import RedisServer
 
 pytest.importorskip("prometheus_client")
-from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
+from prometheus_client.parser import text_string_to_metric_families
 
 FAST_LEASES = LeaseTiming(
     ttl=3.0, renew_interval=1.0, heartbeat_interval=0.5, member_timeout=3.0, self_fence_margin=0.5
@@ -270,5 +270,5 @@ async def test_http_server_rejects_bad_requests(redis_url: str) -> None:
 def test_metrics_port_is_validated() -> None:
     from actorstream import ConfigError
 
-    with pytest.raises(ConfigError, match="metrics_port must be a TCP port 0..65535"):
+    with pytest.raises(ConfigError, match=r"metrics_port must be a TCP port 0\.\.65535"):
         System("bad", metrics_port=70000)
