@@ -272,3 +272,37 @@ def test_metrics_port_is_validated() -> None:
 
     with pytest.raises(ConfigError, match=r"metrics_port must be a TCP port 0\.\.65535"):
         System("bad", metrics_port=70000)
+
+
+async def test_redis_errors_and_lost_leases_are_counted(redis_server: RedisServer) -> None:
+    system = System("lost", redis_server.url, install_signal_handlers=False,
+                    lease_timing=FAST_LEASES, metrics_port=0, metrics_host="127.0.0.1")
+    stream = system.stream("s", record=Order, partitions=2, key="order_id")
+
+    @system.actor(stream)
+    async def noop(order: Order) -> None:
+        pass
+
+    async with trio.open_nursery() as nursery:
+        worker = await nursery.start(system.start)
+        port = worker.ops_port
+
+        async def owns_both() -> bool:
+            text = (await get(port, "/metrics"))[1]
+            return samples(text, "actorstream_partitions_owned")[0][1] == 2
+
+        await wait_for(owns_both)
+        redis_server.kill()  # longer than the lease TTL: every lease is self-fenced
+
+        async def counted() -> bool:
+            text = (await get(port, "/metrics"))[1]
+            errors = samples(text, "actorstream_redis_errors_total")
+            lost = samples(text, "actorstream_leases_lost_total")[0][1]
+            owned = samples(text, "actorstream_partitions_owned")[0][1]
+            return sum(v for _, v in errors) > 0 and lost == 2 and owned == 0
+
+        await wait_for(counted)
+        text = (await get(port, "/metrics"))[1]
+        assert {lab["error"] for lab, _ in samples(text, "actorstream_redis_errors_total")} <= {
+            "ConnectionError", "TimeoutError"}
+        nursery.cancel_scope.cancel()

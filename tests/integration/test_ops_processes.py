@@ -122,3 +122,42 @@ async def test_two_processes_share_partitions_survive_kill_9_and_stop_on_sigterm
         assert code == 0, parent.output()[-3000:]
         assert not any(await owners(client))  # leases released by the graceful drain
     assert "exited with -9; restarting" in parent.output()
+
+
+async def test_a_second_signal_forces_the_children_and_the_worst_status_wins(
+    redis_server: RedisServer, worker_process: Any
+) -> None:
+    parent = worker_process(
+        "-m", "actorstream", "worker", "orders_app:system", "--processes", "2",
+        redis_url=redis_server.url, pythonpath=[APPS], cwd=APPS,
+        env={"PARTITIONS": "4", "APP_NAME": "force", "HANDLE_DELAY": "30"},
+    )
+    producer = System("force", redis_server.url, install_signal_handlers=False)
+    orders = producer.stream("orders", record=Order, partitions=4, key="key")
+    async with producer:
+        client = producer.client()
+        with trio.fail_after(60):
+            while True:
+                found = await client.pipeline(
+                    [("GET", lease_key("force", "orders", p, "handle")) for p in range(4)]
+                )
+                if all(found) and len({pid_of(o.decode()) for o in found}) == 2:
+                    break
+                await trio.sleep(0.1)
+        await orders.send_many(Order(key=k, seq=k) for k in range(8))
+        with trio.fail_after(30):  # handlers are in flight (30 s each): a drain would wait
+            while True:
+                groups = await client.pipeline(
+                    [("XINFO", "GROUPS", orders.stream_key(p)) for p in range(4)]
+                )
+                if sum(int(dict(zip(g[::2], g[1::2], strict=True))[b"pending"])
+                       for reply in groups if not isinstance(reply, Exception)
+                       for g in reply) > 0:
+                    break
+                await trio.sleep(0.05)
+    parent.terminate()
+    await trio.sleep(0.5)
+    parent.terminate()
+    with trio.fail_after(20):
+        code = await parent.wait_exited()
+    assert code == 130, parent.output()[-3000:]
