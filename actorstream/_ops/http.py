@@ -17,6 +17,8 @@ import attrs
 import trio
 from attrs import frozen
 
+from .._core.errors import ConfigError
+
 log = logging.getLogger("actorstream.ops")
 
 MAX_HEAD: Final = 8192
@@ -113,6 +115,9 @@ async def _connection(stream: trio.SocketStream, routes: Mapping[str, Route]) ->
         await _respond(stream, routes)
     except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
         log.debug("ops endpoint: client went away: %s", exc)
+    except Exception:
+        # A probe endpoint must never take the worker down with it.
+        log.exception("ops endpoint: request failed")
     finally:
         with trio.move_on_after(1.0) as scope:
             scope.shield = True
@@ -127,7 +132,11 @@ async def serve_http(
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``routes`` on ``host:port`` until cancelled; ``nursery.start`` gives the port."""
-    listeners = await trio.open_tcp_listeners(port, host=host)
+    try:
+        listeners = await trio.open_tcp_listeners(port, host=host)
+    except OSError as exc:
+        # Not "Redis unreachable" (the CLI's reading of a bare OSError): a config problem.
+        raise ConfigError(f"metrics port {host}:{port}: {exc.strerror or exc}") from None
     bound = listeners[0].socket.getsockname()[1]
     log.info("serving %s on http://%s:%d", ", ".join(sorted(routes)), host, bound)
     async with trio.open_nursery() as nursery:

@@ -33,7 +33,7 @@ import trio
 
 from .._ops.http import Response, Route, http_get, serve_http
 from .._ops.logs import announce
-from ._common import EXIT_OK
+from ._common import EXIT_OK, EXIT_USAGE
 
 if TYPE_CHECKING:
     from .._system import System
@@ -127,6 +127,12 @@ class Parent:
             child.status = exit_status(code, stopping=self.stopping)
             if self.stopping:
                 return
+            if code == EXIT_USAGE:
+                # Bad configuration or input does not get better by restarting: stop all.
+                self.say(f"child {child.index} (pid {proc.pid}) exited with {code} (usage or "
+                         "configuration error); stopping every child")
+                self.stop()
+                return
             if trio.current_time() - started > STABLE_AFTER:
                 backoff = BACKOFF_MIN
             self.say(f"child {child.index} (pid {proc.pid}) exited with {code}; "
@@ -134,6 +140,12 @@ class Parent:
             with trio.move_on_after(backoff):
                 await self._stop.wait()
             backoff = min(backoff * 2, BACKOFF_MAX)
+
+    def stop(self) -> None:
+        """Begin a graceful stop: no more restarts, SIGTERM to every child (a drain)."""
+        self.stopping = True
+        self._stop.set()
+        self.signal_children(signal.SIGTERM)
 
     def signal_children(self, sig: int) -> None:
         for child in self.children:
@@ -147,9 +159,7 @@ class Parent:
                 if not self.stopping:
                     self.say(f"{signal.Signals(signum).name}: draining "
                              f"{len(self.children)} children (a second signal forces)")
-                    self.stopping = True
-                    self._stop.set()
-                    self.signal_children(signal.SIGTERM)
+                    self.stop()
                 else:
                     self.forced = True
                     self.signal_children(signal.SIGTERM)

@@ -6,7 +6,6 @@ import argparse
 import logging
 import os
 import signal
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -35,11 +34,12 @@ log = logging.getLogger("actorstream.cli")
 PARENT_PID_ENV = "ACTORSTREAM_PARENT_PID"
 
 
-async def announce_ops_port(system: System, say: Callable[[str], None]) -> None:
-    """Say where the endpoints are once the worker bound them (``--metrics-port 0``)."""
-    while (worker := system._worker) is None or worker.ops_port is None:  # noqa: ASYNC110
-        await trio.sleep(0.05)
-    say(f"ops endpoints on http://{system.settings.metrics_host}:{worker.ops_port}")
+async def run_as_child(system: System, parent_pid: int) -> None:
+    """A ``--processes`` child: the worker, plus a watch on the parent (see ``watch_parent``)."""
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(watch_parent, parent_pid)
+        await system.start()
+        nursery.cancel_scope.cancel()
 
 
 async def watch_parent(parent_pid: int) -> None:
@@ -113,15 +113,16 @@ def run(args: argparse.Namespace) -> int:
             f"worker of {system.name!r} (pid {os.getpid()}) on "
             f"{redact_url(system.redis_url)}, {len(system.actors)} actor(s); Ctrl-C to stop"
         )
+        if system.settings.metrics_port:  # (0 picks a free port: the worker logs it, at info)
+            say(f"ops endpoints on http://{system.settings.metrics_host}:"
+                f"{system.settings.metrics_port} (/metrics, /healthz, /readyz)")
+        parent = os.environ.get(PARENT_PID_ENV)
         try:
-            async with trio.open_nursery() as nursery:
-                if system.settings.metrics_port is not None:
-                    nursery.start_soon(announce_ops_port, system, say)
-                parent = os.environ.get(PARENT_PID_ENV)
-                if parent:
-                    nursery.start_soon(watch_parent, int(parent))
+            if parent:
+                await run_as_child(system, int(parent))
+            else:
+                # No nursery here: a Ctrl-C during start-up must stay a bare KeyboardInterrupt.
                 await system.start()
-                nursery.cancel_scope.cancel()
         except* SupervisorGaveUp as group:
             raise CliError(f"the system gave up: {group.exceptions[0]}", EXIT_FAILURE) from None
         if system.forced_exit:
@@ -131,4 +132,11 @@ def run(args: argparse.Namespace) -> int:
         say(f"worker of {system.name!r} stopped")
         return EXIT_OK
 
-    return trio.run(main)
+    try:
+        return trio.run(main)
+    except BaseExceptionGroup as group:
+        # A Ctrl-C that lands inside a nursery of the starting worker (before its signal
+        # handler is installed) arrives wrapped: it is still a Ctrl-C (exit 130), not a crash.
+        if group.split(KeyboardInterrupt)[1] is None:
+            raise KeyboardInterrupt from None
+        raise

@@ -71,8 +71,9 @@ async def xinfo(url: str, key: str) -> dict[str, Any]:
 
 
 async def test_metrics_after_n_events_match_counts_and_xinfo(redis_url: str) -> None:
-    system = System("shop", redis_url, install_signal_handlers=False, lease_timing=FAST_LEASES,
-                    metrics_port=0, metrics_host="127.0.0.1")
+    # A name of its own: events_sent_total counts every producer of this (pytest) process.
+    system = System("metricshop", redis_url, install_signal_handlers=False,
+                    lease_timing=FAST_LEASES, metrics_port=0, metrics_host="127.0.0.1")
     orders = system.stream("orders", record=Order, partitions=4, key="order_id")
     handled = 0
     crashed = False
@@ -119,13 +120,14 @@ async def test_metrics_after_n_events_match_counts_and_xinfo(redis_url: str) -> 
         assert status == 200
         handled_samples = samples(text, "actorstream_events_handled_total")
         assert sum(v for _, v in handled_samples) == n + 1
-        assert all(lab["app"] == "shop" and lab["stream"] == "orders" and lab["actor"] == "bill"
+        assert all(lab["app"] == "metricshop" and lab["stream"] == "orders"
+                   and lab["actor"] == "bill"
                    for lab, _ in handled_samples)
         owned = samples(text, "actorstream_partitions_owned")
-        assert owned == [({"app": "shop"}, float(len(worker.ownership.leases)))]
+        assert owned == [({"app": "metricshop"}, float(len(worker.ownership.leases)))]
         assert owned[0][1] == 4
         sent = samples(text, "actorstream_events_sent_total")
-        assert sent == [({"app": "shop", "stream": "orders"}, float(n + 1 + 25))]
+        assert sent == [({"app": "metricshop", "stream": "orders"}, float(n + 1 + 25))]
 
         dead = samples(text, "actorstream_dead_letters_total")
         assert [(lab["partition"], lab["kind"], v) for lab, v in dead] == [
@@ -136,7 +138,9 @@ async def test_metrics_after_n_events_match_counts_and_xinfo(redis_url: str) -> 
         restarts = samples(text, "actorstream_actor_restarts_total")
         assert sum(v for _, v in restarts) == 1
         count = samples(text, "actorstream_handler_duration_seconds_count")
-        assert count == [({"app": "shop", "stream": "orders", "actor": "bill"}, float(n + 1))]
+        assert count == [
+            ({"app": "metricshop", "stream": "orders", "actor": "bill"}, float(n + 1))
+        ]
         inf = [v for lab, v in samples(text, "actorstream_handler_duration_seconds_bucket")
                if lab["le"] == "+Inf"]
         assert inf == [float(n + 1)]
@@ -306,3 +310,26 @@ async def test_redis_errors_and_lost_leases_are_counted(redis_server: RedisServe
         assert {lab["error"] for lab, _ in samples(text, "actorstream_redis_errors_total")} <= {
             "ConnectionError", "TimeoutError"}
         nursery.cancel_scope.cancel()
+
+
+def test_a_busy_metrics_port_is_a_usage_error_not_redis_unreachable(
+    redis_url: str, tmp_path: Any
+) -> None:
+    import subprocess
+    import sys
+
+    (tmp_path / "busy_app.py").write_text(
+        "from actorstream import System\nsystem = System('busy')\n"
+    )
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "actorstream", "worker", "busy_app:system",
+             "--metrics-port", str(port), "--metrics-host", "127.0.0.1", "--url", redis_url],
+            cwd=tmp_path, capture_output=True, text=True, timeout=60,
+        )
+    assert done.returncode == 2, done.stderr
+    assert f"metrics port 127.0.0.1:{port}" in done.stderr
+    assert "Redis" not in done.stderr.splitlines()[-1]
