@@ -13,7 +13,6 @@ import trio
 
 from .._core.errors import SupervisorGaveUp
 from .._ops.logs import LOG_FORMATS, announce, configure_logging
-from .._transport import redact_url
 from ._common import (
     EXIT_FAILURE,
     EXIT_INTERRUPTED,
@@ -23,6 +22,7 @@ from ._common import (
     check_reachable,
     load_system,
     resolve_url,
+    show_url,
 )
 
 if TYPE_CHECKING:
@@ -111,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
         await check_reachable(system.redis_url)
         say(
             f"worker of {system.name!r} (pid {os.getpid()}) on "
-            f"{redact_url(system.redis_url)}, {len(system.actors)} actor(s); Ctrl-C to stop"
+            f"{show_url(system.redis_url)}, {len(system.actors)} actor(s); Ctrl-C to stop"
         )
         if system.settings.metrics_port:  # (0 picks a free port: the worker logs it, at info)
             say(f"ops endpoints on http://{system.settings.metrics_host}:"

@@ -1,0 +1,1 @@
+"""Test helpers behind ``actorstream.testing`` (public there): real servers and workers."""
