@@ -333,3 +333,72 @@ def test_a_busy_metrics_port_is_a_usage_error_not_redis_unreachable(
     assert done.returncode == 2, done.stderr
     assert f"metrics port 127.0.0.1:{port}" in done.stderr
     assert "Redis" not in done.stderr.splitlines()[-1]
+
+
+WITHOUT_EXTRAS = """
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("prometheus_client", "opentelemetry"):
+            raise ImportError(f"blocked: {name}")
+sys.meta_path.insert(0, Block())
+
+import trio
+from actorstream import Record, System
+from actorstream._ops.http import http_get
+
+system = System("bare", sys.argv[1], install_signal_handlers=False, metrics_port=0,
+                metrics_host="127.0.0.1")
+
+
+class Order(Record):
+    order_id: int
+
+
+orders = system.stream("orders", record=Order, partitions=2, key="order_id")
+handled = trio.Event()
+
+
+@system.actor(orders)
+async def bill(order: Order) -> None:
+    handled.set()
+
+
+async def main():
+    async with trio.open_nursery() as nursery:
+        worker = await nursery.start(system.start)
+        async with system:
+            await orders.send(Order(order_id=1))
+        with trio.fail_after(20):
+            await handled.wait()
+        port = worker.ops_port
+        print("healthz", (await http_get("127.0.0.1", port, "/healthz"))[0])
+        print("metrics", (await http_get("127.0.0.1", port, "/metrics"))[0])
+        entry = await system.client().execute("XRANGE", orders.stream_key(0), "-", "+")
+        entry += await system.client().execute("XRANGE", orders.stream_key(1), "-", "+")
+        print("fields", len(entry[0][1]))
+        worker.request_stop()
+    bad = [m for m in sys.modules if m.startswith(("prometheus_client", "opentelemetry"))]
+    print("imported", bad)
+
+trio.run(main)
+"""
+
+
+def test_a_worker_without_the_extras_serves_health_and_traces_nothing(
+    redis_url: str, tmp_path: Any
+) -> None:
+    import subprocess
+    import sys
+
+    script = tmp_path / "bare.py"
+    script.write_text(WITHOUT_EXTRAS)
+    done = subprocess.run([sys.executable, str(script), redis_url], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert "healthz 200" in lines
+    assert "metrics 501" in lines  # with the install hint
+    assert "fields 4" in lines  # f, tag, d, payload: no trace context written
+    assert "imported []" in lines
+    assert "pip install 'actorstream[metrics]'" in done.stderr
