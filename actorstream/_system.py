@@ -27,6 +27,7 @@ from ._streams import Retention, Stream
 from ._transport import Client, default_client_name, redact_url
 from ._tree.root import Worker, WorkerPlan
 from ._tree.scheduler import TaskSpec, _zone
+from ._tree.startup import say, shown, wait_for_redis_or_signal
 from ._tree.telemetry import WorkerStatistics
 
 __all__ = ["DEFAULT_URL", "Settings", "System", "WorkerStatistics", "default_redis_url", "running"]
@@ -42,6 +43,7 @@ DEFAULT_URL = "redis://127.0.0.1:6379/0"
 
 
 def default_redis_url() -> str:
+    """The URL of a System given none in code (the one rule: docs/redis-url.md)."""
     return os.environ.get("ACTORSTREAM_REDIS_URL") or DEFAULT_URL
 
 
@@ -71,6 +73,8 @@ class System:
         self._context_depth = 0
         self._scheduled: list[Any] = []
         self._middleware: list[Middleware] = []
+        # Where /metrics, /healthz, /readyz are served while it runs (``metrics_port``).
+        self.ops_port: int | None = None
         # True after a worker of this system was stopped by a second signal (no full drain).
         self.forced_exit = False
 
@@ -312,13 +316,43 @@ class System:
 
         A first signal drains gracefully (finish in-flight events, ack, release leases); a
         second one cancels at once. Raises ``SupervisorGaveUp`` when the system gave up.
+        With ``metrics_port`` set, /metrics, /healthz and /readyz are served from the start
+        (also while waiting for Redis) to the end (docs/operations.md).
         """
+        if self.settings.metrics_port is None:
+            await self._start(task_status=task_status)
+            return
+        from ._ops.server import serve_ops
+
+        async with trio.open_nursery() as nursery:
+            self.ops_port = await nursery.start(
+                serve_ops, self.name, lambda: self._worker, self.settings.metrics_port,
+                self.settings.metrics_host,
+            )
+            try:
+                await self._start(task_status=task_status)
+            finally:
+                self.ops_port = None
+            nursery.cancel_scope.cancel()
+
+    async def _start(self, *, task_status: trio.TaskStatus[Worker]) -> None:
         if self._worker is not None:
             raise RuntimeError(f"system {self.name!r} is already running in this process")
         if not self.actors:
             log.warning("system %r has no actors; this worker will only hold membership", self.name)
+        # Redis down at start: wait and say so once; the same lines for `python app.py` and
+        # `actorstream worker` (docs/running.md, "Starting").
+        owns_process = self.settings.install_signal_handlers
+        url = shown(self.redis_url)
+        if not await wait_for_redis_or_signal(
+            self.redis_url, announce=owns_process, signals=owns_process
+        ):
+            say(f"worker of {self.name!r} stopped before Redis answered", announce=owns_process)
+            return
         worker = Worker(self._plan())
         self._worker = worker
+        say(f"worker of {self.name!r} (pid {os.getpid()}) on {url}, {len(self.actors)} "
+            "actor(s); Ctrl-C to stop", announce=owns_process)
         try:
             async with worker.client:
                 await worker.run(task_status=task_status)
@@ -326,6 +360,8 @@ class System:
             self._worker = None
             if worker.forced:
                 self.forced_exit = True
+        how = " by a second signal" if worker.forced else ""
+        say(f"worker of {self.name!r} stopped{how}", announce=owns_process)
 
     def _plan(self) -> WorkerPlan:
         return WorkerPlan(

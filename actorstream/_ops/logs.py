@@ -31,6 +31,11 @@ log_context: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar(
 )
 
 LOG_FORMATS: Final = ("text", "json")
+_format = "text"  # what configure_logging chose: the operator lines (``announce``) follow it
+
+
+def announce_format() -> str:
+    return _format
 
 
 def bind(**fields: Any) -> None:
@@ -135,8 +140,10 @@ def configure_logging(
     Replaces the root's handlers with one stream handler (stderr by default) in ``fmt``
     (``"text"`` or ``"json"``); returns it. Not for library code.
     """
+    global _format
     if fmt not in LOG_FORMATS:
         raise ValueError(f"log format must be one of {', '.join(LOG_FORMATS)}, got {fmt!r}")
+    _format = fmt
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()

@@ -91,8 +91,8 @@ async def serve_ops(
 ) -> None:
     """Serve the ops endpoints of a worker until cancelled; ``started()`` gives the port.
 
-    The worker's root runs this in its nursery when ``metrics_port`` is set (the System
-    setting, or ``actorstream worker --metrics-port``), before it joins, so ``/readyz`` says
-    "not joined" until the coordinator's first step.
+    ``System.start`` runs this when ``metrics_port`` is set (the System setting, or
+    ``actorstream worker --metrics-port``) before anything else, so the probes answer while it
+    waits for Redis ("not running") and before the coordinator's first step ("not joined").
     """
     await serve_http(worker_routes(app, source), port, host, task_status=task_status)

@@ -88,7 +88,6 @@ class Worker:
         self._stopping = trio.Event()
         self.forced = False  # a second signal cut the drain short
         self.gave_up: BaseException | None = None
-        self.ops_port: int | None = None  # where /metrics, /healthz, /readyz are served
         self.context = WorkerContext(
             app=plan.app,
             worker_id=self.worker_id,
@@ -181,14 +180,6 @@ class Worker:
             async with trio.open_nursery() as nursery:
                 if self.settings.install_signal_handlers:
                     nursery.start_soon(self._watch_signals, nursery.cancel_scope)
-                if self.settings.metrics_port is not None:
-                    # Before the coordinator: /readyz answers "not joined" until it has.
-                    from .._ops.server import serve_ops
-
-                    self.ops_port = await nursery.start(
-                        serve_ops, self.app, lambda: self, self.settings.metrics_port,
-                        self.settings.metrics_host,
-                    )
                 await nursery.start(self.partitions.run)
                 await nursery.start(self._run_coordinator, left)
                 nursery.start_soon(run_telemetry, telemetry)

@@ -36,8 +36,8 @@ Event processing on Redis Streams, with trio and a supervision tree.
 
 A TARGET is module:attribute, e.g. myapp.workers:system or path/to/app.py:system
 (the current directory is importable). The Redis URL comes from --url, else
-$ACTORSTREAM_REDIS_URL, else the URL the app's System declares, else
-redis://127.0.0.1:6379/0.
+the redis_url the app's System is given in code, else $ACTORSTREAM_REDIS_URL,
+else redis://127.0.0.1:6379/0.
 
 exit codes: 0 ok, 1 runtime failure (or the system gave up), 2 usage or bad
 input, 3 Redis unreachable.

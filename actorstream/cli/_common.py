@@ -21,7 +21,7 @@ from redis import exceptions as rex
 
 from .._core.errors import ConfigError
 from .._streams import Stream
-from .._system import DEFAULT_URL, System
+from .._system import DEFAULT_URL, System, default_redis_url
 from .._transport import Client, ConnectionConfig, redact_url
 
 EXIT_OK = 0
@@ -54,8 +54,8 @@ def add_url_option(parser: argparse.ArgumentParser, *, top_level: bool = False) 
         metavar="URL",
         # Sub-parsers must not overwrite a --url given before the subcommand.
         default=None if top_level else argparse.SUPPRESS,
-        help=f"Redis URL (redis://, rediss://, unix://); default: ${URL_ENV}, else the URL the "
-        f"app's System declares, else {DEFAULT_URL}",
+        help=f"Redis URL (redis://, rediss://, unix://); default: the redis_url the app's "
+        f"System is given in code, else ${URL_ENV}, else {DEFAULT_URL}",
     )
 
 
@@ -66,13 +66,12 @@ def configured_url(args: argparse.Namespace) -> str | None:
 
 
 def resolve_url(args: argparse.Namespace, system: System | None = None) -> str:
-    """The one rule for every subcommand: --url, $ACTORSTREAM_REDIS_URL, the System's, default."""
-    url = configured_url(args)
-    if url is not None:
+    """The one rule (docs/redis-url.md): --url, else the System's own (its ``redis_url=``, else
+    $ACTORSTREAM_REDIS_URL, else the default), else $ACTORSTREAM_REDIS_URL, else the default."""
+    url: str | None = getattr(args, "url", None)
+    if url:
         return url
-    if system is not None:
-        return system.redis_url
-    return DEFAULT_URL
+    return system.redis_url if system is not None else default_redis_url()
 
 
 # -- loading the user's app -------------------------------------------------------------------

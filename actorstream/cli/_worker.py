@@ -12,17 +12,15 @@ import attrs
 import trio
 
 from .._core.errors import SupervisorGaveUp
-from .._ops.logs import LOG_FORMATS, announce, configure_logging
+from .._ops.logs import LOG_FORMATS, configure_logging
 from ._common import (
     EXIT_FAILURE,
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_USAGE,
     CliError,
-    check_reachable,
     load_system,
     resolve_url,
-    show_url,
 )
 
 if TYPE_CHECKING:
@@ -58,7 +56,8 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
         description="Run one worker of a System: it joins the membership, takes its share of "
         "the partitions and processes them until SIGINT/SIGTERM (a first signal drains "
         "gracefully, a second one exits at once). Exit 0 after a graceful stop, 1 if the "
-        "system gave up (restart intensity exceeded), 3 if Redis is unreachable at start.",
+        "system gave up (restart intensity exceeded). While Redis does not answer at start it "
+        "waits, backing off, and says so once.",
     )
     parser.add_argument("target", metavar="TARGET", help="module:system, e.g. myapp:system")
     ops = parser.add_argument_group("operations (docs/operations.md)")
@@ -104,18 +103,9 @@ def run(args: argparse.Namespace) -> int:
             system.settings, metrics_port=args.metrics_port, metrics_host=args.metrics_host
         )
 
-    def say(text: str) -> None:
-        announce(f"actorstream: {text}", fmt=args.log_format)
-
     async def main() -> int:
-        await check_reachable(system.redis_url)
-        say(
-            f"worker of {system.name!r} (pid {os.getpid()}) on "
-            f"{show_url(system.redis_url)}, {len(system.actors)} actor(s); Ctrl-C to stop"
-        )
-        if system.settings.metrics_port:  # (0 picks a free port: the worker logs it, at info)
-            say(f"ops endpoints on http://{system.settings.metrics_host}:"
-                f"{system.settings.metrics_port} (/metrics, /healthz, /readyz)")
+        # System.start waits for Redis and prints the start and stop lines, as `python app.py`
+        # (in --log-format, see _ops.logs.announce).
         parent = os.environ.get(PARENT_PID_ENV)
         try:
             if parent:
@@ -125,12 +115,8 @@ def run(args: argparse.Namespace) -> int:
                 await system.start()
         except* SupervisorGaveUp as group:
             raise CliError(f"the system gave up: {group.exceptions[0]}", EXIT_FAILURE) from None
-        if system.forced_exit:
-            # Like a shell's Ctrl-C: the drain was cut short (leases lapse by TTL instead).
-            say(f"worker of {system.name!r} stopped by a second signal")
-            return EXIT_INTERRUPTED
-        say(f"worker of {system.name!r} stopped")
-        return EXIT_OK
+        # Like a shell's Ctrl-C: the drain was cut short (leases lapse by TTL instead).
+        return EXIT_INTERRUPTED if system.forced_exit else EXIT_OK
 
     try:
         return trio.run(main)

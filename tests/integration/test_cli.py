@@ -111,7 +111,7 @@ def test_unreachable_redis(app: Path) -> None:
     for args in (
         ("send", f"{app}:orders", '{"order_id": 1, "amount": 2}'),
         ("status", f"{app}:system"),
-        ("worker", f"{app}:system"),
+        # (`worker` waits for Redis instead: tests/integration/test_worker_start.py)
         ("top", "--once", "clitest"),
     ):
         result = cli(*args, url=bad)

@@ -99,7 +99,7 @@ async def test_metrics_after_n_events_match_counts_and_xinfo(redis_url: str) -> 
         )
     async with trio.open_nursery() as nursery:
         worker = await nursery.start(system.start)
-        port = worker.ops_port
+        port = system.ops_port
 
         async def all_handled() -> bool:
             return handled == n + 1
@@ -189,13 +189,13 @@ async def test_readyz_503_before_join_and_while_draining_200_between(
         return True
 
     async with trio.open_nursery() as nursery:
-        redis_server.pause()  # the coordinator cannot take its first step: not joined
+        redis_server.pause()  # the worker waits for Redis: served, alive, not ready
         try:
             nursery.start_soon(system.start)
             await wait_for(listening)
             assert await get(port, "/healthz") == (200, "ok\n")
             status, reason = await get(port, "/readyz")
-            assert (status, reason.strip()) == (503, "not joined")
+            assert (status, reason.strip()) == (503, "not running")
         finally:
             redis_server.resume()
 
@@ -230,7 +230,7 @@ async def test_readyz_503_when_redis_is_unreachable(redis_server: RedisServer) -
 
     async with trio.open_nursery() as nursery:
         worker = await nursery.start(system.start)
-        port = worker.ops_port
+        port = system.ops_port
 
         async def ready() -> bool:
             return (await get(port, "/readyz"))[0] == 200
@@ -288,8 +288,8 @@ async def test_redis_errors_and_lost_leases_are_counted(redis_server: RedisServe
         pass
 
     async with trio.open_nursery() as nursery:
-        worker = await nursery.start(system.start)
-        port = worker.ops_port
+        await nursery.start(system.start)
+        port = system.ops_port
 
         async def owns_both() -> bool:
             text = (await get(port, "/metrics"))[1]
@@ -371,7 +371,7 @@ async def main():
             await orders.send(Order(order_id=1))
         with trio.fail_after(20):
             await handled.wait()
-        port = worker.ops_port
+        port = system.ops_port
         print("healthz", (await http_get("127.0.0.1", port, "/healthz"))[0])
         print("metrics", (await http_get("127.0.0.1", port, "/metrics"))[0])
         entry = await system.client().execute("XRANGE", orders.stream_key(0), "-", "+")
