@@ -75,6 +75,62 @@ class Retention:
         return self.maxlen is not None or self.max_age is not None
 
 
+def _check_declaration(
+    name: str, record: type[Any] | None, partitions: int, key: object
+) -> type[Record] | None:
+    """Reject a bad stream declaration with a message naming the stream and the value;
+    returns ``record`` (checked)."""
+    _keys.check_name("stream", name)
+    if not isinstance(partitions, int) or isinstance(partitions, bool) or partitions < 1:
+        raise ConfigError(
+            f"stream {name!r}: partitions must be an integer >= 1, got {partitions!r}"
+        )
+    if partitions > 4096:
+        raise ConfigError(f"stream {name!r}: partitions must be at most 4096, got {partitions}")
+    if record is not None:
+        if not (isinstance(record, type) and issubclass(record, Record)):
+            raise ConfigError(
+                f"stream {name!r}: record must be a subclass of actorstream.Record "
+                f"(or None for plain dict events), got {record!r}"
+            )
+        check_record_type(record)
+    if isinstance(key, str):
+        if record is not None and key not in record_fields(record):
+            raise ConfigError(
+                f"stream {name!r}: key field {key!r} is not a field of {record.__name__} "
+                f"(fields: {', '.join(record_fields(record))})"
+            )
+    elif key is not None and not callable(key):
+        raise ConfigError(
+            f"stream {name!r}: key must be a field name, a callable or None, got {key!r}"
+        )
+    if key is None and partitions > 1:
+        raise ConfigError(
+            f"stream {name!r}: {partitions} partitions need a key (a field name or a "
+            "callable) so that events of one key stay in order"
+        )
+    return record
+
+
+def _cached_partitioner(partitions: int) -> Callable[[object], int]:
+    # Producers send many events per key: remember recent keys' partitions. typed=True keeps
+    # True apart from 1 (bool keys are rejected) and 1.0 apart from 1; unhashable keys fall
+    # back to computing it.
+    cached = functools.lru_cache(maxsize=65536, typed=True)(
+        functools.partial(partition_for, partitions=partitions)
+    )
+
+    def partition_of_key(key: object) -> int:
+        try:
+            return cached(key)
+        except TypeError:
+            if getattr(type(key), "__hash__", None) is None:
+                return partition_for(key, partitions)
+            raise
+
+    return partition_of_key
+
+
 class Stream(Generic[E]):
     """A declared stream of events, split into ``partitions`` Redis stream keys.
 
@@ -95,35 +151,7 @@ class Stream(Generic[E]):
         max_payload_bytes: int,
         retention: Retention | None,
     ) -> None:
-        _keys.check_name("stream", name)
-        if not isinstance(partitions, int) or isinstance(partitions, bool) or partitions < 1:
-            raise ConfigError(
-                f"stream {name!r}: partitions must be an integer >= 1, got {partitions!r}"
-            )
-        if partitions > 4096:
-            raise ConfigError(f"stream {name!r}: partitions must be at most 4096, got {partitions}")
-        if record is not None:
-            if not (isinstance(record, type) and issubclass(record, Record)):
-                raise ConfigError(
-                    f"stream {name!r}: record must be a subclass of actorstream.Record "
-                    f"(or None for plain dict events), got {record!r}"
-                )
-            check_record_type(record)
-        if isinstance(key, str):
-            if record is not None and key not in record_fields(record):
-                raise ConfigError(
-                    f"stream {name!r}: key field {key!r} is not a field of {record.__name__} "
-                    f"(fields: {', '.join(record_fields(record))})"
-                )
-        elif key is not None and not callable(key):
-            raise ConfigError(
-                f"stream {name!r}: key must be a field name, a callable or None, got {key!r}"
-            )
-        if key is None and partitions > 1:
-            raise ConfigError(
-                f"stream {name!r}: {partitions} partitions need a key (a field name or a "
-                "callable) so that events of one key stay in order"
-            )
+        checked = _check_declaration(name, record, partitions, key)
         self.system = system
         self.name = name
         self.record = record
@@ -132,7 +160,7 @@ class Stream(Generic[E]):
         self.retention = retention or Retention()
         try:
             self.format = RecordFormat(
-                record_type=record,
+                record_type=checked,
                 codec=codec,
                 compression=compression,
                 max_payload_bytes=max_payload_bytes,
@@ -143,22 +171,7 @@ class Stream(Generic[E]):
             raise ConfigError(f"stream {name!r}: {exc}") from None
         self.format_decoder = self.format.entry_decoder()
         self._key_of = self._make_key_getter(key)
-        # Producers send many events per key: remember recent keys' partitions. typed=True keeps
-        # True apart from 1 (bool keys are rejected) and 1.0 apart from 1; unhashable keys fall
-        # back to computing it.
-        cached = functools.lru_cache(maxsize=65536, typed=True)(
-            functools.partial(partition_for, partitions=partitions)
-        )
-
-        def partition_of_key(key: object) -> int:
-            try:
-                return cached(key)
-            except TypeError:
-                if getattr(type(key), "__hash__", None) is None:
-                    return partition_for(key, partitions)
-                raise
-
-        self._partition_of_key = partition_of_key
+        self._partition_of_key = _cached_partitioner(partitions)
         self._keys = [_keys.stream_key(system.name, name, p) for p in range(partitions)]
 
     def __repr__(self) -> str:

@@ -44,7 +44,7 @@ from .._ops import tracing as _tracing
 from .._transport import Connection
 from .context import WorkerContext
 from .counters import SAMPLE_EVERY, Counters, PartitionState, PartitionStatistics, snapshot
-from .deadletters import DeadLetters
+from .deadletters import DeadLetters, Poison
 from .events import Events
 from .link import PartitionLink
 from .supervisor import ChildContext
@@ -216,18 +216,14 @@ class PartitionActor:
             # One entry at a time: reading from history bumps the delivery count of every entry
             # returned, and the ones behind a poison event must not be charged for its crashes.
             # (Our own pending list is at most about a batch, so this costs a few round trips.)
-            entries, pending, _last = await self.link.read(conn, start, 1)
-            if not entries:
+            # (Entries trimmed while pending are acked away by the link, and left out.)
+            read = await self.link.read(conn, start, 1)
+            if read.last is None:
                 return
-            counts = {p[0]: int(p[3]) for p in pending} if pending else {}
+            start = read.last
+            counts = read.deliveries
             batch: list[tuple[bytes, Any]] = []
-            for entry_id, fields in entries:
-                start = entry_id
-                if not fields:
-                    # Trimmed or deleted while pending: nothing to handle; ack it away.
-                    self.counters.trimmed += 1
-                    self.link.acks.append(entry_id)
-                    continue
+            for entry_id, fields in read.entries:
                 deliveries = counts.get(entry_id, 1)
                 try:
                     self.decode(fields)
@@ -266,9 +262,13 @@ class PartitionActor:
         trace: str | None,
         deliveries: int,
     ) -> None:
+        """Hand the event to the worker's dead-letter actor and wait until it is moved (and so
+        acked). ``conn`` is unused (the actor has its own); kept so call sites stay stable."""
         await self.dead_letters.move(
-            self.link, conn, entry_id, fields, kind=kind, message=message, trace=trace,
-            deliveries=deliveries,
+            Poison(
+                self.link.protocol, self.fence, entry_id, fields, kind, message, trace,
+                deliveries,
+            )
         )
         self.counters.dead_lettered += 1
         self.counters.dead_letters[kind] += 1
@@ -283,14 +283,14 @@ class PartitionActor:
         """
         count = self.settings.batch_size
         while True:
-            entries, _pending, last = await self.link.read(conn, ">", count)
-            if entries:
-                return entries  # type: ignore[no-any-return]
+            read = await self.link.read(conn, ">", count)
+            if read.entries:
+                return read.entries
             if ctx.stop_requested:
                 return None
             # Nothing new: wait for an append after the tail with a side-effect-free XREAD.
             # A graceful stop interrupts the wait (closing this connection; nothing is unacked).
-            if not await self.link.wait_for_append(conn, ctx, last, WAIT_BLOCK_MS):
+            if not await self.link.wait_for_append(conn, ctx, read.tail, WAIT_BLOCK_MS):
                 return None
 
     async def _run_events(self, conn: Connection, ctx: ChildContext) -> None:
@@ -508,11 +508,11 @@ class PartitionActor:
                     remaining = deadline - trio.current_time()
                     if remaining <= 0:
                         break
-                    more, _p, last = await self.link.read(conn, ">", size - len(entries))
-                    if more:
-                        entries.extend(more)
+                    more = await self.link.read(conn, ">", size - len(entries))
+                    if more.entries:
+                        entries.extend(more.entries)
                         continue
-                    await self.link.block_briefly(conn, last, remaining)
+                    await self.link.block_briefly(conn, more.tail, remaining)
             await self._handle_batch(conn, entries, deliveries=1)
 
     async def _handle_batch(
