@@ -41,7 +41,9 @@ from .._core.fence import Fence
 from .._middleware import EventInfo, Middleware, Outcome, compose
 from .._ops import logs as _logs
 from .._ops import tracing as _tracing
+from .._ops.durations import timed
 from .._transport import Connection
+from .batches import handle_batch, run_batches
 from .context import WorkerContext
 from .counters import SAMPLE_EVERY, Counters, PartitionState, PartitionStatistics, snapshot
 from .deadletters import DeadLetters, Poison
@@ -105,7 +107,14 @@ class PartitionActor:
         self.decode = spec.stream.format_decoder
         self.settings = spec.settings
         middleware = (*context.middleware, *spec.middleware)
-        self.chain = compose(spec.handler, middleware)
+        durations = context.counters.durations  # None unless /metrics is served
+        # With /metrics, every handler call is timed for the histogram (a wrapper: the hot loop
+        # itself stays as it is without metrics).
+        self.handler = (
+            spec.handler if durations is None
+            else timed(spec.handler, durations.observe, trio.current_time)
+        )
+        self.chain = compose(self.handler, middleware)
         # OpenTelemetry: a CONSUMER span per handler call when a tracer provider is set.
         self.tracer = _tracing.tracer()
         self.plain = (
@@ -115,7 +124,6 @@ class PartitionActor:
             and self.settings.retries == 0
             and self.tracer is None
         )
-        self.durations = context.counters.durations  # None unless /metrics is served
         self._failing: bytes | None = None  # the entry whose handler call raised last
         self.ctx: ChildContext | None = None
         self._rng = random.Random()
@@ -197,7 +205,7 @@ class PartitionActor:
             if form is Form.EVENT:
                 await self._run_events(conn, ctx)
             elif form is Form.BATCH:
-                await self._run_batches(conn, ctx)
+                await run_batches(self, conn, ctx)
             else:
                 await self._run_iterator(conn, ctx)
         except Exception:
@@ -248,7 +256,7 @@ class PartitionActor:
                 batch.append((entry_id, fields))
             if batch:
                 if self.spec.form is Form.BATCH:
-                    await self._handle_batch(conn, batch, deliveries=deliveries)
+                    await handle_batch(self, conn, batch, deliveries=deliveries)
                 else:
                     await self._handle_each(conn, ctx, batch)
 
@@ -303,50 +311,56 @@ class PartitionActor:
     async def _handle_each(
         self, conn: Connection, ctx: ChildContext, entries: list[Any]
     ) -> None:
+        if not self.plain:
+            await self._handle_each_full(conn, ctx, entries)
+            return
+        # The hot path: no timeout, retries, middleware or error hook to consult.
+        # Locals and a local count: this loop body runs once per event.
         decode = self.decode
-        handler = self.spec.handler
+        handler = self.handler
+        counters = self.counters
+        fence = self.fence
+        stopping = ctx.stop_event.is_set
+        ack = self.link.acks.append
+        done = 0
+        try:
+            for entry_id, fields in entries:
+                if stopping():
+                    return
+                if not done % FENCE_CHECK_EVERY:
+                    # A resumed zombie stops within a few events, not after its whole
+                    # batch (reading the clock per event cost a tenth of the hot path).
+                    fence.check(trio.current_time())
+                try:
+                    event = decode(fields)
+                except DecodeError as exc:
+                    await self._dead_letter(
+                        conn, entry_id, fields, f"decode:{exc.kind}", str(exc), None, 1
+                    )
+                    continue
+                try:  # free unless it raises (zero-cost exceptions)
+                    if done % SAMPLE_EVERY:
+                        await handler(event)
+                    else:
+                        started = trio.current_time()
+                        await handler(event)
+                        counters.latencies.append(trio.current_time() - started)
+                except Exception as exc:
+                    self._handler_failed(exc, entry_id)
+                    raise
+                ack(entry_id)
+                done += 1
+        finally:
+            counters.processed += done
+
+    async def _handle_each_full(
+        self, conn: Connection, ctx: ChildContext, entries: list[Any]
+    ) -> None:
+        """Each event with middleware, timeout, retries, error hook or a trace span."""
+        decode = self.decode
         acks = self.link.acks
         counters = self.counters
         fence = self.fence
-        if self.plain and self.durations is not None:
-            await self._handle_each_timed(conn, ctx, entries)
-            return
-        if self.plain:
-            # The hot path: no timeout, retries, middleware or error hook to consult.
-            # Locals and a local count: this loop body runs once per event.
-            stopping = ctx.stop_event.is_set
-            ack = acks.append
-            done = 0
-            try:
-                for entry_id, fields in entries:
-                    if stopping():
-                        return
-                    if not done % FENCE_CHECK_EVERY:
-                        # A resumed zombie stops within a few events, not after its whole
-                        # batch (reading the clock per event cost a tenth of the hot path).
-                        fence.check(trio.current_time())
-                    try:
-                        event = decode(fields)
-                    except DecodeError as exc:
-                        await self._dead_letter(
-                            conn, entry_id, fields, f"decode:{exc.kind}", str(exc), None, 1
-                        )
-                        continue
-                    try:  # free unless it raises (zero-cost exceptions)
-                        if done % SAMPLE_EVERY:
-                            await handler(event)
-                        else:
-                            started = trio.current_time()
-                            await handler(event)
-                            counters.latencies.append(trio.current_time() - started)
-                    except Exception as exc:
-                        self._handler_failed(exc, entry_id)
-                        raise
-                    ack(entry_id)
-                    done += 1
-            finally:
-                counters.processed += done
-            return
         for entry_id, fields in entries:
             if ctx.stop_requested:
                 return
@@ -360,60 +374,12 @@ class PartitionActor:
                 continue
             started = trio.current_time()
             result = await self._handle_one(conn, entry_id, fields, event)
-            took = trio.current_time() - started
-            if self.durations is not None:
-                self.durations.observe(took)
             if not counters.processed % SAMPLE_EVERY:
-                counters.latencies.append(took)
+                counters.latencies.append(trio.current_time() - started)
             if result is not _MOVED:
                 acks.append(entry_id)
             if result is _HANDLED:
                 counters.processed += 1
-
-    async def _handle_each_timed(
-        self, conn: Connection, ctx: ChildContext, entries: list[Any]
-    ) -> None:
-        """The plain loop, timing every handler call for the duration histogram.
-
-        A copy rather than a branch in the hot loop: without /metrics that loop stays as fast.
-        """
-        decode = self.decode
-        handler = self.spec.handler
-        ack = self.link.acks.append
-        counters = self.counters
-        latencies = counters.latencies
-        observe = self.durations.observe  # type: ignore[union-attr]
-        fence = self.fence
-        stopping = ctx.stop_event.is_set
-        now = trio.current_time
-        done = 0
-        try:
-            for entry_id, fields in entries:
-                if stopping():
-                    return
-                if not done % FENCE_CHECK_EVERY:
-                    fence.check(now())
-                try:
-                    event = decode(fields)
-                except DecodeError as exc:
-                    await self._dead_letter(
-                        conn, entry_id, fields, f"decode:{exc.kind}", str(exc), None, 1
-                    )
-                    continue
-                started = now()
-                try:
-                    await handler(event)
-                except Exception as exc:
-                    self._handler_failed(exc, entry_id)
-                    raise
-                took = now() - started
-                observe(took)
-                if not done % SAMPLE_EVERY:
-                    latencies.append(took)
-                ack(entry_id)
-                done += 1
-        finally:
-            counters.processed += done
 
     def _handler_failed(self, exc: Exception, entry_id: bytes) -> None:
         """Count a handler error by type and remember the entry for the crash log line."""
@@ -494,72 +460,6 @@ class PartitionActor:
                     raise error from None
                 attempt += 1
                 await trio.sleep(settings.retry_backoff * 2 ** (attempt - 1))
-
-    async def _run_batches(self, conn: Connection, ctx: ChildContext) -> None:
-        wait = self.settings.batch_wait
-        size = self.settings.batch_size
-        while not ctx.stop_requested:
-            entries = await self._next_entries(conn, ctx)
-            if entries is None:
-                return
-            if wait > 0 and len(entries) < size:
-                deadline = trio.current_time() + wait
-                while len(entries) < size and not ctx.stop_requested:
-                    remaining = deadline - trio.current_time()
-                    if remaining <= 0:
-                        break
-                    more = await self.link.read(conn, ">", size - len(entries))
-                    if more.entries:
-                        entries.extend(more.entries)
-                        continue
-                    await self.link.block_briefly(conn, more.tail, remaining)
-            await self._handle_batch(conn, entries, deliveries=1)
-
-    async def _handle_batch(
-        self, conn: Connection, entries: list[Any], *, deliveries: int
-    ) -> None:
-        events: list[Any] = []
-        ids: list[bytes] = []
-        for entry_id, fields in entries:
-            try:
-                events.append(self.decode(fields))
-                ids.append(entry_id)
-            except DecodeError as exc:
-                await self._dead_letter(
-                    conn, entry_id, fields, f"decode:{exc.kind}", str(exc), None, deliveries
-                )
-        if not events:
-            return
-        self.fence.check(trio.current_time())
-        info = self._info(ids[0])
-        chain = self.chain
-        started = trio.current_time()
-        try:
-            await self._call(lambda evs: chain(evs, info), events)
-            took = trio.current_time() - started
-            self.counters.latencies.append(took)
-            if self.durations is not None:
-                self.durations.observe(took)
-        except Exception as exc:
-            self._failing = ids[0]
-            hook = self.spec.on_error
-            if hook is None:
-                raise
-            outcome = await hook(events, exc, info)
-            if outcome is Outcome.DEAD_LETTER:
-                by_id = dict(entries)
-                for entry_id in ids:
-                    await self._dead_letter(
-                        conn, entry_id, by_id[entry_id], "handler", describe_error(exc),
-                        format_traceback(exc), deliveries,
-                    )
-                return
-            if outcome is not Outcome.SKIP:
-                raise
-            self.link.acks.extend(ids)
-            return
-        self.link.acks.extend(ids)
-        self.counters.processed += len(events)
 
     async def _run_iterator(self, conn: Connection, ctx: ChildContext) -> None:
         events = Events(self, conn, ctx)

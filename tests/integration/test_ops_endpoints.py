@@ -137,13 +137,14 @@ async def test_metrics_after_n_events_match_counts_and_xinfo(redis_url: str) -> 
         assert [(lab["error_type"], v) for lab, v in errors] == [("ValueError", 1.0)]
         restarts = samples(text, "actorstream_actor_restarts_total")
         assert sum(v for _, v in restarts) == 1
+        # Every handler call, the failed one included (n + 1 handled, 1 raised).
         count = samples(text, "actorstream_handler_duration_seconds_count")
         assert count == [
-            ({"app": "metricshop", "stream": "orders", "actor": "bill"}, float(n + 1))
+            ({"app": "metricshop", "stream": "orders", "actor": "bill"}, float(n + 2))
         ]
         inf = [v for lab, v in samples(text, "actorstream_handler_duration_seconds_bucket")
                if lab["le"] == "+Inf"]
-        assert inf == [float(n + 1)]
+        assert inf == [float(n + 2)]
 
         info = await xinfo(redis_url, orders.stream_key(blocked))
         lag = {lab["partition"]: v for lab, v in samples(text, "actorstream_partition_lag")}
