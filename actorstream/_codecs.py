@@ -295,7 +295,8 @@ class RecordFormat:
         own, inner, generic = self._tag, self._decoder_for(self._tag), self.decode
 
         def decode(fields: list[bytes]) -> Any:
-            if len(fields) == 4 and fields[1] == own and fields[0] == _F and fields[2] == _D:
+            # Trailing fields (a traceparent) are not the record's: ignored, as in `decode`.
+            if len(fields) >= 4 and fields[1] == own and fields[0] == _F and fields[2] == _D:
                 return inner(fields[3])
             return generic(fields)
 

@@ -13,6 +13,8 @@ from ._codecs import RecordFormat
 from ._core import keys as _keys
 from ._core.errors import ActorstreamError, ConfigError
 from ._core.hashing import partition_for
+from ._ops import tracing as _tracing
+from ._ops.sent import count_sent
 from ._records import Record, check_record_type, record_fields
 
 if TYPE_CHECKING:
@@ -217,7 +219,15 @@ class Stream(Generic[E]):
     async def send(self, event: E) -> str:
         """Append one event to its partition; returns the entry id. Not retried on failure."""
         command = self._command(event)
-        reply = await self.system.client().execute(*command)
+        client = self.system.client()
+        if _tracing.tracer() is None:
+            reply = await client.execute(*command)
+        else:
+            with _tracing.send_span(self.system.name, self.name, 1) as extra:
+                if self.record is not None:  # a dict stream's fields are the user's event
+                    command += extra
+                reply = await client.execute(*command)
+        count_sent(self.system.name, self.name, 1)
         return reply.decode() if isinstance(reply, bytes) else str(reply)
 
     async def send_many(self, events: Iterable[E]) -> list[str]:
@@ -227,9 +237,23 @@ class Stream(Generic[E]):
         raises ``SendError`` naming exactly which were sent and which were not.
         """
         commands = [self._command(e) for e in events]
+        if _tracing.tracer() is None:
+            return await self._send_commands(commands)
+        with _tracing.send_span(self.system.name, self.name, len(commands)) as extra:
+            if extra and self.record is not None:
+                commands = [command + extra for command in commands]
+            return await self._send_commands(commands)
+
+    async def _send_commands(self, commands: list[list[Any]]) -> list[str]:
+        sent: list[tuple[int, str]] = []
+        try:
+            return await self._pipeline(commands, sent)
+        finally:
+            count_sent(self.system.name, self.name, len(sent))
+
+    async def _pipeline(self, commands: list[list[Any]], sent: list[tuple[int, str]]) -> list[str]:
         client = self.system.client()
         ids: list[str] = []
-        sent: list[tuple[int, str]] = []
         failed: list[tuple[int, BaseException]] = []
         for start in range(0, len(commands), MAX_PIPELINE):
             chunk = commands[start : start + MAX_PIPELINE]

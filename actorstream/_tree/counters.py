@@ -14,6 +14,7 @@ from attrs import frozen
 from .._actors import ActorSpec
 from .._core.crashes import CrashLogLimit
 from .._core.failures import PartitionFailures
+from .._ops.durations import Durations
 
 __all__ = ["Counters", "PartitionState", "PartitionStatistics", "snapshot"]
 
@@ -63,7 +64,10 @@ class Counters:
         "backoff",
         "crash_log",
         "dead_lettered",
+        "dead_letters",
+        "durations",
         "epoch",
+        "errors",
         "failed",
         "failures",
         "last_dead_letter",
@@ -71,12 +75,13 @@ class Counters:
         "last_trace",
         "latencies",
         "processed",
+        "redis_errors",
         "restarts",
         "state",
         "trimmed",
     )
 
-    def __init__(self, failures: PartitionFailures) -> None:
+    def __init__(self, failures: PartitionFailures, *, timed: bool = False) -> None:
         self.state = PartitionState.STARTING
         self.epoch = 0
         self.processed = 0
@@ -93,6 +98,12 @@ class Counters:
         self.backoff: float | None = None  # set while backing off
         # Handler durations of every SAMPLE_EVERY-th event: p50/p99 for `top`, cheaply.
         self.latencies: collections.deque[float] = collections.deque(maxlen=256)
+        # Rare-path counts by label, read at scrape time by the metrics collector.
+        self.errors: collections.Counter[str] = collections.Counter()  # handler errors by type
+        self.dead_letters: collections.Counter[str] = collections.Counter()  # by kind
+        self.redis_errors: collections.Counter[str] = collections.Counter()
+        # Every handler duration, only when metrics are served (a histogram is not a sample).
+        self.durations: Durations | None = Durations() if timed else None
 
 
 def _percentile(ordered: list[float], q: float) -> float | None:

@@ -25,6 +25,7 @@ from .._core.errors import DecodeError
 from .._core.failures import Action
 from .._core.fence import Fence
 from .._middleware import EventInfo, Outcome
+from .._ops import tracing as _tracing
 from .._transport import Connection
 from .counters import SAMPLE_EVERY, Counters, PartitionState
 from .deadletters import DeadLetters, Poison
@@ -59,8 +60,10 @@ class Handling:
         counters: Counters,
         link: PartitionLink,
         dead_letters: DeadLetters,
+        handler: Callable[[Any], Awaitable[Any]],
         chain: Callable[[Any, EventInfo], Awaitable[None]],
         plain: bool,
+        tracer: Any,
         report: Callable[[str, str], None],
     ) -> None:
         self.app = app
@@ -71,7 +74,9 @@ class Handling:
         self.counters = counters
         self.link = link
         self.dead_letters = dead_letters
+        self.handler = handler  # the spec's, or timed for /metrics
         self.chain = chain
+        self.tracer = tracer  # OpenTelemetry: a CONSUMER span per handler call, or None
         self.plain = plain and spec.form is Form.EVENT
         self.report = report
         self.decode = spec.stream.format_decoder
@@ -97,6 +102,7 @@ class Handling:
             )
         )
         self.counters.dead_lettered += 1
+        self.counters.dead_letters[kind] += 1
         self.counters.last_dead_letter = f"{kind}: {message}"[:300]
 
     async def undecodable(
@@ -183,7 +189,7 @@ class Handling:
         """``_process`` for first deliveries to a handler with no timeout, retries, middleware
         or error hook: the hot path. Locals and a local count: this loop body runs per event."""
         decode = self.decode
-        handler = self.spec.handler
+        handler = self.handler
         counters = self.counters
         failures = counters.failures
         fence = self.fence
@@ -212,6 +218,7 @@ class Handling:
                         await handler(event)
                         counters.latencies.append(trio.current_time() - started)
                 except Exception as exc:
+                    counters.errors[type(exc).__name__] += 1
                     counters.processed += done  # ours before the failure: evidence for others
                     failures.board.record_successes(done)
                     done = 0
@@ -395,7 +402,14 @@ class Handling:
         info = self.info(entry_id)
         chain = self.chain
         try:
-            await self._call(lambda ev: chain(ev, info), event)
+            if self.tracer is None:
+                await self._call(lambda ev: chain(ev, info), event)
+            else:
+                with _tracing.consumer_span(
+                    self.tracer, app=self.app, stream=info.stream, actor=self.group,
+                    partition=self.partition, entry_id=info.entry_id, fields=fields,
+                ):
+                    await self._call(lambda ev: chain(ev, info), event)
             return _HANDLED
         except Exception as exc:
             return await self._on_error(conn, entry_id, fields, event, exc, info)
@@ -451,6 +465,7 @@ class Handling:
                         f"handler took longer than timeout={settings.timeout:g}s"
                     )
                 self.counters.last_error = describe_error(error)
+                self.counters.errors[type(error).__name__] += 1
                 if attempt >= settings.retries:
                     if error is exc:
                         raise

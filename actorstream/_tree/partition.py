@@ -1,8 +1,7 @@
 """The partition actor: one per owned (actor, partition), strictly in order, fenced.
 
-Its Redis round trips live in ``link`` (``PartitionLink``); decoding, handling and the
-containment of handler failures in ``handling``; the iterator form in ``events``; its counters
-and statistics in ``counters``.
+Its Redis round trips live in ``link`` (``PartitionLink``); the iterator form in ``events``;
+its counters and statistics in ``counters``.
 
 Life of one actor (``statistics().state`` shows where it is)::
 
@@ -43,7 +42,11 @@ from .._core.classify import TRANSIENT_REDIS_ERRORS, describe_error
 from .._core.errors import FencedError, GroupLostError
 from .._core.fence import Fence
 from .._middleware import Middleware, compose
+from .._ops import logs as _logs
+from .._ops import tracing as _tracing
+from .._ops.durations import timed
 from .._transport import Connection
+from .batches import run_batches
 from .context import WorkerContext
 from .counters import Counters, PartitionState, PartitionStatistics, snapshot
 from .deadletters import DeadLetters
@@ -111,13 +114,24 @@ class PartitionActor:
         self.decode = spec.stream.format_decoder
         self.settings = spec.settings
         middleware = (*context.middleware, *spec.middleware)
-        self.chain = compose(spec.handler, middleware)
+        durations = context.counters.durations  # None unless /metrics is served
+        # With /metrics, every handler call is timed for the histogram (a wrapper: the hot loop
+        # itself stays as it is without metrics).
+        self.handler = (
+            spec.handler if durations is None
+            else timed(spec.handler, durations.observe, trio.current_time)
+        )
+        self.chain = compose(self.handler, middleware)
+        # OpenTelemetry: a CONSUMER span per handler call when a tracer provider is set.
+        self.tracer = _tracing.tracer()
         self.plain = (
             not middleware
             and spec.on_error is None
             and self.settings.timeout is None
             and self.settings.retries == 0
+            and self.tracer is None
         )
+        self._failing: bytes | None = None  # the entry whose handler call raised last
         self.handling = Handling(
             app=worker.app,
             spec=spec,
@@ -126,8 +140,10 @@ class PartitionActor:
             counters=context.counters,
             link=self.link,
             dead_letters=context.dead_letters,
+            handler=self.handler,
             chain=self.chain,
             plain=self.plain,
+            tracer=self.tracer,
             report=worker.report,
         )
         self.ctx: ChildContext | None = None
@@ -138,6 +154,9 @@ class PartitionActor:
     async def run(self, ctx: ChildContext) -> None:
         """The supervisor's child function. Returns normally when stopped or fenced."""
         self.ctx = ctx
+        # Every log line of this task (and of tasks it starts) names the partition.
+        _logs.bind(app=self.app, stream=self.spec.stream.name, actor=self.group,
+                   partition=self.partition)
         # The supervisor's count (runtime failures), or ours (``partitions``: iterator form).
         self.counters.restarts = max(self.counters.restarts, ctx.restarts)
         self.counters.epoch = self.fence.epoch
@@ -150,6 +169,7 @@ class PartitionActor:
                         await self._session(conn, ctx)
                     return
                 except TRANSIENT_REDIS_ERRORS as exc:
+                    self.counters.redis_errors[type(exc).__name__] += 1
                     self._set_state(PartitionState.WAITING_REDIS)
                     self.counters.last_error = describe_error(exc)
                     log.warning(
@@ -180,6 +200,12 @@ class PartitionActor:
             self.report(
                 "crash", f"{self.group}[{self.partition}]: {self.counters.last_error}"
             )
+            failing = self._failing
+            log.error(
+                "%s[%d] crashed%s: %s", self.group, self.partition,
+                f" on {failing.decode()}" if failing else "", self.counters.last_error,
+                exc_info=exc, extra={"entry_id": failing.decode() if failing else None},
+            )
             raise
         finally:
             if self.counters.state not in (PartitionState.FENCED, PartitionState.FAILED):
@@ -204,7 +230,7 @@ class PartitionActor:
             if form is Form.EVENT:
                 await self._run_events(conn, ctx)
             elif form is Form.BATCH:
-                await self._run_batches(conn, ctx)
+                await run_batches(self, conn, ctx)
             else:
                 await self._run_iterator(conn, ctx)
         except Exception:
@@ -271,26 +297,6 @@ class PartitionActor:
                 return
             await self.handling.process(conn, ctx, entries)
 
-    async def _run_batches(self, conn: Connection, ctx: ChildContext) -> None:
-        wait = self.settings.batch_wait
-        size = self.settings.batch_size
-        while not ctx.stop_requested:
-            entries = await self._next_entries(conn, ctx)
-            if entries is None:
-                return
-            if wait > 0 and len(entries) < size:
-                deadline = trio.current_time() + wait
-                while len(entries) < size and not ctx.stop_requested:
-                    remaining = deadline - trio.current_time()
-                    if remaining <= 0:
-                        break
-                    more = await self.link.read(conn, ">", size - len(entries))
-                    if more.entries:
-                        entries.extend(more.entries)
-                        continue
-                    await self.link.block_briefly(conn, more.tail, remaining)
-            await self.handling.process_batch(conn, ctx, entries)
-
     async def _run_iterator(self, conn: Connection, ctx: ChildContext) -> None:
         events = Events(self, conn, ctx)
         while not ctx.stop_requested:
@@ -299,6 +305,7 @@ class PartitionActor:
             except (FencedError, *TRANSIENT_REDIS_ERRORS):
                 raise  # ours, from inside the iterator
             except Exception as exc:
+                self.counters.errors[type(exc).__name__] += 1
                 # The loop's state is gone with it: restart the actor (``partitions`` does,
                 # under this partition's own budget); replay delivers this event first.
                 current = events.current_id()

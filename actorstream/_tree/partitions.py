@@ -114,7 +114,9 @@ class PartitionsSupervisor:
             spec = self.context.actors[slot.actor]
             board = self.boards.setdefault(slot.actor, HealthBoard())
             failures = PartitionFailures(spec.settings.containment(), board, slot.partition)
-            counters = self.counters[slot] = Counters(failures)
+            # Time every handler call only when /metrics is served (the histogram).
+            timed = self.context.worker.settings.metrics_port is not None
+            counters = self.counters[slot] = Counters(failures, timed=timed)
         return counters
 
     def _budget(self, slot: Slot) -> RestartBudget:

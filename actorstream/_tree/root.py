@@ -38,6 +38,7 @@ from .._core.errors import SupervisorGaveUp
 from .._core.policy import RestartPolicy
 from .._core.settings import Settings
 from .._middleware import Middleware
+from .._ops import logs as _logs
 from .._streams import Stream
 from .._transport import Client
 from .context import WorkerContext
@@ -176,6 +177,8 @@ class Worker:
             leadership=self.leadership,
         )
         left = trio.Event()
+        # Every log line of this worker's tasks carries these (structured logs, --log-format).
+        _logs.bind(worker=self.worker_id, app=self.app)
         try:
             async with trio.open_nursery() as nursery:
                 if self.settings.install_signal_handlers:

@@ -499,7 +499,8 @@ async def test_worker_exits_non_zero_when_the_system_gives_up(redis_server: Redi
     last = worker.output().strip().splitlines()[-1]
     assert last.startswith("actorstream: error: supervisor 'partitions/work[0]' gave up"), last
     assert "last crash: RuntimeError: simulated bug in the runtime" in last
-    assert "Traceback" not in worker.output()  # one line; -v shows the whole trace
+    # The runtime's crashes were logged as they happened; the exit says it in one line.
+    assert last.endswith("(-v shows the traceback)"), last
 
 
 async def test_second_signal_exits_at_once(redis_server: RedisServer) -> None:
