@@ -312,10 +312,10 @@ class Handling:
         action = counters.crash_log.on_failure(type(exc).__name__, now)
         if action is LogAction.FULL:
             log.error(
-                "%s[%d]: the handler failed on entry %s%s: %s",
+                "%s[%d] handler crashed on %s%s: %s",
                 self.group, self.partition, entry_id.decode(),
                 f" (delivery {deliveries})" if deliveries else "",
-                counters.last_error, exc_info=exc,
+                counters.last_error, exc_info=exc, extra={"entry_id": entry_id.decode()},
             )
             self.report(
                 "crash", f"{self.group}[{self.partition}] {entry_id.decode()}: "
