@@ -45,8 +45,13 @@ from types import TracebackType
 from typing import Self
 from urllib.parse import quote, urlencode
 
+from ._testkit.cluster import ClusterNode, RedisCluster, SlotMove
+
 __all__ = [
+    "ClusterNode",
+    "RedisCluster",
     "RedisServer",
+    "SlotMove",
     "WorkerProcess",
     "find_redis_server",
 ]

@@ -1,0 +1,1 @@
+"""Helpers behind ``actorstream.testing`` (real Redis processes for tests)."""
