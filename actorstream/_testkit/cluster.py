@@ -332,6 +332,7 @@ class RedisCluster:
             "--appendonly", "yes" if self.appendonly else "no",
             "--appendfsync", "everysec",
             "--repl-diskless-sync-delay", "0",
+            "--enable-debug-command", "local",
             *self.extra_args,
         ]  # fmt: skip
         for i in range(total):

@@ -163,7 +163,7 @@ class Client:
             dedicated=self._dedicated,
             created_total=sum(p._created for p in pools),
             discarded_total=sum(p._discarded for p in pools),
-            max_connections=self.max_connections * max(1, len(pools) - 1),
+            max_connections=self.max_connections * max(1, len(pools) - 1),  # per node
         )
 
     # -- Cluster mode -------------------------------------------------------------------------
@@ -182,22 +182,29 @@ class Client:
         (see ``_open``), so finding out costs no extra round trip and no extra connection.
         """
         router = self._router
-        if router is None:
-            if not self._routed:
-                return None
-            conn = await self._acquire()
-            self._release(conn)
+        if router is not None and router.map.primaries:
+            return router
+        async with self._mode_lock:  # one task finds out; the others wait for its answer
             router = self._router
             if router is None:
-                return None
-        if not router.map.primaries:
-            await router.refresh()
-            # The seed's pooled connections are not used for routed requests.
-            idle, self._idle = self._idle, []
-            for idle_conn in idle:
-                self._discarded += 1
-                _close_now(idle_conn)
-        return router
+                if not self._routed:
+                    return None
+                conn = await self._acquire()
+                self._release(conn)
+                router = self._router
+                if router is None:
+                    return None
+            if not router.map.primaries:
+                # The seed's pooled connections become its node pool's: no reconnect.
+                seed = router.pool((self.config.host, self.config.port))
+                room = seed.max_connections - len(seed._idle)
+                seed._idle.extend(self._idle[:room])
+                for extra in self._idle[room:]:
+                    self._discarded += 1
+                    _close_now(extra)
+                self._idle = []
+                await router.refresh()
+            return router
 
     def _learn_mode(self, conn: NodeConnection) -> None:
         if conn.cluster_enabled is None or not self._routed or self._router is not None:

@@ -421,6 +421,8 @@ class ClusterRouter:
             if script is not None and isinstance(reply, rex.NoScriptError):
                 await conn.execute("SCRIPT", "LOAD", script.source)  # it did not run: safe
                 reply = (await conn.pipeline(commands, timeout=timeout))[-1]
+            if isinstance(reply, UnblockedError):
+                conn.broken = True  # the server closes it after -UNBLOCKED
             return reply
         except (rex.ConnectionError, rex.TimeoutError):
             self.stale = True  # the node may be gone: look again before the next request
@@ -520,6 +522,8 @@ class ClusterRouter:
                 return
             try:
                 raw = await conn.pipeline(batch, timeout=timeout)
+                if any(isinstance(r, UnblockedError) for r in raw):
+                    conn.broken = True  # the server closes it after -UNBLOCKED
             except (rex.ConnectionError, rex.TimeoutError) as exc:
                 self.stale = True
                 lost.append(exc)
@@ -764,6 +768,9 @@ class SlotConnection:
                     return replies
                 await budget.backoff(replies[pending[0]])
             else:
+                if isinstance(first, UnblockedError):
+                    # The server closes the connection after -UNBLOCKED (a demoted primary).
+                    await self._drop()
                 await budget.backoff(first)
                 if router.owner_of(self.slot) != self._addr:
                     await self._drop()
