@@ -45,3 +45,4 @@ def bench(session: nox.Session) -> None:
     session.run("python", "benchmarks/bench_transport.py", *session.posargs)
     session.run("python", "benchmarks/bench_runtime.py", "--rss", *session.posargs)
     session.run("python", "benchmarks/bench_rebalance.py", *session.posargs)
+    session.run("python", "benchmarks/bench_cluster.py", *session.posargs)

@@ -96,50 +96,92 @@ def command_name(command: Command) -> str:
     return name
 
 
+_DEFAULT, _NONE, _SCRIPT, _STREAMS, _SUB, _ALL, _PAIR, _BPOP, _NODE = range(9)
+#: Command name (str or bytes, upper or lower case) -> where its keys are. Default: argument 1.
+_KINDS: dict[Any, int] = {}
+for _names, _where in (
+    (_KEYLESS | _EVERY_PRIMARY, _NONE),
+    (_SCRIPTS, _SCRIPT),
+    (_STREAM_READS, _STREAMS),
+    (_SUBCOMMAND_KEY, _SUB),
+    (_ALL_KEYS, _ALL),
+    (_PAIRS, _PAIR),
+    (_BLOCKING_POPS, _BPOP),
+    (_PER_NODE, _NODE),
+):
+    for _name in _names:
+        if " " not in _name:
+            for _form in (_name, _name.lower()):
+                _KINDS[_form] = _KINDS[_form.encode()] = _where
+
+#: Slots of recently seen str/bytes keys (partition keys repeat): CRC16 once per key.
+_SLOT_CACHE: dict[str | bytes, int] = {}
+_SLOT_CACHE_SIZE = 1 << 16
+
+
+def _kind(command: Command) -> int:
+    name = command[0]
+    kind = _KINDS.get(name) if type(name) is str or type(name) is bytes else None
+    if kind is None:
+        kind = _KINDS.get(_text(name), _DEFAULT)
+        if (type(name) is str or type(name) is bytes) and len(_KINDS) < 4096:
+            _KINDS[name] = kind  # remember this spelling of the name
+    return kind
+
+
 def command_keys(command: Command) -> Sequence[Arg]:
     """The key arguments of a command (a table for the commands Redis users send; keyless if
     the command has none). Commands that would silently see one node only are refused."""
-    name = _text(command[0])
-    if name in _KEYLESS:
+    kind = _kind(command)
+    if kind == _DEFAULT:
+        return command[1:2]
+    if kind == _NONE:
         return ()
-    if name in _SCRIPTS:
+    if kind == _SCRIPT:
         numkeys = int(command[2]) if len(command) > 2 else 0
         return command[3 : 3 + numkeys]
-    if name in _STREAM_READS:
+    if kind == _STREAMS:
         for i in range(1, len(command)):
             if _text(command[i]) == "STREAMS":
                 rest = command[i + 1 :]
                 return rest[: len(rest) // 2]
         return ()
-    if name in _SUBCOMMAND_KEY:
+    if kind == _SUB:
         return command[2:3]
-    if name in _ALL_KEYS:
+    if kind == _ALL:
         return command[1:]
-    if name in _PAIRS:
+    if kind == _PAIR:
         return command[1::2]
-    if name in _BLOCKING_POPS:
+    if kind == _BPOP:
         return command[1:-1]
-    if name in _PER_NODE:
-        raise rex.RedisClusterException(
-            f"{name} sees the keys of one Cluster node only: run it on each node of "
-            "`await client.primaries()`"
-        )
-    return command[1:2]
+    raise rex.RedisClusterException(
+        f"{_text(command[0])} sees the keys of one Cluster node only: run it on each node of "
+        "`await client.primaries()`"
+    )
 
 
 def slot_of(key: Arg) -> int:
     """The Cluster slot of a key (CRC16 of its hash tag), computed by the ``redis`` package."""
+    if type(key) is str or type(key) is bytes:
+        slot = _SLOT_CACHE.get(key)
+        if slot is None:
+            if len(_SLOT_CACHE) >= _SLOT_CACHE_SIZE:
+                _SLOT_CACHE.clear()
+            slot = _SLOT_CACHE[key] = key_slot(_key_bytes(key))
+        return slot
     return key_slot(_key_bytes(key))
 
 
 def command_slot(command: Command) -> int | None:
     """The one slot a command touches, None if keyless; a CROSSSLOT command fails loudly here."""
+    if _kind(command) == _DEFAULT:  # the common case: one key, argument 1
+        return slot_of(command[1]) if len(command) > 1 else None
     keys = command_keys(command)
     if not keys:
         return None
-    slot = key_slot(_key_bytes(keys[0]))
+    slot = slot_of(keys[0])
     for key in keys[1:]:
-        other = key_slot(_key_bytes(key))
+        other = slot_of(key)
         if other != slot:
             raise rex.ClusterCrossSlotError(
                 f"CROSSSLOT {_text(command[0])} touches keys in slots {slot} and {other} "
@@ -374,9 +416,9 @@ class ClusterRouter:
     ) -> Any:
         if self.stale:
             await self.refresh_quietly()
-        if command_name(command) in _EVERY_PRIMARY:
-            return await self._everywhere(command, timeout)
         slot = command_slot(command)
+        if slot is None and command_name(command) in _EVERY_PRIMARY:
+            return await self._everywhere(command, timeout)
         budget = _Budget(self)
         ask: Addr | None = None
         while True:
@@ -457,12 +499,18 @@ class ClusterRouter:
         while pending:
             groups: dict[Addr, list[int]] = {}
             unrouted: list[int] = []
+            owners = self.map.owners
             for i in pending:
-                addr = asks.get(i) or self.owner_of(slots[i] if slots[i] is not None else anywhere)
+                slot = slots[i]
+                addr = asks.get(i) if asks else None
+                if addr is None:
+                    addr = owners[slot] if slot is not None else self.owner_of(anywhere)
                 if addr is None:
                     unrouted.append(i)
+                elif addr in groups:
+                    groups[addr].append(i)
                 else:
-                    groups.setdefault(addr, []).append(i)
+                    groups[addr] = [i]
             asked = set(asks)
             asks = {}
             outcomes = await self._send_groups(groups, asked, commands, timeout)
@@ -479,6 +527,8 @@ class ClusterRouter:
                     continue
                 for i, reply in zip(indices, outcome, strict=True):
                     replies[i] = reply
+                    if not isinstance(reply, _REDIRECTS):
+                        continue
                     if isinstance(reply, rex.MovedError):
                         budget.redirected(reply)
                         self.moved(reply)
@@ -509,11 +559,17 @@ class ClusterRouter:
         lost: list[Exception] = []
 
         async def one(addr: Addr, indices: list[int]) -> None:
-            batch: list[Command] = []
-            for i in indices:
-                if i in asked:
-                    batch.append(("ASKING",))
-                batch.append(commands[i])
+            batch: Sequence[Command]
+            if asked:
+                batch = []
+                for i in indices:
+                    if i in asked:
+                        batch.append(("ASKING",))
+                    batch.append(commands[i])
+            elif len(indices) == len(commands):
+                batch = commands
+            else:
+                batch = [commands[i] for i in indices]
             pool = self.pool(addr)
             try:
                 conn = await self._acquire(pool)
@@ -588,8 +644,28 @@ class ClusterRouter:
                 await budget.backoff(refusal)
 
 
+_TRANSACTION = frozenset(
+    form for name in ("MULTI", "WATCH") for form in (name, name.lower(), name.encode(),
+                                                   name.lower().encode())
+)
+
+
+_STATEFUL = frozenset(
+    form
+    for name in ("MULTI", "WATCH", "EXEC", "DISCARD", "UNWATCH")
+    for form in (name, name.lower(), name.encode(), name.lower().encode())
+)
+
+
 def _is_transaction(commands: Sequence[Command]) -> bool:
-    return any(_text(c[0]) in ("MULTI", "WATCH") for c in commands)
+    for command in commands:
+        name = command[0]
+        if type(name) is str or type(name) is bytes:
+            if name in _TRANSACTION:
+                return True
+        elif _text(name) in ("MULTI", "WATCH"):
+            return True
+    return False
 
 
 def _one_slot(commands: Sequence[Command]) -> int | None:
@@ -795,7 +871,10 @@ class SlotConnection:
 
     def _track_state(self, commands: Sequence[Command], replies: Sequence[Any]) -> None:
         for command, reply in zip(commands, replies, strict=True):
-            name = _text(command[0])
+            first = command[0]
+            if (type(first) is str or type(first) is bytes) and first not in _STATEFUL:
+                continue
+            name = _text(first)
             if name in ("WATCH", "MULTI") and not isinstance(reply, Exception):
                 self._stateful = True
             elif name in ("EXEC", "DISCARD", "UNWATCH"):
