@@ -28,8 +28,10 @@ def chaos(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    session.install("ruff")
+    """ruff, and import-linter's layer contracts (pyproject.toml: layers only point down)."""
+    session.install("ruff", "import-linter", "-e", ".")
     session.run("ruff", "check", ".")
+    session.run("lint-imports")
 
 
 @nox.session

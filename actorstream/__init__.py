@@ -6,8 +6,8 @@ Declare a ``System``, its streams (partitioned by key) and actors, and run worke
 
 from ._actors import ActorSettings
 from ._codecs import Codec, Compression, register_codec, register_compression
-from ._deadletter import DeadLetter
-from ._errors import (
+from ._core.deadletter import DeadLetter
+from ._core.errors import (
     ActorstreamError,
     ConfigError,
     DecodeError,
@@ -16,13 +16,16 @@ from ._errors import (
     SelfFenced,
     SupervisorGaveUp,
 )
-from ._leasetiming import LeaseTiming
+from ._core.leasetiming import LeaseTiming
+from ._core.policy import RestartPolicy
+from ._core.settings import Settings
 from ._middleware import ErrorHook, EventInfo, Middleware, Next, Outcome
-from ._partition import Events, PartitionState, PartitionStatistics
-from ._policy import RestartPolicy
 from ._records import Record
 from ._streams import Retention, SendError, Stream
-from ._supervisor import (
+from ._system import System, WorkerStatistics, running
+from ._tree.counters import PartitionState, PartitionStatistics
+from ._tree.events import Events
+from ._tree.supervisor import (
     ChildContext,
     ChildState,
     Restart,
@@ -30,7 +33,6 @@ from ._supervisor import (
     Supervisor,
     SupervisorStatistics,
 )
-from ._system import Runtime, Settings, System, WorkerStatistics, running
 from ._version import __version__
 
 __all__ = [
@@ -58,7 +60,6 @@ __all__ = [
     "Restart",
     "RestartPolicy",
     "Retention",
-    "Runtime",
     "SelfFenced",
     "SendError",
     "Settings",

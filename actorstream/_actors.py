@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any
 import attrs
 from attrs import frozen
 
-from . import _keys
-from ._errors import ConfigError
+from ._core import keys as _keys
+from ._core.errors import ConfigError
 from ._middleware import ErrorHook, Middleware
 
 if TYPE_CHECKING:

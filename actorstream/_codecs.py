@@ -26,7 +26,7 @@ from typing import Any
 
 import attrs
 
-from actorstream._errors import ConfigError, DecodeError
+from actorstream._core.errors import ConfigError, DecodeError
 from actorstream._records import (
     Record,
     check_record_type,

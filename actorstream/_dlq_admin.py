@@ -26,9 +26,9 @@ from typing import TYPE_CHECKING, Any
 import attrs
 from attrs import frozen
 
-from . import _keys
-from ._deadletter import DeadLetter
-from ._errors import ConfigError
+from ._core import keys as _keys
+from ._core.deadletter import DeadLetter
+from ._core.errors import ConfigError
 from ._transport import Client, Script
 
 if TYPE_CHECKING:

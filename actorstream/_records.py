@@ -31,7 +31,7 @@ from typing import Any, ClassVar, TypeVar, dataclass_transform
 import attr
 import attrs
 
-from actorstream._errors import ConfigError, DecodeError
+from actorstream._core.errors import ConfigError, DecodeError
 
 __all__ = [
     "Record",

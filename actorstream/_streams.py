@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from attrs import frozen
 from redis import exceptions as rex
 
-from . import _keys
 from ._codecs import RecordFormat
-from ._errors import ActorstreamError, ConfigError
-from ._hashing import partition_for
+from ._core import keys as _keys
+from ._core.errors import ActorstreamError, ConfigError
+from ._core.hashing import partition_for
 from ._records import Record, check_record_type, record_fields
 
 if TYPE_CHECKING:

@@ -1,50 +1,35 @@
-"""System: declarations (streams, actors, producers) and ``start()``, the root of a worker.
+"""System: the declaration API's root (streams, actors, producers, tasks) and ``start()``.
 
-Supervision tree of one worker::
-
-    System.start
-    ├── coordinator          membership, fenced leases, rebalance (restarted if it crashes)
-    ├── partitions           Supervisor(ONE_FOR_ONE): one partition actor per owned slot
-    ├── scheduler            tasks, timers, cron
-    └── telemetry            status snapshot for `actorstream top`, once a second
+``start()`` hands the declarations, as a frozen ``WorkerPlan``, to the root of the worker's
+supervision tree (``actorstream._tree.root``); nothing in the tree imports this module back.
 """
 
 from __future__ import annotations
 
-import collections
-import functools
 import inspect
 import logging
 import os
-import signal
-import socket
-import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import tzinfo
 from types import TracebackType
 from typing import Any, TypeVar, overload
 
-import attrs
 import trio
-from attrs import frozen
 
-from . import _keys
 from ._actors import ActorSettings, ActorSpec, Form
-from ._assignment import Slot
-from ._coordinator import Coordinator, CoordinatorStatistics, OwnershipState
-from ._deadletter import DeadLetters
-from ._errors import ConfigError, SupervisorGaveUp
-from ._leasetiming import LeaseTiming
+from ._core import keys as _keys
+from ._core.errors import ConfigError
+from ._core.settings import Settings
 from ._middleware import ErrorHook, Middleware
-from ._partition import Counters, Fence, PartitionActor, PartitionStatistics, snapshot
-from ._policy import RestartPolicy
 from ._records import Record
-from ._scheduler import Leadership, TaskSpec, _zone, run_scheduler
 from ._streams import Retention, Stream
-from ._supervisor import ChildContext, Restart, Strategy, Supervisor, SupervisorStatistics
 from ._transport import Client, default_client_name, redact_url
+from ._tree.root import Worker, WorkerPlan
+from ._tree.scheduler import TaskSpec, _zone
+from ._tree.telemetry import WorkerStatistics
+
+__all__ = ["DEFAULT_URL", "Settings", "System", "WorkerStatistics", "default_redis_url", "running"]
 
 log = logging.getLogger("actorstream")
 
@@ -58,36 +43,6 @@ DEFAULT_URL = "redis://127.0.0.1:6379/0"
 
 def default_redis_url() -> str:
     return os.environ.get("ACTORSTREAM_REDIS_URL") or DEFAULT_URL
-
-
-def _positive(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
-        raise ConfigError(f"{attribute.name} must be a positive number, got {value!r}")
-
-
-@frozen
-class Settings:
-    """Worker-wide settings; everything has a default and is validated here."""
-
-    lease_timing: LeaseTiming = attrs.field(factory=LeaseTiming)
-    restart_policy: RestartPolicy = attrs.field(factory=RestartPolicy)
-    shutdown_grace: float = attrs.field(default=30.0, validator=_positive)
-    max_connections: int = attrs.field(default=32, validator=_positive)
-    telemetry_interval: float = attrs.field(default=1.0, validator=_positive)
-    dead_letter_maxlen: int = attrs.field(default=0)
-    install_signal_handlers: bool = True
-
-
-@frozen
-class WorkerStatistics:
-    worker_id: str
-    host: str
-    pid: int
-    uptime: float
-    coordinator: CoordinatorStatistics
-    partitions: tuple[PartitionStatistics, ...]
-    supervisor: SupervisorStatistics
-    dead_lettered: int
 
 
 class System:
@@ -112,7 +67,7 @@ class System:
         self.streams: dict[str, Stream[Any]] = {}
         self.actors: dict[str, ActorSpec] = {}
         self._client: Client | None = None
-        self._runtime: Runtime | None = None
+        self._worker: Worker | None = None
         self._context_depth = 0
         self._scheduled: list[Any] = []
         self._middleware: list[Middleware] = []
@@ -300,8 +255,8 @@ class System:
 
     def client(self) -> Client:
         """The client of the running worker or of ``async with system``; else one per trio run."""
-        if self._runtime is not None:
-            return self._runtime.client
+        if self._worker is not None:
+            return self._worker.client
         if self._client is not None:
             return self._client
         try:
@@ -351,27 +306,40 @@ class System:
     async def start(
         self,
         *,
-        task_status: trio.TaskStatus[Runtime] = trio.TASK_STATUS_IGNORED,
+        task_status: trio.TaskStatus[Worker] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Run a worker until SIGINT/SIGTERM (or cancellation); ``nursery.start`` gives a Runtime.
+        """Run a worker until SIGINT/SIGTERM (or cancellation); ``nursery.start`` gives a Worker.
 
         A first signal drains gracefully (finish in-flight events, ack, release leases); a
         second one cancels at once. Raises ``SupervisorGaveUp`` when the system gave up.
         """
-        if self._runtime is not None:
+        if self._worker is not None:
             raise RuntimeError(f"system {self.name!r} is already running in this process")
         if not self.actors:
             log.warning("system %r has no actors; this worker will only hold membership", self.name)
-        runtime = Runtime(self)
-        self._runtime = runtime
+        worker = Worker(self._plan())
+        self._worker = worker
         try:
-            async with runtime.client:
-                await runtime.run(task_status=task_status)
+            async with worker.client:
+                await worker.run(task_status=task_status)
         finally:
-            self._runtime = None
+            self._worker = None
+            if worker.forced:
+                self.forced_exit = True
+
+    def _plan(self) -> WorkerPlan:
+        return WorkerPlan(
+            app=self.name,
+            settings=self.settings,
+            actors=dict(self.actors),
+            streams=tuple(self.streams.values()),
+            tasks=tuple(self._scheduled),
+            middleware=tuple(self._middleware),
+            new_client=self._new_client,
+        )
 
     def statistics(self) -> WorkerStatistics | None:
-        return self._runtime.statistics() if self._runtime is not None else None
+        return self._worker.statistics() if self._worker is not None else None
 
 
 async def _close_at_run_end(client: Client) -> None:
@@ -386,207 +354,12 @@ _RUN_CLIENTS: trio.lowlevel.RunVar[dict[System, Client]] = trio.lowlevel.RunVar(
 )
 
 
-class PartitionManager:
-    """Starts and stops partition actors under the partitions supervisor, as leases change."""
-
-    def __init__(self, runtime: Runtime) -> None:
-        self.runtime = runtime
-        self.supervisor = Supervisor(
-            "partitions",
-            strategy=Strategy.ONE_FOR_ONE,
-            policy=runtime.settings.restart_policy,
-        )
-        self.counters: dict[Slot, Counters] = {}
-        self._nursery: trio.Nursery | None = None
-
-    def running(self, slot: Slot) -> bool:
-        return slot in self.supervisor.children()
-
-    def start(self, slot: Slot, fence: Fence) -> None:
-        rt = self.runtime
-        spec = rt.system.actors[slot.actor]
-        counters = self.counters.setdefault(slot, Counters())
-        counters.epoch = fence.epoch
-
-        async def child(ctx: ChildContext) -> None:
-            actor = PartitionActor(
-                rt,
-                spec,
-                slot.partition,
-                fence,
-                counters,
-                on_fenced=functools.partial(rt.coordinator.on_fenced, slot),
-            )
-            await actor.run(ctx)
-
-        if self.running(slot):
-            # The coordinator only acquires slots with no running actor; say so if that breaks.
-            log.warning("partition actor %s[%d] is still running; not started twice",
-                        slot.actor, slot.partition)
-            return
-        self.supervisor.start_child(slot, child, restart=Restart.TRANSIENT)
-
-    async def stop(self, slot: Slot, *, grace: float) -> None:
-        if self.running(slot):
-            await self.supervisor.stop_child(slot, grace=grace)
-
-    def stop_soon(self, slot: Slot, *, grace: float) -> None:
-        if self._nursery is not None and self.running(slot):
-            self._nursery.start_soon(functools.partial(self.stop, slot, grace=grace))
-
-    async def stop_all(self, *, grace: float) -> None:
-        async with trio.open_nursery() as n:
-            for slot in list(self.supervisor.children()):
-                assert isinstance(slot, Slot)
-                n.start_soon(functools.partial(self.stop, slot, grace=grace))
-
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            await nursery.start(self.supervisor.run)
-            task_status.started()
-
-
-class Runtime:
-    """One running worker of a System: the objects of its supervision tree."""
-
-    def __init__(self, system: System) -> None:
-        self.system = system
-        self.app = system.name
-        self.settings = system.settings
-        self.host = socket.gethostname()
-        self.pid = os.getpid()
-        self.worker_id = f"{self.host}-{self.pid}-{uuid.uuid4().hex[:8]}"
-        self.started_at = trio.current_time()
-        self.started_wall_ms = int(time.time() * 1000)
-        self.client = system._new_client("worker")
-        self.ownership = OwnershipState()
-        self.manager = PartitionManager(self)
-        self.coordinator = Coordinator(self)
-        self.dead_letters = DeadLetters(self, maxlen=self.settings.dead_letter_maxlen)
-        self.leadership = Leadership(self)
-        self.events: collections.deque[tuple[float, str, str]] = collections.deque(maxlen=200)
-        self._unpublished: list[tuple[float, str, str]] = []
-        self.stopping = False
-        self.forced = False  # a second signal cut the drain short
-        self._stopping = trio.Event()
-        self.gave_up: BaseException | None = None
-
-    def slots(self) -> list[Slot]:
-        return sorted(
-            Slot(spec.name, p)
-            for spec in self.system.actors.values()
-            for p in range(spec.stream.partitions)
-        )
-
-    def stream_of(self, actor: str) -> str:
-        return self.system.actors[actor].stream.name
-
-    def report(self, kind: str, message: str) -> None:
-        """Record a notable event (crash, restart, rebalance, fence, dead letter) for `top`."""
-        item = (time.time(), kind, message)
-        self.events.append(item)
-        self._unpublished.append(item)
-        if len(self._unpublished) > 200:
-            del self._unpublished[:-200]
-
-    def take_unpublished(self) -> list[tuple[float, str, str]]:
-        items, self._unpublished = self._unpublished, []
-        return items
-
-    async def wait_stopping(self) -> None:
-        await self._stopping.wait()
-
-    def request_stop(self) -> None:
-        """Begin a graceful stop: drain partitions, release leases, leave, return."""
-        self.stopping = True
-        self._stopping.set()
-
-    async def run(
-        self, *, task_status: trio.TaskStatus[Runtime] = trio.TASK_STATUS_IGNORED
-    ) -> None:
-        from ._telemetry import publish_forever
-
-        try:
-            async with trio.open_nursery() as nursery:
-                if self.settings.install_signal_handlers:
-                    nursery.start_soon(self._watch_signals, nursery.cancel_scope)
-                await nursery.start(self.manager.run)
-                await nursery.start(self._run_coordinator)
-                nursery.start_soon(publish_forever, self)
-                nursery.start_soon(run_scheduler, self)
-                task_status.started(self)
-                await self.wait_stopping()
-                # The coordinator drains and leaves; then everything else is cancelled.
-                await self._coordinator_done.wait()
-                nursery.cancel_scope.cancel()
-        except* SupervisorGaveUp as group:
-            self.gave_up = group.exceptions[0]
-            raise
-
-    _coordinator_done: trio.Event
-
-    async def _run_coordinator(
-        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-    ) -> None:
-        """The coordinator under a small supervisor of its own: a bug there restarts it."""
-        self._coordinator_done = trio.Event()
-        policy = RestartPolicy(max_restarts=5, within=60.0)
-        sup = Supervisor("coordinator", strategy=Strategy.ONE_FOR_ONE, policy=policy)
-        first = trio.Event()
-
-        async def child(ctx: ChildContext) -> None:
-            async with trio.open_nursery() as n:
-                await n.start(self.coordinator.run)
-                first.set()
-            # run() returned: the graceful leave is complete.
-            self._coordinator_done.set()
-
-        sup.start_child("coordinator", child, restart=Restart.TRANSIENT)
-        async with trio.open_nursery() as n:
-            n.start_soon(sup.run)
-            await first.wait()
-            task_status.started()
-            await self._coordinator_done.wait()
-            n.cancel_scope.cancel()
-
-    async def _watch_signals(self, cancel_scope: trio.CancelScope) -> None:
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            async for signum in signals:
-                if not self.stopping:
-                    log.info("received %s: draining (a second signal exits at once)",
-                             signal.Signals(signum).name)
-                    self.request_stop()
-                else:
-                    log.warning("second signal: exiting now")
-                    self.forced = True
-                    self.system.forced_exit = True
-                    cancel_scope.cancel()
-                    return
-
-    def statistics(self) -> WorkerStatistics:
-        parts = tuple(
-            snapshot(self.system.actors[slot.actor], slot.partition, c)
-            for slot, c in sorted(self.manager.counters.items())
-        )
-        return WorkerStatistics(
-            worker_id=self.worker_id,
-            host=self.host,
-            pid=self.pid,
-            uptime=trio.current_time() - self.started_at,
-            coordinator=self.coordinator.statistics(),
-            partitions=parts,
-            supervisor=self.manager.supervisor.statistics(),
-            dead_lettered=self.dead_letters.moved,
-        )
-
-
 @asynccontextmanager
-async def running(system: System) -> AsyncIterator[Runtime]:
+async def running(system: System) -> AsyncIterator[Worker]:
     """Run a worker for the duration of a block (tests, embedding); stops it gracefully."""
     async with trio.open_nursery() as nursery:
-        runtime: Runtime = await nursery.start(system.start)
+        worker: Worker = await nursery.start(system.start)
         try:
-            yield runtime
+            yield worker
         finally:
-            runtime.request_stop()
+            worker.request_stop()

@@ -25,7 +25,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from . import _keys
+from ._core import keys as _keys
 from ._transport import Client
 
 ACTIVE_STATES = ("starting", "replaying", "running", "draining", "waiting-redis")

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "tests" / "integration" / "ap
 from rebalance_harness import Cluster, Producer, moved, pid_of
 
 from actorstream import LeaseTiming
-from actorstream._assignment import Slot, min_moves
+from actorstream._core.assignment import Slot, min_moves
 from actorstream._transport import Client
 from actorstream.testing import RedisServer
 

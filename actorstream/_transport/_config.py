@@ -10,7 +10,7 @@ import attrs
 from attrs import frozen
 from redis.connection import parse_url
 
-from .._errors import ConfigError
+from .._core.errors import ConfigError
 
 _CERT_REQS = {
     "none": ssl.CERT_NONE,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from redis import exceptions as rex
 
-from .._errors import FencedError, GroupLostError
+from .._core.errors import FencedError, GroupLostError
 
 _BY_CODE: dict[str, type[rex.RedisError]] = {
     "NOSCRIPT": rex.NoScriptError,

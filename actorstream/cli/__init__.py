@@ -14,7 +14,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from .._errors import ConfigError, SupervisorGaveUp
+from .._core.errors import ConfigError, SupervisorGaveUp
 from .._version import __version__
 from ._common import (
     EXIT_FAILURE,

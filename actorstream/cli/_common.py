@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import trio
 from redis import exceptions as rex
 
-from .._errors import ConfigError
+from .._core.errors import ConfigError
 from .._streams import Stream
 from .._system import DEFAULT_URL, System
 from .._transport import Client, redact_url

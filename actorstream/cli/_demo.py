@@ -19,9 +19,10 @@ import attrs
 import trio
 
 from .._embedded import EmbeddedRedis
-from .._system import Runtime, System
+from .._system import System
 from .._top import LayoutEntry, Poller, ViewOptions
 from .._transport import Client, redact_url
+from .._tree.root import Worker
 from ._common import (
     EXIT_FAILURE,
     EXIT_OK,
@@ -113,7 +114,7 @@ async def _demo(system: System, module: Any, url: str, args: argparse.Namespace)
                     return
                 stop.set()
 
-    async def worker(*, task_status: trio.TaskStatus[Runtime] = trio.TASK_STATUS_IGNORED) -> None:
+    async def worker(*, task_status: trio.TaskStatus[Worker] = trio.TASK_STATUS_IGNORED) -> None:
         try:
             await system.start(task_status=task_status)
         finally:
@@ -131,7 +132,7 @@ async def _demo(system: System, module: Any, url: str, args: argparse.Namespace)
 
     async with system, trio.open_nursery() as outer:
         outer.start_soon(signals, outer)
-        runtime: Runtime = await outer.start(worker)
+        runtime: Worker = await outer.start(worker)
         if args.no_top:
             print(f"actorstream: demo running on {redact_url(url)} for {args.duration:g}s "
                   "(Ctrl-C stops it)", file=sys.stderr)

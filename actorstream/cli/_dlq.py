@@ -10,7 +10,8 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from .._deadletter import DeadLetter
+from .._core.deadletter import DeadLetter
+from .._core.errors import ConfigError
 from .._dlq_admin import (
     DeadLetterSource,
     count_dead_letters,
@@ -20,7 +21,6 @@ from .._dlq_admin import (
     replay_dead_letters,
     show_dead_letter,
 )
-from .._errors import ConfigError
 from .._streams import Stream
 from .._system import System
 from .._transport import Client, redact_url

@@ -7,7 +7,7 @@ import json
 import sys
 from typing import Any
 
-from .._errors import ActorstreamError, DecodeError
+from .._core.errors import ActorstreamError, DecodeError
 from .._records import from_primitive
 from .._streams import SendError, Stream
 from .._transport import redact_url

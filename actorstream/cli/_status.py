@@ -11,8 +11,8 @@ from typing import Any
 
 from rich.console import Console
 
-from .._errors import ConfigError
-from .._keys import check_name
+from .._core.errors import ConfigError
+from .._core.keys import check_name
 from .._top import LayoutEntry, Poller, render_status
 from .._transport import Client, redact_url
 from ._common import (

@@ -10,7 +10,7 @@ from typing import Any
 
 import trio
 
-from .._errors import SupervisorGaveUp
+from .._core.errors import SupervisorGaveUp
 from .._transport import redact_url
 from ._common import (
     EXIT_FAILURE,

@@ -16,7 +16,7 @@ import pytest
 import trio
 
 from actorstream import LeaseTiming
-from actorstream._assignment import Slot, min_moves
+from actorstream._core.assignment import Slot, min_moves
 from actorstream.testing import RedisServer
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "integration" / "apps"))

@@ -17,7 +17,7 @@ import pytest
 import trio
 
 from actorstream import LeaseTiming
-from actorstream._assignment import Slot, min_moves
+from actorstream._core.assignment import Slot, min_moves
 from actorstream._transport import Client
 from actorstream.testing import RedisServer
 
@@ -243,8 +243,8 @@ async def test_three_coordinators_started_at_once_converge(redis_server: RedisSe
 
 async def test_stale_epoch_is_fenced_by_every_script(redis_server: RedisServer) -> None:
     """The scripts themselves: CAS renew/release, epoch increments, stale side effects FENCED."""
-    from actorstream import _scripts
-    from actorstream._errors import FencedError
+    from actorstream._core.errors import FencedError
+    from actorstream._tree import scripts as _scripts
 
     lease, epoch, stream = "as:{x:s:0}:lease:a", "as:{x:s:0}:epoch:a", "as:{x:s:0}:s"
     async with Client.from_url(redis_server.url) as r:

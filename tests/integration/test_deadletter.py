@@ -21,10 +21,9 @@ from actorstream import (
     Record,
     RestartPolicy,
     System,
-    _keys,
-    _scripts,
     running,
 )
+from actorstream._core import keys as _keys
 from actorstream._dlq_admin import (
     REPLAY,
     DeadLetterSource,
@@ -35,6 +34,7 @@ from actorstream._dlq_admin import (
     show_dead_letter,
 )
 from actorstream._transport import Client
+from actorstream._tree import scripts as _scripts
 from actorstream.testing import RedisServer
 
 FAST_LEASES = LeaseTiming(

@@ -20,8 +20,8 @@ import pytest
 import trio
 
 from actorstream import LeaseTiming, Record, System, running
-from actorstream._partition import FENCE_CHECK_EVERY
 from actorstream._transport import Client
+from actorstream._tree.partition import FENCE_CHECK_EVERY
 from actorstream.testing import RedisServer, WorkerProcess
 
 sys.path.insert(0, str(Path(__file__).parent / "apps"))

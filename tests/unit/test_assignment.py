@@ -10,8 +10,8 @@ from collections.abc import Mapping
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from actorstream._assignment import Plan, Slot, assign, min_moves, moves, plan_step
-from actorstream._leasetiming import Lease, LeaseTiming
+from actorstream._core.assignment import Plan, Slot, assign, min_moves, moves, plan_step
+from actorstream._core.leasetiming import Lease, LeaseTiming
 
 POOL = [f"w{i}" for i in range(8)]
 ACTORS = ["alpha", "beta", "gamma"]

@@ -23,7 +23,7 @@ from actorstream._codecs import (
     json_codec,
     register_codec,
 )
-from actorstream._errors import ConfigError, DecodeError
+from actorstream._core.errors import ConfigError, DecodeError
 from actorstream._records import Record
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -408,7 +408,7 @@ def test_without_lz4_asking_for_it_says_how_to_install() -> None:
         ["lz4", "lz4.frame"],
         "from actorstream._codecs import get_compression, RecordFormat\n"
         "from actorstream._records import Record\n"
-        "from actorstream._errors import ConfigError\n"
+        "from actorstream._core.errors import ConfigError\n"
         "class E(Record):\n"
         "    a: int\n"
         "try:\n"

@@ -13,8 +13,8 @@ import xxhash
 from hypothesis import given
 from hypothesis import strategies as st
 
-from actorstream._errors import ConfigError
-from actorstream._hashing import key_bytes, partition_for, xxh32, xxh32_py
+from actorstream._core.errors import ConfigError
+from actorstream._core.hashing import key_bytes, partition_for, xxh32, xxh32_py
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -119,7 +119,7 @@ def test_same_result_in_another_process_without_xxhash() -> None:
     keys = ["order-1", "é", "user:42", "x" * 40]
     code = (
         "import sys\nsys.modules['xxhash'] = None\n"
-        "from actorstream import _hashing\n"
+        "from actorstream._core import hashing as _hashing\n"
         "assert _hashing._native is None\n"
         f"print([_hashing.partition_for(k, 1024) for k in {keys!r}])"
     )

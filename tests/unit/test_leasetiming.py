@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from actorstream._errors import ConfigError
-from actorstream._leasetiming import Lease, LeaseTiming
+from actorstream._core.errors import ConfigError
+from actorstream._core.leasetiming import Lease, LeaseTiming
 
 
 def test_defaults_are_valid_and_documented() -> None:

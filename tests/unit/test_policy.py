@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from actorstream._errors import ConfigError
-from actorstream._policy import Backoff, RestartIntensity, RestartPolicy
+from actorstream._core.errors import ConfigError
+from actorstream._core.policy import Backoff, RestartIntensity, RestartPolicy
 
 
 def test_defaults() -> None:

@@ -44,8 +44,8 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from actorstream._assignment import Plan, Slot, assign, plan_step
-from actorstream._leasetiming import Lease, LeaseTiming
+from actorstream._core.assignment import Plan, Slot, assign, plan_step
+from actorstream._core.leasetiming import Lease, LeaseTiming
 
 TIMINGS = [
     LeaseTiming(),

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from actorstream._errors import ConfigError, DecodeError
+from actorstream._core.errors import ConfigError, DecodeError
 from actorstream._records import (
     Record,
     check_record_type,

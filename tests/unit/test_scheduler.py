@@ -10,7 +10,7 @@ import trio
 import trio.testing
 
 from actorstream import ConfigError, System
-from actorstream._scheduler import cron_loop, next_cron_time, timer_loop
+from actorstream._tree.scheduler import cron_loop, next_cron_time, timer_loop
 
 
 async def test_timer_fires_every_interval(autojump_clock: trio.testing.MockClock) -> None:

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from actorstream import Record, Stream, System
-from actorstream._hashing import partition_for
+from actorstream._core.hashing import partition_for
 
 
 class Order(Record):

@@ -11,10 +11,11 @@ import pytest
 import trio
 import trio.testing
 
-from actorstream._errors import SupervisorGaveUp
-from actorstream._policy import RestartPolicy
-from actorstream._supervisor import (
+from actorstream._core.errors import SupervisorGaveUp
+from actorstream._core.policy import RestartPolicy
+from actorstream._tree.supervisor import (
     ChildContext,
+    ChildFn,
     ChildState,
     ChildStatistics,
     Restart,
@@ -171,6 +172,54 @@ async def test_no_escalation_when_crashes_are_spread_wider_than_window(
     with trio.fail_after(200), pytest.raises(SupervisorGaveUp):
         await sup2.run()
     assert sup2.statistics().gave_up
+
+
+async def test_per_child_intensity_keeps_each_child_in_its_own_window(
+    autojump_clock: Clock,
+) -> None:
+    """Three children each crashing 3 times in the window: 9 crashes together, 3 each.
+
+    One shared intensity of 3 gives up; per-child intensity of 3 does not, because no single
+    child exceeds its own (the partitions branch relies on this: one poison partition must
+    not use up its siblings' restarts).
+    """
+    policy = RestartPolicy(max_restarts=3, within=100, backoff_initial=0.5, jitter=0)
+
+    def three_crashes(log: list[tuple[str, int, float]], name: str) -> ChildFn:
+        return recorder(log, name, crash_runs=3, run_for=0.1)
+
+    shared = Supervisor("shared", policy=policy)
+    for name in "abc":
+        shared.start_child(name, three_crashes([], name))
+    with pytest.raises(SupervisorGaveUp):
+        await shared.run()
+
+    log: list[tuple[str, int, float]] = []
+    own = Supervisor("own", policy=policy, per_child_intensity=True)
+    for name in "abc":
+        own.start_child(name, three_crashes(log, name))
+    with trio.move_on_after(50):
+        await own.run()
+    assert not own.statistics().gave_up
+    assert sorted(names(log)) == sorted("abc" * 4)  # 3 crashes + the run that stays up
+    assert own.statistics().total_restarts == 9
+
+
+async def test_per_child_intensity_gives_up_naming_the_child(autojump_clock: Clock) -> None:
+    policy = RestartPolicy(max_restarts=2, within=100, backoff_initial=0.5, jitter=0)
+    sup = Supervisor("partitions", policy=policy, per_child_intensity=True)
+    sup.start_child("ok", recorder([], "ok"))
+    sup.start_child("bad", recorder([], "bad", crash_runs=1000, run_for=0.1))
+    with pytest.raises(SupervisorGaveUp) as info:
+        await sup.run()
+    assert info.value.name == "partitions/bad"
+    assert isinstance(info.value.__cause__, ExceptionGroup)
+    assert [str(e) for e in info.value.__cause__.exceptions] == [
+        f"bad crash {i}" for i in range(3)
+    ]
+    # run() again: every child starts afresh with a fresh window of its own.
+    with pytest.raises(SupervisorGaveUp):
+        await sup.run()
 
 
 async def test_backoff_delays_and_visible_backoff_state(autojump_clock: Clock) -> None:
@@ -497,7 +546,7 @@ async def test_run_twice_concurrently_is_refused(autojump_clock: Clock) -> None:
 
 
 async def test_bad_arguments() -> None:
-    from actorstream._errors import ConfigError
+    from actorstream._core.errors import ConfigError
 
     with pytest.raises(ConfigError):
         Supervisor("s", strategy="one_for_one")  # type: ignore[arg-type]

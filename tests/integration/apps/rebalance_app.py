@@ -22,7 +22,7 @@ import time
 import trio
 
 from actorstream import LeaseTiming, Record, System
-from actorstream._assignment import Slot
+from actorstream._core.assignment import Slot
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
@@ -70,10 +70,10 @@ orders = system.stream(
 
 
 def _epoch(partition: int) -> int:
-    runtime = system._runtime
-    if runtime is None:
+    worker = system._worker
+    if worker is None:
         return -1
-    counters = runtime.manager.counters.get(Slot("handle", partition))
+    counters = worker.partitions.counters.get(Slot("handle", partition))
     return -1 if counters is None else counters.epoch
 
 

@@ -17,23 +17,24 @@ before the new owner acquires it, and every write of the old owner after that is
 from __future__ import annotations
 
 import logging
-import math
 import random
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import Any
 
 import trio
 from attrs import frozen
 from redis.exceptions import OutOfMemoryError
 
-from . import _keys, _scripts
-from ._assignment import Slot, plan_step
-from ._leasetiming import Lease
-from ._partition import TRANSIENT_REDIS_ERRORS, Fence, describe_error
-from ._transport import Arg
-from ._version import __version__
-
-if TYPE_CHECKING:
-    from ._system import Runtime
+from .._core import keys as _keys
+from .._core.assignment import Slot, plan_step
+from .._core.classify import TRANSIENT_REDIS_ERRORS, describe_error
+from .._core.fence import Fence
+from .._core.leasetiming import Lease
+from .._transport import Arg
+from .._version import __version__
+from . import scripts as _scripts
+from .context import WorkerContext
+from .partitions import PartitionsSupervisor
 
 log = logging.getLogger("actorstream.coordinator")
 
@@ -52,7 +53,7 @@ class CoordinatorStatistics:
 
 
 class OwnershipState:
-    """What this worker holds; lives on the runtime so a restarted coordinator carries on."""
+    """What this worker holds; lives in the root so a restarted coordinator carries on."""
 
     def __init__(self) -> None:
         self.leases: dict[Slot, Lease] = {}
@@ -66,21 +67,35 @@ class OwnershipState:
         self.last_error: str | None = None
 
 
+@frozen
+class CoordinatorContext:
+    """The worker, every slot of the system, each actor's stream name, the ownership state
+    (kept across coordinator restarts) and the partitions branch it starts and stops."""
+
+    worker: WorkerContext
+    slots: tuple[Slot, ...]
+    stream_of: Mapping[str, str]
+    ownership: OwnershipState
+    partitions: PartitionsSupervisor
+
+
 class Coordinator:
-    def __init__(self, runtime: Runtime) -> None:
-        self.runtime = runtime
-        self.timing = runtime.settings.lease_timing
-        self.state = runtime.ownership
-        self.slots = runtime.slots()
+    def __init__(self, context: CoordinatorContext) -> None:
+        self.worker = context.worker
+        self.partitions = context.partitions
+        self.timing = context.worker.settings.lease_timing
+        self.state = context.ownership
+        self.slots = list(context.slots)
         self._wake = trio.Event()
         self._rng = random.Random()
-        app = runtime.app
+        app = context.worker.app
+        stream_of = context.stream_of
         self._lease_keys = {
-            s: _keys.lease_key(app, runtime.stream_of(s.actor), s.partition, s.actor)
+            s: _keys.lease_key(app, stream_of[s.actor], s.partition, s.actor)
             for s in self.slots
         }
         self._epoch_keys = {
-            s: _keys.epoch_key(app, runtime.stream_of(s.actor), s.partition, s.actor)
+            s: _keys.epoch_key(app, stream_of[s.actor], s.partition, s.actor)
             for s in self.slots
         }
 
@@ -108,14 +123,14 @@ class Coordinator:
                     log.warning("coordinator: Redis unavailable: %s", self.state.last_error)
                     self._fence_expired()
                     with trio.move_on_after(delay * (0.5 + self._rng.random())):
-                        await self.runtime.wait_stopping()
+                        await self.worker.wait_stopping()
                     delay = min(delay * 2, self.timing.renew_interval)
-                    if not self.runtime.stopping:
+                    if not self.worker.is_stopping:
                         continue
                 if not started:
                     started = True
                     task_status.started()
-                if self.runtime.stopping:
+                if self.worker.is_stopping:
                     break
                 await self._sleep_until_next_step()
             # Graceful leave: drain everything, release every lease, leave the membership.
@@ -132,7 +147,7 @@ class Coordinator:
             async with trio.open_nursery() as n:
 
                 async def on_stop() -> None:
-                    await self.runtime.wait_stopping()
+                    await self.worker.wait_stopping()
                     n.cancel_scope.cancel()
 
                 async def on_wake() -> None:
@@ -153,21 +168,21 @@ class Coordinator:
         self.state.leases.pop(slot, None)
         fence = self.state.fences.pop(slot, None)
         if fence is not None:
-            fence.deadline = -math.inf
-        self.runtime.report("fenced", f"{slot.actor}[{slot.partition}]: {why}")
-        # Stop it here (not via the manager's stop_soon) so the next step knows when it is gone:
+            fence.revoke()
+        self.worker.report("fenced", f"{slot.actor}[{slot.partition}]: {why}")
+        # Stop it in our nursery, tracked, so the next step knows when it is gone:
         # until then the slot is not re-acquired (see step), else the new lease's actor would
         # not start (the manager ignores a start while the old actor still runs).
         self._nursery.start_soon(self._stop_fenced, slot)
 
     async def _stop_fenced(self, slot: Slot) -> None:
         try:
-            await self.runtime.manager.stop(slot, grace=0.0)
+            await self.partitions.stop(slot, grace=0.0)
         finally:
             self.wake()
 
     async def _heartbeat(self, leave: bool = False) -> list[str]:
-        rt = self.runtime
+        rt = self.worker
         info: list[Any] = [
             "host", rt.host, "pid", rt.pid, "started", rt.started_wall_ms, "version", __version__,
         ]
@@ -180,7 +195,7 @@ class Coordinator:
         return [m.decode() for m in members]
 
     async def step(self) -> None:
-        rt = self.runtime
+        rt = self.worker
         state = self.state
         try:
             members = await self._heartbeat()
@@ -215,7 +230,7 @@ class Coordinator:
                 self._nursery.start_soon(self._drain_and_release, slot)
         # An actor of an earlier lease that is still stopping (fenced, or returned after a
         # FENCED reply) blocks re-acquiring its slot until it is gone; we are woken then.
-        acquire = [s for s in plan.acquire if s in state.leases or not rt.manager.running(s)]
+        acquire = [s for s in plan.acquire if s in state.leases or not self.partitions.running(s)]
         if acquire:
             await self._acquire(acquire)
 
@@ -224,13 +239,13 @@ class Coordinator:
         calls: list[tuple[list[Arg], list[Arg]]] = [
             (
                 [self._lease_keys[s], self._epoch_keys[s]],
-                [self.runtime.worker_id, self.state.leases[s].epoch, ttl_ms],
+                [self.worker.worker_id, self.state.leases[s].epoch, ttl_ms],
             )
             for s in slots
         ]
         # Taken before sending: a retried (NOSCRIPT) call ran later, so this stays conservative.
         sent_at = trio.current_time()
-        replies = await self.runtime.client.evalsha_many(_scripts.RENEW, calls)
+        replies = await self.worker.client.evalsha_many(_scripts.RENEW, calls)
         for slot, reply in zip(slots, replies, strict=True):
             if isinstance(reply, Exception):
                 raise reply
@@ -247,7 +262,7 @@ class Coordinator:
                 self._drop(slot, "renewal refused: another worker holds the lease")
 
     async def _acquire(self, slots: list[Slot]) -> None:
-        rt = self.runtime
+        rt = self.worker
         ttl_ms = int(self.timing.ttl * 1000)
         seen = self.state.max_epoch
         calls: list[tuple[list[Arg], list[Arg]]] = [
@@ -280,11 +295,11 @@ class Coordinator:
             old = self.state.fences.get(slot)
             if old is not None and old.epoch == epoch:
                 old.deadline = lease.self_fence_deadline
-                if rt.manager.running(slot):
+                if self.partitions.running(slot):
                     continue
             fence = Fence(epoch, lease.self_fence_deadline)
             self.state.fences[slot] = fence
-            rt.manager.start(slot, fence)
+            self.partitions.start(slot, fence)
             acquired += 1
         if acquired:
             self._note_rebalance(f"acquired {acquired} partition(s)")
@@ -292,12 +307,11 @@ class Coordinator:
     def _note_rebalance(self, what: str) -> None:
         self.state.rebalances += 1
         self.state.last_rebalance_at = trio.current_time()
-        self.runtime.report("rebalance", what)
+        self.worker.report("rebalance", what)
 
     async def _drain_and_release(self, slot: Slot) -> None:
-        rt = self.runtime
         try:
-            await rt.manager.stop(slot, grace=rt.settings.shutdown_grace)
+            await self.partitions.stop(slot, grace=self.worker.settings.shutdown_grace)
             await self._release(slot)
             self._note_rebalance(f"released {slot.actor}[{slot.partition}]")
         finally:
@@ -312,18 +326,17 @@ class Coordinator:
         with trio.move_on_after(2.0) as scope:
             scope.shield = True
             try:
-                await self.runtime.client.evalsha(
+                await self.worker.client.evalsha(
                     _scripts.RELEASE,
                     [self._lease_keys[slot], self._epoch_keys[slot]],
-                    [self.runtime.worker_id, lease.epoch],
+                    [self.worker.worker_id, lease.epoch],
                 )
             except TRANSIENT_REDIS_ERRORS as exc:
                 log.warning("could not release %s (it will expire): %s", slot, exc)
 
     async def leave(self) -> None:
         """Graceful leave: drain every partition actor, release leases, leave membership."""
-        rt = self.runtime
-        await rt.manager.stop_all(grace=rt.settings.shutdown_grace)
+        await self.partitions.stop_all(grace=self.worker.settings.shutdown_grace)
         for slot in list(self.state.leases):
             await self._release(slot)
         with trio.move_on_after(2.0) as scope:
@@ -336,7 +349,7 @@ class Coordinator:
     def statistics(self) -> CoordinatorStatistics:
         s = self.state
         return CoordinatorStatistics(
-            worker_id=self.runtime.worker_id,
+            worker_id=self.worker.worker_id,
             members=s.members,
             owned=len(s.leases),
             unowned=sum(1 for slot in self.slots if slot not in s.owners),

@@ -17,9 +17,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta, tzinfo
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import attrs
@@ -28,14 +28,16 @@ from attrs import frozen
 from cronsim import CronSim, CronSimError
 from trio_util import AsyncBool
 
-from . import _keys, _scripts
-from ._errors import ConfigError
-from ._partition import TRANSIENT_REDIS_ERRORS, describe_error
-from ._policy import RestartPolicy
-from ._supervisor import ChildContext, Restart, Strategy, Supervisor
-
-if TYPE_CHECKING:
-    from ._system import Runtime
+from .._core import keys as _keys
+from .._core.classify import TRANSIENT_REDIS_ERRORS, describe_error
+from .._core.errors import ConfigError
+from .._core.leasetiming import Lease
+from .._core.policy import RestartPolicy
+from .._streams import Stream
+from .._transport import Client
+from . import scripts as _scripts
+from .context import WorkerContext
+from .supervisor import ChildContext, ChildFn, Restart, Strategy, Supervisor
 
 log = logging.getLogger("actorstream.scheduler")
 
@@ -135,57 +137,71 @@ async def cron_loop(
 
 
 class Leadership:
-    """The leader lease of a system; ``is_leader`` is an AsyncBool others can wait on."""
+    """The leader lease of a system; ``is_leader`` is an AsyncBool others can wait on.
 
-    def __init__(self, runtime: Runtime) -> None:
-        self.runtime = runtime
+    Fenced like partition leases (acquire increments an epoch, renew is compare-and-set), and
+    trusted through the same ``Lease``: only until ``Lease.must_self_fence`` on our own clock.
+    """
+
+    def __init__(self, worker: WorkerContext) -> None:
+        self.worker = worker
         self.is_leader = AsyncBool(False)
-        self.epoch = 0
-        self._deadline = -math.inf
+        self.lease: Lease | None = None
+
+    @property
+    def epoch(self) -> int:
+        return self.lease.epoch if self.lease is not None else 0
 
     async def run(self) -> None:
-        rt = self.runtime
-        timing = rt.settings.lease_timing
-        keys = [_keys.leader_lease_key(rt.app), _keys.leader_epoch_key(rt.app)]
+        worker = self.worker
+        client = worker.client
+        timing = worker.settings.lease_timing
+        keys = [_keys.leader_lease_key(worker.app), _keys.leader_epoch_key(worker.app)]
         ttl_ms = int(timing.ttl * 1000)
         try:
             while True:
                 sent_at = trio.current_time()
                 try:
-                    if self.is_leader.value:
-                        ok = await rt.client.evalsha(
-                            _scripts.RENEW, keys, [rt.worker_id, self.epoch, ttl_ms]
+                    lease = self.lease
+                    if lease is not None and self.is_leader.value:
+                        ok = await client.evalsha(
+                            _scripts.RENEW, keys, [worker.worker_id, lease.epoch, ttl_ms]
                         )
                         if ok == 1:
-                            self._deadline = sent_at + timing.trusted_for
+                            self.lease = lease.renewed(sent_at)
                         else:
                             self._lose("leader lease taken over")
                     else:
-                        epoch, _holder = await rt.client.evalsha(
-                            _scripts.ACQUIRE, keys, [rt.worker_id, ttl_ms]
+                        epoch, _holder = await client.evalsha(
+                            _scripts.ACQUIRE, keys, [worker.worker_id, ttl_ms]
                         )
                         if int(epoch) > 0:
-                            self.epoch = int(epoch)
-                            self._deadline = sent_at + timing.trusted_for
+                            self.lease = Lease(epoch=int(epoch), acquired_at=sent_at,
+                                               timing=timing)
                             self.is_leader.value = True
-                            rt.report("leader", f"{rt.worker_id} is the leader (epoch {epoch})")
+                            worker.report(
+                                "leader", f"{worker.worker_id} is the leader (epoch {epoch})"
+                            )
                 except TRANSIENT_REDIS_ERRORS as exc:
                     log.warning("leader lease: Redis unavailable: %s", describe_error(exc))
-                if self.is_leader.value and trio.current_time() >= self._deadline:
+                lease = self.lease
+                if lease is not None and lease.must_self_fence(trio.current_time()):
                     self._lose("leader lease could not be renewed in time")
                 await trio.sleep(timing.renew_interval)
         finally:
             if self.is_leader.value:
                 self.is_leader.value = False
+                epoch, self.lease = self.epoch, None
                 with trio.move_on_after(2.0) as scope:
                     scope.shield = True
                     with contextlib.suppress(*TRANSIENT_REDIS_ERRORS):
-                        await rt.client.evalsha(_scripts.RELEASE, keys, [rt.worker_id, self.epoch])
+                        await client.evalsha(_scripts.RELEASE, keys, [worker.worker_id, epoch])
 
     def _lose(self, why: str) -> None:
+        self.lease = None
         if self.is_leader.value:
             self.is_leader.value = False
-            self.runtime.report("leader", f"{self.runtime.worker_id} lost leadership: {why}")
+            self.worker.report("leader", f"{self.worker.worker_id} lost leadership: {why}")
 
 
 async def _while_leader(leadership: Leadership, body: Callable[[], Awaitable[None]]) -> None:
@@ -203,9 +219,9 @@ async def _while_leader(leadership: Leadership, body: Callable[[], Awaitable[Non
             nursery.cancel_scope.cancel()
 
 
-async def retention_loop(runtime: Runtime) -> None:
+async def retention_loop(client: Client, streams: Sequence[Stream[Any]]) -> None:
     """Leader-only: trim streams with a retention policy, never below what a group needs."""
-    streams = [s for s in runtime.system.streams.values() if s.retention.enabled]
+    streams = [s for s in streams if s.retention.enabled]
     if not streams:
         await trio.sleep_forever()
     interval = min(s.retention.interval for s in streams)
@@ -214,12 +230,12 @@ async def retention_loop(runtime: Runtime) -> None:
             policy = stream.retention
             minid = ""
             if policy.max_age is not None:
-                server = await runtime.client.execute("TIME")  # the server's clock, not ours
+                server = await client.execute("TIME")  # the server's clock, not ours
                 now_ms = int(server[0]) * 1000 + int(server[1]) // 1000
                 minid = f"{max(0, now_ms - int(policy.max_age * 1000))}-0"
             for p in range(stream.partitions):
                 try:
-                    trimmed, _threshold = await runtime.client.evalsha(
+                    trimmed, _threshold = await client.evalsha(
                         _scripts.TRIM, [stream.stream_key(p)], [minid, policy.maxlen or 0]
                     )
                 except TRANSIENT_REDIS_ERRORS as exc:
@@ -230,39 +246,55 @@ async def retention_loop(runtime: Runtime) -> None:
         await trio.sleep(interval)
 
 
-async def run_scheduler(runtime: Runtime) -> None:
-    """The scheduler branch of the tree: leadership, retention, and the declared tasks."""
-    leadership = runtime.leadership
+@frozen
+class SchedulerContext:
+    """The worker, the declared tasks, the streams (for retention) and the leader lease."""
+
+    worker: WorkerContext
+    tasks: tuple[TaskSpec, ...]
+    streams: tuple[Stream[Any], ...]
+    leadership: Leadership
+
+
+def _task_child(spec: TaskSpec, leadership: Leadership) -> ChildFn:
+    async def body() -> None:
+        if spec.kind == "task":
+            await spec.fn()
+        elif spec.kind == "timer":
+            assert spec.every is not None
+            await timer_loop(spec.fn, spec.every, overlap=spec.overlap, name=spec.name)
+        else:
+            assert spec.cron is not None
+            await cron_loop(spec.fn, spec.cron, tz=spec.tz, overlap=spec.overlap, name=spec.name)
+
+    async def child(ctx: ChildContext) -> None:
+        if spec.leader_only:
+            await _while_leader(leadership, body)
+        else:
+            await body()
+
+    return child
+
+
+async def run_scheduler(context: SchedulerContext) -> None:
+    """The scheduler branch of the tree: the leader lease, retention, the declared tasks.
+
+    All are children of one supervisor; the leader lease is registered first, so it starts
+    first (a crash there releases leadership in its ``finally`` and restarts it).
+    """
+    leadership = context.leadership
+    client = context.worker.client
+    streams = context.streams
     sup = Supervisor("scheduler", strategy=Strategy.ONE_FOR_ONE, policy=RestartPolicy())
-    specs: list[TaskSpec] = list(runtime.system._scheduled)
 
-    def child_for(spec: TaskSpec) -> Callable[[ChildContext], Awaitable[None]]:
-        async def body() -> None:
-            if spec.kind == "task":
-                await spec.fn()
-            elif spec.kind == "timer":
-                assert spec.every is not None
-                await timer_loop(spec.fn, spec.every, overlap=spec.overlap, name=spec.name)
-            else:
-                assert spec.cron is not None
-                await cron_loop(spec.fn, spec.cron, tz=spec.tz, overlap=spec.overlap,
-                                name=spec.name)
-
-        async def child(ctx: ChildContext) -> None:
-            if spec.leader_only:
-                await _while_leader(leadership, body)
-            else:
-                await body()
-
-        return child
-
-    for spec in specs:
-        sup.start_child(spec.name, child_for(spec), restart=Restart.TRANSIENT)
+    async def lease(ctx: ChildContext) -> None:
+        await leadership.run()
 
     async def retention(ctx: ChildContext) -> None:
-        await _while_leader(leadership, lambda: retention_loop(runtime))
+        await _while_leader(leadership, lambda: retention_loop(client, streams))
 
+    sup.start_child("leadership", lease, restart=Restart.PERMANENT)
+    for spec in context.tasks:
+        sup.start_child(spec.name, _task_child(spec, leadership), restart=Restart.TRANSIENT)
     sup.start_child("retention", retention, restart=Restart.PERMANENT)
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(leadership.run)
-        await sup.run()
+    await sup.run()

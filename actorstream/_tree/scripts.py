@@ -1,12 +1,15 @@
-"""The Lua scripts, kept as .lua files beside the code and loaded once per process."""
+"""The Lua scripts of the tree (leases, fencing, claims, dead letters), loaded once per process.
+
+The ``.lua`` files live in ``actorstream/_lua/`` (the dead-letter admin API loads its own there).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from ._transport import Script
+from .._transport import Script
 
-_DIR = Path(__file__).parent / "_lua"
+_DIR = Path(__file__).parent.parent / "_lua"
 
 
 def _load(name: str) -> Script:

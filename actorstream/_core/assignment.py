@@ -14,7 +14,7 @@ from typing import NamedTuple
 import attrs
 from attrs import frozen
 
-from actorstream._leasetiming import Lease
+from .leasetiming import Lease
 
 __all__ = ["Plan", "Slot", "assign", "min_moves", "moves", "plan_step"]
 
@@ -24,6 +24,9 @@ class Slot(NamedTuple):
 
     actor: str
     partition: int
+
+    def __str__(self) -> str:
+        return f"{self.actor}[{self.partition}]"
 
 
 def _group(slots: Collection[Slot]) -> dict[str, list[Slot]]:

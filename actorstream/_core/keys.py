@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 
-from ._errors import ConfigError
+from .errors import ConfigError
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 

@@ -17,7 +17,7 @@ import math
 import attrs
 from attrs import frozen
 
-from actorstream._errors import ConfigError
+from .errors import ConfigError
 
 __all__ = ["Lease", "LeaseTiming"]
 

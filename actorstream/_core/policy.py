@@ -15,7 +15,7 @@ from typing import Any
 import attrs
 from attrs import field, frozen
 
-from actorstream._errors import ConfigError
+from .errors import ConfigError
 
 __all__ = ["Backoff", "RestartIntensity", "RestartPolicy"]
 

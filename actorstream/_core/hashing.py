@@ -27,7 +27,7 @@ import struct
 import uuid
 from collections.abc import Callable
 
-from actorstream._errors import ConfigError
+from .errors import ConfigError
 
 __all__ = ["key_bytes", "partition_for", "xxh32"]
 

@@ -6,6 +6,8 @@ through a memory channel. Backoff deadlines are timers of that loop, so they fol
 ``trio.current_time()`` and tests run on ``MockClock``.
 """
 
+# Over 500 lines: one state machine (launch, exit, restart groups, stop) read best in one place.
+
 from __future__ import annotations
 
 import enum
@@ -19,8 +21,8 @@ import attrs
 import trio
 from attrs import frozen
 
-from actorstream._errors import ConfigError, SupervisorGaveUp
-from actorstream._policy import Backoff, RestartIntensity, RestartPolicy
+from .._core.errors import ConfigError, SupervisorGaveUp
+from .._core.policy import Backoff, RestartIntensity, RestartPolicy
 
 __all__ = [
     "ChildContext",
@@ -139,6 +141,9 @@ class _Child:
     group: _RestartGroup | None = None
     removing: bool = False
     stopped: trio.Event = attrs.Factory(trio.Event)
+    # Only with per_child_intensity: this child's own MaxR-in-MaxT window and its crashes.
+    intensity: RestartIntensity | None = None
+    crashes: deque[tuple[float, Exception]] = attrs.Factory(deque)
 
 
 @frozen
@@ -167,6 +172,10 @@ class Supervisor:
 
     ``run()`` may be called again after it returned or raised (a parent supervisor restarting a
     nested one does exactly that): registered children start afresh, with fresh intensity.
+
+    ``per_child_intensity=True`` gives every child its own restart intensity (MaxR in MaxT of
+    ``policy``) instead of one shared by all: one crash-looping child cannot use up its
+    siblings' restarts. Past its own intensity the supervisor still gives up, naming the child.
     """
 
     def __init__(
@@ -176,6 +185,7 @@ class Supervisor:
         strategy: Strategy = Strategy.ONE_FOR_ONE,
         policy: RestartPolicy = _DEFAULT_POLICY,
         rng: random.Random | None = None,
+        per_child_intensity: bool = False,
     ) -> None:
         if not isinstance(strategy, Strategy):
             raise ConfigError(f"strategy must be a Strategy, got {strategy!r}")
@@ -185,6 +195,7 @@ class Supervisor:
         self._strategy = strategy
         self._policy = policy
         self._rng = rng if rng is not None else random.Random()
+        self._per_child = per_child_intensity
         self._children: dict[Hashable, _Child] = {}
         self._groups: list[_RestartGroup] = []
         self._to_start: list[_Child] = []
@@ -223,6 +234,8 @@ class Supervisor:
         if self._stopping:
             raise RuntimeError(f"supervisor {self._name!r} is stopping")
         child = _Child(child_id, fn, restart, Backoff(self._policy))
+        if self._per_child:
+            child.intensity = RestartIntensity.from_policy(self._policy)
         self._children[child_id] = child
         if self._nursery is not None:
             self._to_start.append(child)
@@ -305,6 +318,9 @@ class Supervisor:
         for child in self._children.values():
             child.state = ChildState.STARTING
             child.backoff.reset()
+            if self._per_child:
+                child.intensity = RestartIntensity.from_policy(self._policy)
+                child.crashes.clear()
         send, recv = trio.open_memory_channel[_Event](math.inf)
         done = trio.Event()
         outcome: tuple[SupervisorGaveUp, ExceptionGroup[Exception]] | None = None
@@ -438,24 +454,35 @@ class Supervisor:
             return None
         error = event.error or RuntimeError(f"permanent child {child.child_id!r} returned")
         now = trio.current_time()
-        while self._crashes and now - self._crashes[0][0] >= self._policy.within:
-            self._crashes.popleft()
-        self._crashes.append((now, error))
-        if not self._intensity.record_restart(now):
-            child.state = ChildState.FAILED
-            self._gave_up = True
-            crashes = ExceptionGroup(
-                f"crashes under supervisor {self._name!r} within {self._policy.within:g}s",
-                [e for _, e in self._crashes],
-            )
-            return (
-                SupervisorGaveUp(self._name, self._policy.max_restarts, self._policy.within),
-                crashes,
-            )
+        # One window per child (per_child_intensity) or one for the whole supervisor.
+        intensity = child.intensity if child.intensity is not None else self._intensity
+        window = child.crashes if child.intensity is not None else self._crashes
+        while window and now - window[0][0] >= self._policy.within:
+            window.popleft()
+        window.append((now, error))
+        if not intensity.record_restart(now):
+            return self._give_up(child, window)
         self._total_restarts += 1
         delay = child.backoff.next_delay(now, self._rng)
         self._schedule_restart(child, now + delay)
         return None
+
+    def _give_up(
+        self, child: _Child, window: deque[tuple[float, Exception]]
+    ) -> tuple[SupervisorGaveUp, ExceptionGroup[Exception]]:
+        """``child`` exceeded the intensity (its own, or the shared one): escalate.
+
+        The one place that decides what "past intensity" means; containment (issue 11) hooks
+        in here to back a partition off instead of ending the worker.
+        """
+        child.state = ChildState.FAILED
+        self._gave_up = True
+        name = self._name if child.intensity is None else f"{self._name}/{child.child_id}"
+        crashes = ExceptionGroup(
+            f"crashes under supervisor {name!r} within {self._policy.within:g}s",
+            [e for _, e in window],
+        )
+        return SupervisorGaveUp(name, self._policy.max_restarts, self._policy.within), crashes
 
     def _restart_set(self, crashed: _Child) -> list[_Child]:
         order = list(self._children.values())

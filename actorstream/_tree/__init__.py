@@ -1,0 +1,1 @@
+"""A worker's supervision tree, one module per branch (see ``root`` and docs/design.md)."""

@@ -1,0 +1,108 @@
+"""The iterator form: ``async for event in events`` (and ``events.take(n, within=s)``)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from .._core.errors import DecodeError
+from .._transport import Connection
+from .supervisor import ChildContext
+
+if TYPE_CHECKING:
+    from .partition import PartitionActor
+
+__all__ = ["Events"]
+
+
+class Events:
+    """The iterator form: ``async for event in events`` (and ``events.take(n, within=s)``).
+
+    An event counts as handled when the loop asks for the next one (or ends normally), so a
+    crash in the loop body redelivers that event first.
+    """
+
+    def __init__(self, actor: PartitionActor, conn: Connection, ctx: ChildContext) -> None:
+        self._actor = actor
+        self._conn = conn
+        self._ctx = ctx
+        self._buffer: list[Any] = []
+        self._pos = 0
+        self._current: list[bytes] = []
+        self._tail: Any = b"0-0"
+
+    @property
+    def partition(self) -> int:
+        return self._actor.partition
+
+    def done_with_current(self) -> None:
+        if self._current:
+            self._actor.link.acks.extend(self._current)
+            self._actor.counters.processed += len(self._current)
+            self._current = []
+
+    async def _next(self, wait: bool = True) -> Any:
+        actor = self._actor
+        while True:
+            while self._pos < len(self._buffer):
+                entry_id, fields = self._buffer[self._pos]
+                self._pos += 1
+                try:
+                    event = actor.decode(fields)
+                except DecodeError as exc:
+                    await actor._dead_letter(
+                        self._conn, entry_id, fields, f"decode:{exc.kind}", str(exc), None, 1
+                    )
+                    continue
+                actor.fence.check(trio.current_time())
+                self._current.append(entry_id)
+                return event
+            if self._ctx.stop_requested:
+                raise StopAsyncIteration
+            if not wait:
+                count = actor.settings.batch_size
+                entries, _p, tail = await actor.link.read(self._conn, ">", count)
+                if not entries:
+                    self._tail = tail
+                    return _NOTHING
+            else:
+                entries = await actor._next_entries(self._conn, self._ctx)
+                if entries is None:
+                    raise StopAsyncIteration
+            self._buffer = entries
+            self._pos = 0
+
+    def __aiter__(self) -> Events:
+        return self
+
+    async def __anext__(self) -> Any:
+        self.done_with_current()
+        return await self._next()
+
+    async def take(self, n: int, *, within: float) -> AsyncIterator[list[Any]]:
+        """Yield lists of up to ``n`` events, each list closed after ``within`` seconds."""
+        if n < 1 or within < 0:
+            raise ValueError("take(n, within=...) needs n >= 1 and within >= 0")
+        while True:
+            self.done_with_current()
+            try:
+                first = await self._next()
+            except StopAsyncIteration:
+                return
+            batch = [first]
+            deadline = trio.current_time() + within
+            while len(batch) < n and trio.current_time() < deadline:
+                item = await self._next(wait=False)
+                if item is _NOTHING:
+                    remaining = deadline - trio.current_time()
+                    if remaining <= 0:
+                        break
+                    await self._actor.link.block_briefly(self._conn, self._tail, remaining)
+                    continue
+                batch.append(item)
+            yield batch
+
+
+_NOTHING: Any = object()

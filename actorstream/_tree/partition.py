@@ -1,0 +1,490 @@
+"""The partition actor: one per owned (actor, partition), strictly in order, fenced.
+
+Its Redis round trips live in ``link`` (``PartitionLink``); the iterator form in ``events``;
+its counters and statistics in ``counters``.
+
+Life of one actor (``statistics().state`` shows where it is)::
+
+    STARTING   ensure the consumer group (never silently recreated), claim a previous owner's
+               pending entries (fenced XAUTOCLAIM)
+    REPLAYING  re-read our own pending entries in id order: they come before anything new;
+               an entry delivered more than ``max_deliveries`` times is dead-lettered
+    RUNNING    fenced "ack previous batch + XREADGROUP next batch" transaction (WATCH on the
+               epoch key, MULTI/EXEC), one round trip per batch; when the partition is empty,
+               wait with a plain XREAD BLOCK (no side effect)
+    DRAINING   a graceful stop: finish the event in hand, ack, return
+    STOPPED | FENCED | FAILED
+
+Every side effect (ack, read into our pending list, claim, dead-letter move) is checked against
+our epoch by Redis (a Lua script, or a transaction that WATCHes the epoch key), so a worker that
+lost its lease cannot take or ack anything: even a read is fenced, because an XREADGROUP by a
+zombie would strand entries in its pending list.
+
+Redis being unreachable is not a crash of the actor: it waits with backoff (WAITING_REDIS) and
+resumes from STARTING; handler exceptions are crashes and go to the supervisor.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable
+from typing import Any
+
+import trio
+from attrs import frozen
+
+from .._actors import ActorSpec, Form
+from .._core.classify import TRANSIENT_REDIS_ERRORS, describe_error, format_traceback
+from .._core.errors import DecodeError, FencedError, GroupLostError
+from .._core.fence import Fence
+from .._middleware import EventInfo, Middleware, Outcome, compose
+from .._transport import Connection
+from .context import WorkerContext
+from .counters import SAMPLE_EVERY, Counters, PartitionState, PartitionStatistics, snapshot
+from .deadletters import DeadLetters
+from .events import Events
+from .link import PartitionLink
+from .supervisor import ChildContext
+
+__all__ = ["FENCE_CHECK_EVERY", "PartitionActor", "PartitionContext"]
+
+log = logging.getLogger("actorstream.partition")
+
+WAIT_BLOCK_MS = 2000
+FENCE_CHECK_EVERY = 8
+
+
+@frozen
+class PartitionContext:
+    """What one partition actor gets: the worker, its actor and partition, its lease's fence.
+
+    ``counters`` outlive restarts (the partitions supervisor keeps one per slot);
+    ``middleware`` is the system-wide list (outermost first); ``on_fenced`` tells the
+    coordinator that Redis refused our epoch.
+    """
+
+    worker: WorkerContext
+    spec: ActorSpec
+    partition: int
+    fence: Fence
+    counters: Counters
+    dead_letters: DeadLetters
+    middleware: tuple[Middleware, ...]
+    on_fenced: Callable[[], None]
+
+
+class PartitionActor:
+    """Runs one (actor, partition) for one lease epoch. Created afresh for each restart."""
+
+    def __init__(self, context: PartitionContext) -> None:
+        worker = context.worker
+        spec = context.spec
+        self.app = worker.app
+        self.client = worker.client
+        self.report = worker.report
+        self.dead_letters = context.dead_letters
+        self.spec = spec
+        self.partition = context.partition
+        self.fence = context.fence
+        self.counters = context.counters
+        self.on_fenced = context.on_fenced
+        self.group = spec.name
+        self.link = PartitionLink(
+            app=worker.app,
+            stream=spec.stream.name,
+            partition=context.partition,
+            group=spec.name,
+            consumer=worker.worker_id,
+            fence=context.fence,
+            counters=context.counters,
+            report=worker.report,
+        )
+        self.decode = spec.stream.format_decoder
+        self.settings = spec.settings
+        middleware = (*context.middleware, *spec.middleware)
+        self.chain = compose(spec.handler, middleware)
+        self.plain = (
+            not middleware
+            and spec.on_error is None
+            and self.settings.timeout is None
+            and self.settings.retries == 0
+        )
+        self.ctx: ChildContext | None = None
+        self._rng = random.Random()
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def run(self, ctx: ChildContext) -> None:
+        """The supervisor's child function. Returns normally when stopped or fenced."""
+        self.ctx = ctx
+        self.counters.restarts = ctx.restarts
+        self.counters.epoch = self.fence.epoch
+        delay = 0.05
+        try:
+            while not ctx.stop_requested:
+                try:
+                    role = f"p:{self.group}:{self.partition}"
+                    async with self.client.dedicated(role) as conn:
+                        await self._session(conn, ctx)
+                    return
+                except TRANSIENT_REDIS_ERRORS as exc:
+                    self._set_state(PartitionState.WAITING_REDIS)
+                    self.counters.last_error = describe_error(exc)
+                    log.warning(
+                        "%s[%d]: Redis unavailable (%s); retrying in %.2fs",
+                        self.group, self.partition, self.counters.last_error, delay,
+                    )
+                except GroupLostError as exc:
+                    self._set_state(PartitionState.GROUP_LOST)
+                    self.counters.last_error = describe_error(exc)
+                    self.report("group-lost", f"{self.group}[{self.partition}]: {exc}")
+                    log.error("%s[%d]: %s", self.group, self.partition, exc)
+                    delay = 5.0
+                await _sleep_unless_stopped(ctx, delay * (0.5 + self._rng.random()))
+                delay = min(delay * 2, 5.0)
+        except FencedError as exc:
+            self._set_state(PartitionState.FENCED)
+            self.counters.last_error = describe_error(exc)
+            self.report("fenced", f"{self.group}[{self.partition}]: {exc}")
+            log.warning("%s[%d] fenced: %s", self.group, self.partition, exc)
+            self.on_fenced()
+            return
+        except Exception as exc:
+            self._set_state(PartitionState.FAILED)
+            self.counters.failed += 1
+            self.counters.last_error = describe_error(exc)
+            self.report(
+                "crash", f"{self.group}[{self.partition}]: {self.counters.last_error}"
+            )
+            raise
+        finally:
+            if self.counters.state not in (PartitionState.FENCED, PartitionState.FAILED):
+                self._set_state(PartitionState.STOPPED)
+
+    def _set_state(self, state: PartitionState) -> None:
+        self.counters.state = state
+
+    async def _session(self, conn: Connection, ctx: ChildContext) -> None:
+        self._set_state(PartitionState.STARTING)
+        await self.link.ensure_group(conn)
+        await self.link.claim_previous_owners(conn)
+        self._set_state(PartitionState.REPLAYING)
+        await self._replay_own_pending(conn, ctx)
+        if ctx.stop_requested:
+            await self.link.flush_acks(conn)
+            return
+        self._set_state(PartitionState.RUNNING)
+        form = self.spec.form
+        try:
+            if form is Form.EVENT:
+                await self._run_events(conn, ctx)
+            elif form is Form.BATCH:
+                await self._run_batches(conn, ctx)
+            else:
+                await self._run_iterator(conn, ctx)
+        except Exception:
+            # Ack what was handled before the crash, so only the failing event is redelivered.
+            await self.link.flush_acks_after_crash(conn)
+            raise
+        self._set_state(PartitionState.DRAINING)
+        await self.link.flush_acks(conn)
+
+    # -- Redis side effects, all fenced -------------------------------------------------------
+
+    async def _replay_own_pending(self, conn: Connection, ctx: ChildContext) -> None:
+        start: bytes = b"0"
+        max_deliveries = self.settings.max_deliveries
+        while not ctx.stop_requested:
+            # One entry at a time: reading from history bumps the delivery count of every entry
+            # returned, and the ones behind a poison event must not be charged for its crashes.
+            # (Our own pending list is at most about a batch, so this costs a few round trips.)
+            entries, pending, _last = await self.link.read(conn, start, 1)
+            if not entries:
+                return
+            counts = {p[0]: int(p[3]) for p in pending} if pending else {}
+            batch: list[tuple[bytes, Any]] = []
+            for entry_id, fields in entries:
+                start = entry_id
+                if not fields:
+                    # Trimmed or deleted while pending: nothing to handle; ack it away.
+                    self.counters.trimmed += 1
+                    self.link.acks.append(entry_id)
+                    continue
+                deliveries = counts.get(entry_id, 1)
+                try:
+                    self.decode(fields)
+                except DecodeError as exc:
+                    # Undecodable is the real reason, whatever its count says (a failed
+                    # dead-letter move, e.g. under OOM, is retried with a higher count).
+                    await self._dead_letter(
+                        conn, entry_id, fields, f"decode:{exc.kind}", str(exc), None, deliveries
+                    )
+                    continue
+                if deliveries > max_deliveries:
+                    await self._dead_letter(
+                        conn,
+                        entry_id,
+                        fields,
+                        "max_deliveries",
+                        f"delivered {deliveries} times (max_deliveries={max_deliveries})",
+                        self.counters.last_error,
+                        deliveries,
+                    )
+                    continue
+                batch.append((entry_id, fields))
+            if batch:
+                if self.spec.form is Form.BATCH:
+                    await self._handle_batch(conn, batch, deliveries=deliveries)
+                else:
+                    await self._handle_each(conn, ctx, batch)
+
+    async def _dead_letter(
+        self,
+        conn: Connection,
+        entry_id: bytes,
+        fields: list[bytes],
+        kind: str,
+        message: str,
+        trace: str | None,
+        deliveries: int,
+    ) -> None:
+        await self.dead_letters.move(
+            self.link, conn, entry_id, fields, kind=kind, message=message, trace=trace,
+            deliveries=deliveries,
+        )
+        self.counters.dead_lettered += 1
+        self.counters.last_dead_letter = f"{kind}: {message}"[:300]
+
+    # -- the hot loops ------------------------------------------------------------------------
+
+    async def _next_entries(self, conn: Connection, ctx: ChildContext) -> list[Any] | None:
+        """The next batch of new entries, waiting when the partition is empty.
+
+        Returns None when a graceful stop was requested while waiting.
+        """
+        count = self.settings.batch_size
+        while True:
+            entries, _pending, last = await self.link.read(conn, ">", count)
+            if entries:
+                return entries  # type: ignore[no-any-return]
+            if ctx.stop_requested:
+                return None
+            # Nothing new: wait for an append after the tail with a side-effect-free XREAD.
+            # A graceful stop interrupts the wait (closing this connection; nothing is unacked).
+            if not await self.link.wait_for_append(conn, ctx, last, WAIT_BLOCK_MS):
+                return None
+
+    async def _run_events(self, conn: Connection, ctx: ChildContext) -> None:
+        while not ctx.stop_requested:
+            entries = await self._next_entries(conn, ctx)
+            if entries is None:
+                return
+            await self._handle_each(conn, ctx, entries)
+
+    async def _handle_each(
+        self, conn: Connection, ctx: ChildContext, entries: list[Any]
+    ) -> None:
+        decode = self.decode
+        handler = self.spec.handler
+        acks = self.link.acks
+        counters = self.counters
+        fence = self.fence
+        if self.plain:
+            # The hot path: no timeout, retries, middleware or error hook to consult.
+            # Locals and a local count: this loop body runs once per event.
+            stopping = ctx.stop_event.is_set
+            ack = acks.append
+            done = 0
+            try:
+                for entry_id, fields in entries:
+                    if stopping():
+                        return
+                    if not done % FENCE_CHECK_EVERY:
+                        # A resumed zombie stops within a few events, not after its whole
+                        # batch (reading the clock per event cost a tenth of the hot path).
+                        fence.check(trio.current_time())
+                    try:
+                        event = decode(fields)
+                    except DecodeError as exc:
+                        await self._dead_letter(
+                            conn, entry_id, fields, f"decode:{exc.kind}", str(exc), None, 1
+                        )
+                        continue
+                    if done % SAMPLE_EVERY:
+                        await handler(event)
+                    else:
+                        started = trio.current_time()
+                        await handler(event)
+                        counters.latencies.append(trio.current_time() - started)
+                    ack(entry_id)
+                    done += 1
+            finally:
+                counters.processed += done
+            return
+        for entry_id, fields in entries:
+            if ctx.stop_requested:
+                return
+            fence.check(trio.current_time())
+            try:
+                event = decode(fields)
+            except DecodeError as exc:
+                await self._dead_letter(
+                    conn, entry_id, fields, f"decode:{exc.kind}", str(exc), None, 1
+                )
+                continue
+            started = trio.current_time()
+            result = await self._handle_one(conn, entry_id, fields, event)
+            if not counters.processed % SAMPLE_EVERY:
+                counters.latencies.append(trio.current_time() - started)
+            if result is not _MOVED:
+                acks.append(entry_id)
+            if result is _HANDLED:
+                counters.processed += 1
+
+    def _info(self, entry_id: bytes) -> EventInfo:
+        return EventInfo(
+            system=self.app,
+            actor=self.group,
+            stream=self.spec.stream.name,
+            partition=self.partition,
+            entry_id=entry_id.decode(),
+            epoch=self.fence.epoch,
+        )
+
+    async def _handle_one(
+        self, conn: Connection, entry_id: bytes, fields: list[bytes], event: Any
+    ) -> object:
+        """Handle with middleware, timeout, retries and the error hook.
+
+        Returns _HANDLED, _SKIPPED (the hook chose SKIP: ack it) or _MOVED (the hook chose
+        DEAD_LETTER: the move acked it); raises when the actor must crash.
+        """
+        info = self._info(entry_id)
+        chain = self.chain
+        try:
+            await self._call(lambda ev: chain(ev, info), event)
+            return _HANDLED
+        except Exception as exc:
+            hook = self.spec.on_error
+            if hook is None:
+                raise
+            outcome = await hook(event, exc, info)
+            if outcome is Outcome.SKIP:
+                self.report("skipped", f"{self.group}[{self.partition}] {info.entry_id}: "
+                                    f"{describe_error(exc)}")
+                return _SKIPPED
+            if outcome is Outcome.DEAD_LETTER:
+                await self._dead_letter(
+                    conn, entry_id, fields, "handler", describe_error(exc),
+                    format_traceback(exc), 1,
+                )
+                return _MOVED
+            raise
+
+    async def _call(self, fn: Callable[[Any], Any], arg: Any) -> None:
+        """The handler (chain) with the actor's timeout and in-process retries."""
+        settings = self.settings
+        attempt = 0
+        while True:
+            try:
+                if settings.timeout is None:
+                    await fn(arg)
+                else:
+                    with trio.fail_after(settings.timeout):
+                        await fn(arg)
+                return
+            except Exception as exc:
+                error: Exception = exc
+                if isinstance(exc, trio.TooSlowError):
+                    error = TimeoutError(
+                        f"handler took longer than timeout={settings.timeout:g}s"
+                    )
+                self.counters.last_error = describe_error(error)
+                if attempt >= settings.retries:
+                    if error is exc:
+                        raise
+                    raise error from None
+                attempt += 1
+                await trio.sleep(settings.retry_backoff * 2 ** (attempt - 1))
+
+    async def _run_batches(self, conn: Connection, ctx: ChildContext) -> None:
+        wait = self.settings.batch_wait
+        size = self.settings.batch_size
+        while not ctx.stop_requested:
+            entries = await self._next_entries(conn, ctx)
+            if entries is None:
+                return
+            if wait > 0 and len(entries) < size:
+                deadline = trio.current_time() + wait
+                while len(entries) < size and not ctx.stop_requested:
+                    remaining = deadline - trio.current_time()
+                    if remaining <= 0:
+                        break
+                    more, _p, last = await self.link.read(conn, ">", size - len(entries))
+                    if more:
+                        entries.extend(more)
+                        continue
+                    await self.link.block_briefly(conn, last, remaining)
+            await self._handle_batch(conn, entries, deliveries=1)
+
+    async def _handle_batch(
+        self, conn: Connection, entries: list[Any], *, deliveries: int
+    ) -> None:
+        events: list[Any] = []
+        ids: list[bytes] = []
+        for entry_id, fields in entries:
+            try:
+                events.append(self.decode(fields))
+                ids.append(entry_id)
+            except DecodeError as exc:
+                await self._dead_letter(
+                    conn, entry_id, fields, f"decode:{exc.kind}", str(exc), None, deliveries
+                )
+        if not events:
+            return
+        self.fence.check(trio.current_time())
+        info = self._info(ids[0])
+        chain = self.chain
+        started = trio.current_time()
+        try:
+            await self._call(lambda evs: chain(evs, info), events)
+            self.counters.latencies.append(trio.current_time() - started)
+        except Exception as exc:
+            hook = self.spec.on_error
+            if hook is None:
+                raise
+            outcome = await hook(events, exc, info)
+            if outcome is Outcome.DEAD_LETTER:
+                by_id = dict(entries)
+                for entry_id in ids:
+                    await self._dead_letter(
+                        conn, entry_id, by_id[entry_id], "handler", describe_error(exc),
+                        format_traceback(exc), deliveries,
+                    )
+                return
+            if outcome is not Outcome.SKIP:
+                raise
+            self.link.acks.extend(ids)
+            return
+        self.link.acks.extend(ids)
+        self.counters.processed += len(events)
+
+    async def _run_iterator(self, conn: Connection, ctx: ChildContext) -> None:
+        events = Events(self, conn, ctx)
+        while not ctx.stop_requested:
+            await self.spec.handler(events)
+            events.done_with_current()
+
+    def statistics(self) -> PartitionStatistics:
+        return snapshot(self.spec, self.partition, self.counters)
+
+
+_HANDLED = object()
+_SKIPPED = object()
+_MOVED = object()
+
+
+async def _sleep_unless_stopped(ctx: ChildContext, delay: float) -> None:
+    with trio.move_on_after(delay):
+        await ctx.wait_stop_requested()
