@@ -41,7 +41,7 @@ class ClusterRun(Cluster):
     async def statuses(self) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
         for node in await self.client.primaries():
-            keys = await node.execute("KEYS", f"as:{{{self.app}}}:status:*")
+            keys = await node.execute("KEYS", _keys.status_pattern(self.app))
             if not keys:
                 continue
             docs = await node.execute("MGET", *keys)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from redis import exceptions as rex
 
-from actorstream._errors import ConfigError
+from actorstream._core.errors import ConfigError
 from actorstream._transport import ConnectionConfig, UnblockedError, command_slot, reply_error
 from actorstream._transport._cluster import command_keys, parse_shards, parse_slots, slot_of
 
