@@ -20,7 +20,7 @@ import pytest
 import trio
 from redis import exceptions as rex
 
-from actorstream import _keys
+from actorstream._core import keys as _keys
 from actorstream._streams import SendError
 from actorstream._transport import Client, slot_of
 from actorstream.testing import RedisCluster

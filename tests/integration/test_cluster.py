@@ -15,7 +15,7 @@ import pytest
 import trio
 from redis import exceptions as rex
 
-from actorstream import _keys
+from actorstream._core import keys as _keys
 from actorstream._transport import Client, Script, SlotMovedError, slot_of
 from actorstream.testing import ClusterNode, RedisCluster, RedisServer
 
