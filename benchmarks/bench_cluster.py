@@ -9,7 +9,9 @@ one plain Redis, one Redis in Cluster mode owning every slot (the routing overhe
 them, because a cluster only multiplies throughput when its primaries get cores of their own
 (on a 2-core machine three primaries, the worker and the producer share two cores).
 
-Nothing here is a pass/fail test.
+Each figure is the median of ``--rounds`` rounds, the topologies taking turns within a round,
+so that a machine shared with other work (load comes and goes) affects them alike; the spread
+(min-max) is printed too. Nothing here is a pass/fail test.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -53,6 +56,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--partitions", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--json", help="write the figures to this file")
     args, _ = parser.parse_known_args()
     n, parts = args.events, args.partitions
@@ -67,18 +71,22 @@ def main() -> None:
         "raw pipelined XADD": lambda url: trio.run(raw_produce, url, parts, n),
         "send_many (encode + XADD)": lambda url: trio.run(fill, url, "sm", parts, n),
     }
-    results: dict[str, dict[str, float]] = {}
-    for name in TOPOLOGIES:
-        results[name] = {}
+    samples: dict[str, dict[str, list[float]]] = {t: {m: [] for m in measures} for t in TOPOLOGIES}
+    for round_ in range(args.rounds):
         for label, measure in measures.items():
-            with topology(name) as url:  # a fresh server per measure: no leftovers
-                results[name][label] = measure(url)
+            order = TOPOLOGIES[round_ % 3 :] + TOPOLOGIES[: round_ % 3]
+            for name in order:
+                with topology(name) as url:  # a fresh server per measure: no leftovers
+                    samples[name][label].append(measure(url))
+    results = {t: {m: statistics.median(v) for m, v in ms.items()} for t, ms in samples.items()}
     base_consume = results["one Redis"]["raw XREADGROUP+XACK, 16 readers"]
     base_produce = results["one Redis"]["raw pipelined XADD"]
     cores = os.cpu_count()
+    load = os.getloadavg()[0]
     print(
         f"\nactorstream on one Redis vs a Redis Cluster: {n} events, {parts} partitions, one "
-        f"worker process; {cores} cores ({platform.processor() or platform.machine()})"
+        f"worker process; {cores} cores ({platform.processor() or platform.machine()}), load "
+        f"average {load:.1f} at the end; medians of {args.rounds} rounds"
     )
     print(f"{'measure (ev/s, ratio to raw on one Redis)':<36}" + "".join(
         f"{t:>24}" for t in TOPOLOGIES
@@ -89,9 +97,20 @@ def main() -> None:
             f"{results[t][label]:>14,.0f} ({results[t][label] / base:>5.2f})" for t in TOPOLOGIES
         )
         print(f"{label:<36}{cells}")
+    print("spread (min-max, ev/s):")
+    for label in measures:
+        cells = "".join(
+            f"{min(samples[t][label]):>12,.0f}-{max(samples[t][label]):<11,.0f}" for t in TOPOLOGIES
+        )
+        print(f"  {label:<34}{cells}")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"cores": cores, "events": n, "partitions": parts, **results}, f, indent=2)
+            json.dump(
+                {"cores": cores, "events": n, "partitions": parts, "median": results,
+                 "samples": samples},
+                f,
+                indent=2,
+            )
 
 
 if __name__ == "__main__":

@@ -44,6 +44,8 @@ _MAX_REDIRECTS = 16
 _MAP_TIMEOUT = 2.0
 #: Refreshes triggered by redirects are at most this frequent (a reshard sends many MOVED).
 _REFRESH_EVERY = 0.1
+#: A node that failed is asked for the slot map last for this long.
+_SUSPECT_FOR = 10.0
 
 
 # -- which arguments are keys -------------------------------------------------------------------
@@ -326,6 +328,7 @@ class ClusterRouter:
         self.rng = random.Random()
         self._refresh_lock = trio.Lock()
         self._refreshed_at = -math.inf
+        self._failed_at: dict[Addr, float] = {}
 
     # -- the map --------------------------------------------------------------------------
 
@@ -352,6 +355,9 @@ class ClusterRouter:
             known = list(self.map.primaries)
             self.rng.shuffle(known)
             candidates = list(dict.fromkeys([*known, *self.seeds, *self.pools]))
+            # Nodes that failed lately go last: a dead or paused node costs a timeout each time.
+            recent = trio.current_time() - _SUSPECT_FOR
+            candidates.sort(key=lambda a: self._failed_at.get(a, -math.inf) > recent)
             errors: list[str] = []
             for addr in candidates:
                 try:
@@ -359,6 +365,7 @@ class ClusterRouter:
                 except (rex.AuthenticationError, rex.NoPermissionError):
                     raise
                 except (rex.ConnectionError, rex.TimeoutError, rex.ResponseError) as exc:
+                    self.failed(addr)
                     errors.append(f"{addr[0]}:{addr[1]}: {exc}")
                     continue
                 if not smap.primaries:
@@ -370,8 +377,18 @@ class ClusterRouter:
                 "no Redis Cluster node answered with a slot map: " + "; ".join(errors)
             )
 
+    def failed(self, addr: Addr) -> None:
+        """A node did not answer: re-read the map soon, and ask that node last."""
+        self._failed_at[addr] = trio.current_time()
+        self.stale = True
+
     async def refresh_quietly(self) -> None:
-        """Refresh if due; a failure only leaves the map stale (the request's own error wins)."""
+        """Refresh if due; a failure only leaves the map stale (the request's own error wins).
+
+        Requests do not queue behind a refresh in progress while there is a map to use.
+        """
+        if self._refresh_lock.locked() and self.map.primaries:
+            return
         try:
             await self.refresh(min_interval=_REFRESH_EVERY)
         except (rex.ConnectionError, rex.TimeoutError):
@@ -429,7 +446,7 @@ class ClusterRouter:
             try:
                 reply = await self._send(addr, command, ask is not None, timeout, script)
             except _NotSent as exc:
-                self.stale = True
+                self.failed(addr)
                 ask = None
                 await budget.backoff(exc.cause)
                 continue
@@ -467,7 +484,7 @@ class ClusterRouter:
                 conn.broken = True  # the server closes it after -UNBLOCKED
             return reply
         except (rex.ConnectionError, rex.TimeoutError):
-            self.stale = True  # the node may be gone: look again before the next request
+            self.failed(addr)  # the node may be gone: look again before the next request
             raise
         finally:
             pool._release(conn)
@@ -521,7 +538,7 @@ class ClusterRouter:
             for addr, indices in groups.items():
                 outcome = outcomes[addr]
                 if isinstance(outcome, _NotSent):
-                    self.stale = True
+                    self.failed(addr)
                     again.extend(indices)
                     reason = outcome.cause
                     continue
@@ -581,7 +598,7 @@ class ClusterRouter:
                 if any(isinstance(r, UnblockedError) for r in raw):
                     conn.broken = True  # the server closes it after -UNBLOCKED
             except (rex.ConnectionError, rex.TimeoutError) as exc:
-                self.stale = True
+                self.failed(addr)
                 lost.append(exc)
                 return
             finally:
@@ -774,7 +791,7 @@ class SlotConnection:
             except (rex.AuthenticationError, rex.NoPermissionError):
                 raise
             except (rex.ConnectionError, rex.TimeoutError) as exc:
-                self._router.stale = True
+                self._router.failed(addr)
                 await budget.backoff(exc)
         return self._conn
 
@@ -806,7 +823,8 @@ class SlotConnection:
                 if conn.broken:  # cancelled, timed out or lost mid-request: never reused
                     self.broken = True
                     self.lost = conn.lost
-                    router.stale = router.stale or conn.lost
+                    if conn.lost and self._addr is not None:
+                        router.failed(self._addr)
                 raise
             for i, reply in zip(pending, got, strict=True):
                 replies[i] = reply

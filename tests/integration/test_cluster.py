@@ -342,3 +342,31 @@ async def test_primary_killed_then_replica_promoted() -> None:
             assert cluster.owner_of(slot_of(keys[0])) is replica
             assert await client.pipeline([("GET", k) for k in keys]) == [b"v"] * 100
             print(f"requests that failed before the promotion: {errors}")
+
+
+async def test_paused_primary_does_not_hold_up_the_others() -> None:
+    async with RedisCluster(primaries=3, node_timeout_ms=5000) as cluster:
+        async with Client.from_url(
+            cluster.url, socket_timeout=0.5, connect_timeout=0.5, connect_retry_for=0.5
+        ) as client:
+            keys = [fresh_key() for _ in range(60)]
+            await client.pipeline([("SET", k, "v") for k in keys])
+            frozen = cluster.owner_of(slot_of(keys[0]))
+            elsewhere = [k for k in keys if cluster.owner_of(slot_of(k)) is not frozen]
+            frozen.pause()
+            try:
+                with pytest.raises(rex.TimeoutError):
+                    await client.execute("GET", keys[0])
+                # The map is stale now and the frozen node is asked last: the others answer.
+                for key in elsewhere:
+                    assert await client.execute("GET", key) == b"v"
+                assert client._router is not None and client._router.stale is False
+            finally:
+                frozen.resume()
+            with trio.fail_after(10):
+                while True:
+                    try:
+                        assert await client.execute("GET", keys[0]) == b"v"
+                        break
+                    except (rex.ConnectionError, rex.TimeoutError):
+                        await trio.sleep(0.1)
