@@ -9,7 +9,8 @@ from __future__ import annotations
 from types import TracebackType
 from typing import Self
 
-from .testing import RedisServer, find_redis_server
+from ._testkit.process import find_redis_server
+from ._testkit.server import RedisServer
 
 __all__ = ["EmbeddedRedis", "find_redis_server"]
 

@@ -27,6 +27,7 @@ from ._streams import Retention, Stream
 from ._transport import Client, default_client_name, redact_url
 from ._tree.root import Worker, WorkerPlan
 from ._tree.scheduler import TaskSpec, _zone
+from ._tree.startup import say, shown, wait_for_redis_or_signal
 from ._tree.telemetry import WorkerStatistics
 
 __all__ = ["DEFAULT_URL", "Settings", "System", "WorkerStatistics", "default_redis_url", "running"]
@@ -42,6 +43,7 @@ DEFAULT_URL = "redis://127.0.0.1:6379/0"
 
 
 def default_redis_url() -> str:
+    """The URL of a System given none in code (the one rule: docs/redis-url.md)."""
     return os.environ.get("ACTORSTREAM_REDIS_URL") or DEFAULT_URL
 
 
@@ -317,8 +319,19 @@ class System:
             raise RuntimeError(f"system {self.name!r} is already running in this process")
         if not self.actors:
             log.warning("system %r has no actors; this worker will only hold membership", self.name)
+        # Redis down at start: wait and say so once; the same lines for `python app.py` and
+        # `actorstream worker` (docs/running.md, "Starting").
+        owns_process = self.settings.install_signal_handlers
+        url = shown(self.redis_url)
+        if not await wait_for_redis_or_signal(
+            self.redis_url, announce=owns_process, signals=owns_process
+        ):
+            say(f"worker of {self.name!r} stopped before Redis answered", announce=owns_process)
+            return
         worker = Worker(self._plan())
         self._worker = worker
+        say(f"worker of {self.name!r} (pid {os.getpid()}) on {url}, {len(self.actors)} "
+            "actor(s); Ctrl-C to stop", announce=owns_process)
         try:
             async with worker.client:
                 await worker.run(task_status=task_status)
@@ -326,6 +339,8 @@ class System:
             self._worker = None
             if worker.forced:
                 self.forced_exit = True
+        how = " by a second signal" if worker.forced else ""
+        say(f"worker of {self.name!r} stopped{how}", announce=owns_process)
 
     def _plan(self) -> WorkerPlan:
         return WorkerPlan(

@@ -17,7 +17,7 @@ from typing import Any
 import trio
 
 from actorstream import Record, RestartPolicy, System, running
-from actorstream._dlq_admin import count_dead_letters, list_dead_letters, replay_dead_letters
+from actorstream.dlq import Selection, count_dead_letters, list_dead_letters, replay_dead_letters
 
 system = System(
     "dead-letters-example",
@@ -84,7 +84,7 @@ async def main() -> None:
 
         print("3. fix the handler, replay the refused payments (not the undecodable one)")
         refuse_negative = False
-        report = await replay_dead_letters(system, kind="max_deliveries")
+        report = await replay_dead_letters(system, Selection(kind="max_deliveries"))
         for dl, new_id in report.replayed:
             print(f"  replayed {dl.original_id} -> {dl.stream}[{dl.partition}] as {new_id}")
         async with running(system):

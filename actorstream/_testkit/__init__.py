@@ -1,1 +1,1 @@
-"""Helpers behind ``actorstream.testing`` (real Redis processes for tests)."""
+"""Test helpers behind ``actorstream.testing`` (public there): real servers and workers."""

@@ -33,7 +33,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-import hiredis
+import trio
+from redis import exceptions as rex
+
+from .._transport import Client
+from .ping import run_in_thread
 
 __all__ = ["ClusterNode", "RedisCluster", "SlotMove"]
 
@@ -66,22 +70,33 @@ class CommandError(RuntimeError):
     """An error reply to an admin command sent by the helper."""
 
 
+async def _call_async(port: int, args: tuple[Any, ...], timeout: float) -> Any:
+    client = Client.from_url(
+        f"redis://127.0.0.1:{port}/0",
+        connect_timeout=timeout,
+        socket_timeout=timeout,
+        client_name="actorstream:testing",
+        max_connections=1,
+        connect_retry_for=0.0,
+        cluster=False,  # admin commands go to this very node, never routed
+    )
+    try:
+        return await client.execute(*args)
+    finally:
+        with trio.CancelScope(shield=True):
+            await client.aclose()
+
+
 def _call(port: int, *args: Any, timeout: float = 5.0) -> Any:
-    """One command on a fresh blocking connection (admin use only: simple and robust)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
-        sock.sendall(hiredis.pack_command(tuple(args)))
-        reader = hiredis.Reader()
-        while True:
-            reply = reader.gets()
-            if reply is not False:
-                break
-            data = sock.recv(1 << 16)
-            if not data:
-                raise ConnectionError(f"127.0.0.1:{port} closed the connection")
-            reader.feed(data)
-    if isinstance(reply, hiredis.ReplyError):
-        raise CommandError(f"{args[0]} on :{port}: {reply}")
-    return reply
+    """One command to one node, over actorstream's own transport (in a helper thread, so it
+    works inside and outside a trio run). Error replies raise ``CommandError``, an unreachable
+    node the built-in ``ConnectionError``."""
+    try:
+        return run_in_thread(_call_async, port, args, timeout)
+    except (rex.ConnectionError, rex.TimeoutError) as exc:
+        raise ConnectionError(f"127.0.0.1:{port}: {exc}") from None
+    except rex.ResponseError as exc:
+        raise CommandError(f"{args[0]} on :{port}: {type(exc).__name__}: {exc}") from None
 
 
 def _info(port: int, section: str) -> dict[str, str]:

@@ -337,12 +337,16 @@ class Coordinator:
     async def leave(self) -> None:
         """Graceful leave: drain every partition actor, release leases, leave membership."""
         await self.partitions.stop_all(grace=self.worker.settings.shutdown_grace)
-        for slot in list(self.state.leases):
+        held = list(self.state.leases)
+        for slot in held:
             await self._release(slot)
+        if held:
+            self.worker.report("released", f"released {len(held)} partition(s) on stop")
         with trio.move_on_after(2.0) as scope:
             scope.shield = True
             try:
                 await self._heartbeat(leave=True)
+                self.worker.report("left", "left the membership (graceful stop)")
             except TRANSIENT_REDIS_ERRORS as exc:
                 log.warning("could not leave the membership (it will time out): %s", exc)
 

@@ -31,6 +31,7 @@ from attrs import frozen
 
 from .._actors import ActorSpec
 from .._core.assignment import Slot
+from .._core.classify import TRANSIENT_REDIS_ERRORS
 from .._core.errors import SupervisorGaveUp
 from .._core.policy import RestartPolicy
 from .._core.settings import Settings
@@ -43,7 +44,13 @@ from .deadletters import DeadLetters
 from .partitions import PartitionsContext, PartitionsSupervisor
 from .scheduler import Leadership, SchedulerContext, TaskSpec, run_scheduler
 from .supervisor import ChildContext, Restart, Strategy, Supervisor
-from .telemetry import LayoutEntry, TelemetryContext, WorkerStatistics, run_telemetry
+from .telemetry import (
+    LayoutEntry,
+    TelemetryContext,
+    WorkerStatistics,
+    publish_once,
+    run_telemetry,
+)
 
 __all__ = ["Worker", "WorkerPlan"]
 
@@ -178,10 +185,20 @@ class Worker:
                 await self.wait_stopping()
                 # The coordinator drains and leaves; then everything else is cancelled.
                 await left.wait()
+                await self._publish_last(telemetry)
                 nursery.cancel_scope.cancel()
         except* SupervisorGaveUp as group:
             self.gave_up = group.exceptions[0]
             raise
+
+    async def _publish_last(self, telemetry: TelemetryContext) -> None:
+        """Publish the stop's events ("released", "left") before telemetry is cancelled."""
+        with trio.move_on_after(1.0) as scope:
+            scope.shield = True
+            try:
+                await publish_once(telemetry)
+            except TRANSIENT_REDIS_ERRORS as exc:
+                log.debug("last telemetry not published: %s", exc)
 
     async def _run_coordinator(
         self, left: trio.Event, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED

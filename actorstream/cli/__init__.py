@@ -12,6 +12,7 @@ import argparse
 import importlib
 import logging
 import sys
+import traceback
 from collections.abc import Sequence
 
 from .._core.errors import ConfigError, SupervisorGaveUp
@@ -35,8 +36,8 @@ Event processing on Redis Streams, with trio and a supervision tree.
 
 A TARGET is module:attribute, e.g. myapp.workers:system or path/to/app.py:system
 (the current directory is importable). The Redis URL comes from --url, else
-$ACTORSTREAM_REDIS_URL, else the URL the app's System declares, else
-redis://127.0.0.1:6379/0.
+the redis_url the app's System is given in code, else $ACTORSTREAM_REDIS_URL,
+else redis://127.0.0.1:6379/0.
 
 exit codes: 0 ok, 1 runtime failure (or the system gave up), 2 usage or bad
 input, 3 Redis unreachable.
@@ -111,9 +112,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code
 
 
+def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse; a command that takes many values (``send``'s JSON) also gets those after options.
+
+    argparse fills a ``nargs="*"`` positional once, so ``send T '{..}' --print-ids '{..}'``
+    would leave the second event unrecognized.
+    """
+    args, extras = parser.parse_known_args(argv)
+    dest = getattr(args, "more_values", None)
+    if extras and (dest is None or any(e.startswith("-") for e in extras)):
+        parser.error(f"unrecognized arguments: {' '.join(extras)}")
+    if extras and dest is not None:
+        getattr(args, dest).extend(extras)
+    return args
+
+
 def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = _parse(parser, argv)
     handler = getattr(args, "handler", None)
     if handler is None:
         parser.print_help(sys.stderr)
@@ -130,5 +146,9 @@ def _main(argv: Sequence[str] | None) -> int:
         known = _classify(exc)
         if known is None:
             raise
-        print(f"actorstream: error: {known.message}", file=sys.stderr)
+        cause = known.__cause__
+        if cause is not None and args.verbose > 0:
+            traceback.print_exception(cause, file=sys.stderr)
+        hint = " (-v shows the traceback)" if cause is not None and not args.verbose else ""
+        print(f"actorstream: error: {known.message}{hint}", file=sys.stderr)
         return known.code

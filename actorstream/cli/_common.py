@@ -10,6 +10,7 @@ import argparse
 import importlib
 import importlib.util
 import os
+import re
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -20,8 +21,8 @@ from redis import exceptions as rex
 
 from .._core.errors import ConfigError
 from .._streams import Stream
-from .._system import DEFAULT_URL, System
-from .._transport import Client, redact_url
+from .._system import DEFAULT_URL, System, default_redis_url
+from .._transport import Client, ConnectionConfig, redact_url
 
 EXIT_OK = 0
 EXIT_FAILURE = 1  # a runtime failure, or the system gave up
@@ -35,7 +36,11 @@ T = TypeVar("T")
 
 
 class CliError(Exception):
-    """An error to report as one line, with an exit code."""
+    """An error to report as one line, with an exit code.
+
+    Raised ``from`` an exception in the user's code (an import error), the cause's traceback
+    is printed too with ``-v``: the line says what failed, the traceback says where.
+    """
 
     def __init__(self, message: str, code: int = EXIT_USAGE) -> None:
         super().__init__(message)
@@ -49,8 +54,8 @@ def add_url_option(parser: argparse.ArgumentParser, *, top_level: bool = False) 
         metavar="URL",
         # Sub-parsers must not overwrite a --url given before the subcommand.
         default=None if top_level else argparse.SUPPRESS,
-        help=f"Redis URL (redis://, rediss://, unix://); default: ${URL_ENV}, else the URL the "
-        f"app's System declares, else {DEFAULT_URL}",
+        help=f"Redis URL (redis://, rediss://, unix://); default: the redis_url the app's "
+        f"System is given in code, else ${URL_ENV}, else {DEFAULT_URL}",
     )
 
 
@@ -61,13 +66,12 @@ def configured_url(args: argparse.Namespace) -> str | None:
 
 
 def resolve_url(args: argparse.Namespace, system: System | None = None) -> str:
-    """The one rule for every subcommand: --url, $ACTORSTREAM_REDIS_URL, the System's, default."""
-    url = configured_url(args)
-    if url is not None:
+    """The one rule (docs/redis-url.md): --url, else the System's own (its ``redis_url=``, else
+    $ACTORSTREAM_REDIS_URL, else the default), else $ACTORSTREAM_REDIS_URL, else the default."""
+    url: str | None = getattr(args, "url", None)
+    if url:
         return url
-    if system is not None:
-        return system.redis_url
-    return DEFAULT_URL
+    return system.redis_url if system is not None else default_redis_url()
 
 
 # -- loading the user's app -------------------------------------------------------------------
@@ -106,7 +110,7 @@ def import_module(name: str) -> Any:
             raise CliError(f"cannot load {name!r}: {exc}") from None
         except Exception as exc:
             del sys.modules[mod_name]
-            raise CliError(f"cannot load {name!r}: {type(exc).__name__}: {exc}") from None
+            raise CliError(f"cannot load {name!r}: {type(exc).__name__}: {exc}") from exc
         return module
     if "" not in sys.path and os.getcwd() not in sys.path:
         sys.path.insert(0, "")
@@ -115,11 +119,11 @@ def import_module(name: str) -> Any:
     except ModuleNotFoundError as exc:
         if exc.name is not None and (name == exc.name or name.startswith(exc.name + ".")):
             raise CliError(f"cannot import module {name!r}: no module named {exc.name!r}") from None
-        raise CliError(f"cannot import module {name!r}: {exc}") from None
+        raise CliError(f"cannot import module {name!r}: {exc}") from exc
     except ConfigError as exc:
         raise CliError(f"cannot import module {name!r}: {exc}") from None
     except Exception as exc:
-        raise CliError(f"cannot import module {name!r}: {type(exc).__name__}: {exc}") from None
+        raise CliError(f"cannot import module {name!r}: {type(exc).__name__}: {exc}") from exc
 
 
 def _systems_in(module: Any) -> list[System]:
@@ -174,9 +178,26 @@ def is_target(text: str) -> bool:
 UNREACHABLE = (rex.ConnectionError, rex.TimeoutError, OSError)
 
 
+_QUERY_SECRET = re.compile(r"((?:^|[?&])(?:password|ssl_password)=)[^&#]*", re.IGNORECASE)
+
+
+def show_url(url: str) -> str:
+    """A URL safe to print: no password, in the user part or in the query."""
+    safe = redact_url(url)
+    head, sep, query = safe.partition("?")
+    return head + sep + _QUERY_SECRET.sub(r"\1***", query) if sep else safe
+
+
 def unreachable(url: str, exc: BaseException) -> CliError:
+    """One line that names the URL once (the transport's message names it too: drop that)."""
     detail = str(exc) or type(exc).__name__
-    return CliError(f"cannot reach Redis at {redact_url(url)}: {detail}", EXIT_UNREACHABLE)
+    try:
+        where = ConnectionConfig.from_url(url).describe()
+    except (ConfigError, ValueError):
+        where = None
+    if where is not None and detail.startswith(f"cannot connect to {where}: "):
+        detail = detail[len(f"cannot connect to {where}: "):]
+    return CliError(f"cannot reach Redis at {show_url(url)}: {detail}", EXIT_UNREACHABLE)
 
 
 async def check_reachable(url: str, *, within: float = 3.0) -> None:

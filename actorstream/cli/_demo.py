@@ -1,8 +1,10 @@
 """``actorstream demo``: the whole thing in one command, on a fresh machine.
 
-Starts an embedded redis-server unless a configured one answers, runs ``examples/demo_app.py``
-(a producer of orders, 8 partitions, a handler that sometimes fails) as a worker in this
-process, under the live top. Ctrl-C (or q) stops everything gracefully.
+Starts an embedded redis-server unless a configured one answers, runs the demo app shipped in
+the package (``actorstream._demo.app``: a producer of orders, 8 partitions, a handler that
+sometimes fails) as a worker in this process, under the live top. Ctrl-C (or q) stops
+everything gracefully. Without a terminal on stdout there is no live view: it says so and runs
+as ``--no-top``.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ import contextlib
 import math
 import signal
 import sys
-from pathlib import Path
 from typing import Any
 
 import attrs
@@ -21,55 +22,76 @@ import trio
 from .._embedded import EmbeddedRedis
 from .._system import System
 from .._top import LayoutEntry, Poller, ViewOptions
-from .._transport import Client, redact_url
+from .._transport import Client
 from .._tree.root import Worker
 from ._common import (
     EXIT_FAILURE,
     EXIT_OK,
+    URL_ENV,
     CliError,
     check_reachable,
     configured_url,
     import_module,
+    show_url,
 )
 
-DEMO_APP = Path(__file__).resolve().parents[2] / "examples" / "demo_app.py"
+DEMO_APP = "actorstream._demo.app"
+#: How long ``--no-top`` runs when no --duration is given.
+NO_TOP_DURATION = 20.0
 
 
 def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
+    # Not the common --url: the demo's falls back to an embedded server, not to a default URL.
     parser = subparsers.add_parser(
         "demo",
-        parents=[common],
         help="run a demo app (producer, 8 partitions, failures) under the live top",
         description="Run the demo app in this process: a producer of orders, a worker on 8 "
         "partitions whose handler sometimes fails (so restarts and dead letters show), under "
-        "the live top. Uses --url / $ACTORSTREAM_REDIS_URL if it answers, else starts an "
-        "embedded redis-server (from PATH, else the 'embedded' extra) and removes it on exit. "
-        "Ctrl-C stops everything cleanly.",
+        "the live top. Ctrl-C stops everything cleanly.",
     )
     parser.add_argument(
+        "--url", metavar="URL", default=argparse.SUPPRESS,
+        help=f"Redis to run on (default: ${URL_ENV}); if it does not answer, or none is "
+        "given, an embedded redis-server (from PATH, else the 'embedded' extra) is started "
+        "and removed on exit",
+    )
+    parser.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS,
+                        help="more logging on stderr (-v info, -vv debug)")
+    parser.add_argument(
         "--duration", type=float, default=None, metavar="SECONDS",
-        help="stop after this long (default: run until Ctrl-C)",
+        help="stop after this long (default: until Ctrl-C or q with the live view; "
+        f"{NO_TOP_DURATION:g} s with --no-top)",
     )
     parser.add_argument(
         "--no-top", action="store_true",
-        help="no live view: print a summary at the end (for scripts and CI)",
+        help="no live view: print a summary at the end (for scripts and CI); the default "
+        "when stdout is not a terminal",
     )
     parser.add_argument(
         "--rate", type=float, default=200.0, metavar="EVENTS_PER_S",
         help="orders produced per second (default 200)",
     )
-    parser.add_argument("--app", default=str(DEMO_APP), metavar="PATH",
-                        help="the demo app module (default: examples/demo_app.py)")
+    parser.add_argument("--app", default=DEMO_APP, metavar="MODULE|PATH",
+                        help=f"the demo app module (default: {DEMO_APP}, shipped in the "
+                        "package)")
     parser.set_defaults(handler=run)
 
 
-def run(args: argparse.Namespace) -> int:
+def _check_args(args: argparse.Namespace) -> None:
     if args.duration is not None and not args.duration > 0:
         raise CliError(f"--duration must be positive, got {args.duration}")
     if not args.rate > 0:
         raise CliError(f"--rate must be positive, got {args.rate}")
+    if not args.no_top and not sys.stdout.isatty():
+        print("actorstream: stdout is not a terminal, so no live view: running as --no-top "
+              "(a summary at the end)", file=sys.stderr)
+        args.no_top = True
     if args.no_top and args.duration is None:
-        args.duration = 20.0
+        args.duration = NO_TOP_DURATION
+
+
+def run(args: argparse.Namespace) -> int:
+    _check_args(args)
     module = import_module(args.app)
     system = getattr(module, "system", None)
     produce = getattr(module, "produce", None)
@@ -126,7 +148,7 @@ async def _demo(system: System, module: Any, url: str, args: argparse.Namespace)
             for s in system.actors.values()
         ]
         async with Client.from_url(url, client_name="actorstream:top") as client:
-            poller = Poller(client, system.name, layout, url=redact_url(url))
+            poller = Poller(client, system.name, layout, url=show_url(url))
             await live(poller, ViewOptions(), 1.0)
         stop.set()  # q pressed
 
@@ -134,7 +156,7 @@ async def _demo(system: System, module: Any, url: str, args: argparse.Namespace)
         outer.start_soon(signals, outer)
         runtime: Worker = await outer.start(worker)
         if args.no_top:
-            print(f"actorstream: demo running on {redact_url(url)} for {args.duration:g}s "
+            print(f"actorstream: demo running on {show_url(url)} for {args.duration:g}s "
                   "(Ctrl-C stops it)", file=sys.stderr)
         async with trio.open_nursery() as inner:
             inner.start_soon(module.produce, args.rate)

@@ -10,10 +10,16 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+import attrs
+
 from .._core.deadletter import DeadLetter
 from .._core.errors import ConfigError
-from .._dlq_admin import (
+from .._streams import Stream
+from .._system import System
+from .._transport import Client
+from ..dlq import (
     DeadLetterSource,
+    Selection,
     count_dead_letters,
     dead_letter_to_json,
     list_dead_letters,
@@ -21,9 +27,6 @@ from .._dlq_admin import (
     replay_dead_letters,
     show_dead_letter,
 )
-from .._streams import Stream
-from .._system import System
-from .._transport import Client, redact_url
 from ._common import (
     EXIT_FAILURE,
     EXIT_OK,
@@ -33,6 +36,7 @@ from ._common import (
     load_system,
     resolve_url,
     run_async,
+    show_url,
     split_target,
 )
 
@@ -49,6 +53,24 @@ examples:
   actorstream dlq replay shop.app:orders --actor bill --dry-run
   actorstream dlq purge shop.app:system --until 7d --yes
 """
+
+
+def filters(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--partition", metavar="P", type=int, help="only this partition")
+    sub.add_argument("--actor", metavar="A", help="only dead letters of this actor")
+    sub.add_argument(
+        "--kind", metavar="K",
+        help="only this kind: max_deliveries, decode (any decode:*), decode:json, ...",
+    )
+    sub.add_argument(
+        "--error", metavar="TEXT",
+        help="only those whose error or traceback contains TEXT (e.g. an exception type)",
+    )
+    sub.add_argument("--since", metavar="TIME", help="dead-lettered at or after TIME")
+    sub.add_argument("--until", metavar="TIME", help="dead-lettered at or before TIME")
+
+
+Command = Callable[[str, str, str], argparse.ArgumentParser]
 
 
 def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
@@ -74,20 +96,6 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
         sub.add_argument("--json", action="store_true", help="print JSON")
         return sub
 
-    def filters(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument("--partition", metavar="P", type=int, help="only this partition")
-        sub.add_argument("--actor", metavar="A", help="only dead letters of this actor")
-        sub.add_argument(
-            "--kind", metavar="K",
-            help="only this kind: max_deliveries, decode (any decode:*), decode:json, ...",
-        )
-        sub.add_argument(
-            "--error", metavar="TEXT",
-            help="only those whose error or traceback contains TEXT (e.g. an exception type)",
-        )
-        sub.add_argument("--since", metavar="TIME", help="dead-lettered at or after TIME")
-        sub.add_argument("--until", metavar="TIME", help="dead-lettered at or before TIME")
-
     sub = command("list", "list dead letters", "List dead letters, oldest first.")
     filters(sub)
     sub.add_argument("--limit", type=int, default=100, help="at most N (default 100; 0: all)")
@@ -107,6 +115,11 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     )
     sub.set_defaults(handler=run_counts)
 
+    _register_changes(command)
+
+
+def _register_changes(command: Command) -> None:
+    """The commands that change dead letters: replay and purge."""
     sub = command(
         "replay", "send dead letters back to their partitions",
         "Send the selected dead letters back, with their original fields untouched, to the "
@@ -187,20 +200,19 @@ def resolve_target(args: argparse.Namespace) -> tuple[System, str | None]:
     return system, stream
 
 
-def selection(args: argparse.Namespace, stream: str | None) -> dict[str, Any]:
+def selection(args: argparse.Namespace, stream: str | None) -> Selection:
+    """The options' ``Selection``; bad values are one-line usage errors."""
     since = parse_time(args.since, option="--since") if args.since else None
     until = parse_time(args.until, option="--until") if args.until else None
     if since is not None and until is not None and since > until:
         raise CliError("--since is after --until")
-    return {
-        "stream": stream,
-        "partition": args.partition,
-        "actor": args.actor,
-        "kind": args.kind,
-        "error": args.error,
-        "since_ms": since,
-        "until_ms": until,
-    }
+    try:
+        return Selection(
+            stream=stream, partition=args.partition, actor=args.actor, kind=args.kind,
+            error=args.error, since_ms=since, until_ms=until, ids=getattr(args, "ids", None),
+        )
+    except ConfigError as exc:
+        raise CliError(str(exc)) from None
 
 
 def _run(
@@ -286,7 +298,7 @@ def run_list(args: argparse.Namespace) -> int:
         client: Client, source: DeadLetterSource, system: System, stream: str | None
     ) -> int:
         letters = await list_dead_letters(
-            source, client=client, limit=args.limit or None, **selection(args, stream)
+            source, selection(args, stream), client=client, limit=args.limit or None
         )
         if args.json:
             _print_json([dead_letter_to_json(dl) for dl in letters])
@@ -358,7 +370,7 @@ def run_replay(args: argparse.Namespace) -> int:
         client: Client, source: DeadLetterSource, system: System, stream: str | None
     ) -> int:
         report = await replay_dead_letters(
-            source, client=client, ids=args.ids, dry_run=args.dry_run, **selection(args, stream)
+            source, selection(args, stream), client=client, dry_run=args.dry_run
         )
         if args.json:
             _print_json(
@@ -381,7 +393,7 @@ def run_replay(args: argparse.Namespace) -> int:
             print(f"skipped {dl.dlq_id}: gone (replayed or purged meanwhile)")
         print(
             f"{verb} {len(report.replayed)} dead letter(s) of {_scope(system, stream)} at "
-            f"{redact_url(resolve_url(args, system))}",
+            f"{show_url(resolve_url(args, system))}",
             file=sys.stderr,
         )
         return EXIT_OK
@@ -403,11 +415,8 @@ def run_purge(args: argparse.Namespace) -> int:
         client: Client, source: DeadLetterSource, system: System, stream: str | None
     ) -> int:
         chosen = selection(args, stream)
-        ids = args.ids
         if not args.yes and not args.dry_run:
-            preview = await purge_dead_letters(
-                source, client=client, ids=ids, dry_run=True, **chosen
-            )
+            preview = await purge_dead_letters(source, chosen, client=client, dry_run=True)
             if not preview.selected:
                 print(f"nothing to purge in {_scope(system, stream)}", file=sys.stderr)
                 return EXIT_OK
@@ -422,11 +431,8 @@ def run_purge(args: argparse.Namespace) -> int:
                 print("aborted; nothing purged", file=sys.stderr)
                 return EXIT_FAILURE
             # Exactly what was shown, not what arrived since.
-            ids = [dl.dlq_id for dl in preview.selected]
-            chosen = {**chosen, "stream": stream}
-        report = await purge_dead_letters(
-            source, client=client, ids=ids, dry_run=args.dry_run, **chosen
-        )
+            chosen = attrs.evolve(chosen, ids=[dl.dlq_id for dl in preview.selected])
+        report = await purge_dead_letters(source, chosen, client=client, dry_run=args.dry_run)
         if args.json:
             _print_json(
                 {

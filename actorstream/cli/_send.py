@@ -8,9 +8,8 @@ import sys
 from typing import Any
 
 from .._core.errors import ActorstreamError, DecodeError
-from .._records import from_primitive
+from .._records import from_primitive, record_fields, to_primitive
 from .._streams import SendError, Stream
-from .._transport import redact_url
 from ._common import (
     EXIT_FAILURE,
     EXIT_OK,
@@ -19,6 +18,7 @@ from ._common import (
     load_stream,
     resolve_url,
     run_async,
+    show_url,
 )
 
 
@@ -31,7 +31,8 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
         "record type first; if any is bad, nothing is sent and the error names its line and "
         "field. If Redis refuses some events, the exact lines that were sent are listed.",
         epilog="examples:\n"
-        "  actorstream send shop:orders '{\"order_id\": 1, \"amount\": 5}'\n"
+        "  actorstream send app:orders '{\"order_id\": 1, \"amount\": 5}' '{\"order_id\": 2, "
+        "\"amount\": 7}'\n"
         "  actorstream send shop:orders --file orders.jsonl     (one JSON object a line; "
         "- is stdin)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -45,9 +46,16 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
         "-f", "--file", metavar="PATH", help="read events from a JSON-lines file (- for stdin)"
     )
     parser.add_argument(
-        "--print-ids", action="store_true", help="print the entry id of each event sent"
+        "--print-ids", action="store_true",
+        help="print each event's partition and entry id (ids are per partition), e.g. "
+        "'orders[3] 1714557600000-0', one line per event in input order",
     )
-    parser.set_defaults(handler=run)
+    parser.add_argument(
+        "--allow-unknown", action="store_true",
+        help="drop fields the stream's record type does not have (default: reject the event, "
+        "so a typo does not vanish)",
+    )
+    parser.set_defaults(handler=run, more_values="events")
 
 
 def read_inputs(args: argparse.Namespace) -> list[tuple[str, str]]:
@@ -74,7 +82,25 @@ def read_inputs(args: argparse.Namespace) -> list[tuple[str, str]]:
     return [(f"argument {n}", text) for n, text in enumerate(args.events, 1)]
 
 
-def parse_event(stream: Stream[Any], where: str, text: str) -> Any:
+def unknown_fields(data: Any, known: Any, path: str = "") -> list[str]:
+    """Paths in ``data`` that its record's round trip (``known``) does not have."""
+    if isinstance(data, dict) and isinstance(known, dict):
+        out: list[str] = []
+        for key, value in data.items():
+            if key not in known:
+                out.append(f"{path}{key}")
+            else:
+                out += unknown_fields(value, known[key], f"{path}{key}.")
+        return out
+    if isinstance(data, list) and isinstance(known, list) and len(data) == len(known):
+        base = path.rstrip(".")
+        return [u for i, (d, k) in enumerate(zip(data, known, strict=True))
+                for u in unknown_fields(d, k, f"{base}[{i}].")]
+    return []
+
+
+def parse_event(stream: Stream[Any], where: str, text: str, *,
+                allow_unknown: bool = False) -> Any:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -87,6 +113,14 @@ def parse_event(stream: Stream[Any], where: str, text: str) -> Any:
             event = from_primitive(stream.record, data)
         except DecodeError as exc:
             raise CliError(f"{where}: bad {stream.record.__name__}: {exc}") from None
+        unknown = [] if allow_unknown else unknown_fields(data, to_primitive(event))
+        if unknown:
+            names = ", ".join(repr(u) for u in unknown)
+            fields = ", ".join(record_fields(stream.record))
+            raise CliError(
+                f"{where}: unknown field(s) {names} for {stream.record.__name__} "
+                f"(fields: {fields}); --allow-unknown drops them"
+            )
     try:
         stream._command(event)  # encodes and checks the key; sends nothing
     except (ActorstreamError, ValueError, TypeError, KeyError) as exc:
@@ -104,7 +138,8 @@ def run(args: argparse.Namespace) -> int:
     stream = load_stream(args.target)
     system = stream.system
     inputs = read_inputs(args)
-    events = [parse_event(stream, where, text) for where, text in inputs]
+    events = [parse_event(stream, where, text, allow_unknown=args.allow_unknown)
+              for where, text in inputs]
     system.redis_url = resolve_url(args, system)
 
     async def main() -> int:
@@ -129,11 +164,11 @@ def run(args: argparse.Namespace) -> int:
                         print(f"  {inputs[i][0]} -> {entry_id}", file=sys.stderr)
                 return EXIT_FAILURE
         if args.print_ids:
-            for entry_id in ids:
-                print(entry_id)
+            for event, entry_id in zip(events, ids, strict=True):
+                print(f"{stream.name}[{stream.partition_of(event)}] {entry_id}")
         print(
             f"sent {len(ids)} event(s) to {system.name}:{stream.name} at "
-            f"{redact_url(system.redis_url)}",
+            f"{show_url(system.redis_url)}",
             file=sys.stderr,
         )
         return EXIT_OK

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from rich.console import Console
-
 from .._core.errors import ConfigError
 from .._core.keys import check_name
-from .._top import LayoutEntry, Poller, render_status
-from .._transport import Client, redact_url
+from .._top import LayoutEntry, Poller, status_text
+from .._transport import Client
 from ._common import (
     EXIT_OK,
     CliError,
@@ -23,6 +22,7 @@ from ._common import (
     load_system,
     resolve_url,
     run_async,
+    show_url,
 )
 
 
@@ -74,7 +74,7 @@ async def open_poller(
     except ConfigError as exc:
         raise CliError(str(exc)) from None
     async with client:
-        yield Poller(client, app, layout, url=redact_url(url))
+        yield Poller(client, app, layout, url=show_url(url))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -87,8 +87,9 @@ def run(args: argparse.Namespace) -> int:
             json.dump(snap.to_json(), sys.stdout, indent=2)
             sys.stdout.write("\n")
         else:
-            console = Console(highlight=False)
-            console.print(render_status(snap))
+            tty = sys.stdout.isatty()
+            width = shutil.get_terminal_size((120, 24)).columns if tty else 120
+            sys.stdout.write(status_text(snap, width=width, color=tty))
         return EXIT_OK
 
     return run_async(main, url=url)

@@ -57,7 +57,9 @@ def run(args: argparse.Namespace) -> int:
                 await trio.sleep(min(args.interval, 1.0))
                 snap = await poller.poll()
                 console = Console(highlight=False)
-                console.print(render_frame(snap, console.width, console.height, options))
+                # Into a pipe or a file, a frame need not fit a screen: print it all.
+                height = console.height if console.is_terminal else None
+                console.print(render_frame(snap, console.width, height, options))
                 return EXIT_OK
             await live(poller, options, args.interval)
         return EXIT_OK

@@ -111,7 +111,7 @@ def test_unreachable_redis(app: Path) -> None:
     for args in (
         ("send", f"{app}:orders", '{"order_id": 1, "amount": 2}'),
         ("status", f"{app}:system"),
-        ("worker", f"{app}:system"),
+        # (`worker` waits for Redis instead: tests/integration/test_worker_start.py)
         ("top", "--once", "clitest"),
     ):
         result = cli(*args, url=bad)
@@ -119,6 +119,7 @@ def test_unreachable_redis(app: Path) -> None:
         line = one_error_line(result)
         assert "cannot reach Redis" in line
         assert "hunter2" not in line
+        assert line.count("redis://") == 1, line  # the URL is named once
     # --url wins over the environment, and is accepted before the subcommand too.
     result = cli("--url", bad, "status", "clitest", url="redis://127.0.0.1:2/0")
     assert result.returncode == 3
@@ -157,7 +158,7 @@ def test_send_file_and_stdin(app: Path, redis_server: RedisServer, tmp_path: Pat
     result = cli("send", f"{app}:orders", "--file", str(events), "--print-ids",
                  url=redis_server.url)
     assert result.returncode == 0, result.stderr
-    assert len(result.stdout.split()) == 25
+    assert len(result.stdout.splitlines()) == 25
     assert "sent 25 event(s)" in result.stderr
     result = cli("send", f"{app}:orders", "-f", "-", url=redis_server.url,
                  stdin='{"order_id": 99, "amount": 1}\n')
@@ -205,3 +206,96 @@ def test_demo_starts_embedded_redis_when_unreachable() -> None:
     assert result.returncode == 0, result.stderr
     assert "starting an embedded redis-server" in result.stderr
     assert result.stdout.startswith("demo: sent ")
+
+
+def test_demo_without_a_terminal_says_so_and_runs_without_top(redis_url: str) -> None:
+    """Issue 14 item 11: no blank screen when stdout is not a terminal."""
+    result = cli("demo", "--duration", "2", "--rate", "50", url=redis_url)
+    assert result.returncode == 0, result.stderr
+    assert "stdout is not a terminal, so no live view" in result.stderr
+    assert result.stdout.strip().splitlines()[-1].startswith("demo: sent ")
+
+
+def test_demo_help_says_what_it_does() -> None:
+    """Issue 14 item 13: --duration and --url are described truthfully."""
+    text = " ".join(cli("demo", "--help").stdout.split())
+    assert "20 s with --no-top" in text
+    assert "embedded redis-server" in text
+    assert "the URL the app's System declares" not in text
+
+
+def test_import_error_keeps_its_traceback_with_verbose(tmp_path: Path, redis_url: str) -> None:
+    """Issue 14 item 5: one line by default; -v / -vv add the app's traceback."""
+    bad = tmp_path / "badapp.py"
+    bad.write_text("import json\n\ndef helper():\n    raise RuntimeError('app broke')\n\n"
+                   "helper()\n")
+    result = cli("worker", f"{bad}:system", url=redis_url)
+    assert result.returncode == 2
+    line = one_error_line(result)
+    assert "RuntimeError: app broke" in line and "-v shows the traceback" in line
+    for verbose in (("-v", "worker"), ("worker", "-vv")):
+        result = cli(*verbose, f"{bad}:system", url=redis_url)
+        assert result.returncode == 2
+        assert "Traceback (most recent call last)" in result.stderr
+        assert 'badapp.py", line 4, in helper' in result.stderr
+        assert result.stderr.strip().splitlines()[-1].startswith("actorstream: error: cannot load")
+    result = cli("-v", "send", "cliapp_missing_dep_mod:orders", "{}", cwd=tmp_path, url=redis_url)
+    assert "Traceback" not in result.stderr  # the module itself is missing: nothing to show
+
+
+def test_send_several_json_arguments_print_ids_with_partitions(
+    app: Path, redis_server: RedisServer
+) -> None:
+    """Issue 14 item 7: JSON arguments on both sides of --print-ids; ids name their partition."""
+    events = [json.dumps({"order_id": i, "amount": 1}) for i in range(6)]
+    result = cli("send", f"{app}:orders", events[0], "--print-ids", *events[1:],
+                 url=redis_server.url)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 6
+    for i, line in enumerate(lines):
+        where, entry_id = line.split()
+        partition = int(where.removeprefix("orders[").removesuffix("]"))
+        key = f"as:{{clitest:orders:{partition}}}:s"
+        found = subprocess.run(["redis-cli", "-p", str(redis_server.port), "XRANGE", key,
+                                entry_id, entry_id], capture_output=True, text=True).stdout
+        assert f'"order_id":{i}' in found.replace(" ", ""), (line, found)
+    assert len({ln.split()[0] for ln in lines}) > 1  # several partitions
+    result = cli("send", f"{app}:orders", events[0], "--bogus", url=redis_server.url)
+    assert result.returncode == 2 and "unrecognized arguments: --bogus" in result.stderr
+
+
+def test_send_rejects_unknown_fields_unless_allowed(app: Path, redis_server: RedisServer) -> None:
+    """Issue 14 item 8: a typo does not vanish."""
+    typo = '{"order_id": 1, "amount": 2, "amout": 3}'
+    result = cli("send", f"{app}:orders", typo, url=redis_server.url)
+    assert result.returncode == 2
+    assert one_error_line(result) == (
+        "actorstream: error: argument 1: unknown field(s) 'amout' for Order "
+        "(fields: order_id, amount); --allow-unknown drops them"
+    )
+    assert stream_lengths(redis_server) == 0
+    result = cli("send", f"{app}:orders", typo, "--allow-unknown", url=redis_server.url)
+    assert result.returncode == 0, result.stderr
+    assert stream_lengths(redis_server) == 1
+
+
+def test_docs_cli_example_error_is_the_real_one(app: Path, tmp_path: Path, redis_url: str) -> None:
+    """Issue 14 item 13: the error docs/cli.md shows is what `send --file` prints."""
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "cli.md").read_text()
+    shown = next(ln.strip() for ln in docs.splitlines() if "events.jsonl line 4" in ln)
+    (tmp_path / "events.jsonl").write_text(
+        '{"order_id": 1, "amount": 10}\n\n{"order_id": 2, "amount": 20}\n'
+        '{"order_id": 3, "amount": "thirty"}\n'
+    )
+    result = cli("send", f"{app}:orders", "--file", "events.jsonl", cwd=tmp_path, url=redis_url)
+    assert one_error_line(result) == shown
+
+
+def test_passwords_in_query_strings_are_never_printed(app: Path, tmp_path: Path) -> None:
+    """Issue 14 item 14, for unix:// URLs that carry the password as a parameter."""
+    url = f"unix://{tmp_path}/no.sock?db=0&password=hunter2"
+    result = cli("send", f"{app}:orders", '{"order_id": 1, "amount": 2}', url=url)
+    assert result.returncode == 3
+    line = one_error_line(result)
+    assert "hunter2" not in line and "password=***" in line

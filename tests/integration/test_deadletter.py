@@ -24,17 +24,18 @@ from actorstream import (
     running,
 )
 from actorstream._core import keys as _keys
-from actorstream._dlq_admin import (
+from actorstream._transport import Client
+from actorstream._tree import scripts as _scripts
+from actorstream.dlq import (
     REPLAY,
     DeadLetterSource,
+    Selection,
     count_dead_letters,
     list_dead_letters,
     purge_dead_letters,
     replay_dead_letters,
     show_dead_letter,
 )
-from actorstream._transport import Client
-from actorstream._tree import scripts as _scripts
 from actorstream.testing import RedisServer
 
 FAST_LEASES = LeaseTiming(
@@ -444,14 +445,17 @@ async def test_list_show_counts_and_replay_processes_the_events_again(redis_url:
             assert dl.kind == "max_deliveries"
             assert "is broken" in dl.trace
         # Filters.
-        assert await list_dead_letters(system, client=client, kind="decode") == []
-        assert len(await list_dead_letters(system, client=client, kind="max_deliveries")) == 4
-        assert len(await list_dead_letters(system, client=client, actor="bill", limit=3)) == 3
-        assert len(await list_dead_letters(system, client=client, error="order 1 is")) == 2
+        assert await list_dead_letters(system, Selection(kind="decode"), client=client) == []
+        async def count(selection: Selection, limit: int | None = None) -> int:
+            return len(await list_dead_letters(system, selection, client=client, limit=limit))
+
+        assert await count(Selection(kind="max_deliveries")) == 4
+        assert await count(Selection(actor="bill"), limit=3) == 3
+        assert await count(Selection(error="order 1 is")) == 2
         # Time filters select by dead-letter id: the server's time of the move.
         newest = max(int(dl.dlq_id.split("-")[0]) for dl in letters)
-        assert len(await list_dead_letters(system, client=client, since_ms=newest + 1)) == 0
-        assert len(await list_dead_letters(system, client=client, until_ms=newest)) == 4
+        assert await count(Selection(since_ms=newest + 1)) == 0
+        assert await count(Selection(until_ms=newest)) == 4
         # Show, by dead-letter id and by original id.
         first = letters[0]
         assert await show_dead_letter(system, first.dlq_id, client=client) == [first]
@@ -512,10 +516,12 @@ async def test_purge_by_filter_then_everything(redis_url: str) -> None:
     async with Client.from_url(redis_url) as client:
         letters = await list_dead_letters(system, client=client)
         assert len(letters) == 4
-        dry = await purge_dead_letters(system, client=client, error="order 1 is", dry_run=True)
+        dry = await purge_dead_letters(
+            system, Selection(error="order 1 is"), client=client, dry_run=True
+        )
         assert dry.purged == 2
         assert len(await list_dead_letters(system, client=client)) == 4
-        report = await purge_dead_letters(system, client=client, error="order 1 is")
+        report = await purge_dead_letters(system, Selection(error="order 1 is"), client=client)
         assert report.purged == 2
         rest = await list_dead_letters(system, client=client)
         assert len(rest) == 2 and all("order 4" in dl.trace for dl in rest)
@@ -527,7 +533,7 @@ async def test_purge_by_filter_then_everything(redis_url: str) -> None:
                 f"bill {dl.original_id}",
             )
             assert (idx is None) == (dl.original_id in purged_ids)
-        report = await purge_dead_letters(system, client=client, ids=[rest[0].dlq_id])
+        report = await purge_dead_letters(system, Selection(ids=[rest[0].dlq_id]), client=client)
         assert report.purged == 1
         report = await purge_dead_letters(system, client=client)
         assert report.purged == 1

@@ -119,7 +119,9 @@ def test_panels_from_a_real_snapshot(settled_app) -> None:  # type: ignore[no-un
     assert cols[0:2] == ["jobs", "4"]
     assert cols[4:] == [str(N_JOBS), "0", "0", str(len(POISON))]
     workers = text(render_workers(snap))
-    assert f"{snap.workers[0].host}:{snap.workers[0].pid}" in workers
+    name = snap.worker_names()[snap.workers[0].worker_id]
+    assert workers.splitlines()[2].startswith(f"{name} ")  # one name per worker everywhere
+    assert snap.workers[0].worker_id.startswith(name)
     assert " 4 " in workers  # partitions
     partitions = text(render_partitions(snap))
     rows = [ln.split() for ln in partitions.splitlines() if ln.startswith("run[")]
@@ -184,3 +186,55 @@ def test_top_in_a_real_terminal(settled_app, tmp_path: Path) -> None:  # type: i
         assert not alive, "top did not quit on q"
     finally:
         subprocess.run([*tmux, "kill-server"], capture_output=True)
+
+
+def test_top_once_without_a_worker_reads_the_streams_from_redis(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """Issue 14 item 9: no live worker, yet the stream table shows the streams and lengths."""
+    app = tmp_path / "topapp.py"
+    app.write_text(APP)
+    events = tmp_path / "jobs.jsonl"
+    events.write_text("".join(json.dumps({"job_id": i}) + "\n" for i in range(13)))
+    sent = cli("send", f"{app}:jobs", "--file", str(events), url=redis_server.url)
+    assert sent.returncode == 0, sent.stderr
+    # Consumer groups exist once a worker ran; without them top still finds the streams.
+    out = cli("top", "--once", "--interval", "0.1", "toptest", url=redis_server.url)
+    assert out.returncode == 0, out.stderr
+    assert "…" not in out.stdout, out.stdout
+    row = next(ln for ln in out.stdout.splitlines() if ln.startswith("jobs")).split()
+    assert row[:2] == ["jobs", "4"] and row[4] == "13", out.stdout
+    assert "no live workers" in out.stdout
+    assert "no actor reads these streams yet" in out.stdout
+    redis_cli(redis_server, "XGROUP", "CREATE", "as:{toptest:jobs:0}:s", "run", "0")
+    out = cli("top", "--once", "--interval", "0.1", "toptest", url=redis_server.url)
+    assert "…" not in out.stdout, out.stdout
+    rows = [ln.split() for ln in out.stdout.splitlines() if ln.startswith("run[")]
+    assert len(rows) == 4 and all(r[3] == "unowned" for r in rows), out.stdout
+    status = cli("status", "toptest", url=redis_server.url)
+    assert status.returncode == 0, status.stderr
+    assert "actorstream top" not in status.stdout
+    assert all(ln == ln.rstrip() for ln in status.stdout.splitlines())
+    assert "jobs" in status.stdout and "run[3]" in status.stdout
+
+
+def test_a_graceful_stop_publishes_released_and_left_events(
+    tmp_path: Path, redis_server: RedisServer, worker_process
+) -> None:  # type: ignore[no-untyped-def]
+    """Issue 14 item 12: events say which worker they came from, and a stop is visible."""
+    app = tmp_path / "topapp.py"
+    app.write_text(APP)
+    worker = worker_process("-m", "actorstream", "worker", f"{app}:system",
+                            redis_url=redis_server.url)
+    deadline = time.monotonic() + 30
+    while "acquired" not in redis_cli(redis_server, "LRANGE", "as:{toptest}:events", "0", "-1"):
+        assert worker.running and time.monotonic() < deadline, worker.output()
+        time.sleep(0.1)
+    worker.interrupt()
+    assert worker.wait(30) == 0, worker.output()
+    raw = redis_cli(redis_server, "LRANGE", "as:{toptest}:events", "0", "-1").splitlines()
+    events = [json.loads(line) for line in raw]
+    kinds = [e["kind"] for e in events]
+    assert "released" in kinds and "left" in kinds, events
+    workers = {e["worker"] for e in events}
+    assert len(workers) == 1 and workers.pop().split("-")[-2].isdigit()

@@ -1,4 +1,4 @@
-"""Dead letters for operators: list, show, count, replay and purge (the ``actorstream dlq`` API).
+"""Dead letters for operators: list, show, count, replay and purge (public; ``actorstream dlq``).
 
 Dead letters live in one stream per partition (``_keys.dlq_key``), next to an index (original
 id -> dead-letter id) that makes the worker's move idempotent. Everything here reads those
@@ -11,9 +11,15 @@ partition call, touching only keys of that partition's hash tag:
   and, retried, never sends an event twice (an entry already replayed is simply gone).
 - ``purge`` deletes entries and their index entries, atomically.
 
-Selection is by stream, partition, actor, kind (``max_deliveries``, ``decode:json``, ... or just
-``decode``), text in the error or traceback, time range (dead-letter ids are the time of the
-move, so a time range is an XRANGE), or explicit dead-letter ids.
+What an operation applies to is one ``Selection`` value: by stream, partition, actor, kind
+(``max_deliveries``, ``decode:json``, ... or just ``decode``), text in the error or traceback,
+time range (dead-letter ids are the time of the move, so a time range is an XRANGE), or
+explicit dead-letter ids::
+
+    from actorstream.dlq import Selection, list_dead_letters, replay_dead_letters
+
+    letters = await list_dead_letters(system, Selection(kind="decode"), limit=100)
+    report = await replay_dead_letters(system, Selection(actor="bill"), dry_run=True)
 """
 
 from __future__ import annotations
@@ -35,12 +41,15 @@ if TYPE_CHECKING:
     from ._system import System
 
 __all__ = [
+    "ALL",
+    "DeadLetter",
     "DeadLetterCount",
     "DeadLetterSource",
     "PurgeReport",
     "ReplayReport",
     "Selection",
     "count_dead_letters",
+    "dead_letter_to_json",
     "list_dead_letters",
     "purge_dead_letters",
     "replay_dead_letters",
@@ -65,8 +74,34 @@ def _actor_streams(value: Mapping[str, str]) -> dict[str, str]:
     return dict(value)
 
 
-def _id_tuple(value: Iterable[str] | None) -> tuple[str, ...] | None:
-    return None if value is None else tuple(value)
+def _ids(value: Iterable[str] | None) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        raise ConfigError(f"ids is a list of entry ids, not one string: [{value!r}]")
+    return tuple(value)
+
+
+def _check_partition(_instance: object, _attribute: object, value: int | None) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+        raise ConfigError(f"partition must be an int >= 0 (or None), got {value!r}")
+
+
+def _check_ms(_instance: object, attribute: attrs.Attribute[Any], value: int | None) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ConfigError(
+            f"{attribute.name} is milliseconds since the epoch (an int), got {value!r}"
+        )
+
+
+def _check_text(_instance: object, attribute: attrs.Attribute[Any], value: str | None) -> None:
+    if value is not None and (not isinstance(value, str) or not value):
+        raise ConfigError(f"{attribute.name} must be a non-empty str (or None), got {value!r}")
+
+
+def _check_ids(_instance: object, _attribute: object, value: tuple[str, ...] | None) -> None:
+    for entry_id in value or ():
+        _id_key(entry_id)
 
 
 @frozen
@@ -140,16 +175,22 @@ def _client(target: System | DeadLetterSource, client: Client | None) -> Client:
 
 @frozen
 class Selection:
-    """Which dead letters an operation applies to (all of them when nothing is set)."""
+    """Which dead letters an operation applies to; ``Selection()`` (``ALL``) is all of them.
 
-    stream: str | None = None
-    partition: int | None = None
-    actor: str | None = None
-    kind: str | None = None
-    error: str | None = None
-    since_ms: int | None = None
-    until_ms: int | None = None
-    ids: tuple[str, ...] | None = attrs.field(default=None, converter=_id_tuple)
+    Every field narrows the selection: ``stream`` and ``partition`` pick partitions, ``actor``
+    and ``kind`` (``"decode"`` matches every ``decode:*``) match the dead letter's record,
+    ``error`` is a case-insensitive substring of its error or traceback, ``since_ms`` and
+    ``until_ms`` bound the time of the move (inclusive), ``ids`` names dead-letter ids.
+    """
+
+    stream: str | None = attrs.field(default=None, validator=_check_text)
+    partition: int | None = attrs.field(default=None, validator=_check_partition)
+    actor: str | None = attrs.field(default=None, validator=_check_text)
+    kind: str | None = attrs.field(default=None, validator=_check_text)
+    error: str | None = attrs.field(default=None, validator=_check_text)
+    since_ms: int | None = attrs.field(default=None, validator=_check_ms)
+    until_ms: int | None = attrs.field(default=None, validator=_check_ms)
+    ids: tuple[str, ...] | None = attrs.field(default=None, converter=_ids, validator=_check_ids)
 
     def __attrs_post_init__(self) -> None:
         if (
@@ -185,6 +226,14 @@ class Selection:
         return [(start, end)]
 
 
+def _check_selection(selection: object) -> Selection:
+    if not isinstance(selection, Selection):
+        raise TypeError(
+            f"selection must be an actorstream.dlq.Selection, got {type(selection).__name__}"
+        )
+    return selection
+
+
 def _id_key(entry_id: str) -> tuple[int, int]:
     ms, _, seq = entry_id.partition("-")
     try:
@@ -193,20 +242,8 @@ def _id_key(entry_id: str) -> tuple[int, int]:
         raise ConfigError(f"{entry_id!r} is not a stream entry id (like 1700000000000-0)") from None
 
 
-def _selection(
-    stream: str | None,
-    partition: int | None,
-    actor: str | None,
-    kind: str | None,
-    error: str | None,
-    since_ms: int | None,
-    until_ms: int | None,
-    ids: Iterable[str] | None,
-) -> Selection:
-    return Selection(
-        stream=stream, partition=partition, actor=actor, kind=kind, error=error,
-        since_ms=since_ms, until_ms=until_ms, ids=None if ids is None else tuple(ids),
-    )
+#: Every dead letter.
+ALL = Selection()
 
 
 async def _scan_partition(
@@ -249,22 +286,15 @@ async def _select(
 
 async def list_dead_letters(
     target: System | DeadLetterSource,
+    selection: Selection = ALL,
     *,
     client: Client | None = None,
-    stream: str | None = None,
-    partition: int | None = None,
-    actor: str | None = None,
-    kind: str | None = None,
-    error: str | None = None,
-    since_ms: int | None = None,
-    until_ms: int | None = None,
-    ids: Iterable[str] | None = None,
     limit: int | None = DEFAULT_LIMIT,
 ) -> list[DeadLetter]:
     """Dead letters across all selected partitions, oldest move first (at most ``limit``)."""
     if limit is not None and limit < 1:
         raise ConfigError(f"limit must be >= 1 (or None), got {limit!r}")
-    sel = _selection(stream, partition, actor, kind, error, since_ms, until_ms, ids)
+    sel = _check_selection(selection)
     return await _select(_client(target, client), _source(target), sel, limit)
 
 
@@ -328,16 +358,9 @@ def _by_partition(letters: Sequence[DeadLetter]) -> dict[tuple[str, int], list[D
 
 async def replay_dead_letters(
     target: System | DeadLetterSource,
+    selection: Selection = ALL,
     *,
     client: Client | None = None,
-    stream: str | None = None,
-    partition: int | None = None,
-    actor: str | None = None,
-    kind: str | None = None,
-    error: str | None = None,
-    since_ms: int | None = None,
-    until_ms: int | None = None,
-    ids: Iterable[str] | None = None,
     limit: int | None = None,
     dry_run: bool = False,
 ) -> ReplayReport:
@@ -348,7 +371,7 @@ async def replay_dead_letters(
     """
     source = _source(target)
     conn = _client(target, client)
-    sel = _selection(stream, partition, actor, kind, error, since_ms, until_ms, ids)
+    sel = _check_selection(selection)
     letters = await _select(conn, source, sel, limit)
     if dry_run:
         return ReplayReport(tuple((dl, None) for dl in letters), (), True)
@@ -373,22 +396,15 @@ async def replay_dead_letters(
 
 async def purge_dead_letters(
     target: System | DeadLetterSource,
+    selection: Selection = ALL,
     *,
     client: Client | None = None,
-    stream: str | None = None,
-    partition: int | None = None,
-    actor: str | None = None,
-    kind: str | None = None,
-    error: str | None = None,
-    since_ms: int | None = None,
-    until_ms: int | None = None,
-    ids: Iterable[str] | None = None,
     dry_run: bool = False,
 ) -> PurgeReport:
     """Delete the selected dead letters (and their index entries). Cannot be undone."""
     source = _source(target)
     conn = _client(target, client)
-    sel = _selection(stream, partition, actor, kind, error, since_ms, until_ms, ids)
+    sel = _check_selection(selection)
     letters = await _select(conn, source, sel, None)
     if dry_run:
         return PurgeReport(len(letters), tuple(letters), True)

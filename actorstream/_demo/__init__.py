@@ -1,0 +1,1 @@
+"""The app behind ``actorstream demo``, shipped in the package so the demo runs from a wheel."""

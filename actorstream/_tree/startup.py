@@ -1,0 +1,118 @@
+"""The start of a worker: wait for Redis, then say that it runs (docs/running.md, "Starting").
+
+One behaviour for ``python app.py`` and ``actorstream worker`` (both run ``System.start``): a
+worker whose Redis does not answer yet waits, backing off up to ``MAX_DELAY`` seconds between
+attempts, and says so once, with the URL (password redacted) and the reason; it says so again
+when Redis answers. Under an orchestrator Redis may well come up after the workers, and exiting
+would only turn that into a restart loop. Credentials Redis refuses are bad configuration, not
+an outage: they raise at once.
+
+A worker that owns its process (``install_signal_handlers``, the default) prints these lines
+on stderr with a timestamp, whatever the logging set-up, and stops cleanly on SIGINT/SIGTERM
+while it waits. Embedded workers (tests, the demo) only log them.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+import signal
+import sys
+import time
+
+import trio
+from redis import exceptions as rex
+
+from .._transport import Client, redact_url
+
+log = logging.getLogger("actorstream")
+
+FIRST_DELAY = 0.5
+MAX_DELAY = 10.0
+PING_TIMEOUT = 5.0
+_UNREACHABLE = (rex.ConnectionError, rex.TimeoutError, rex.BusyLoadingError, OSError)
+
+
+def say(message: str, *, announce: bool, level: int = logging.INFO) -> None:
+    """One line for the operator: on stderr (timestamped) if ``announce``, else to the log."""
+    if announce:
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        print(f"{stamp} actorstream: {message}", file=sys.stderr, flush=True)
+    else:
+        log.log(level, "%s", message)
+
+
+_QUERY_SECRET = re.compile(r"((?:^|[?&])(?:password|ssl_password)=)[^&#]*", re.IGNORECASE)
+
+
+def shown(url: str) -> str:
+    """The URL safe to print: no password, in the user part or in the query."""
+    head, sep, query = redact_url(url).partition("?")
+    return head + sep + _QUERY_SECRET.sub(r"\1***", query)
+
+
+def _reason(exc: BaseException) -> str:
+    # The transport's message names the URL again; its cause says what went wrong.
+    cause = exc.__cause__ or exc.__context__
+    if isinstance(exc, rex.ConnectionError) and isinstance(cause, OSError):
+        exc = cause
+    return str(exc) or type(exc).__name__
+
+
+async def _ping(url: str) -> None:
+    client = Client.from_url(url, connect_timeout=PING_TIMEOUT, socket_timeout=PING_TIMEOUT)
+    client.connect_retry_for = 0.0
+    try:
+        with trio.fail_after(PING_TIMEOUT + 1):
+            await client.execute("PING")
+    except rex.ResponseError as exc:
+        if "NOPERM" not in str(exc):  # may connect but not PING: it answers
+            raise
+    finally:
+        with trio.CancelScope(shield=True):
+            await client.aclose()
+
+
+async def wait_for_redis(url: str, *, announce: bool) -> None:
+    """Return once Redis at ``url`` answers; until then back off, and say so once."""
+    delay = FIRST_DELAY
+    since: float | None = None
+    while True:
+        try:
+            await _ping(url)
+        except rex.AuthenticationError:
+            raise
+        except (trio.TooSlowError, *_UNREACHABLE) as exc:
+            if since is None:
+                since = trio.current_time()
+                say(f"waiting for Redis at {shown(url)} ({_reason(exc)}); retrying with "
+                    f"backoff, at most {MAX_DELAY:g}s apart", announce=announce,
+                    level=logging.WARNING)
+            await trio.sleep(delay * random.uniform(0.75, 1.25))
+            delay = min(delay * 2, MAX_DELAY)
+            continue
+        if since is not None:
+            waited = trio.current_time() - since
+            say(f"Redis at {shown(url)} answers (waited {waited:.0f}s)", announce=announce)
+        return
+
+
+async def wait_for_redis_or_signal(url: str, *, announce: bool, signals: bool) -> bool:
+    """``wait_for_redis``; False if SIGINT/SIGTERM came first (only when ``signals``)."""
+    if not signals:
+        await wait_for_redis(url, announce=announce)
+        return True
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as received:
+        async with trio.open_nursery() as nursery:
+
+            async def stop_on_signal() -> None:
+                async for _ in received:
+                    nursery.cancel_scope.cancel()
+                    return
+
+            nursery.start_soon(stop_on_signal)
+            await wait_for_redis(url, announce=announce)
+            nursery.cancel_scope.cancel()
+            return True
+    return False
