@@ -35,7 +35,7 @@ APP = textwrap.dedent(
             raise ValueError(f"job {job.job_id} is poison")
     """
 )
-N_JOBS = 40
+N_JOBS = 40  # and one more sent before the worker starts
 POISON = (7, 21)
 
 
@@ -57,7 +57,7 @@ def settle(app: Path, url: str) -> dict[str, Any]:
         doc = json.loads(ok(cli("status", "--json", f"{app}:system", url=url)))
         parts = doc["partitions"]
         if (
-            sum(p["processed"] or 0 for p in parts) == N_JOBS - len(POISON)
+            sum(p["processed"] or 0 for p in parts) == N_JOBS + 1 - len(POISON)
             and sum(p["dead_letters"] for p in parts) == len(POISON)
             and all(p["lag"] == 0 and p["pending"] == 0 and p["state"] == "running" for p in parts)
         ):
@@ -73,6 +73,9 @@ def answers(tmp_path: Path, url: str) -> dict[str, Any]:
     tmp_path.mkdir()
     app = tmp_path / "toolapp.py"
     app.write_text(APP)
+    ok(cli("send", f"{app}:jobs", '{"job_id": 1000}', url=url))
+    # No worker yet: top finds the streams itself (a SCAN of every primary).
+    unowned = ok(cli("top", "--once", "tooltest", url=url))
     with WorkerProcess("-m", "actorstream", "worker", f"{app}:system", redis_url=url) as worker:
         jobs = tmp_path / "jobs.jsonl"
         jobs.write_text("".join(
@@ -95,6 +98,7 @@ def answers(tmp_path: Path, url: str) -> dict[str, Any]:
         "partitions": partitions,
         "unowned": doc["coordinator"]["unowned"],
         "top": sorted(_top_rows(top)),
+        "top_before_workers": sorted(_top_rows(unowned)),
         "dlq_list": sorted(_IDS.sub("<id>", line) for line in listed.splitlines()),
         "dlq_counts": counts,
         "dlq_replay": _IDS.sub("<id>", replay),
@@ -125,6 +129,7 @@ def test_tools_give_the_same_answers_on_three_primaries(tmp_path: Path) -> None:
         owners = {cluster.owner_of(s).port for s in _partition_slots("tooltest", "jobs", 6)}
         assert len(owners) > 1  # the partitions really live on different primaries
     assert single["dlq_list"] and len(single["top"]) == 8, single  # stream, 6 rows, unowned
+    assert any(row.startswith("jobs 6 1 ") for row in single["top_before_workers"]), single
     assert single == spread
 
 
