@@ -28,10 +28,12 @@ def chaos(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff, and import-linter's layer contracts (pyproject.toml: layers only point down)."""
+    """ruff, import-linter's layer contracts (pyproject.toml: layers only point down), and the
+    size limits (modules <= 500 lines, functions <= 60, or a '# Over N lines:' reason)."""
     session.install("ruff", "import-linter", "-e", ".")
     session.run("ruff", "check", ".")
     session.run("lint-imports")
+    session.run("python", "tools/check_sizes.py", "actorstream")
 
 
 @nox.session
@@ -55,4 +57,5 @@ def bench(session: nox.Session) -> None:
     session.run("python", "benchmarks/bench_transport.py", *session.posargs)
     session.run("python", "benchmarks/bench_runtime.py", "--rss", *session.posargs)
     session.run("python", "benchmarks/bench_rebalance.py", *session.posargs)
+    session.run("python", "benchmarks/bench_processes.py", *session.posargs)
     session.run("python", "benchmarks/bench_cluster.py", *session.posargs)

@@ -20,6 +20,7 @@ from ._core.leasetiming import LeaseTiming
 from ._core.policy import RestartPolicy
 from ._core.settings import Settings
 from ._middleware import ErrorHook, EventInfo, Middleware, Next, Outcome
+from ._ops.logs import configure_logging
 from ._records import Record
 from ._streams import Retention, SendError, Stream
 from ._system import System, WorkerStatistics, running
@@ -71,6 +72,7 @@ __all__ = [
     "System",
     "WorkerStatistics",
     "__version__",
+    "configure_logging",
     "register_codec",
     "register_compression",
     "running",

@@ -19,13 +19,21 @@ import abc
 import importlib
 import json
 import math
-import zlib
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
 import attrs
 
+from actorstream._compression import (
+    INSTALL_HINTS,
+    Compression,
+    check_name,
+    compressions,
+    get_compression,
+    register_compression,
+    unknown_name,
+)
 from actorstream._core.errors import ConfigError, DecodeError
 from actorstream._records import (
     Record,
@@ -61,13 +69,6 @@ def _optional(module: str) -> ModuleType | None:
 
 _orjson = _optional("orjson")
 _msgpack = _optional("msgpack")
-_lz4_frame = _optional("lz4.frame")
-
-#: Names we know of whose package is not installed here, with how to get them.
-_INSTALL_HINTS = {
-    "lz4": "lz4 compression needs the lz4 package: pip install 'actorstream[fast]'",
-    "msgpack": "the msgpack codec needs the msgpack package: pip install msgpack",
-}
 
 
 # --- codecs -------------------------------------------------------------------------------------
@@ -188,98 +189,9 @@ class _MsgpackCodec(Codec):
             raise DecodeError(f"payload is not valid msgpack: {exc}", kind="format") from None
 
 
-# --- compression --------------------------------------------------------------------------------
-
-
-def _oversize(max_size: int) -> DecodeError:
-    return DecodeError(f"payload decompresses to more than {max_size} bytes", kind="oversize")
-
-
-class Compression(abc.ABC):
-    """Compresses payloads; ``decompress`` must stop at ``max_size`` bytes of output."""
-
-    name: str
-
-    @abc.abstractmethod
-    def compress(self, data: bytes) -> bytes: ...
-
-    @abc.abstractmethod
-    def decompress(self, data: bytes, max_size: int) -> bytes:
-        """Raise ``DecodeError`` of kind ``"oversize"`` past ``max_size``, ``"compression"``
-        for corrupt data."""
-
-
-class _NoCompression(Compression):
-    name = "none"
-
-    def compress(self, data: bytes) -> bytes:
-        return data
-
-    def decompress(self, data: bytes, max_size: int) -> bytes:
-        if len(data) > max_size:
-            raise _oversize(max_size)
-        return data
-
-
-class _ZlibCompression(Compression):
-    name = "zlib"
-
-    def __init__(self, level: int = 6) -> None:
-        self._level = level
-
-    def compress(self, data: bytes) -> bytes:
-        return zlib.compress(data, self._level)
-
-    def decompress(self, data: bytes, max_size: int) -> bytes:
-        stream = zlib.decompressobj()
-        try:
-            out = stream.decompress(data, max_size + 1)  # one byte more tells "too big" apart
-        except zlib.error as exc:
-            raise DecodeError(f"bad zlib payload: {exc}", kind="compression") from None
-        if len(out) > max_size:
-            raise _oversize(max_size)
-        if not stream.eof:
-            raise DecodeError("bad zlib payload: truncated", kind="compression")
-        if stream.unused_data:
-            raise DecodeError("bad zlib payload: trailing bytes", kind="compression")
-        return out
-
-
-class _Lz4Compression(Compression):
-    name = "lz4"
-
-    def __init__(self, frame: ModuleType) -> None:
-        self._frame = frame
-
-    def compress(self, data: bytes) -> bytes:
-        out: bytes = self._frame.compress(data)
-        return out
-
-    def decompress(self, data: bytes, max_size: int) -> bytes:
-        stream = self._frame.LZ4FrameDecompressor()
-        try:
-            out: bytes = stream.decompress(data, max_length=max_size + 1)
-        except (RuntimeError, ValueError) as exc:
-            raise DecodeError(f"bad lz4 payload: {exc}", kind="compression") from None
-        if len(out) > max_size:
-            raise _oversize(max_size)
-        if not stream.eof:
-            raise DecodeError("bad lz4 payload: truncated", kind="compression")
-        if stream.unused_data:
-            raise DecodeError("bad lz4 payload: trailing bytes", kind="compression")
-        return out
-
-
 # --- registry -----------------------------------------------------------------------------------
 
 _codecs: dict[str, Codec] = {}
-_compressions: dict[str, Compression] = {}
-
-
-def _check_name(name: object, what: str) -> str:
-    if not isinstance(name, str) or not name or not name.isascii() or "+" in name:
-        raise ConfigError(f"{what} name must be a non-empty ASCII str without '+', got {name!r}")
-    return name
 
 
 def register_codec(codec: Codec, *, replace: bool = False) -> None:
@@ -289,26 +201,10 @@ def register_codec(codec: Codec, *, replace: bool = False) -> None:
     """
     if not isinstance(codec, Codec):
         raise ConfigError(f"expected a Codec, got {codec!r}")
-    name = _check_name(getattr(codec, "name", None), "codec")
+    name = check_name(getattr(codec, "name", None), "codec")
     if name in _codecs and not replace:
         raise ConfigError(f"codec {name!r} is already registered (pass replace=True)")
     _codecs[name] = codec
-
-
-def register_compression(compression: Compression, *, replace: bool = False) -> None:
-    """Make ``compression`` available by name (see :func:`register_codec`)."""
-    if not isinstance(compression, Compression):
-        raise ConfigError(f"expected a Compression, got {compression!r}")
-    name = _check_name(getattr(compression, "name", None), "compression")
-    if name in _compressions and not replace:
-        raise ConfigError(f"compression {name!r} is already registered (pass replace=True)")
-    _compressions[name] = compression
-
-
-def _unknown(what: str, name: object, known: dict[str, Any]) -> ConfigError:
-    if name in _INSTALL_HINTS:
-        return ConfigError(_INSTALL_HINTS[str(name)])
-    return ConfigError(f"unknown {what} {name!r}; known: {', '.join(sorted(known))}")
 
 
 def get_codec(name: str) -> Codec:
@@ -316,24 +212,12 @@ def get_codec(name: str) -> Codec:
     try:
         return _codecs[name]
     except (KeyError, TypeError):
-        raise _unknown("codec", name, _codecs) from None
-
-
-def get_compression(name: str) -> Compression:
-    """The registered compression called ``name`` (``ConfigError`` if none)."""
-    try:
-        return _compressions[name]
-    except (KeyError, TypeError):
-        raise _unknown("compression", name, _compressions) from None
+        raise unknown_name("codec", name, _codecs) from None
 
 
 register_codec(json_codec())
 if _msgpack is not None:
     register_codec(_MsgpackCodec(_msgpack))
-register_compression(_NoCompression())
-register_compression(_ZlibCompression())
-if _lz4_frame is not None:
-    register_compression(_Lz4Compression(_lz4_frame))
 
 
 # --- the wire format ----------------------------------------------------------------------------
@@ -411,7 +295,8 @@ class RecordFormat:
         own, inner, generic = self._tag, self._decoder_for(self._tag), self.decode
 
         def decode(fields: list[bytes]) -> Any:
-            if len(fields) == 4 and fields[1] == own and fields[0] == _F and fields[2] == _D:
+            # Trailing fields (a traceparent) are not the record's: ignored, as in `decode`.
+            if len(fields) >= 4 and fields[1] == own and fields[0] == _F and fields[2] == _D:
                 return inner(fields[3])
             return generic(fields)
 
@@ -468,16 +353,16 @@ class RecordFormat:
         text = bytes(tag).decode("ascii", "replace")
         codec_name, _, compression_name = text.partition("+")
         compression_name = compression_name or "none"
-        for name, known in ((codec_name, _codecs), (compression_name, _compressions)):
+        for name, known in ((codec_name, _codecs), (compression_name, compressions)):
             if name not in known:
-                if name in _INSTALL_HINTS:
-                    raise ConfigError(f"entry format {text!r}: {_INSTALL_HINTS[name]}")
+                if name in INSTALL_HINTS:
+                    raise ConfigError(f"entry format {text!r}: {INSTALL_HINTS[name]}")
                 raise _format_error(
                     f"unknown entry format {text!r}; codecs: {', '.join(sorted(_codecs))}; "
-                    f"compressions: {', '.join(sorted(_compressions))}"
+                    f"compressions: {', '.join(sorted(compressions))}"
                 )
         loads = _codecs[codec_name].decode
-        compression = _compressions[compression_name]
+        compression = compressions[compression_name]
         from_prim = record_decoder(self.record_type)
         limit = self.max_payload_bytes
 

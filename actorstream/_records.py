@@ -15,11 +15,8 @@ back as floats), so keep integer fields within 64 bits.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
 import enum
-import math
 import sys
 import types
 import typing
@@ -31,6 +28,32 @@ from typing import Any, ClassVar, TypeVar, dataclass_transform
 import attr
 import attrs
 
+from actorstream._converters import (
+    _bool,
+    _bytes_decode,
+    _bytes_encode,
+    _Conv,
+    _date_decode,
+    _date_encode,
+    _datetime_decode,
+    _datetime_encode,
+    _dict_spec,
+    _enum_spec,
+    _float_decode,
+    _float_encode,
+    _identity,
+    _int,
+    _Invalid,
+    _mismatch,
+    _Never,
+    _optional_spec,
+    _sequence_spec,
+    _Spec,
+    _str,
+    _type_name,
+    _uuid_decode,
+    _uuid_encode,
+)
 from actorstream._core.errors import ConfigError, DecodeError
 
 __all__ = [
@@ -44,7 +67,6 @@ __all__ = [
 ]
 
 R = TypeVar("R", bound="Record")
-_Conv = Callable[[Any], Any]
 
 _SUPPORTED = (
     "int, float, str, bool, bytes, datetime, date, uuid.UUID, Enum, Record subclasses, list[X], "
@@ -84,33 +106,8 @@ class Record:
 # --- errors carried up the converter stack ------------------------------------------------------
 
 
-class _Invalid(Exception):
-    """A value does not fit its type; ``path`` grows (innermost first) as it propagates."""
-
-    def __init__(self, message: str, *, bad_value: bool = False) -> None:
-        super().__init__(message)
-        self.message = message
-        self.path: list[str] = []
-        self.bad_value = bad_value  # ValueError rather than TypeError when encoding
-
-    def render(self, root: str) -> str:
-        return f"{root}{''.join(reversed(self.path))}: {self.message}"
-
-
 class _Unresolved(Exception):
     """A type hint names something not defined (yet)."""
-
-
-def _got(value: object) -> str:
-    return "None" if value is None else type(value).__name__
-
-
-def _mismatch(desc: str, value: object) -> _Invalid:
-    return _Invalid(f"expected {desc}, got {_got(value)}")
-
-
-class _Never:
-    """No value has this exact type: a fast-path slot that never matches."""
 
 
 # --- compiled plans -----------------------------------------------------------------------------
@@ -131,17 +128,6 @@ class _Plan:
     def __init__(self, cls: type) -> None:
         self.encode: _Conv = _not_ready(cls)  # record -> dict, raises _Invalid
         self.decode: _Conv = _not_ready(cls)  # primitive -> record, raises _Invalid
-
-
-@attrs.frozen
-class _Spec:
-    """How one type converts: values of exact type ``fast`` pass both ways untouched."""
-
-    fast_decode: type
-    fast_encode: type
-    decode: _Conv
-    encode: _Conv
-    desc: str
 
 
 #: Classes given a plan during the current outermost compilation, rolled back if it fails, so no
@@ -297,10 +283,6 @@ def _field_encoder(name: str, conv: _Conv) -> _Conv:
 # --- per-type converters ------------------------------------------------------------------------
 
 
-def _identity(value: Any) -> Any:
-    return value
-
-
 def _spec_for(tp: Any) -> _Spec:
     if tp is Any:
         return _Spec(_Never, _Never, _identity, _identity, "any")
@@ -351,135 +333,6 @@ def _spec_for(tp: Any) -> _Spec:
     raise ConfigError(f"unsupported type {_type_name(tp)}; supported: {_SUPPORTED}")
 
 
-def _type_name(tp: Any) -> str:
-    return tp.__name__ if isinstance(tp, type) else repr(tp)
-
-
-def _int(v: Any) -> int:
-    if isinstance(v, int) and not isinstance(v, bool):
-        return int(v)
-    raise _mismatch("int", v)
-
-
-def _float_decode(v: Any) -> float:
-    if isinstance(v, (int, float)) and not isinstance(v, bool):
-        return float(v)
-    raise _mismatch("float", v)
-
-
-def _float_encode(v: Any) -> float:
-    if isinstance(v, (int, float)) and not isinstance(v, bool):
-        f = float(v)
-        if math.isfinite(f):
-            return f
-        raise _Invalid(f"{f!r} cannot be encoded (JSON has no NaN or infinity)", bad_value=True)
-    raise _mismatch("float", v)
-
-
-def _str(v: Any) -> str:
-    if isinstance(v, str):
-        return str(v)
-    raise _mismatch("str", v)
-
-
-def _bool(v: Any) -> bool:
-    raise _mismatch("bool", v)  # exact bools take the fast path
-
-
-def _bytes_decode(v: Any) -> bytes:
-    if isinstance(v, str):
-        try:
-            return base64.b64decode(v, validate=True)
-        except (binascii.Error, ValueError):
-            raise _Invalid("expected bytes as base64 str, got invalid base64") from None
-    if isinstance(v, (bytes, bytearray)):  # binary codecs such as msgpack
-        return bytes(v)
-    raise _mismatch("bytes (base64 str)", v)
-
-
-def _bytes_encode(v: Any) -> str:
-    if isinstance(v, (bytes, bytearray, memoryview)):
-        return base64.b64encode(v).decode("ascii")
-    raise _mismatch("bytes", v)
-
-
-def _datetime_decode(v: Any) -> datetime:
-    if isinstance(v, str):
-        try:
-            return datetime.fromisoformat(v)
-        except ValueError:
-            raise _Invalid(f"expected ISO 8601 datetime, got {v[:64]!r}") from None
-    if isinstance(v, datetime):
-        return v
-    raise _mismatch("datetime (ISO 8601 str)", v)
-
-
-def _datetime_encode(v: Any) -> str:
-    if isinstance(v, datetime):
-        return v.isoformat()
-    raise _mismatch("datetime", v)
-
-
-def _date_decode(v: Any) -> date:
-    if isinstance(v, str):
-        try:
-            return date.fromisoformat(v)
-        except ValueError:
-            raise _Invalid(f"expected ISO 8601 date, got {v[:64]!r}") from None
-    if isinstance(v, date) and not isinstance(v, datetime):
-        return v
-    raise _mismatch("date (ISO 8601 str)", v)
-
-
-def _date_encode(v: Any) -> str:
-    if isinstance(v, date) and not isinstance(v, datetime):
-        return v.isoformat()
-    raise _mismatch("date", v)
-
-
-def _uuid_decode(v: Any) -> uuid.UUID:
-    if isinstance(v, str):
-        try:
-            return uuid.UUID(v)
-        except ValueError:
-            raise _Invalid(f"expected UUID, got {v[:64]!r}") from None
-    if isinstance(v, uuid.UUID):
-        return v
-    raise _mismatch("UUID str", v)
-
-
-def _uuid_encode(v: Any) -> str:
-    if isinstance(v, uuid.UUID):
-        return str(v)
-    raise _mismatch("UUID", v)
-
-
-def _enum_spec(tp: type[enum.Enum]) -> _Spec:
-    for member in tp:
-        if type(member.value) not in (int, float, str, bool):
-            raise ConfigError(
-                f"enum {tp.__name__} member {member.name} has a {_got(member.value)} value; "
-                "enum values must be int, float, str or bool to be encoded"
-            )
-    name = tp.__name__
-
-    def decode(v: Any) -> enum.Enum:
-        try:
-            member = tp(v)
-        except (ValueError, TypeError):
-            raise _Invalid(f"expected a {name} value, got {_got(v)} {v!r:.64}") from None
-        if type(member.value) is not type(v):  # True must not pass for 1
-            raise _Invalid(f"expected a {name} value, got {_got(v)} {v!r:.64}")
-        return member
-
-    def encode(v: Any) -> Any:
-        if isinstance(v, tp):
-            return v.value
-        raise _mismatch(name, v)
-
-    return _Spec(_Never, _Never, decode, encode, name)
-
-
 def _record_spec(tp: type[Record]) -> _Spec:
     plan = _plan_for(tp)  # may still be compiling (recursive types): look its methods up late
 
@@ -492,92 +345,6 @@ def _record_spec(tp: type[Record]) -> _Spec:
         raise _mismatch(tp.__name__, v)
 
     return _Spec(_Never, _Never, decode, encode, tp.__name__)
-
-
-def _sequence_spec(item: _Spec, kind: type, desc: str) -> _Spec:
-    fast_d, conv_d, fast_e, conv_e = item.fast_decode, item.decode, item.fast_encode, item.encode
-
-    def decode(v: Any) -> Any:
-        if type(v) is not list and type(v) is not tuple:
-            raise _mismatch(desc, v)
-        out = []
-        for i, x in enumerate(v):
-            if type(x) is fast_d:
-                out.append(x)
-            else:
-                try:
-                    out.append(conv_d(x))
-                except _Invalid as exc:
-                    exc.path.append(f"[{i}]")
-                    raise
-        return out if kind is list else tuple(out)
-
-    def encode(v: Any) -> list[Any]:
-        if not isinstance(v, (list, tuple)):
-            raise _mismatch(desc, v)
-        out = []
-        for i, x in enumerate(v):
-            if type(x) is fast_e:
-                out.append(x)
-            else:
-                try:
-                    out.append(conv_e(x))
-                except _Invalid as exc:
-                    exc.path.append(f"[{i}]")
-                    raise
-        return out
-
-    return _Spec(_Never, _Never, decode, encode, desc)
-
-
-def _dict_spec(value: _Spec) -> _Spec:
-    fast_d, conv_d = value.fast_decode, value.decode
-    fast_e, conv_e = value.fast_encode, value.encode
-
-    def convert(v: Any, fast: type, conv: _Conv) -> dict[str, Any]:
-        if not isinstance(v, dict):
-            raise _mismatch("object", v)
-        out: dict[str, Any] = {}
-        for k, x in v.items():
-            if type(k) is not str:
-                exc = _Invalid(f"expected str key, got {_got(k)} {k!r:.64}")
-                raise exc
-            if type(x) is fast:
-                out[k] = x
-            else:
-                try:
-                    out[k] = conv(x)
-                except _Invalid as exc:
-                    exc.path.append(f"[{k!r}]")
-                    raise
-        return out
-
-    def decode(v: Any) -> dict[str, Any]:
-        return convert(v, fast_d, conv_d)
-
-    def encode(v: Any) -> dict[str, Any]:
-        return convert(v, fast_e, conv_e)
-
-    return _Spec(_Never, _Never, decode, encode, "object")
-
-
-def _optional_spec(inner: _Spec) -> _Spec:
-    conv_d, conv_e, desc = inner.decode, inner.encode, inner.desc
-
-    def wrap(conv: _Conv) -> _Conv:
-        def convert(v: Any) -> Any:
-            if v is None:
-                return None
-            try:
-                return conv(v)
-            except _Invalid as exc:
-                if not exc.path and exc.message.startswith("expected "):
-                    exc.message = f"expected {desc} or None, got {_got(v)}"
-                raise
-
-        return convert
-
-    return _Spec(inner.fast_decode, inner.fast_encode, wrap(conv_d), wrap(conv_e), desc)
 
 
 # --- public API ---------------------------------------------------------------------------------

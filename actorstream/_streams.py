@@ -13,6 +13,8 @@ from ._codecs import RecordFormat
 from ._core import keys as _keys
 from ._core.errors import ActorstreamError, ConfigError
 from ._core.hashing import partition_for
+from ._ops import tracing as _tracing
+from ._ops.sent import count_sent
 from ._records import Record, check_record_type, record_fields
 
 if TYPE_CHECKING:
@@ -73,6 +75,62 @@ class Retention:
         return self.maxlen is not None or self.max_age is not None
 
 
+def _check_declaration(
+    name: str, record: type[Any] | None, partitions: int, key: object
+) -> type[Record] | None:
+    """Reject a bad stream declaration with a message naming the stream and the value;
+    returns ``record`` (checked)."""
+    _keys.check_name("stream", name)
+    if not isinstance(partitions, int) or isinstance(partitions, bool) or partitions < 1:
+        raise ConfigError(
+            f"stream {name!r}: partitions must be an integer >= 1, got {partitions!r}"
+        )
+    if partitions > 4096:
+        raise ConfigError(f"stream {name!r}: partitions must be at most 4096, got {partitions}")
+    if record is not None:
+        if not (isinstance(record, type) and issubclass(record, Record)):
+            raise ConfigError(
+                f"stream {name!r}: record must be a subclass of actorstream.Record "
+                f"(or None for plain dict events), got {record!r}"
+            )
+        check_record_type(record)
+    if isinstance(key, str):
+        if record is not None and key not in record_fields(record):
+            raise ConfigError(
+                f"stream {name!r}: key field {key!r} is not a field of {record.__name__} "
+                f"(fields: {', '.join(record_fields(record))})"
+            )
+    elif key is not None and not callable(key):
+        raise ConfigError(
+            f"stream {name!r}: key must be a field name, a callable or None, got {key!r}"
+        )
+    if key is None and partitions > 1:
+        raise ConfigError(
+            f"stream {name!r}: {partitions} partitions need a key (a field name or a "
+            "callable) so that events of one key stay in order"
+        )
+    return record
+
+
+def _cached_partitioner(partitions: int) -> Callable[[object], int]:
+    # Producers send many events per key: remember recent keys' partitions. typed=True keeps
+    # True apart from 1 (bool keys are rejected) and 1.0 apart from 1; unhashable keys fall
+    # back to computing it.
+    cached = functools.lru_cache(maxsize=65536, typed=True)(
+        functools.partial(partition_for, partitions=partitions)
+    )
+
+    def partition_of_key(key: object) -> int:
+        try:
+            return cached(key)
+        except TypeError:
+            if getattr(type(key), "__hash__", None) is None:
+                return partition_for(key, partitions)
+            raise
+
+    return partition_of_key
+
+
 class Stream(Generic[E]):
     """A declared stream of events, split into ``partitions`` Redis stream keys.
 
@@ -93,35 +151,7 @@ class Stream(Generic[E]):
         max_payload_bytes: int,
         retention: Retention | None,
     ) -> None:
-        _keys.check_name("stream", name)
-        if not isinstance(partitions, int) or isinstance(partitions, bool) or partitions < 1:
-            raise ConfigError(
-                f"stream {name!r}: partitions must be an integer >= 1, got {partitions!r}"
-            )
-        if partitions > 4096:
-            raise ConfigError(f"stream {name!r}: partitions must be at most 4096, got {partitions}")
-        if record is not None:
-            if not (isinstance(record, type) and issubclass(record, Record)):
-                raise ConfigError(
-                    f"stream {name!r}: record must be a subclass of actorstream.Record "
-                    f"(or None for plain dict events), got {record!r}"
-                )
-            check_record_type(record)
-        if isinstance(key, str):
-            if record is not None and key not in record_fields(record):
-                raise ConfigError(
-                    f"stream {name!r}: key field {key!r} is not a field of {record.__name__} "
-                    f"(fields: {', '.join(record_fields(record))})"
-                )
-        elif key is not None and not callable(key):
-            raise ConfigError(
-                f"stream {name!r}: key must be a field name, a callable or None, got {key!r}"
-            )
-        if key is None and partitions > 1:
-            raise ConfigError(
-                f"stream {name!r}: {partitions} partitions need a key (a field name or a "
-                "callable) so that events of one key stay in order"
-            )
+        checked = _check_declaration(name, record, partitions, key)
         self.system = system
         self.name = name
         self.record = record
@@ -130,7 +160,7 @@ class Stream(Generic[E]):
         self.retention = retention or Retention()
         try:
             self.format = RecordFormat(
-                record_type=record,
+                record_type=checked,
                 codec=codec,
                 compression=compression,
                 max_payload_bytes=max_payload_bytes,
@@ -141,22 +171,7 @@ class Stream(Generic[E]):
             raise ConfigError(f"stream {name!r}: {exc}") from None
         self.format_decoder = self.format.entry_decoder()
         self._key_of = self._make_key_getter(key)
-        # Producers send many events per key: remember recent keys' partitions. typed=True keeps
-        # True apart from 1 (bool keys are rejected) and 1.0 apart from 1; unhashable keys fall
-        # back to computing it.
-        cached = functools.lru_cache(maxsize=65536, typed=True)(
-            functools.partial(partition_for, partitions=partitions)
-        )
-
-        def partition_of_key(key: object) -> int:
-            try:
-                return cached(key)
-            except TypeError:
-                if getattr(type(key), "__hash__", None) is None:
-                    return partition_for(key, partitions)
-                raise
-
-        self._partition_of_key = partition_of_key
+        self._partition_of_key = _cached_partitioner(partitions)
         self._keys = [_keys.stream_key(system.name, name, p) for p in range(partitions)]
 
     def __repr__(self) -> str:
@@ -204,7 +219,15 @@ class Stream(Generic[E]):
     async def send(self, event: E) -> str:
         """Append one event to its partition; returns the entry id. Not retried on failure."""
         command = self._command(event)
-        reply = await self.system.client().execute(*command)
+        client = self.system.client()
+        if _tracing.tracer() is None:
+            reply = await client.execute(*command)
+        else:
+            with _tracing.send_span(self.system.name, self.name, 1) as extra:
+                if self.record is not None:  # a dict stream's fields are the user's event
+                    command += extra
+                reply = await client.execute(*command)
+        count_sent(self.system.name, self.name, 1)
         return reply.decode() if isinstance(reply, bytes) else str(reply)
 
     async def send_many(self, events: Iterable[E]) -> list[str]:
@@ -214,9 +237,23 @@ class Stream(Generic[E]):
         raises ``SendError`` naming exactly which were sent and which were not.
         """
         commands = [self._command(e) for e in events]
+        if _tracing.tracer() is None:
+            return await self._send_commands(commands)
+        with _tracing.send_span(self.system.name, self.name, len(commands)) as extra:
+            if extra and self.record is not None:
+                commands = [command + extra for command in commands]
+            return await self._send_commands(commands)
+
+    async def _send_commands(self, commands: list[list[Any]]) -> list[str]:
+        sent: list[tuple[int, str]] = []
+        try:
+            return await self._pipeline(commands, sent)
+        finally:
+            count_sent(self.system.name, self.name, len(sent))
+
+    async def _pipeline(self, commands: list[list[Any]], sent: list[tuple[int, str]]) -> list[str]:
         client = self.system.client()
         ids: list[str] = []
-        sent: list[tuple[int, str]] = []
         failed: list[tuple[int, BaseException]] = []
         for start in range(0, len(commands), MAX_PIPELINE):
             chunk = commands[start : start + MAX_PIPELINE]

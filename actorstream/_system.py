@@ -73,6 +73,8 @@ class System:
         self._context_depth = 0
         self._scheduled: list[Any] = []
         self._middleware: list[Middleware] = []
+        # Where /metrics, /healthz, /readyz are served while it runs (``metrics_port``).
+        self.ops_port: int | None = None
         # True after a worker of this system was stopped by a second signal (no full drain).
         self.forced_exit = False
 
@@ -314,7 +316,26 @@ class System:
 
         A first signal drains gracefully (finish in-flight events, ack, release leases); a
         second one cancels at once. Raises ``SupervisorGaveUp`` when the system gave up.
+        With ``metrics_port`` set, /metrics, /healthz and /readyz are served from the start
+        (also while waiting for Redis) to the end (docs/operations.md).
         """
+        if self.settings.metrics_port is None:
+            await self._start(task_status=task_status)
+            return
+        from ._ops.server import serve_ops
+
+        async with trio.open_nursery() as nursery:
+            self.ops_port = await nursery.start(
+                serve_ops, self.name, lambda: self._worker, self.settings.metrics_port,
+                self.settings.metrics_host,
+            )
+            try:
+                await self._start(task_status=task_status)
+            finally:
+                self.ops_port = None
+            nursery.cancel_scope.cancel()
+
+    async def _start(self, *, task_status: trio.TaskStatus[Worker]) -> None:
         if self._worker is not None:
             raise RuntimeError(f"system {self.name!r} is already running in this process")
         if not self.actors:

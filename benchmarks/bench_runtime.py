@@ -42,8 +42,9 @@ def events(n: int) -> list[Order]:
     return [Order(order_id=i % 10_000, amount=i, note="x") for i in range(n)]
 
 
-def make_system(url: str, app: str, partitions: int) -> tuple[System, Any]:
-    system = System(app, url, install_signal_handlers=False, lease_timing=LeaseTiming())
+def make_system(url: str, app: str, partitions: int, **settings: Any) -> tuple[System, Any]:
+    system = System(app, url, install_signal_handlers=False, lease_timing=LeaseTiming(),
+                    **settings)
     stream = system.stream("orders", record=Order, partitions=partitions, key="order_id")
     return system, stream
 
@@ -129,10 +130,14 @@ async def raw_consume_sequential(url: str, partitions: int, n: int) -> float:
         return n / (time.perf_counter() - t0)
 
 
-async def runtime_consume(url: str, partitions: int, n: int, form: str) -> float:
-    app = f"rt{form}"
+async def runtime_consume(
+    url: str, partitions: int, n: int, form: str, metrics: bool = False
+) -> float:
+    """End to end; ``metrics=True`` serves /metrics (every handler call timed for the histogram)."""
+    app = f"rt{form}{'m' if metrics else ''}"
     await fill(url, app, partitions, n)
-    system, stream = make_system(url, app, partitions)
+    settings = {"metrics_port": 0, "metrics_host": "127.0.0.1"} if metrics else {}
+    system, stream = make_system(url, app, partitions, **settings)
     count = 0
     done = trio.Event()
 
@@ -240,12 +245,36 @@ def codec_costs(repeat: int = 50_000) -> dict[str, tuple[float, float]]:
     return out
 
 
+def _metrics_supported() -> bool:
+    try:
+        System("probe", metrics_port=0)
+    except Exception:
+        return False  # a version before /metrics
+    return True
+
+
+def report_quick(results: dict[str, float], n: int, parts: int) -> None:
+    raw = results["raw_consume"]
+    extras = [m for m in ("prometheus_client", "opentelemetry") if m in sys.modules]
+    print(f"\nhot path: {n} events, {parts} partitions; extras imported: {extras or 'none'}")
+    for key, label in [
+        ("raw_consume_sequential", "raw, one sequential reader"),
+        ("event_consume", "per-event handler"),
+        ("event_consume_metrics", "per-event handler, /metrics served"),
+    ]:
+        if key in results:
+            print(f"{label:<40}{results[key]:>12,.0f}{results[key] / raw:>10.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--partitions", type=int, default=16)
     parser.add_argument("--rss", action="store_true", help="also measure a 10^6 backlog's RSS")
     parser.add_argument("--json", help="write the figures to this file")
+    parser.add_argument("--quick", action="store_true",
+                        help="only the raw loop and the per-event handler (with and without "
+                             "/metrics): the hot path ratio")
     args, _ = parser.parse_known_args()
     n, parts = args.events, args.partitions
     results: dict[str, float] = {}
@@ -254,6 +283,13 @@ def main() -> None:
         results["raw_consume"] = trio.run(raw_consume, url, parts, n)
         results["raw_consume_sequential"] = trio.run(raw_consume_sequential, url, parts, n)
         results["event_consume"] = trio.run(runtime_consume, url, parts, n, "event")
+        if _metrics_supported():
+            results["event_consume_metrics"] = trio.run(
+                runtime_consume, url, parts, n, "event", True
+            )
+        if args.quick:
+            report_quick(results, n, parts)
+            return
         results["batch_consume"] = trio.run(runtime_consume, url, parts, n, "batch")
         results["iterator_consume"] = trio.run(runtime_consume, url, parts, n, "iterator")
         results["raw_produce"] = trio.run(raw_produce, url, parts, n)
@@ -276,6 +312,9 @@ def main() -> None:
         ("iterator_consume", "iterator form (end to end)"),
     ]:
         print(f"{label:<34}{results[key]:>12,.0f}{results[key] / raw:>10.2f}")
+    if "event_consume_metrics" in results:
+        em = results["event_consume_metrics"]
+        print(f"{'per-event, /metrics served':<34}{em:>12,.0f}{em / raw:>10.2f}")
     rp = results["raw_produce"]
     print(f"{'raw pipelined XADD (pre-encoded)':<34}{rp:>12,.0f}{1.0:>10.2f}")
     print(f"{'send_many (encode + XADD)':<34}{results['send_many']:>12,.0f}"

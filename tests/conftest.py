@@ -52,9 +52,14 @@ def cluster_3() -> Iterator[RedisCluster]:
         yield cluster
 
 
-#: Tests that take ``redis_url`` but do not pass on a Cluster node yet (node id substring ->
-#: why). They run on one Redis only until fixed. (Empty: every such test passes.)
-CLUSTER_GUARD_PENDING: dict[str, str] = {}
+#: Tests that take ``redis_url`` but cannot run a Cluster variant yet (node id substring ->
+#: why). They run on one Redis only until fixed.
+CLUSTER_GUARD_PENDING: dict[str, str] = {
+    "test_metrics_after_n_events_match_counts_and_xinfo": (
+        "it reads absolute values of process-global Prometheus counters, so its second variant "
+        "in one pytest process sees both runs' counts (it passes on a Cluster node alone)"
+    ),
+}
 
 #: Modules whose ``redis_url`` tests also run on three primaries: the operator tools (``top``,
 #: ``status``, ``dlq``) must give the same answers there as on one Redis.

@@ -19,6 +19,13 @@ def _positive(instance: object, attribute: attrs.Attribute[Any], value: Any) -> 
         raise ConfigError(f"{attribute.name} must be a positive number, got {value!r}")
 
 
+def _port_or_none(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is None:
+        return
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 65535:
+        raise ConfigError(f"{attribute.name} must be a TCP port 0..65535 or None, got {value!r}")
+
+
 @frozen
 class Settings:
     """Worker-wide settings; everything has a default and is validated here."""
@@ -30,3 +37,6 @@ class Settings:
     telemetry_interval: float = attrs.field(default=1.0, validator=_positive)
     dead_letter_maxlen: int = attrs.field(default=0)
     install_signal_handlers: bool = True
+    #: Serve /metrics, /healthz and /readyz on this port (0: any free port); None: do not.
+    metrics_port: int | None = attrs.field(default=None, validator=_port_or_none)
+    metrics_host: str = "0.0.0.0"

@@ -16,6 +16,7 @@ before the new owner acquires it, and every write of the old owner after that is
 
 from __future__ import annotations
 
+import collections
 import logging
 import random
 from collections.abc import Mapping
@@ -65,6 +66,9 @@ class OwnershipState:
         self.rebalances = 0
         self.last_rebalance_at: float | None = None
         self.last_error: str | None = None
+        # For /metrics (actorstream_leases_lost_total, actorstream_redis_errors_total).
+        self.leases_lost = 0
+        self.redis_errors: collections.Counter[str] = collections.Counter()
 
 
 @frozen
@@ -104,7 +108,8 @@ class Coordinator:
 
     def on_fenced(self, slot: Slot) -> None:
         """A partition actor was FENCED by Redis: forget the lease, re-plan now."""
-        self.state.leases.pop(slot, None)
+        if self.state.leases.pop(slot, None) is not None:
+            self.state.leases_lost += 1
         self.state.fences.pop(slot, None)
         self.wake()
 
@@ -119,6 +124,7 @@ class Coordinator:
                     delay = 0.05
                     self.state.last_error = None
                 except TRANSIENT_REDIS_ERRORS as exc:
+                    self.state.redis_errors[type(exc).__name__] += 1
                     self.state.last_error = describe_error(exc)
                     log.warning("coordinator: Redis unavailable: %s", self.state.last_error)
                     self._fence_expired()
@@ -165,7 +171,8 @@ class Coordinator:
                 self._drop(slot, "self-fenced: lease could not be renewed in time")
 
     def _drop(self, slot: Slot, why: str) -> None:
-        self.state.leases.pop(slot, None)
+        if self.state.leases.pop(slot, None) is not None:
+            self.state.leases_lost += 1
         fence = self.state.fences.pop(slot, None)
         if fence is not None:
             fence.revoke()

@@ -12,6 +12,7 @@ import enum
 from attrs import frozen
 
 from .._actors import ActorSpec
+from .._ops.durations import Durations
 
 __all__ = ["Counters", "PartitionState", "PartitionStatistics", "snapshot"]
 
@@ -56,18 +57,22 @@ class Counters:
     __slots__ = (
         "acked",
         "dead_lettered",
+        "dead_letters",
+        "durations",
         "epoch",
+        "errors",
         "failed",
         "last_dead_letter",
         "last_error",
         "latencies",
         "processed",
+        "redis_errors",
         "restarts",
         "state",
         "trimmed",
     )
 
-    def __init__(self) -> None:
+    def __init__(self, *, timed: bool = False) -> None:
         self.state = PartitionState.STARTING
         self.epoch = 0
         self.processed = 0
@@ -80,6 +85,12 @@ class Counters:
         self.last_dead_letter: str | None = None
         # Handler durations of every SAMPLE_EVERY-th event: p50/p99 for `top`, cheaply.
         self.latencies: collections.deque[float] = collections.deque(maxlen=256)
+        # Rare-path counts by label, read at scrape time by the metrics collector.
+        self.errors: collections.Counter[str] = collections.Counter()  # handler errors by type
+        self.dead_letters: collections.Counter[str] = collections.Counter()  # by kind
+        self.redis_errors: collections.Counter[str] = collections.Counter()
+        # Every handler duration, only when metrics are served (a histogram is not a sample).
+        self.durations: Durations | None = Durations() if timed else None
 
 
 def _percentile(ordered: list[float], q: float) -> float | None:

@@ -1,77 +1,208 @@
-"""Dead letters: poison events moved, atomically with their ack, to a per-partition stream.
+"""The dead-letter branch: one supervised actor per worker that moves poison events.
 
-The move runs on the partition actor's own connection, in its order, through one fenced Lua
-script (write the dead-letter entry, remember original id -> dead-letter id, XACK the source), so
-it is atomic and idempotent: a retried move never makes a second entry, and a zombie cannot move
-anything. If the write fails (OOM under maxmemory, READONLY), nothing is acked: the event stays
-pending and the partition actor backs off with the error visible.
+A partition actor hands a poison event (with its lease epoch, inside ``Poison``) over a trio
+memory channel and waits for the answer, so nothing is acked before the dead letter exists. The
+move is one fenced Lua script (``_core.protocol.PartitionProtocol.plan_dead_letter``: write the
+dead-letter entry, remember original id -> dead-letter id, XACK the source): atomic and
+idempotent, so a retried move never makes a second entry and a zombie cannot move anything. If
+it fails (OOM under maxmemory, READONLY, FENCED), nothing is acked: the error goes back to the
+partition actor, the event stays pending and the actor backs off with the error visible.
 
-The entry format is ``actorstream._core.deadletter``. For now this is a helper shared by the
-partition actors of a worker, not an actor of its own (issue 10, milestone 2 makes it one).
+The actor also owns dead-letter retention: with ``dead_letter_maxlen`` it trims a partition's
+dead-letter stream after each move, together with the index entries of what it removed, and it
+sweeps away index entries whose dead letter is gone (left by older versions' MAXLEN trimming or
+by an operator's XTRIM/XDEL) once at start and every ``SWEEP_INTERVAL`` seconds.
+
+The entry format is ``actorstream._core.deadletter``.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import Any
 
 import trio
+from attrs import field, frozen
+from redis import exceptions as rex
 
-from .._core.deadletter import ORIGINAL_PREFIX
-from .._transport import Connection, evalsha_on
+from .._core import keys
+from .._core.classify import TRANSIENT_REDIS_ERRORS, describe_error
+from .._core.fence import Fence
+from .._core.policy import RestartPolicy
+from .._core.protocol import PartitionProtocol
+from .._transport import Script
 from . import scripts
 from .context import WorkerContext
+from .supervisor import ChildContext, Restart, Strategy, Supervisor
 
-if TYPE_CHECKING:
-    from .link import PartitionLink
+__all__ = ["SWEEP_INTERVAL", "DeadLetters", "Poison"]
+
+log = logging.getLogger("actorstream.deadletters")
+
+SWEEP_INTERVAL = 600.0
+TRIM_STEP = 1000
+SWEEP_STEP = 500
+
+
+@frozen
+class Poison:
+    """One event a partition actor gives up on, with what the move needs (its epoch included)."""
+
+    protocol: PartitionProtocol
+    fence: Fence
+    entry_id: bytes
+    fields: list[bytes]
+    kind: str  # "max_deliveries", "handler" or "decode:<why>"
+    message: str
+    trace: str | None
+    deliveries: int
+
+
+@frozen(eq=False)
+class _Request:
+    poison: Poison
+    done: trio.Event = field(factory=trio.Event)
+    #: The dead-letter id, or the error to raise in the partition actor; set before ``done``.
+    outcome: list[bytes | Exception] = field(factory=list)
 
 
 class DeadLetters:
-    """The dead-letter side of a worker: performs fenced moves and keeps a worker-wide count."""
+    """The dead-letter actor of one worker (``run_branch``) and its mailbox (``move``).
 
-    def __init__(self, worker: WorkerContext) -> None:
+    ``streams`` are the ``(stream name, partitions)`` whose dead-letter indexes it sweeps.
+    """
+
+    def __init__(self, worker: WorkerContext, streams: Sequence[tuple[str, int]] = ()) -> None:
         self.worker = worker
         self.maxlen = worker.settings.dead_letter_maxlen
+        self.streams = tuple(streams)
         self.moved = 0
+        self.swept = 0
+        self._send, self._receive = trio.open_memory_channel[_Request](math.inf)
 
-    async def move(
-        self,
-        link: PartitionLink,
-        conn: Connection,
-        entry_id: bytes,
-        fields: list[bytes],
-        *,
-        kind: str,
-        message: str,
-        trace: str | None,
-        deliveries: int,
-    ) -> bytes:
-        link.fence.check(trio.current_time())
-        meta: list[Any] = [
-            "stream", link.stream,
-            "partition", link.partition,
-            "id", entry_id,
-            "actor", link.group,
-            "kind", kind,
-            "error", message[:2000],
-            "trace", (trace or "")[:4000],
-            "deliveries", deliveries,
-            "worker", self.worker.worker_id,
-            "epoch", link.fence.epoch,
-            "time", int(time.time() * 1000),
-        ]
-        for i in range(0, len(fields) - 1, 2):
-            meta.append(ORIGINAL_PREFIX + fields[i])
-            meta.append(fields[i + 1])
-        dlq_id: bytes = await evalsha_on(
-            conn,
-            scripts.DEADLETTER,
-            [link.stream_key, link.epoch_key, link.dlq_key, link.dlq_index_key],
-            [link.group, link.epoch_arg, entry_id, self.maxlen, *meta],
+    async def move(self, poison: Poison) -> bytes:
+        """Ask the actor to move ``poison``; return its dead-letter id once it exists.
+
+        Raises what the move raised (``FencedError``, OOM, READONLY, connection errors): then
+        nothing was acked. Unbounded mailbox: each partition actor waits for its answer, so at
+        most one request per partition is ever queued.
+        """
+        poison.fence.check(trio.current_time())
+        request = _Request(poison)
+        self._send.send_nowait(request)
+        await request.done.wait()
+        outcome = request.outcome[0]
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    # -- the actor ------------------------------------------------------------------------------
+
+    async def run_branch(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """The branch of the root tree: the actor under a supervisor of its own."""
+        sup = Supervisor(
+            "dead-letters",
+            strategy=Strategy.ONE_FOR_ONE,
+            policy=RestartPolicy(max_restarts=5, within=60.0),
         )
+        sup.start_child("dead-letters", self.run, restart=Restart.PERMANENT)
+        await sup.run(task_status=task_status)
+
+    async def run(self, ctx: ChildContext) -> None:
+        """Serve moves in arrival order; sweep the indexes now and then between them."""
+        next_sweep = trio.current_time()
+        while True:
+            request: _Request | None = None
+            with trio.move_on_at(next_sweep):
+                request = await self._receive.receive()
+            if request is None:
+                await self._sweep_all()
+                next_sweep = trio.current_time() + SWEEP_INTERVAL
+                continue
+            await self._serve(request)
+
+    async def _serve(self, request: _Request) -> None:
+        poison = request.poison
+        try:
+            request.outcome.append(await self._move(poison))
+        except Exception as exc:  # the partition actor decides; this actor carries on
+            request.outcome.append(exc)
+        finally:
+            if not request.outcome:  # cancelled mid-move: it may or may not have happened
+                request.outcome.append(
+                    rex.ConnectionError("the dead-letter actor stopped during the move")
+                )
+            request.done.set()
+        if self.maxlen and not isinstance(request.outcome[0], Exception):
+            await self._trim(poison.protocol)
+
+    async def _move(self, poison: Poison) -> bytes:
+        poison.fence.check(trio.current_time())  # not before our lease could have lapsed
+        protocol = poison.protocol
+        call = protocol.plan_dead_letter(
+            poison.entry_id, poison.fields, kind=poison.kind, message=poison.message,
+            trace=poison.trace, deliveries=poison.deliveries, worker=self.worker.worker_id,
+            time_ms=int(time.time() * 1000),
+        )
+        dlq_id: bytes = await self.worker.client.evalsha(scripts.DEADLETTER, call.keys, call.args)
         self.moved += 1
         self.worker.report(
             "dead-letter",
-            f"{link.group}[{link.partition}] {entry_id.decode()}: {kind}: {message}"[:300],
+            f"{protocol.label} {poison.entry_id.decode()}: {poison.kind}: {poison.message}"[:300],
         )
         return dlq_id
+
+    # -- retention ------------------------------------------------------------------------------
+
+    def _dlq_keys(self, stream: str, partition: int) -> list[str]:
+        app = self.worker.app
+        return [keys.dlq_key(app, stream, partition), keys.dlq_index_key(app, stream, partition)]
+
+    async def _trim(self, protocol: PartitionProtocol) -> None:
+        """Keep the newest ``dead_letter_maxlen`` dead letters of the partition, index included."""
+        dlq_keys = self._dlq_keys(protocol.stream, protocol.partition)
+        while True:
+            removed = await self._call(scripts.DLQ_TRIM, dlq_keys, [self.maxlen, TRIM_STEP], "trim")
+            if removed is None or int(removed) < TRIM_STEP:
+                return
+
+    async def _sweep_all(self) -> None:
+        for stream, partitions in self.streams:
+            for p in range(partitions):
+                await self._serve_waiting()  # moves first: a partition actor is waiting
+                if not await self._sweep(stream, p):
+                    return  # Redis unavailable: try again at the next turn
+
+    async def _serve_waiting(self) -> None:
+        while True:
+            try:
+                request = self._receive.receive_nowait()
+            except trio.WouldBlock:
+                return
+            await self._serve(request)
+
+    async def _sweep(self, stream: str, partition: int) -> bool:
+        dlq_keys = self._dlq_keys(stream, partition)
+        cursor: bytes | str = "0"
+        while True:
+            reply = await self._call(scripts.DLQ_SWEEP, dlq_keys, [cursor, SWEEP_STEP], "sweep")
+            if reply is None:
+                return False
+            cursor, removed = reply
+            self.swept += int(removed)
+            if cursor in (b"0", "0"):
+                return True
+
+    async def _call(self, script: Script, dlq_keys: list[str], args: list[Any], what: str) -> Any:
+        """A retention step; None if Redis is unavailable (retention waits for the next turn)."""
+        try:
+            return await self.worker.client.evalsha(script, dlq_keys, args)
+        except TRANSIENT_REDIS_ERRORS as exc:
+            log.warning("dead-letter %s of %s skipped: %s", what, dlq_keys[0],
+                        describe_error(exc))
+            return None

@@ -63,15 +63,16 @@ class Events:
                 raise StopAsyncIteration
             if not wait:
                 count = actor.settings.batch_size
-                entries, _p, tail = await actor.link.read(self._conn, ">", count)
-                if not entries:
-                    self._tail = tail
+                read = await actor.link.read(self._conn, ">", count)
+                if not read.entries:
+                    self._tail = read.tail
                     return _NOTHING
+                self._buffer = read.entries
             else:
                 entries = await actor._next_entries(self._conn, self._ctx)
                 if entries is None:
                     raise StopAsyncIteration
-            self._buffer = entries
+                self._buffer = entries
             self._pos = 0
 
     def __aiter__(self) -> Events:

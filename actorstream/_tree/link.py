@@ -5,6 +5,9 @@ Redis: a Lua script, or a transaction that WATCHes the epoch key. A worker that 
 cannot take or ack anything; even a read is fenced, because an XREADGROUP by a zombie would strand
 entries in its pending list. The acks of handled events collect in ``acks`` and ride on the next
 round trip (``read``), so there is no Redis round trip per event.
+
+What to send and what the replies mean is decided in ``_core.protocol`` (tested without Redis);
+this module sends the commands, keeps which connection watches the epoch, and books results.
 """
 
 from __future__ import annotations
@@ -13,12 +16,12 @@ import logging
 from typing import Any
 
 import trio
-from redis import exceptions as rex
 
 from .._core import keys
 from .._core.classify import TRANSIENT_REDIS_ERRORS, describe_error
 from .._core.errors import FencedError
 from .._core.fence import Fence
+from .._core.protocol import PartitionProtocol, ReadResult
 from .._transport import Connection, evalsha_on
 from . import scripts
 from .context import Report
@@ -32,14 +35,12 @@ log = logging.getLogger("actorstream.partition")
 CLAIM_COUNT = 500
 
 
-def _raise_errors(replies: list[Any]) -> None:
-    for reply in replies:
-        if isinstance(reply, Exception):
-            raise reply
-
-
 class PartitionLink:
-    """Keys, fence and pending acks of (actor, partition, epoch); all its round trips."""
+    """Carries out the round trips of (actor, partition, epoch) that ``protocol`` plans.
+
+    Holds what the protocol does not: the fence's clock check, which connection watches the
+    epoch key, and the pending acks.
+    """
 
     def __init__(
         self,
@@ -53,6 +54,10 @@ class PartitionLink:
         counters: Counters,
         report: Report,
     ) -> None:
+        self.protocol = PartitionProtocol(
+            app=app, stream=stream, partition=partition, group=group, consumer=consumer,
+            epoch=fence.epoch,
+        )
         self.stream = stream
         self.partition = partition
         self.group = group
@@ -60,13 +65,9 @@ class PartitionLink:
         self.fence = fence
         self.counters = counters
         self.report = report
-        self.stream_key = keys.stream_key(app, stream, partition)
-        self.epoch_key = keys.epoch_key(app, stream, partition, group)
+        self.stream_key = self.protocol.stream_key
+        self.epoch_key = self.protocol.epoch_key
         self.meta_key = keys.meta_key(app, stream, partition)
-        self.dlq_key = keys.dlq_key(app, stream, partition)
-        self.dlq_index_key = keys.dlq_index_key(app, stream, partition)
-        self.epoch_arg = str(fence.epoch)
-        self.epoch_bytes = self.epoch_arg.encode()
         #: Ids handled but not yet acked; acked by the next ``read`` (replaced, not cleared).
         self.acks: list[bytes] = []
         self._watched: Connection | None = None
@@ -78,100 +79,61 @@ class PartitionLink:
             conn, scripts.ENSURE_GROUP, [self.stream_key, self.meta_key], [self.group]
         )
 
-    # Over 60 lines: the hot path's one round trip, kept whole until the sans-I/O protocol
-    # (issue 10, milestone 2) splits it into commands and a frozen result.
-    async def read(self, conn: Connection, start: bytes | str, count: int) -> list[Any]:
-        """Fenced "ack the previous batch, read the next" in one round trip.
+    async def read(self, conn: Connection, start: bytes | str, count: int) -> ReadResult:
+        """Fenced "ack the previous batch, read the next" in one round trip (see protocol).
 
-        Returns ``[entries or None, pending details or None, last entry id or None]``.
-
-        Fencing without a script: the connection WATCHes the epoch key, and a GET right after
-        the WATCH confirms it still holds our epoch. The next write is ``MULTI, XACK,
-        XREADGROUP, ..., EXEC, WATCH, GET``: Redis aborts the EXEC if anyone changed the epoch
-        since the last WATCH, and the trailing WATCH + GET re-arm the check for the next batch.
-        A Lua script did the same but cost Redis twice the CPU per event (converting every
-        entry into Lua tables and back); see docs/design.md.
+        Fencing without a script: the connection WATCHes the epoch key and the transaction's
+        EXEC is aborted if the epoch changed. A Lua script did the same but cost Redis twice
+        the CPU per event (converting every entry into Lua tables and back); see
+        docs/design.md. Raises ``FencedError`` or the Redis error; under OOM the acks still go
+        out alone first (backpressure, not lost work).
         """
         self.fence.check(trio.current_time())
-        epoch_key = self.epoch_key
+        protocol = self.protocol
         if self._watched is not conn:
-            watch = await conn.pipeline([("WATCH", epoch_key), ("GET", epoch_key)])
-            _raise_errors(watch)
-            if watch[1] != self.epoch_bytes:
-                current = int(watch[1] or 0)
-                if current < self.fence.epoch:
-                    self.report(
-                        "epoch-regression",
-                        f"{self.group}[{self.partition}]: epoch went back from "
-                        f"{self.fence.epoch} to {current}: Redis lost data",
-                    )
-                raise FencedError(
-                    f"FENCED epoch is {current}, {self.group}[{self.partition}] has "
-                    f"{self.epoch_arg}"
-                )
-            self._watched = conn
-        stream = self.stream_key
-        acks = self.acks
-        commands: list[Any] = [("MULTI",)]
-        if acks:
-            commands.append(("XACK", stream, self.group, *acks))
-        history = start != ">"
-        if count:
-            commands.append(
-                ("XREADGROUP", "GROUP", self.group, self.consumer, "COUNT", count,
-                 "STREAMS", stream, start)
-            )
-            if history:
-                start_id = start.decode() if isinstance(start, bytes) else start
-                commands.append(
-                    ("XPENDING", stream, self.group, f"({start_id}", "+", count, self.consumer)
-                )
-            else:
-                commands.append(("XREVRANGE", stream, "+", "-", "COUNT", 1))
-        commands += [("EXEC",), ("WATCH", epoch_key), ("GET", epoch_key)]
-        replies = await conn.pipeline(commands)
-        exec_at = len(commands) - 3
-        if replies[-1] != self.epoch_bytes or isinstance(replies[-2], Exception):
+            await self._watch(conn)
+        plan = protocol.plan_read(self.acks, start, count)
+        result = protocol.on_read(plan, await conn.pipeline(plan.commands))
+        if not result.watching:
             self._watched = None  # the next call re-checks and reports FENCED
-        for reply in replies[:exec_at]:  # a command refused while queueing: EXECABORT
-            if isinstance(reply, Exception):
-                if isinstance(reply, rex.OutOfMemoryError) and acks and count:
-                    # Under maxmemory XREADGROUP is refused (it grows the pending list) but
-                    # XACK is not: still ack what was handled, then back off (backpressure).
-                    await self.read(conn, ">", 0)
-                raise reply
-        result = replies[exec_at]
-        if result is None:
+        if result.ack_only_retry:
+            await self._ack_only(conn)
+        result.raise_for_failure()
+        self._settle(plan.acks, result)
+        return result
+
+    async def _watch(self, conn: Connection) -> None:
+        protocol = self.protocol
+        fenced = protocol.on_watch(await conn.pipeline(protocol.watch_commands()))
+        if fenced is not None:
+            self._notify(fenced.notices())
+            raise fenced.error()
+        self._watched = conn
+
+    async def _ack_only(self, conn: Connection) -> None:
+        """Under OOM: send the acks alone (XACK is allowed, XREADGROUP is not)."""
+        plan = self.protocol.plan_read(self.acks, ">", 0)
+        result = self.protocol.on_read(plan, await conn.pipeline(plan.commands))
+        if not result.watching:
             self._watched = None
-            raise FencedError(
-                f"FENCED the epoch of {self.group}[{self.partition}] changed; "
-                f"{self.epoch_arg} is stale"
-            )
-        if isinstance(result, Exception):
-            raise result
-        _raise_errors(result)
-        if acks:
-            self.counters.acked += len(acks)
-            self.acks = []
-            if result[0] != len(acks):
-                # Entries we handled were no longer pending: an operator ran XGROUP
-                # DELCONSUMER/SETID, or the stream was trimmed. Nothing to undo; make it visible.
-                self.report(
-                    "acks-lost",
-                    f"{self.group}[{self.partition}]: {len(acks) - int(result[0])} of "
-                    f"{len(acks)} handled entries were no longer pending when acked",
-                )
-        if not count:
-            return [None, None, None]
-        offset = 1 if acks else 0
-        read = result[offset]
-        entries = read[0][1] if read else None
-        if history:
-            return [entries, result[offset + 1], None]
-        if entries:
-            return [entries, None, None]
-        tail = result[offset + 1]
-        return [None, None, tail[0][0] if tail else b"0-0"]
+        result.raise_for_failure()
+        self._settle(plan.acks, result)
+
+    def _settle(self, acks_sent: int, result: ReadResult) -> None:
+        """Book a successful round trip: confirmed acks, notices, trimmed pending entries."""
+        if result.notices:
+            self._notify(result.notices)
+        if acks_sent:
+            self.counters.acked += result.acked
+            self.acks = []  # replaced: the sent list may still be referenced by the caller
+        if result.trimmed:
+            # Trimmed or deleted while pending: nothing to handle; ack it away.
+            self.counters.trimmed += len(result.trimmed)
+            self.acks.extend(result.trimmed)
+
+    def _notify(self, notices: tuple[tuple[str, str], ...]) -> None:
+        for kind, message in notices:
+            self.report(kind, message)
 
     async def flush_acks(self, conn: Connection) -> None:
         if self.acks:
@@ -192,25 +154,16 @@ class PartitionLink:
                 )
 
     async def claim_previous_owners(self, conn: Connection) -> None:
-        cursor: Any = "0-0"
-        while True:
+        cursor: bytes | str | None = "0-0"
+        while cursor is not None:
             self.fence.check(trio.current_time())
-            nxt, _claimed, deleted = await evalsha_on(
-                conn,
-                scripts.CLAIM,
-                [self.stream_key, self.epoch_key],
-                [self.group, self.consumer, self.epoch_arg, cursor, CLAIM_COUNT],
+            call = self.protocol.plan_claim(cursor, CLAIM_COUNT)
+            result = self.protocol.on_claim(
+                await evalsha_on(conn, scripts.CLAIM, call.keys, call.args)
             )
-            if deleted:
-                self.counters.trimmed += int(deleted)
-                self.report(
-                    "trimmed",
-                    f"{self.group}[{self.partition}]: {deleted} pending entries were trimmed "
-                    "from the stream before they were handled",
-                )
-            if nxt in (b"0-0", "0-0"):
-                return
-            cursor = nxt
+            self.counters.trimmed += result.trimmed
+            self._notify(result.notices)
+            cursor = result.cursor
 
     async def wait_for_append(
         self, conn: Connection, ctx: ChildContext, last: Any, block_ms: int

@@ -39,10 +39,14 @@ from .._core.classify import TRANSIENT_REDIS_ERRORS, describe_error, format_trac
 from .._core.errors import DecodeError, FencedError, GroupLostError
 from .._core.fence import Fence
 from .._middleware import EventInfo, Middleware, Outcome, compose
+from .._ops import logs as _logs
+from .._ops import tracing as _tracing
+from .._ops.durations import timed
 from .._transport import Connection
+from .batches import handle_batch, run_batches
 from .context import WorkerContext
 from .counters import SAMPLE_EVERY, Counters, PartitionState, PartitionStatistics, snapshot
-from .deadletters import DeadLetters
+from .deadletters import DeadLetters, Poison
 from .events import Events
 from .link import PartitionLink
 from .supervisor import ChildContext
@@ -103,13 +107,24 @@ class PartitionActor:
         self.decode = spec.stream.format_decoder
         self.settings = spec.settings
         middleware = (*context.middleware, *spec.middleware)
-        self.chain = compose(spec.handler, middleware)
+        durations = context.counters.durations  # None unless /metrics is served
+        # With /metrics, every handler call is timed for the histogram (a wrapper: the hot loop
+        # itself stays as it is without metrics).
+        self.handler = (
+            spec.handler if durations is None
+            else timed(spec.handler, durations.observe, trio.current_time)
+        )
+        self.chain = compose(self.handler, middleware)
+        # OpenTelemetry: a CONSUMER span per handler call when a tracer provider is set.
+        self.tracer = _tracing.tracer()
         self.plain = (
             not middleware
             and spec.on_error is None
             and self.settings.timeout is None
             and self.settings.retries == 0
+            and self.tracer is None
         )
+        self._failing: bytes | None = None  # the entry whose handler call raised last
         self.ctx: ChildContext | None = None
         self._rng = random.Random()
 
@@ -118,6 +133,9 @@ class PartitionActor:
     async def run(self, ctx: ChildContext) -> None:
         """The supervisor's child function. Returns normally when stopped or fenced."""
         self.ctx = ctx
+        # Every log line of this task (and of tasks it starts) names the partition.
+        _logs.bind(app=self.app, stream=self.spec.stream.name, actor=self.group,
+                   partition=self.partition)
         self.counters.restarts = ctx.restarts
         self.counters.epoch = self.fence.epoch
         delay = 0.05
@@ -131,6 +149,7 @@ class PartitionActor:
                         await self._session(conn, ctx)
                     return
                 except TRANSIENT_REDIS_ERRORS as exc:
+                    self.counters.redis_errors[type(exc).__name__] += 1
                     self._set_state(PartitionState.WAITING_REDIS)
                     self.counters.last_error = describe_error(exc)
                     log.warning(
@@ -159,6 +178,12 @@ class PartitionActor:
             self.report(
                 "crash", f"{self.group}[{self.partition}]: {self.counters.last_error}"
             )
+            failing = self._failing
+            log.error(
+                "%s[%d] crashed%s: %s", self.group, self.partition,
+                f" on {failing.decode()}" if failing else "", self.counters.last_error,
+                exc_info=exc, extra={"entry_id": failing.decode() if failing else None},
+            )
             raise
         finally:
             if self.counters.state not in (PartitionState.FENCED, PartitionState.FAILED):
@@ -182,7 +207,7 @@ class PartitionActor:
             if form is Form.EVENT:
                 await self._run_events(conn, ctx)
             elif form is Form.BATCH:
-                await self._run_batches(conn, ctx)
+                await run_batches(self, conn, ctx)
             else:
                 await self._run_iterator(conn, ctx)
         except Exception:
@@ -201,18 +226,14 @@ class PartitionActor:
             # One entry at a time: reading from history bumps the delivery count of every entry
             # returned, and the ones behind a poison event must not be charged for its crashes.
             # (Our own pending list is at most about a batch, so this costs a few round trips.)
-            entries, pending, _last = await self.link.read(conn, start, 1)
-            if not entries:
+            # (Entries trimmed while pending are acked away by the link, and left out.)
+            read = await self.link.read(conn, start, 1)
+            if read.last is None:
                 return
-            counts = {p[0]: int(p[3]) for p in pending} if pending else {}
+            start = read.last
+            counts = read.deliveries
             batch: list[tuple[bytes, Any]] = []
-            for entry_id, fields in entries:
-                start = entry_id
-                if not fields:
-                    # Trimmed or deleted while pending: nothing to handle; ack it away.
-                    self.counters.trimmed += 1
-                    self.link.acks.append(entry_id)
-                    continue
+            for entry_id, fields in read.entries:
                 deliveries = counts.get(entry_id, 1)
                 try:
                     self.decode(fields)
@@ -237,7 +258,7 @@ class PartitionActor:
                 batch.append((entry_id, fields))
             if batch:
                 if self.spec.form is Form.BATCH:
-                    await self._handle_batch(conn, batch, deliveries=deliveries)
+                    await handle_batch(self, conn, batch, deliveries=deliveries)
                 else:
                     await self._handle_each(conn, ctx, batch)
 
@@ -251,11 +272,16 @@ class PartitionActor:
         trace: str | None,
         deliveries: int,
     ) -> None:
+        """Hand the event to the worker's dead-letter actor and wait until it is moved (and so
+        acked). ``conn`` is unused (the actor has its own); kept so call sites stay stable."""
         await self.dead_letters.move(
-            self.link, conn, entry_id, fields, kind=kind, message=message, trace=trace,
-            deliveries=deliveries,
+            Poison(
+                self.link.protocol, self.fence, entry_id, fields, kind, message, trace,
+                deliveries,
+            )
         )
         self.counters.dead_lettered += 1
+        self.counters.dead_letters[kind] += 1
         self.counters.last_dead_letter = f"{kind}: {message}"[:300]
 
     # -- the hot loops ------------------------------------------------------------------------
@@ -267,14 +293,14 @@ class PartitionActor:
         """
         count = self.settings.batch_size
         while True:
-            entries, _pending, last = await self.link.read(conn, ">", count)
-            if entries:
-                return entries  # type: ignore[no-any-return]
+            read = await self.link.read(conn, ">", count)
+            if read.entries:
+                return read.entries
             if ctx.stop_requested:
                 return None
             # Nothing new: wait for an append after the tail with a side-effect-free XREAD.
             # A graceful stop interrupts the wait (closing this connection; nothing is unacked).
-            if not await self.link.wait_for_append(conn, ctx, last, WAIT_BLOCK_MS):
+            if not await self.link.wait_for_append(conn, ctx, read.tail, WAIT_BLOCK_MS):
                 return None
 
     async def _run_events(self, conn: Connection, ctx: ChildContext) -> None:
@@ -287,43 +313,56 @@ class PartitionActor:
     async def _handle_each(
         self, conn: Connection, ctx: ChildContext, entries: list[Any]
     ) -> None:
+        if not self.plain:
+            await self._handle_each_full(conn, ctx, entries)
+            return
+        # The hot path: no timeout, retries, middleware or error hook to consult.
+        # Locals and a local count: this loop body runs once per event.
         decode = self.decode
-        handler = self.spec.handler
-        acks = self.link.acks
+        handler = self.handler
         counters = self.counters
         fence = self.fence
-        if self.plain:
-            # The hot path: no timeout, retries, middleware or error hook to consult.
-            # Locals and a local count: this loop body runs once per event.
-            stopping = ctx.stop_event.is_set
-            ack = acks.append
-            done = 0
-            try:
-                for entry_id, fields in entries:
-                    if stopping():
-                        return
-                    if not done % FENCE_CHECK_EVERY:
-                        # A resumed zombie stops within a few events, not after its whole
-                        # batch (reading the clock per event cost a tenth of the hot path).
-                        fence.check(trio.current_time())
-                    try:
-                        event = decode(fields)
-                    except DecodeError as exc:
-                        await self._dead_letter(
-                            conn, entry_id, fields, f"decode:{exc.kind}", str(exc), None, 1
-                        )
-                        continue
+        stopping = ctx.stop_event.is_set
+        ack = self.link.acks.append
+        done = 0
+        try:
+            for entry_id, fields in entries:
+                if stopping():
+                    return
+                if not done % FENCE_CHECK_EVERY:
+                    # A resumed zombie stops within a few events, not after its whole
+                    # batch (reading the clock per event cost a tenth of the hot path).
+                    fence.check(trio.current_time())
+                try:
+                    event = decode(fields)
+                except DecodeError as exc:
+                    await self._dead_letter(
+                        conn, entry_id, fields, f"decode:{exc.kind}", str(exc), None, 1
+                    )
+                    continue
+                try:  # free unless it raises (zero-cost exceptions)
                     if done % SAMPLE_EVERY:
                         await handler(event)
                     else:
                         started = trio.current_time()
                         await handler(event)
                         counters.latencies.append(trio.current_time() - started)
-                    ack(entry_id)
-                    done += 1
-            finally:
-                counters.processed += done
-            return
+                except Exception as exc:
+                    self._handler_failed(exc, entry_id)
+                    raise
+                ack(entry_id)
+                done += 1
+        finally:
+            counters.processed += done
+
+    async def _handle_each_full(
+        self, conn: Connection, ctx: ChildContext, entries: list[Any]
+    ) -> None:
+        """Each event with middleware, timeout, retries, error hook or a trace span."""
+        decode = self.decode
+        acks = self.link.acks
+        counters = self.counters
+        fence = self.fence
         for entry_id, fields in entries:
             if ctx.stop_requested:
                 return
@@ -343,6 +382,11 @@ class PartitionActor:
                 acks.append(entry_id)
             if result is _HANDLED:
                 counters.processed += 1
+
+    def _handler_failed(self, exc: Exception, entry_id: bytes) -> None:
+        """Count a handler error by type and remember the entry for the crash log line."""
+        self.counters.errors[type(exc).__name__] += 1
+        self._failing = entry_id
 
     def _info(self, entry_id: bytes) -> EventInfo:
         return EventInfo(
@@ -365,9 +409,17 @@ class PartitionActor:
         info = self._info(entry_id)
         chain = self.chain
         try:
-            await self._call(lambda ev: chain(ev, info), event)
+            if self.tracer is None:
+                await self._call(lambda ev: chain(ev, info), event)
+            else:
+                with _tracing.consumer_span(
+                    self.tracer, app=self.app, stream=info.stream, actor=self.group,
+                    partition=self.partition, entry_id=info.entry_id, fields=fields,
+                ):
+                    await self._call(lambda ev: chain(ev, info), event)
             return _HANDLED
         except Exception as exc:
+            self._failing = entry_id
             hook = self.spec.on_error
             if hook is None:
                 raise
@@ -403,6 +455,7 @@ class PartitionActor:
                         f"handler took longer than timeout={settings.timeout:g}s"
                     )
                 self.counters.last_error = describe_error(error)
+                self.counters.errors[type(error).__name__] += 1
                 if attempt >= settings.retries:
                     if error is exc:
                         raise
@@ -410,72 +463,14 @@ class PartitionActor:
                 attempt += 1
                 await trio.sleep(settings.retry_backoff * 2 ** (attempt - 1))
 
-    async def _run_batches(self, conn: Connection, ctx: ChildContext) -> None:
-        wait = self.settings.batch_wait
-        size = self.settings.batch_size
-        while not ctx.stop_requested:
-            entries = await self._next_entries(conn, ctx)
-            if entries is None:
-                return
-            if wait > 0 and len(entries) < size:
-                deadline = trio.current_time() + wait
-                while len(entries) < size and not ctx.stop_requested:
-                    remaining = deadline - trio.current_time()
-                    if remaining <= 0:
-                        break
-                    more, _p, last = await self.link.read(conn, ">", size - len(entries))
-                    if more:
-                        entries.extend(more)
-                        continue
-                    await self.link.block_briefly(conn, last, remaining)
-            await self._handle_batch(conn, entries, deliveries=1)
-
-    async def _handle_batch(
-        self, conn: Connection, entries: list[Any], *, deliveries: int
-    ) -> None:
-        events: list[Any] = []
-        ids: list[bytes] = []
-        for entry_id, fields in entries:
-            try:
-                events.append(self.decode(fields))
-                ids.append(entry_id)
-            except DecodeError as exc:
-                await self._dead_letter(
-                    conn, entry_id, fields, f"decode:{exc.kind}", str(exc), None, deliveries
-                )
-        if not events:
-            return
-        self.fence.check(trio.current_time())
-        info = self._info(ids[0])
-        chain = self.chain
-        started = trio.current_time()
-        try:
-            await self._call(lambda evs: chain(evs, info), events)
-            self.counters.latencies.append(trio.current_time() - started)
-        except Exception as exc:
-            hook = self.spec.on_error
-            if hook is None:
-                raise
-            outcome = await hook(events, exc, info)
-            if outcome is Outcome.DEAD_LETTER:
-                by_id = dict(entries)
-                for entry_id in ids:
-                    await self._dead_letter(
-                        conn, entry_id, by_id[entry_id], "handler", describe_error(exc),
-                        format_traceback(exc), deliveries,
-                    )
-                return
-            if outcome is not Outcome.SKIP:
-                raise
-            self.link.acks.extend(ids)
-            return
-        self.link.acks.extend(ids)
-        self.counters.processed += len(events)
-
     async def _run_iterator(self, conn: Connection, ctx: ChildContext) -> None:
         events = Events(self, conn, ctx)
         while not ctx.stop_requested:
-            await self.spec.handler(events)
+            try:
+                await self.spec.handler(events)
+            except Exception as exc:
+                self.counters.errors[type(exc).__name__] += 1
+                raise
             events.done_with_current()
 
     def statistics(self) -> PartitionStatistics:

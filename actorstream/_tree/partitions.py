@@ -63,7 +63,11 @@ class PartitionsSupervisor:
 
     def start(self, slot: Slot, fence: Fence) -> None:
         context = self.context
-        counters = self.counters.setdefault(slot, Counters())
+        counters = self.counters.get(slot)
+        if counters is None:
+            # Time every handler call only when /metrics is served (the histogram).
+            timed = context.worker.settings.metrics_port is not None
+            counters = self.counters[slot] = Counters(timed=timed)
         counters.epoch = fence.epoch
         actor_context = PartitionContext(
             worker=context.worker,

@@ -3,6 +3,8 @@
 ::
 
     Worker.run (root: intensity 0, one for all: a branch that escalates ends the worker)
+    ├── dead letters  Supervisor(5 in 60 s): the dead-letter actor (moves poison events, fenced;
+    │                 dead-letter retention)
     ├── partitions    Supervisor, one partition actor per owned slot, each with its own intensity
     ├── coordinator   Supervisor(5 in 60 s): membership, fenced leases, rebalance
     ├── scheduler     Supervisor: leader lease, retention, tasks, timers, cron
@@ -36,6 +38,7 @@ from .._core.errors import SupervisorGaveUp
 from .._core.policy import RestartPolicy
 from .._core.settings import Settings
 from .._middleware import Middleware
+from .._ops import logs as _logs
 from .._streams import Stream
 from .._transport import Client
 from .context import WorkerContext
@@ -99,7 +102,8 @@ class Worker:
             stopping=self._stopping,
         )
         self.ownership = OwnershipState()
-        self.dead_letters = DeadLetters(self.context)
+        consumed = {spec.stream.name: spec.stream.partitions for spec in plan.actors.values()}
+        self.dead_letters = DeadLetters(self.context, sorted(consumed.items()))
         self.partitions = PartitionsSupervisor(
             PartitionsContext(
                 worker=self.context,
@@ -173,10 +177,13 @@ class Worker:
             leadership=self.leadership,
         )
         left = trio.Event()
+        # Every log line of this worker's tasks carries these (structured logs, --log-format).
+        _logs.bind(worker=self.worker_id, app=self.app)
         try:
             async with trio.open_nursery() as nursery:
                 if self.settings.install_signal_handlers:
                     nursery.start_soon(self._watch_signals, nursery.cancel_scope)
+                await nursery.start(self.dead_letters.run_branch)
                 await nursery.start(self.partitions.run)
                 await nursery.start(self._run_coordinator, left)
                 nursery.start_soon(run_telemetry, telemetry)

@@ -24,6 +24,7 @@ import time
 import trio
 from redis import exceptions as rex
 
+from .._ops import logs as _logs
 from .._transport import Client, redact_url
 
 log = logging.getLogger("actorstream")
@@ -36,7 +37,9 @@ _UNREACHABLE = (rex.ConnectionError, rex.TimeoutError, rex.BusyLoadingError, OSE
 
 def say(message: str, *, announce: bool, level: int = logging.INFO) -> None:
     """One line for the operator: on stderr (timestamped) if ``announce``, else to the log."""
-    if announce:
+    if announce and _logs.announce_format() == "json":
+        _logs.announce(f"actorstream: {message}", fmt="json")  # --log-format json: JSON too
+    elif announce:
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
         print(f"{stamp} actorstream: {message}", file=sys.stderr, flush=True)
     else:

@@ -1,28 +1,36 @@
-"""Supervisor: the trio mechanics of restarts (the decisions live in ``_policy``).
+"""Supervisor: the trio mechanics of restarts (the decisions live in ``_core.policy``).
 
 One task, the supervisor loop inside ``run()``, makes every restart decision; each child runs in
 its own task and ``CancelScope`` inside the nursery that ``run()`` owns, and reports how it ended
 through a memory channel. Backoff deadlines are timers of that loop, so they follow
-``trio.current_time()`` and tests run on ``MockClock``.
+``trio.current_time()`` and tests run on ``MockClock``. The values it hands out and its per-child
+records live in ``children`` (re-exported here).
 """
-
-# Over 500 lines: one state machine (launch, exit, restart groups, stop) read best in one place.
 
 from __future__ import annotations
 
-import enum
 import math
 import random
 from collections import deque
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Hashable
 from typing import TypeAlias
 
-import attrs
 import trio
-from attrs import frozen
 
 from .._core.errors import ConfigError, SupervisorGaveUp
 from .._core.policy import Backoff, RestartIntensity, RestartPolicy
+from .children import (
+    ChildContext,
+    ChildFn,
+    ChildState,
+    ChildStatistics,
+    Restart,
+    Strategy,
+    SupervisorStatistics,
+    _Child,
+    _Exited,
+    _RestartGroup,
+)
 
 __all__ = [
     "ChildContext",
@@ -34,123 +42,6 @@ __all__ = [
     "Supervisor",
     "SupervisorStatistics",
 ]
-
-
-class Strategy(enum.Enum):
-    """Which children restart when one crashes (Erlang's restart strategies)."""
-
-    ONE_FOR_ONE = "one_for_one"
-    ONE_FOR_ALL = "one_for_all"
-    REST_FOR_ONE = "rest_for_one"
-
-
-class Restart(enum.Enum):
-    """When a child that ended is started again."""
-
-    PERMANENT = "permanent"  # always, even after a normal return
-    TRANSIENT = "transient"  # only after a crash
-    TEMPORARY = "temporary"  # never
-
-
-class ChildState(enum.Enum):
-    STARTING = "starting"
-    RUNNING = "running"
-    BACKOFF = "backoff"
-    STOPPING = "stopping"
-    STOPPED = "stopped"
-    FAILED = "failed"
-
-
-class ChildContext:
-    """What a child function gets: who it is, how often it restarted, and stop requests."""
-
-    def __init__(self, child_id: Hashable, restarts: int = 0) -> None:
-        self.child_id = child_id
-        self.restarts = restarts
-        self.status: str | None = None
-        self._stop = trio.Event()
-
-    @property
-    def stop_requested(self) -> bool:
-        return self._stop.is_set()
-
-    @property
-    def stop_event(self) -> trio.Event:
-        """The event set when a graceful stop is requested (for hot loops and waits)."""
-        return self._stop
-
-    async def wait_stop_requested(self) -> None:
-        await self._stop.wait()
-
-    def set_status(self, status: str | None) -> None:
-        """A free-form status shown in ``statistics()`` (e.g. ``"replaying"``)."""
-        self.status = status
-
-    def _request_stop(self) -> None:
-        self._stop.set()
-
-
-ChildFn = Callable[[ChildContext], Awaitable[None]]
-
-
-@frozen
-class ChildStatistics:
-    child_id: Hashable
-    state: ChildState
-    restart: Restart
-    restarts: int
-    last_error: str | None
-    current_backoff: float
-    started_at: float | None
-    status: str | None
-
-
-@frozen
-class SupervisorStatistics:
-    name: str
-    strategy: Strategy
-    children: tuple[ChildStatistics, ...]
-    total_restarts: int
-    gave_up: bool
-    running: bool
-
-
-@attrs.define(eq=False)
-class _RestartGroup:
-    """Children restarted together, in start order, once ``deadline`` passed and none runs."""
-
-    deadline: float
-    members: list[_Child] = attrs.Factory(list)
-    waiting: set[_Child] = attrs.Factory(set)  # still shutting down
-
-
-@attrs.define(eq=False)
-class _Child:
-    child_id: Hashable
-    fn: ChildFn
-    restart: Restart
-    backoff: Backoff
-    state: ChildState = ChildState.STARTING
-    restarts: int = 0
-    launched: bool = False
-    last_error: str | None = None
-    started_at: float | None = None
-    generation: int = 0
-    scope: trio.CancelScope | None = None  # not None while its task is alive
-    ctx: ChildContext | None = None
-    group: _RestartGroup | None = None
-    removing: bool = False
-    stopped: trio.Event = attrs.Factory(trio.Event)
-    # Only with per_child_intensity: this child's own MaxR-in-MaxT window and its crashes.
-    intensity: RestartIntensity | None = None
-    crashes: deque[tuple[float, Exception]] = attrs.Factory(deque)
-
-
-@frozen
-class _Exited:
-    child: _Child
-    generation: int
-    error: Exception | None
 
 
 def _describe(exc: BaseException) -> str:

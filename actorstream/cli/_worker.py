@@ -4,21 +4,48 @@ from __future__ import annotations
 
 import argparse
 import logging
-from typing import Any
+import os
+import signal
+from typing import TYPE_CHECKING, Any
 
+import attrs
 import trio
 
 from .._core.errors import SupervisorGaveUp
+from .._ops.logs import LOG_FORMATS, configure_logging
 from ._common import (
     EXIT_FAILURE,
     EXIT_INTERRUPTED,
     EXIT_OK,
+    EXIT_USAGE,
     CliError,
     load_system,
     resolve_url,
 )
 
+if TYPE_CHECKING:
+    from .._system import System
+
 log = logging.getLogger("actorstream.cli")
+
+#: Set by a ``--processes`` parent for its children: a child whose parent is gone drains.
+PARENT_PID_ENV = "ACTORSTREAM_PARENT_PID"
+
+
+async def run_as_child(system: System, parent_pid: int) -> None:
+    """A ``--processes`` child: the worker, plus a watch on the parent (see ``watch_parent``)."""
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(watch_parent, parent_pid)
+        await system.start()
+        nursery.cancel_scope.cancel()
+
+
+async def watch_parent(parent_pid: int) -> None:
+    """Drain (as on SIGTERM) if our ``--processes`` parent died (kill -9 leaves no one to ask)."""
+    while os.getppid() == parent_pid:  # noqa: ASYNC110 - a parent's death is not a trio event
+        await trio.sleep(0.5)
+    log.warning("parent process %d is gone: draining", parent_pid)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
@@ -33,20 +60,69 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
         "waits, backing off, and says so once.",
     )
     parser.add_argument("target", metavar="TARGET", help="module:system, e.g. myapp:system")
+    ops = parser.add_argument_group("operations (docs/operations.md)")
+    ops.add_argument(
+        "--metrics-port", type=int, metavar="PORT", default=None,
+        help="serve /metrics (needs actorstream[metrics]), /healthz and /readyz on PORT",
+    )
+    ops.add_argument(
+        "--metrics-host", default="0.0.0.0", metavar="HOST",
+        help="address for --metrics-port (default 0.0.0.0: reachable by probes)",
+    )
+    ops.add_argument(
+        "--log-format", choices=LOG_FORMATS, default="text",
+        help="text (a timestamp on every line) or json (one object a line)",
+    )
+    ops.add_argument(
+        "--processes", type=int, default=1, metavar="N",
+        help="run N worker processes under a parent that restarts crashed ones and serves "
+        "one metrics endpoint for all (default 1: this process is the worker)",
+    )
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    verbosity = getattr(args, "verbose", 0) or 0
+    configure_logging(
+        level=logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1
+        else logging.DEBUG,
+        fmt=args.log_format,
+    )
+    if args.processes < 1:
+        raise CliError(f"--processes must be at least 1, got {args.processes}", EXIT_USAGE)
+    if args.metrics_port is not None and not 0 <= args.metrics_port <= 65535:
+        raise CliError(f"--metrics-port must be 0..65535, got {args.metrics_port}", EXIT_USAGE)
     system = load_system(args.target)
     system.redis_url = resolve_url(args, system)
+    if args.processes > 1:
+        from ._processes import run_parent
+
+        return run_parent(args, system)
+    if args.metrics_port is not None:
+        system.settings = attrs.evolve(
+            system.settings, metrics_port=args.metrics_port, metrics_host=args.metrics_host
+        )
 
     async def main() -> int:
-        # System.start waits for Redis and prints the start and stop lines, as `python app.py`.
+        # System.start waits for Redis and prints the start and stop lines, as `python app.py`
+        # (in --log-format, see _ops.logs.announce).
+        parent = os.environ.get(PARENT_PID_ENV)
         try:
-            await system.start()
+            if parent:
+                await run_as_child(system, int(parent))
+            else:
+                # No nursery here: a Ctrl-C during start-up must stay a bare KeyboardInterrupt.
+                await system.start()
         except* SupervisorGaveUp as group:
             raise CliError(f"the system gave up: {group.exceptions[0]}", EXIT_FAILURE) from None
         # Like a shell's Ctrl-C: the drain was cut short (leases lapse by TTL instead).
         return EXIT_INTERRUPTED if system.forced_exit else EXIT_OK
 
-    return trio.run(main)
+    try:
+        return trio.run(main)
+    except BaseExceptionGroup as group:
+        # A Ctrl-C that lands inside a nursery of the starting worker (before its signal
+        # handler is installed) arrives wrapped: it is still a Ctrl-C (exit 130), not a crash.
+        if group.split(KeyboardInterrupt)[1] is None:
+            raise KeyboardInterrupt from None
+        raise

@@ -24,8 +24,12 @@ from actorstream import (
     running,
 )
 from actorstream._core import keys as _keys
+from actorstream._core.errors import SelfFenced
+from actorstream._core.fence import Fence
+from actorstream._core.protocol import PartitionProtocol
 from actorstream._transport import Client
 from actorstream._tree import scripts as _scripts
+from actorstream._tree.deadletters import Poison
 from actorstream.dlq import (
     REPLAY,
     DeadLetterSource,
@@ -283,6 +287,125 @@ async def test_a_zombie_move_is_fenced_and_writes_nothing(redis_url: str) -> Non
         assert await client.execute("EXISTS", dlq, index) == 0
         pending = await client.execute("XPENDING", stream, "bill")
         assert pending[0] == 1  # still pending, for the new owner to handle
+
+
+# -- the dead-letter actor: moves over its mailbox, fenced, idempotent; retention --------------
+
+
+def _poison(entry_id: bytes, epoch: int, *, deadline: float = float("inf")) -> Poison:
+    protocol = PartitionProtocol(
+        app="shop", stream="orders", partition=0, group="bill", consumer="w1", epoch=epoch
+    )
+    return Poison(
+        protocol, Fence(epoch, deadline), entry_id, [b"f", b"json", b"d", b"{bad"],
+        "decode:json", "bad", None, 1,
+    )
+
+
+async def test_the_actor_moves_fenced_and_idempotently_and_answers_each_caller(
+    redis_url: str,
+) -> None:
+    system = make_system(redis_url)
+    # The worker consumes another stream; the test plays the partition actor of "orders".
+
+    @system.actor(system.stream("other", record=Order))
+    async def noop(order: Order) -> None:
+        pass
+
+    async with Client.from_url(redis_url) as client:
+        stream, _epoch, dlq, entry_id = await _pending_entry(client)
+        index = _keys.dlq_index_key("shop", "orders", 0)
+        async with running(system) as worker:
+            moves = worker.dead_letters
+            # A zombie (epoch 6 while Redis holds 7): FENCED, nothing written or acked.
+            with pytest.raises(FencedError):
+                await moves.move(_poison(entry_id, 6))
+            assert await client.execute("EXISTS", dlq, index) == 0
+            # Past our own lease deadline: refused before Redis is asked.
+            with pytest.raises(SelfFenced):
+                await moves.move(_poison(entry_id, 7, deadline=trio.current_time() - 1))
+            # Concurrent callers each get their answer; the retried move is the same entry.
+            answers: list[bytes] = []
+
+            async def move() -> None:
+                answers.append(await moves.move(_poison(entry_id, 7)))
+
+            async with trio.open_nursery() as nursery:
+                for _ in range(3):
+                    nursery.start_soon(move)
+            assert moves.moved == 3
+        assert len(set(answers)) == 1
+        assert await client.execute("XLEN", dlq) == 1
+        assert (await client.execute("XPENDING", stream, "bill"))[0] == 0
+        assert await client.execute("HGET", index, b"bill " + entry_id) == answers[0]
+
+
+async def _index_consistent(client: Client, dlq: str, index: str) -> bool:
+    ids = {i for i, _f in await client.execute("XRANGE", dlq, "-", "+")}
+    flat = await client.execute("HGETALL", index)
+    return set(flat[1::2]) == ids and len(flat) // 2 == len(ids)
+
+
+async def test_dead_letter_maxlen_trims_old_dead_letters_with_their_index_entries(
+    redis_url: str,
+) -> None:
+    system = make_system(redis_url, dead_letter_maxlen=3)
+    orders = system.stream("orders", record=Order)
+
+    @system.actor(orders)
+    async def bill(order: Order) -> None:
+        pass
+
+    dlq = _keys.dlq_key("shop", "orders", 0)
+    index = _keys.dlq_index_key("shop", "orders", 0)
+    async with Client.from_url(redis_url) as client:
+        bad = [
+            await client.execute("XADD", orders.stream_key(0), "*", "f", "json", "d", b"{%d" % i)
+            for i in range(10)
+        ]
+        async with running(system) as worker:
+
+            async def settled() -> bool:
+                return worker.dead_letters.moved == 10 and await client.execute(
+                    "HLEN", index
+                ) == 3
+
+            await wait_until(settled)
+        letters = await dlq_entries(client, "shop", "orders", 0)
+        assert [dl.original_id.encode() for dl in letters] == bad[-3:]  # the newest kept
+        assert await _index_consistent(client, dlq, index)
+        assert (await client.execute("XPENDING", orders.stream_key(0), "bill"))[0] == 0
+
+
+async def test_the_actor_sweeps_index_entries_left_behind_by_trimming(redis_url: str) -> None:
+    system = make_system(redis_url)
+    orders = system.stream("orders", record=Order, partitions=2, key="order_id")
+
+    @system.actor(orders)
+    async def bill(order: Order) -> None:
+        pass
+
+    async with Client.from_url(redis_url) as client:
+        # What 0.1's MAXLEN ~ left behind: index entries whose dead letter was trimmed away.
+        for p in range(2):
+            dlq = _keys.dlq_key("shop", "orders", p)
+            index = _keys.dlq_index_key("shop", "orders", p)
+            for i in range(700):  # more than one sweep step
+                gone = await client.execute("XADD", dlq, "*", "id", f"2-{i}", "actor", "bill")
+                await client.execute("HSET", index, f"bill 2-{i}", gone)
+            kept = await client.execute("XADD", dlq, "*", "id", "1-1", "actor", "bill")
+            await client.execute("HSET", index, "bill 1-1", kept)
+            await client.execute("XTRIM", dlq, "MAXLEN", 1)
+        async with running(system) as worker:
+
+            async def swept() -> bool:
+                return worker.dead_letters.swept == 1400
+
+            await wait_until(swept)
+        for p in range(2):
+            index = _keys.dlq_index_key("shop", "orders", p)
+            assert await client.execute("HKEYS", index) == [b"bill 1-1"]
+            assert await _index_consistent(client, _keys.dlq_key("shop", "orders", p), index)
 
 
 # -- a dead-letter write that fails: OOM under maxmemory ---------------------------------------

@@ -1,0 +1,361 @@
+"""The partition protocol as data: the commands of a partition's next fenced round trip, and
+the frozen result of its replies. No trio, no sockets (h11-style): ``_tree/link.py`` only sends
+the commands and hands the replies back, so every decision is tested without Redis.
+
+One partition actor holds one lease epoch. Its round trips:
+
+- **watch** (when its connection does not watch the epoch key yet): ``WATCH epoch, GET epoch``.
+  The GET confirms the key still holds our epoch; otherwise we are fenced (and an epoch lower
+  than ours means Redis lost data: an epoch regression).
+- **read** (the hot path, one per batch): ``MULTI, [XACK acks], XREADGROUP, XPENDING | XREVRANGE,
+  EXEC, WATCH epoch, GET epoch``. Redis aborts the EXEC if the epoch changed since the WATCH
+  (fenced); the trailing WATCH + GET re-arm the check for the next batch. Acks of handled events
+  ride on it, so there is no round trip per event. ``count=0`` is an ack-only round trip.
+- **claim**: the fenced ``claim`` script (XAUTOCLAIM of a previous owner's pending entries).
+- **dead-letter move**: the fenced ``deadletter`` script's keys and arguments.
+
+Reading history (``start`` is an id, not ``>``) replays our own pending entries with their
+delivery counts (XPENDING); an entry whose fields are gone was trimmed or deleted while pending:
+the result lists it under ``trimmed`` (to ack away), not under ``entries``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import attrs
+from attrs import frozen
+from redis import exceptions as rex
+
+from . import keys
+from .deadletter import ORIGINAL_PREFIX
+from .errors import FencedError
+
+__all__ = [
+    "ClaimResult",
+    "Fenced",
+    "PartitionProtocol",
+    "ReadPlan",
+    "ReadResult",
+    "ScriptCall",
+]
+
+Command = tuple[Any, ...]
+#: ``report(kind, message)`` items the carrier passes on to the worker's report.
+Notice = tuple[str, str]
+
+
+@frozen
+class Fenced:
+    """Redis refused our epoch. ``current`` is the epoch Redis holds (None: it changed under a
+    transaction, value unknown); below ours it is an epoch regression (Redis lost data)."""
+
+    ours: int
+    current: int | None
+    label: str
+
+    @property
+    def regression(self) -> bool:
+        return self.current is not None and self.current < self.ours
+
+    def error(self) -> FencedError:
+        if self.current is None:
+            return FencedError(f"FENCED the epoch of {self.label} changed; {self.ours} is stale")
+        return FencedError(f"FENCED epoch is {self.current}, {self.label} has {self.ours}")
+
+    def notices(self) -> tuple[Notice, ...]:
+        if not self.regression:
+            return ()
+        return (
+            (
+                "epoch-regression",
+                f"{self.label}: epoch went back from {self.ours} to {self.current}: "
+                "Redis lost data",
+            ),
+        )
+
+
+class ReadPlan(NamedTuple):
+    """One read round trip: the pipeline to send and what the replies will hold.
+
+    A NamedTuple, not an attrs class (like ``ReadResult``): built once per batch on the hot
+    path, where a frozen attrs instance cost several times more to construct.
+    """
+
+    commands: list[Command]
+    acks: int  # how many ack ids ride on it
+    limit: int  # entries asked for (COUNT); 0: ack only
+    history: bool  # replaying our own pending entries (XPENDING gives delivery counts)
+
+
+class ReadResult(NamedTuple):
+    """What one read round trip did (immutable; a NamedTuple for speed, see ``ReadPlan``).
+
+    ``error`` (a Redis error reply) or ``fenced`` set: nothing was acked or read, except that an
+    OOM refusal with ``ack_only_retry`` asks the carrier to send the acks alone (XACK is allowed
+    under maxmemory; XREADGROUP is not), then raise. ``watching`` says whether the connection
+    still watches our epoch (if not, the next read re-watches and so re-checks the epoch).
+    """
+
+    entries: list[Any]  # [(id, [field, value, ...])], in id order; trimmed ones left out
+    deliveries: dict[bytes, int]  # history only: delivery count of each entry returned
+    trimmed: tuple[bytes, ...]  # history only: pending ids whose entry is gone (ack them away)
+    last: bytes | None  # history only: the last pending id returned (trimmed or not)
+    tail: bytes | None  # new entries only, none found: the stream's last id (b"0-0" if empty)
+    acked: int  # ack ids confirmed by this round trip (0 when none rode or it failed)
+    notices: tuple[Notice, ...]
+    watching: bool
+    fenced: Fenced | None = None
+    error: Exception | None = None
+    ack_only_retry: bool = False
+
+    def raise_for_failure(self) -> None:
+        if self.fenced is not None:
+            raise self.fenced.error()
+        if self.error is not None:
+            raise self.error
+
+
+@frozen
+class ScriptCall:
+    """A fenced Lua script call: which script (by name), its keys and arguments."""
+
+    script: str
+    keys: list[str]
+    args: list[Any]
+
+
+@frozen
+class ClaimResult:
+    """One claim step: where to continue (None: done) and pending ids found deleted."""
+
+    cursor: bytes | str | None
+    claimed: int
+    trimmed: int
+    notices: tuple[Notice, ...]
+
+
+
+def _non_negative(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"{attribute.name} must be an integer >= 0, got {value!r}")
+
+
+def _first_error(replies: list[Any]) -> Exception | None:
+    for reply in replies:
+        if isinstance(reply, Exception):
+            return reply
+    return None
+
+
+def _failed(
+    watching: bool,
+    *,
+    fenced: Fenced | None = None,
+    error: Exception | None = None,
+    ack_only_retry: bool = False,
+    notices: tuple[Notice, ...] = (),
+) -> ReadResult:
+    return ReadResult(
+        entries=[], deliveries={}, trimmed=(), last=None, tail=None, acked=0,
+        notices=notices, watching=watching, fenced=fenced, error=error,
+        ack_only_retry=ack_only_retry,
+    )
+
+
+@frozen
+class PartitionProtocol:
+    """The round trips of one (actor, partition, epoch) as commands in and results out."""
+
+    app: str
+    stream: str
+    partition: int
+    group: str
+    consumer: str
+    epoch: int = attrs.field(validator=_non_negative)
+    # Derived once at construction: the hot path reads them per batch.
+    label: str = attrs.field(init=False)
+    stream_key: str = attrs.field(init=False)
+    epoch_key: str = attrs.field(init=False)
+    epoch_bytes: bytes = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        derived = {
+            "label": f"{self.group}[{self.partition}]",
+            "stream_key": keys.stream_key(self.app, self.stream, self.partition),
+            "epoch_key": keys.epoch_key(self.app, self.stream, self.partition, self.group),
+            "epoch_bytes": str(self.epoch).encode(),
+        }
+        for name, value in derived.items():
+            object.__setattr__(self, name, value)
+
+    # -- watch ---------------------------------------------------------------------------------
+
+    def watch_commands(self) -> list[Command]:
+        epoch_key = self.epoch_key
+        return [("WATCH", epoch_key), ("GET", epoch_key)]
+
+    def on_watch(self, replies: list[Any]) -> Fenced | None:
+        """None: watching our epoch. Raises a Redis error reply (nothing happened yet)."""
+        error = _first_error(replies)
+        if error is not None:
+            raise error
+        if replies[1] == self.epoch_bytes:
+            return None
+        return Fenced(self.epoch, int(replies[1] or 0), self.label)
+
+    # -- read ----------------------------------------------------------------------------------
+
+    def plan_read(self, acks: list[bytes], start: bytes | str, count: int) -> ReadPlan:
+        """The pipeline of one read: ack ``acks``, read ``count`` entries after ``start``.
+
+        ``start`` is ``">"`` for new entries, else a pending id to replay after (history).
+        """
+        stream_key = self.stream_key
+        epoch_key = self.epoch_key
+        commands: list[Command] = [("MULTI",)]
+        if acks:
+            commands.append(("XACK", stream_key, self.group, *acks))
+        history = start != ">"
+        if count:
+            commands.append(
+                ("XREADGROUP", "GROUP", self.group, self.consumer, "COUNT", count,
+                 "STREAMS", stream_key, start)
+            )
+            if history:
+                start_id = start.decode() if isinstance(start, bytes) else start
+                commands.append(
+                    ("XPENDING", stream_key, self.group, f"({start_id}", "+", count,
+                     self.consumer)
+                )
+            else:
+                commands.append(("XREVRANGE", stream_key, "+", "-", "COUNT", 1))
+        commands += [("EXEC",), ("WATCH", epoch_key), ("GET", epoch_key)]
+        return ReadPlan(commands, len(acks), count, history)
+
+    def on_read(self, plan: ReadPlan, replies: list[Any]) -> ReadResult:
+        """The result of a read's replies."""
+        exec_at = len(plan.commands) - 3
+        watching = replies[-1] == self.epoch_bytes and not isinstance(replies[-2], Exception)
+        result = replies[exec_at]
+        if type(result) is not list:  # EXEC did not run the transaction
+            return self._not_executed(plan, replies[:exec_at], result, watching)
+        error = _first_error(result)
+        if error is not None:
+            return _failed(watching, error=error)
+        notices: tuple[Notice, ...] = ()
+        if plan.acks and result[0] != plan.acks:
+            # Entries we handled were no longer pending: an operator ran XGROUP
+            # DELCONSUMER/SETID, or the stream was trimmed. Nothing to undo; make it visible.
+            notices = (
+                (
+                    "acks-lost",
+                    f"{self.label}: {plan.acks - int(result[0])} of {plan.acks} handled "
+                    "entries were no longer pending when acked",
+                ),
+            )
+        if not plan.limit:
+            return ReadResult([], {}, (), None, None, plan.acks, notices, watching)
+        offset = 1 if plan.acks else 0
+        read = result[offset]
+        entries = read[0][1] if read else []
+        if plan.history:
+            return self._history(entries, result[offset + 1], plan.acks, notices, watching)
+        if entries:
+            return ReadResult(entries, {}, (), None, None, plan.acks, notices, watching)
+        tail = result[offset + 1]
+        last = tail[0][0] if tail else b"0-0"
+        return ReadResult([], {}, (), None, last, plan.acks, notices, watching)
+
+    def _not_executed(
+        self, plan: ReadPlan, queued: list[Any], result: Any, watching: bool
+    ) -> ReadResult:
+        refused = _first_error(queued)
+        if refused is not None:  # refused while queueing: the EXEC was aborted (EXECABORT)
+            oom = isinstance(refused, rex.OutOfMemoryError) and plan.acks > 0 and plan.limit > 0
+            return _failed(watching, error=refused, ack_only_retry=oom)
+        if result is None:  # the epoch changed since our WATCH: the transaction did nothing
+            return _failed(False, fenced=Fenced(self.epoch, None, self.label))
+        if isinstance(result, Exception):
+            return _failed(watching, error=result)
+        raise TypeError(f"unexpected EXEC reply {result!r:.100}")
+
+    def _history(
+        self,
+        entries: list[Any],
+        pending: list[Any] | None,
+        acked: int,
+        notices: tuple[Notice, ...],
+        watching: bool,
+    ) -> ReadResult:
+        deliveries = {p[0]: int(p[3]) for p in pending} if pending else {}
+        kept = [e for e in entries if e[1]]
+        trimmed = tuple(e[0] for e in entries if not e[1])
+        last = entries[-1][0] if entries else None
+        return ReadResult(kept, deliveries, trimmed, last, None, acked, notices, watching)
+
+    # -- claim ---------------------------------------------------------------------------------
+
+    def plan_claim(self, cursor: bytes | str, count: int) -> ScriptCall:
+        return ScriptCall(
+            "claim",
+            [self.stream_key, self.epoch_key],
+            [self.group, self.consumer, str(self.epoch), cursor, count],
+        )
+
+    def on_claim(self, reply: list[Any]) -> ClaimResult:
+        nxt, claimed, deleted = reply
+        notices: tuple[Notice, ...] = ()
+        if deleted:
+            notices = (
+                (
+                    "trimmed",
+                    f"{self.label}: {deleted} pending entries were trimmed from the stream "
+                    "before they were handled",
+                ),
+            )
+        done = nxt in (b"0-0", "0-0")
+        return ClaimResult(None if done else nxt, int(claimed), int(deleted or 0), notices)
+
+    # -- dead-letter move ----------------------------------------------------------------------
+
+    def plan_dead_letter(
+        self,
+        entry_id: bytes,
+        fields: list[bytes],
+        *,
+        kind: str,
+        message: str,
+        trace: str | None,
+        deliveries: int,
+        worker: str,
+        time_ms: int,
+    ) -> ScriptCall:
+        """The atomic, fenced, idempotent move (format: ``_core.deadletter``)."""
+        meta: list[Any] = [
+            "stream", self.stream,
+            "partition", self.partition,
+            "id", entry_id,
+            "actor", self.group,
+            "kind", kind,
+            "error", message[:2000],
+            "trace", (trace or "")[:4000],
+            "deliveries", deliveries,
+            "worker", worker,
+            "epoch", self.epoch,
+            "time", time_ms,
+        ]
+        for i in range(0, len(fields) - 1, 2):
+            meta.append(ORIGINAL_PREFIX + fields[i])
+            meta.append(fields[i + 1])
+        return ScriptCall(
+            "deadletter",
+            [
+                self.stream_key,
+                self.epoch_key,
+                keys.dlq_key(self.app, self.stream, self.partition),
+                keys.dlq_index_key(self.app, self.stream, self.partition),
+            ],
+            # maxlen 0: the dead-letter actor trims (with the index entries) after the move.
+            [self.group, str(self.epoch), entry_id, 0, *meta],
+        )
