@@ -143,7 +143,9 @@ class PartitionActor:
             while not ctx.stop_requested:
                 try:
                     role = f"p:{self.group}:{self.partition}"
-                    async with self.client.dedicated(role) as conn:
+                    # On a Redis Cluster: opened on the node of this partition's slot, and
+                    # following it when the slot moves (a move under WATCH ends the session).
+                    async with self.client.dedicated(role, key=self.link.stream_key) as conn:
                         await self._session(conn, ctx)
                     return
                 except TRANSIENT_REDIS_ERRORS as exc:
