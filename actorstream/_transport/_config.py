@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import ssl
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -19,20 +20,23 @@ _CERT_REQS = {
 }
 
 
+_QUERY_SECRET = re.compile(r"((?:^|[?&])(?:password|ssl_password)=)[^&#]*", re.IGNORECASE)
+
+
 def redact_url(url: str) -> str:
-    """The URL with its password replaced by ``***``: safe for logs, errors and ``top``."""
+    """The URL with every password (user part or query) replaced by ``***``: safe to print."""
     try:
         parts = urlsplit(url)
     except ValueError:
         return "<unparseable redis url>"
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    netloc = f"{user}:***@{host}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    if parts.password is not None:
+        host = parts.hostname or ""
+        if parts.port is not None:
+            host = f"{host}:{parts.port}"
+        netloc = f"{parts.username or ''}:***@{host}"
+        url = urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    head, sep, query = url.partition("?")
+    return head + sep + _QUERY_SECRET.sub(r"\1***", query)
 
 
 @frozen
