@@ -54,29 +54,7 @@ class NodeConnection:
 
         ``probe_cluster`` adds ``INFO cluster`` to that round trip and sets ``cluster_enabled``.
         """
-        try:
-            with trio.fail_after(config.connect_timeout):
-                stream: trio.abc.Stream
-                if config.path is not None:
-                    stream = await trio.open_unix_socket(config.path)
-                else:
-                    stream = await trio.open_tcp_stream(config.host, config.port)
-                    if config.tls:
-                        ssl_stream = trio.SSLStream(
-                            stream, config.ssl_context(), server_hostname=config.host
-                        )
-                        try:
-                            await ssl_stream.do_handshake()
-                        except BaseException:
-                            await trio.aclose_forcefully(ssl_stream)
-                            raise
-                        stream = ssl_stream
-        except trio.TooSlowError:
-            raise rex.TimeoutError(
-                f"timed out connecting to {config.describe()} after {config.connect_timeout:g}s"
-            ) from None
-        except (OSError, trio.BrokenResourceError) as exc:
-            raise rex.ConnectionError(f"cannot connect to {config.describe()}: {exc}") from None
+        stream = await _open_stream(config)
         conn = cls(stream, config, client_name)
         setup: list[Command] = []
         if config.password is not None:
@@ -174,3 +152,31 @@ class NodeConnection:
                 continue
             replies.append(reply)
         return replies
+
+
+async def _open_stream(config: ConnectionConfig) -> trio.abc.Stream:
+    """The TCP (TLS after its handshake) or Unix socket stream, bounded by ``connect_timeout``."""
+    try:
+        with trio.fail_after(config.connect_timeout):
+            stream: trio.abc.Stream
+            if config.path is not None:
+                stream = await trio.open_unix_socket(config.path)
+            else:
+                stream = await trio.open_tcp_stream(config.host, config.port)
+                if config.tls:
+                    ssl_stream = trio.SSLStream(
+                        stream, config.ssl_context(), server_hostname=config.host
+                    )
+                    try:
+                        await ssl_stream.do_handshake()
+                    except BaseException:
+                        await trio.aclose_forcefully(ssl_stream)
+                        raise
+                    stream = ssl_stream
+    except trio.TooSlowError:
+        raise rex.TimeoutError(
+            f"timed out connecting to {config.describe()} after {config.connect_timeout:g}s"
+        ) from None
+    except (OSError, trio.BrokenResourceError) as exc:
+        raise rex.ConnectionError(f"cannot connect to {config.describe()}: {exc}") from None
+    return stream
