@@ -58,4 +58,5 @@ def bench(session: nox.Session) -> None:
     session.run("python", "benchmarks/bench_runtime.py", "--rss", *session.posargs)
     session.run("python", "benchmarks/bench_rebalance.py", *session.posargs)
     session.run("python", "benchmarks/bench_processes.py", *session.posargs)
+    session.run("python", "benchmarks/bench_cluster.py", *session.posargs)
     session.run("python", "benchmarks/bench_containment.py")

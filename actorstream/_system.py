@@ -27,7 +27,7 @@ from ._streams import Retention, Stream
 from ._transport import Client, default_client_name, redact_url
 from ._tree.root import Worker, WorkerPlan
 from ._tree.scheduler import TaskSpec, _zone
-from ._tree.startup import say, shown, wait_for_redis_or_signal
+from ._tree.startup import say, wait_for_redis_or_signal
 from ._tree.telemetry import WorkerStatistics
 
 __all__ = ["DEFAULT_URL", "Settings", "System", "WorkerStatistics", "default_redis_url", "running"]
@@ -343,7 +343,7 @@ class System:
         # Redis down at start: wait and say so once; the same lines for `python app.py` and
         # `actorstream worker` (docs/running.md, "Starting").
         owns_process = self.settings.install_signal_handlers
-        url = shown(self.redis_url)
+        url = redact_url(self.redis_url)
         if not await wait_for_redis_or_signal(
             self.redis_url, announce=owns_process, signals=owns_process
         ):

@@ -20,6 +20,8 @@ TRANSIENT_REDIS_ERRORS = (
     rex.OutOfMemoryError,
     rex.ReadOnlyError,
     rex.TryAgainError,
+    rex.ClusterDownError,  # a Cluster failing over or resharding (after the transport's retries)
+    rex.MasterDownError,
 )
 
 

@@ -8,11 +8,15 @@
     as:{<app>:<stream>:<p>}:dlqidx            original id -> dead-letter id (idempotent moves)
     as:{<app>}:members                        zset worker id -> expiry (server ms)
     as:{<app>}:worker:<id>                    worker info hash (host, pid, started, version)
-    as:{<app>}:status:<id>                    telemetry snapshot for `top` (JSON, TTL)
-    as:{<app>}:lease:leader / epoch:leader    the leader lease
-    as:{<app>}:events                         a short log of notable events for `top`
+    as:{<app>:leader}:lease / :epoch          the leader lease and its fencing token
+    as:{<app>:telemetry}:status:<id>          telemetry snapshot for `top` (JSON, TTL)
+    as:{<app>:telemetry}:events               a short log of notable events for `top`
 
 Consumer groups are named after actors; consumers after worker ids.
+
+Redis Cluster: every script and transaction touches the keys of one tag, so one slot. The
+membership, leader and telemetry keys have a tag each (names cannot contain ':', so no partition
+tag ``{app:stream:p}`` can equal them), so a Cluster spreads them like partitions (docs/cluster.md).
 """
 
 from __future__ import annotations
@@ -75,21 +79,29 @@ def worker_key(app: str, worker_id: str) -> str:
     return f"{app_tag(app)}:worker:{worker_id}"
 
 
+def leader_tag(app: str) -> str:
+    return f"as:{{{app}:leader}}"
+
+
+def telemetry_tag(app: str) -> str:
+    return f"as:{{{app}:telemetry}}"
+
+
 def status_key(app: str, worker_id: str) -> str:
-    return f"{app_tag(app)}:status:{worker_id}"
+    return f"{telemetry_tag(app)}:status:{worker_id}"
 
 
 def status_pattern(app: str) -> str:
-    return f"{app_tag(app)}:status:*"
+    return f"{telemetry_tag(app)}:status:*"
 
 
 def leader_lease_key(app: str) -> str:
-    return f"{app_tag(app)}:lease:leader"
+    return f"{leader_tag(app)}:lease"
 
 
 def leader_epoch_key(app: str) -> str:
-    return f"{app_tag(app)}:epoch:leader"
+    return f"{leader_tag(app)}:epoch"
 
 
 def events_key(app: str) -> str:
-    return f"{app_tag(app)}:events"
+    return f"{telemetry_tag(app)}:events"

@@ -1,10 +1,11 @@
 """The status document: what a worker publishes for ``actorstream top`` and what top reads.
 
-A worker's telemetry writes one JSON object per interval (``as:{app}:status:<worker>``) and
-pushes notable events onto ``as:{app}:events``. This module is the schema of both, as frozen
-values: ``to_json`` gives the published shape, ``from_json`` reads it back tolerantly (a reader
-may meet an older or newer worker: unknown fields are ignored, a malformed item is skipped, a
-document that is not an object at all is ``StatusFormatError``). Pure: no trio, no sockets.
+A worker's telemetry writes one JSON object per interval
+(``as:{app:telemetry}:status:<worker>``) and pushes notable events onto
+``as:{app:telemetry}:events``. This module is the schema of both, as frozen values:
+``to_json`` gives the published shape, ``from_json`` reads it back tolerantly (a reader may meet
+an older or newer worker: unknown fields are ignored, a malformed item is skipped, a document
+that is not an object at all is ``StatusFormatError``). Pure: no trio, no sockets.
 
 Times here are wall-clock seconds: other processes cannot read a worker's monotonic clock.
 """

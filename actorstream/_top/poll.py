@@ -205,21 +205,23 @@ async def read(client: Client, app: str, workers: Sequence[str],
 
 
 async def discover_layout(client: Client, app: str) -> tuple[StreamLayout, ...]:
-    """The app's streams (SCAN) and their actors (consumer groups), without its code."""
+    """The app's streams (SCAN of every primary) and their actors (consumer groups), without
+    its code."""
     pattern = re.compile(r"^as:\{" + re.escape(app) + r":([^:{}]+):(\d+)\}:s$")
     counts: dict[str, int] = {}
-    cursor: Any = "0"
-    while True:
-        cursor, keys = await client.execute(
-            "SCAN", cursor, "MATCH", f"as:{{{app}:*:*}}:s", "COUNT", 1000, "TYPE", "stream"
-        )
-        for key in keys:
-            match = pattern.match(_text(key))
-            if match:
-                name, p = match.group(1), int(match.group(2))
-                counts[name] = max(counts.get(name, 0), p + 1)
-        if _text(cursor) == "0":
-            break
+    for node in await client.primaries():  # a SCAN sees one node's keys: every primary's
+        cursor: Any = "0"
+        while True:
+            cursor, keys = await node.execute(
+                "SCAN", cursor, "MATCH", f"as:{{{app}:*:*}}:s", "COUNT", 1000, "TYPE", "stream"
+            )
+            for key in keys:
+                match = pattern.match(_text(key))
+                if match:
+                    name, p = match.group(1), int(match.group(2))
+                    counts[name] = max(counts.get(name, 0), p + 1)
+            if _text(cursor) == "0":
+                break
     names = sorted(counts)
     groups = await client.pipeline(
         [["XINFO", "GROUPS", _keys.stream_key(app, n, 0)] for n in names]

@@ -1,9 +1,10 @@
 """All socket I/O of actorstream: a trio-native Redis client on hiredis (DESIGN.md section 2)."""
 
 from ._client import Client, ClientStatistics, Script, default_client_name, evalsha_on
+from ._cluster import Connection, SlotConnection, command_slot, slot_of
 from ._config import ConnectionConfig, redact_url
-from ._connection import Arg, Command, Connection, pack
-from ._errors import reply_error
+from ._connection import Arg, Command, NodeConnection, pack
+from ._errors import SlotMovedError, UnblockedError, reply_error
 
 __all__ = [
     "Arg",
@@ -12,10 +13,16 @@ __all__ = [
     "Command",
     "Connection",
     "ConnectionConfig",
+    "NodeConnection",
     "Script",
+    "SlotConnection",
+    "SlotMovedError",
+    "UnblockedError",
+    "command_slot",
     "default_client_name",
     "evalsha_on",
     "pack",
     "redact_url",
     "reply_error",
+    "slot_of",
 ]

@@ -12,6 +12,10 @@ Retry policy (deliberately small):
   loaded and called again.
 - After a connection is lost, idle pooled connections older than the loss are dropped, so one
   Redis restart costs one failed request rather than one per pooled connection.
+
+Redis Cluster: on first use the client asks its node ``INFO cluster``; on a Cluster node every
+request goes through a ``ClusterRouter`` (``_cluster.py``), with one pool like this one per node.
+On one Redis the only cost is one attribute test per request.
 """
 
 from __future__ import annotations
@@ -31,8 +35,9 @@ import trio
 from attrs import frozen
 from redis import exceptions as rex
 
+from ._cluster import Addr, ClusterRouter, Connection, SlotConnection, slot_of
 from ._config import ConnectionConfig
-from ._connection import Arg, Command, Connection
+from ._connection import Arg, Command, NodeConnection
 
 
 @frozen
@@ -79,7 +84,10 @@ class Client:
         client_name: str | None = None,
         max_connections: int = 32,
         connect_retry_for: float = 2.0,
+        cluster: bool | None = None,
     ) -> None:
+        """``cluster``: None finds out from the server (``INFO cluster``) on first use; True or
+        False skips the question."""
         if max_connections < 1:
             raise ValueError("max_connections must be at least 1")
         self.config = config
@@ -87,7 +95,7 @@ class Client:
         self.max_connections = max_connections
         self.connect_retry_for = connect_retry_for
         self._slots = trio.Semaphore(max_connections)
-        self._idle: list[Connection] = []
+        self._idle: list[NodeConnection] = []
         self._in_use = 0
         self._dedicated = 0
         self._created = 0
@@ -97,6 +105,10 @@ class Client:
         self._next_connect_at = -math.inf
         self._closed = False
         self._rng = random.Random()
+        # True until the server says it is not a Cluster node: requests then take the plain path.
+        self._routed = cluster is not False
+        self._router: ClusterRouter | None = ClusterRouter(self) if cluster else None
+        self._mode_lock = trio.Lock()
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> Client:
@@ -121,6 +133,9 @@ class Client:
         for conn in idle:
             self._discarded += 1
             await conn.aclose()
+        if self._router is not None:
+            for pool in list(self._router.pools.values()):
+                await pool.aclose()
 
     def close_nowait(self) -> None:
         """Close at once, without awaiting (idle sockets have nothing in flight).
@@ -132,21 +147,93 @@ class Client:
         for conn in idle:
             self._discarded += 1
             _close_now(conn)
+        if self._router is not None:
+            for pool in list(self._router.pools.values()):
+                pool.close_nowait()
 
     def statistics(self) -> ClientStatistics:
+        """Pool figures; on a Cluster, summed over the pools of all nodes (and the seed's)."""
+        pools = [self, *self._router.pools.values()] if self._router is not None else [self]
+        idle = sum(len(p._idle) for p in pools)
+        in_use = sum(p._in_use for p in pools)
         return ClientStatistics(
-            open_connections=len(self._idle) + self._in_use + self._dedicated,
-            idle_connections=len(self._idle),
-            in_use=self._in_use,
+            open_connections=idle + in_use + self._dedicated,
+            idle_connections=idle,
+            in_use=in_use,
             dedicated=self._dedicated,
-            created_total=self._created,
-            discarded_total=self._discarded,
-            max_connections=self.max_connections,
+            created_total=sum(p._created for p in pools),
+            discarded_total=sum(p._discarded for p in pools),
+            max_connections=self.max_connections * max(1, len(pools) - 1),  # per node
         )
+
+    # -- Cluster mode -------------------------------------------------------------------------
+
+    @property
+    def cluster(self) -> bool | None:
+        """True on a Redis Cluster, False on one Redis, None until the first request."""
+        if self._router is not None:
+            return True
+        return None if self._routed else False
+
+    async def _cluster_router(self) -> ClusterRouter | None:
+        """The router on a Cluster, None on one Redis.
+
+        The first connection the client opens asks ``INFO cluster`` in its set-up round trip
+        (see ``_open``), so finding out costs no extra round trip and no extra connection.
+        """
+        router = self._router
+        if router is not None and router.map.primaries:
+            return router
+        async with self._mode_lock:  # one task finds out; the others wait for its answer
+            router = self._router
+            if router is None:
+                if not self._routed:
+                    return None
+                conn = await self._acquire()
+                self._release(conn)
+                router = self._router
+                if router is None:
+                    return None
+            if not router.map.primaries:
+                # The seed's pooled connections become its node pool's: no reconnect.
+                seed = router.pool((self.config.host, self.config.port))
+                room = seed.max_connections - len(seed._idle)
+                seed._idle.extend(self._idle[:room])
+                for extra in self._idle[room:]:
+                    self._discarded += 1
+                    _close_now(extra)
+                self._idle = []
+                await router.refresh()
+            return router
+
+    def _learn_mode(self, conn: NodeConnection) -> None:
+        if conn.cluster_enabled is None or not self._routed or self._router is not None:
+            return
+        if conn.cluster_enabled:
+            self._router = ClusterRouter(self)
+        else:
+            self._routed = False
+
+    def _node_pool(self, addr: Addr) -> Client:
+        """The bounded pool of one Cluster node (the router retries connects, with refreshes)."""
+        return Client(
+            self.config.for_node(*addr),
+            client_name=self.client_name,
+            max_connections=self.max_connections,
+            connect_retry_for=0.0,
+            cluster=False,
+        )
+
+    async def primaries(self) -> list[Client]:
+        """One client per primary (``[self]`` on one Redis): for SCAN, KEYS, DBSIZE, INFO."""
+        router = await self._cluster_router() if self._routed else None
+        if router is None:
+            return [self]
+        return await router.primaries()
 
     # -- connections --------------------------------------------------------------------------
 
-    async def _open(self, role: str = "pool") -> Connection:
+    async def _open(self, role: str = "pool") -> NodeConnection:
         """Open a connection, retrying with backoff and jitter for ``connect_retry_for`` s."""
         if self._closed:
             raise rex.ConnectionError("client is closed")
@@ -156,7 +243,11 @@ class Client:
             if wait > 0:
                 await trio.sleep(wait)
             try:
-                conn = await Connection.open(self.config, client_name=self.client_name)
+                conn = await NodeConnection.open(
+                    self.config,
+                    client_name=self.client_name,
+                    probe_cluster=self._routed and self._router is None,
+                )
             except (rex.AuthenticationError, rex.NoPermissionError):
                 raise  # a wrong password does not get better with retries (and it is a
                 #        ConnectionError subclass in redis-py, so it must be caught first)
@@ -171,6 +262,7 @@ class Client:
             self._failures = 0
             self._next_connect_at = -math.inf
             self._created += 1
+            self._learn_mode(conn)
             return conn
 
     def _note_lost(self) -> None:
@@ -184,7 +276,7 @@ class Client:
                 # Idle sockets have no request in flight; closing them needs no await here.
                 _close_now(conn)
 
-    async def _acquire(self) -> Connection:
+    async def _acquire(self) -> NodeConnection:
         # The request itself checkpoints; skipping the semaphore's own checkpoint when a slot is
         # free saves a scheduler round trip per command (a third of a PING's latency).
         try:
@@ -202,7 +294,7 @@ class Client:
         self._in_use += 1
         return conn
 
-    def _release(self, conn: Connection) -> None:
+    def _release(self, conn: NodeConnection) -> None:
         self._in_use -= 1
         self._slots.release()
         if conn.broken or self._closed:
@@ -215,8 +307,16 @@ class Client:
             self._idle.append(conn)
 
     @asynccontextmanager
-    async def connection(self) -> AsyncIterator[Connection]:
-        """Borrow a pooled connection for several requests in a row."""
+    async def connection(self, key: Arg | None = None) -> AsyncIterator[Connection]:
+        """Borrow a pooled connection for several requests in a row.
+
+        On a Cluster: a slot-bound connection of its own (for ``key``'s slot, or the first key
+        it is used with), as ``dedicated()`` gives.
+        """
+        if self._routed and await self._cluster_router() is not None:
+            async with self.dedicated("conn", key=key) as routed:
+                yield routed
+            return
         conn = await self._acquire()
         try:
             yield conn
@@ -224,9 +324,35 @@ class Client:
             self._release(conn)
 
     @asynccontextmanager
-    async def dedicated(self, role: str = "reader") -> AsyncIterator[Connection]:
-        """A connection of its own, outside the pool: for ``BLOCK`` reads that may wait long."""
-        conn = await self._open(role)
+    async def dedicated(
+        self, role: str = "reader", *, key: Arg | None = None
+    ) -> AsyncIterator[Connection]:
+        """A connection of its own, outside the pool: for ``BLOCK`` reads that may wait long.
+
+        On a Cluster it serves one slot (``key``'s, or else the first key it is used with) on
+        whichever node owns that slot, following it when it moves; see ``SlotConnection``.
+        """
+        conn: NodeConnection | None = None
+        if self._routed and self._router is None:
+            conn = await self._open(role)  # its set-up round trip tells whether on a Cluster
+            if self._router is not None:
+                with trio.CancelScope(shield=True):
+                    await conn.aclose()
+                conn = None
+        router = await self._cluster_router() if self._routed else None
+        if router is not None:
+            slot_conn = SlotConnection(router, role, None if key is None else slot_of(key))
+            self._dedicated += 1
+            try:
+                yield slot_conn
+            finally:
+                self._dedicated -= 1
+                self._discarded += 1
+                with trio.CancelScope(shield=True):
+                    await slot_conn.aclose()
+            return
+        if conn is None:
+            conn = await self._open(role)
         self._dedicated += 1
         try:
             yield conn
@@ -239,6 +365,10 @@ class Client:
     # -- requests -----------------------------------------------------------------------------
 
     async def execute(self, *args: Arg, timeout: float | None = math.inf) -> Any:
+        if self._routed:
+            router = await self._cluster_router()
+            if router is not None:
+                return await router.execute(args, timeout)
         conn = await self._acquire()
         try:
             return await conn.execute(*args, timeout=timeout)
@@ -248,7 +378,15 @@ class Client:
     async def pipeline(
         self, commands: Sequence[Command], *, timeout: float | None = math.inf
     ) -> list[Any]:
-        """Run commands in one round trip; error replies are returned in place, not raised."""
+        """Run commands in one round trip; error replies are returned in place, not raised.
+
+        On a Cluster: one round trip per node involved, concurrently; a transaction (WATCH or
+        MULTI) must keep to one slot.
+        """
+        if self._routed:
+            router = await self._cluster_router()
+            if router is not None:
+                return await router.pipeline(commands, timeout)
         conn = await self._acquire()
         try:
             return await conn.pipeline(commands, timeout=timeout)
@@ -258,12 +396,15 @@ class Client:
     async def evalsha(
         self, script: Script, keys: Sequence[Arg] = (), args: Sequence[Arg] = ()
     ) -> Any:
+        if self._routed:
+            router = await self._cluster_router()
+            if router is not None:
+                return await router.execute(script.command(keys, args), math.inf, script)
         conn = await self._acquire()
         try:
             return await evalsha_on(conn, script, keys, args)
         finally:
             self._release(conn)
-
 
     async def evalsha_many(
         self, script: Script, calls: Sequence[tuple[Sequence[Arg], Sequence[Arg]]]
@@ -276,7 +417,8 @@ class Client:
         replies = await self.pipeline(commands)
         missing = [i for i, r in enumerate(replies) if isinstance(r, rex.NoScriptError)]
         if missing:
-            await self.execute("SCRIPT", "LOAD", script.source)
+            for node in await self.primaries():  # on a Cluster, each node has its script cache
+                await node.execute("SCRIPT", "LOAD", script.source)
             again = await self.pipeline([commands[i] for i in missing])
             for i, reply in zip(missing, again, strict=True):
                 replies[i] = reply
@@ -294,7 +436,7 @@ async def evalsha_on(
         return await conn.execute(*script.command(keys, args))
 
 
-def _close_now(conn: Connection) -> None:
+def _close_now(conn: NodeConnection) -> None:
     """Close an idle connection synchronously (its socket has no request in flight)."""
     conn.broken = True
     stream: Any = conn._stream

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import ssl
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -19,20 +20,23 @@ _CERT_REQS = {
 }
 
 
+_QUERY_SECRET = re.compile(r"((?:^|[?&])(?:password|ssl_password)=)[^&#]*", re.IGNORECASE)
+
+
 def redact_url(url: str) -> str:
-    """The URL with its password replaced by ``***``: safe for logs, errors and ``top``."""
+    """The URL with every password (user part or query) replaced by ``***``: safe to print."""
     try:
         parts = urlsplit(url)
     except ValueError:
         return "<unparseable redis url>"
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    netloc = f"{user}:***@{host}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    if parts.password is not None:
+        host = parts.hostname or ""
+        if parts.port is not None:
+            host = f"{host}:{parts.port}"
+        netloc = f"{parts.username or ''}:***@{host}"
+        url = urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    head, sep, query = url.partition("?")
+    return head + sep + _QUERY_SECRET.sub(r"\1***", query)
 
 
 @frozen
@@ -53,6 +57,8 @@ class ConnectionConfig:
     ssl_check_hostname: bool = True
     connect_timeout: float = 5.0
     socket_timeout: float | None = 10.0
+    #: More Cluster seed nodes, from ``?cluster_nodes=host:port,host:port`` (ignored on one Redis).
+    cluster_nodes: tuple[tuple[str, int], ...] = ()
 
     @classmethod
     def from_url(cls, url: str, **overrides: Any) -> ConnectionConfig:
@@ -90,12 +96,18 @@ class ConnectionConfig:
             check = kw.get("ssl_check_hostname")
             if check is not None:
                 values["ssl_check_hostname"] = str(check).lower() in ("1", "true", "yes")
+        if kw.get("cluster_nodes"):
+            values["cluster_nodes"] = _parse_nodes(str(kw["cluster_nodes"]), redact_url(url))
         for name in ("socket_timeout", "socket_connect_timeout"):
             if kw.get(name) is not None:
                 key = "connect_timeout" if name == "socket_connect_timeout" else name
                 values[key] = float(kw[name])
         values.update(overrides)
         return cls(**values)
+
+    def for_node(self, host: str, port: int) -> ConnectionConfig:
+        """The same settings (credentials, TLS, timeouts) for another node of a Cluster."""
+        return attrs.evolve(self, host=host, port=port, path=None, cluster_nodes=())
 
     def ssl_context(self) -> ssl.SSLContext:
         """The client TLS context: CA from the URL (else system roots), optional client cert."""
@@ -112,3 +124,15 @@ class ConnectionConfig:
         where = self.path if self.path else f"{self.host}:{self.port}"
         user = f"{self.username}@" if self.username else ""
         return f"{scheme}://{user}{where}/{self.db}"
+
+
+def _parse_nodes(text: str, where: str) -> tuple[tuple[str, int], ...]:
+    nodes: list[tuple[str, int]] = []
+    for item in text.split(","):
+        host, sep, port = item.strip().rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(
+                f"bad cluster_nodes entry {item!r} in {where!r}: expected host:port[,host:port]"
+            )
+        nodes.append((host.strip("[]"), int(port)))
+    return tuple(nodes)

@@ -33,7 +33,7 @@ def pack(command: Command) -> bytes:
         raise rex.DataError(f"cannot encode command argument: {exc}") from None
 
 
-class Connection:
+class NodeConnection:
     """A single connection. Not safe for concurrent use; the pool hands it to one task at a time."""
 
     def __init__(self, stream: trio.abc.Stream, config: ConnectionConfig, name: str) -> None:
@@ -44,33 +44,17 @@ class Connection:
         self.broken = False
         self.lost = False  # broken by an I/O error (not by a cancel or timeout)
         self.created_at = trio.current_time()
+        self.cluster_enabled: bool | None = None  # known if opened with probe_cluster
 
     @classmethod
-    async def open(cls, config: ConnectionConfig, *, client_name: str) -> Connection:
-        """Connect, then AUTH / SELECT / CLIENT SETNAME in one round trip."""
-        try:
-            with trio.fail_after(config.connect_timeout):
-                stream: trio.abc.Stream
-                if config.path is not None:
-                    stream = await trio.open_unix_socket(config.path)
-                else:
-                    stream = await trio.open_tcp_stream(config.host, config.port)
-                    if config.tls:
-                        ssl_stream = trio.SSLStream(
-                            stream, config.ssl_context(), server_hostname=config.host
-                        )
-                        try:
-                            await ssl_stream.do_handshake()
-                        except BaseException:
-                            await trio.aclose_forcefully(ssl_stream)
-                            raise
-                        stream = ssl_stream
-        except trio.TooSlowError:
-            raise rex.TimeoutError(
-                f"timed out connecting to {config.describe()} after {config.connect_timeout:g}s"
-            ) from None
-        except (OSError, trio.BrokenResourceError) as exc:
-            raise rex.ConnectionError(f"cannot connect to {config.describe()}: {exc}") from None
+    async def open(
+        cls, config: ConnectionConfig, *, client_name: str, probe_cluster: bool = False
+    ) -> NodeConnection:
+        """Connect, then AUTH / SELECT / CLIENT SETNAME in one round trip.
+
+        ``probe_cluster`` adds ``INFO cluster`` to that round trip and sets ``cluster_enabled``.
+        """
+        stream = await _open_stream(config)
         conn = cls(stream, config, client_name)
         setup: list[Command] = []
         if config.password is not None:
@@ -81,11 +65,17 @@ class Connection:
         if config.db:
             setup.append(("SELECT", config.db))
         setup.append(("CLIENT", "SETNAME", client_name))
+        if probe_cluster:
+            setup.append(("INFO", "cluster"))
         try:
             replies = await conn.pipeline(setup, timeout=config.connect_timeout)
         except BaseException:
             await conn.aclose()
             raise
+        if probe_cluster:
+            info = replies.pop()
+            # INFO may be refused to an ACL user: that user then talks to one Redis.
+            conn.cluster_enabled = isinstance(info, bytes) and b"cluster_enabled:1" in info
         for reply in replies:
             if isinstance(reply, Exception):
                 await conn.aclose()
@@ -162,3 +152,31 @@ class Connection:
                 continue
             replies.append(reply)
         return replies
+
+
+async def _open_stream(config: ConnectionConfig) -> trio.abc.Stream:
+    """The TCP (TLS after its handshake) or Unix socket stream, bounded by ``connect_timeout``."""
+    try:
+        with trio.fail_after(config.connect_timeout):
+            stream: trio.abc.Stream
+            if config.path is not None:
+                stream = await trio.open_unix_socket(config.path)
+            else:
+                stream = await trio.open_tcp_stream(config.host, config.port)
+                if config.tls:
+                    ssl_stream = trio.SSLStream(
+                        stream, config.ssl_context(), server_hostname=config.host
+                    )
+                    try:
+                        await ssl_stream.do_handshake()
+                    except BaseException:
+                        await trio.aclose_forcefully(ssl_stream)
+                        raise
+                    stream = ssl_stream
+    except trio.TooSlowError:
+        raise rex.TimeoutError(
+            f"timed out connecting to {config.describe()} after {config.connect_timeout:g}s"
+        ) from None
+    except (OSError, trio.BrokenResourceError) as exc:
+        raise rex.ConnectionError(f"cannot connect to {config.describe()}: {exc}") from None
+    return stream

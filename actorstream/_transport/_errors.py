@@ -21,6 +21,30 @@ _BY_CODE: dict[str, type[rex.RedisError]] = {
     "MASTERDOWN": rex.MasterDownError,
 }
 
+
+
+class UnblockedError(rex.ResponseError):
+    """``-UNBLOCKED``: a blocked read was released because the node changed role or lost the key.
+
+    Nothing was read; the read can be sent again (after a slot-map refresh on a Cluster).
+    """
+
+
+class SlotMovedError(rex.ConnectionError):
+    """A Cluster slot moved under a connection that held WATCH or MULTI state on it.
+
+    The state cannot follow the slot to its new node, so the connection is given up like a lost
+    one (callers already treat ``ConnectionError`` as "Redis unavailable, start the fenced
+    session again"). ``replies`` holds the replies as received (errors in place); ``ran`` says
+    whether an ``EXEC`` in the request was executed.
+    """
+
+    def __init__(self, message: str, replies: list[object] | None = None, ran: bool = False):
+        super().__init__(message)
+        self.replies = replies or []
+        self.ran = ran
+
+
 _AUTH_CODES = ("WRONGPASS", "NOAUTH")
 _AUTH_MESSAGES = ("ERR invalid password", "ERR AUTH <password> called without any password")
 
@@ -38,6 +62,8 @@ def reply_error(message: str) -> Exception:
         return GroupLostError(message)
     if code in _AUTH_CODES or message.startswith(_AUTH_MESSAGES):
         return rex.AuthenticationError(message)
+    if code == "UNBLOCKED":
+        return UnblockedError(message)
     if message.startswith("ERR max number of clients reached"):
         return rex.ConnectionError(message)
     cls = _BY_CODE.get(code)

@@ -157,15 +157,16 @@ class PartitionActor:
         # Every log line of this task (and of tasks it starts) names the partition.
         _logs.bind(app=self.app, stream=self.spec.stream.name, actor=self.group,
                    partition=self.partition)
-        # The supervisor's count (runtime failures), or ours (``partitions``: iterator form).
-        self.counters.restarts = max(self.counters.restarts, ctx.restarts)
+        self.counters.restarts = max(self.counters.restarts, ctx.restarts)  # or ours: iterator
         self.counters.epoch = self.fence.epoch
         delay = 0.05
         try:
             while not ctx.stop_requested:
                 try:
                     role = f"p:{self.group}:{self.partition}"
-                    async with self.client.dedicated(role) as conn:
+                    # On a Redis Cluster: opened on the node of this partition's slot, and
+                    # following it when the slot moves (a move under WATCH ends the session).
+                    async with self.client.dedicated(role, key=self.link.stream_key) as conn:
                         await self._session(conn, ctx)
                     return
                 except TRANSIENT_REDIS_ERRORS as exc:

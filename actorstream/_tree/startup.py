@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import random
-import re
 import signal
 import sys
 import time
@@ -44,15 +43,6 @@ def say(message: str, *, announce: bool, level: int = logging.INFO) -> None:
         print(f"{stamp} actorstream: {message}", file=sys.stderr, flush=True)
     else:
         log.log(level, "%s", message)
-
-
-_QUERY_SECRET = re.compile(r"((?:^|[?&])(?:password|ssl_password)=)[^&#]*", re.IGNORECASE)
-
-
-def shown(url: str) -> str:
-    """The URL safe to print: no password, in the user part or in the query."""
-    head, sep, query = redact_url(url).partition("?")
-    return head + sep + _QUERY_SECRET.sub(r"\1***", query)
 
 
 def _reason(exc: BaseException) -> str:
@@ -89,7 +79,7 @@ async def wait_for_redis(url: str, *, announce: bool) -> None:
         except (trio.TooSlowError, *_UNREACHABLE) as exc:
             if since is None:
                 since = trio.current_time()
-                say(f"waiting for Redis at {shown(url)} ({_reason(exc)}); retrying with "
+                say(f"waiting for Redis at {redact_url(url)} ({_reason(exc)}); retrying with "
                     f"backoff, at most {MAX_DELAY:g}s apart", announce=announce,
                     level=logging.WARNING)
             await trio.sleep(delay * random.uniform(0.75, 1.25))
@@ -97,7 +87,7 @@ async def wait_for_redis(url: str, *, announce: bool) -> None:
             continue
         if since is not None:
             waited = trio.current_time() - since
-            say(f"Redis at {shown(url)} answers (waited {waited:.0f}s)", announce=announce)
+            say(f"Redis at {redact_url(url)} answers (waited {waited:.0f}s)", announce=announce)
         return
 
 

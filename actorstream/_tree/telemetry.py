@@ -1,8 +1,9 @@
 """Telemetry: each worker publishes a compact status to Redis for `actorstream top`.
 
 One pipeline per ``telemetry_interval`` (default 1 s), whatever the event rate:
-``SET as:{app}:status:<worker> <json> PX 5*interval`` plus new notable events pushed onto the
-capped list ``as:{app}:events``. No secrets are ever included (the URL is not published).
+``SET as:{app:telemetry}:status:<worker> <json> PX 5*interval`` plus new notable events pushed
+onto the capped list ``as:{app:telemetry}:events``. No secrets are ever included (the URL is not
+published).
 """
 
 from __future__ import annotations

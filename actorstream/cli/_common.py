@@ -10,7 +10,6 @@ import argparse
 import importlib
 import importlib.util
 import os
-import re
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -178,16 +177,6 @@ def is_target(text: str) -> bool:
 UNREACHABLE = (rex.ConnectionError, rex.TimeoutError, OSError)
 
 
-_QUERY_SECRET = re.compile(r"((?:^|[?&])(?:password|ssl_password)=)[^&#]*", re.IGNORECASE)
-
-
-def show_url(url: str) -> str:
-    """A URL safe to print: no password, in the user part or in the query."""
-    safe = redact_url(url)
-    head, sep, query = safe.partition("?")
-    return head + sep + _QUERY_SECRET.sub(r"\1***", query) if sep else safe
-
-
 def unreachable(url: str, exc: BaseException) -> CliError:
     """One line that names the URL once (the transport's message names it too: drop that)."""
     detail = str(exc) or type(exc).__name__
@@ -197,7 +186,7 @@ def unreachable(url: str, exc: BaseException) -> CliError:
         where = None
     if where is not None and detail.startswith(f"cannot connect to {where}: "):
         detail = detail[len(f"cannot connect to {where}: "):]
-    return CliError(f"cannot reach Redis at {show_url(url)}: {detail}", EXIT_UNREACHABLE)
+    return CliError(f"cannot reach Redis at {redact_url(url)}: {detail}", EXIT_UNREACHABLE)
 
 
 async def check_reachable(url: str, *, within: float = 3.0) -> None:

@@ -22,7 +22,7 @@ import trio
 from .._embedded import EmbeddedRedis
 from .._system import System
 from .._top import LayoutEntry, Poller, ViewOptions
-from .._transport import Client
+from .._transport import Client, redact_url
 from .._tree.root import Worker
 from ._common import (
     EXIT_FAILURE,
@@ -32,7 +32,6 @@ from ._common import (
     check_reachable,
     configured_url,
     import_module,
-    show_url,
 )
 
 DEMO_APP = "actorstream._demo.app"
@@ -148,7 +147,7 @@ async def _demo(system: System, module: Any, url: str, args: argparse.Namespace)
             for s in system.actors.values()
         ]
         async with Client.from_url(url, client_name="actorstream:top") as client:
-            poller = Poller(client, system.name, layout, url=show_url(url))
+            poller = Poller(client, system.name, layout, url=redact_url(url))
             await live(poller, ViewOptions(), 1.0)
         stop.set()  # q pressed
 
@@ -156,7 +155,7 @@ async def _demo(system: System, module: Any, url: str, args: argparse.Namespace)
         outer.start_soon(signals, outer)
         runtime: Worker = await outer.start(worker)
         if args.no_top:
-            print(f"actorstream: demo running on {show_url(url)} for {args.duration:g}s "
+            print(f"actorstream: demo running on {redact_url(url)} for {args.duration:g}s "
                   "(Ctrl-C stops it)", file=sys.stderr)
         async with trio.open_nursery() as inner:
             inner.start_soon(module.produce, args.rate)

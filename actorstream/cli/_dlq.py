@@ -16,7 +16,7 @@ from .._core.deadletter import DeadLetter
 from .._core.errors import ConfigError
 from .._streams import Stream
 from .._system import System
-from .._transport import Client
+from .._transport import Client, redact_url
 from ..dlq import (
     DeadLetterSource,
     Selection,
@@ -36,7 +36,6 @@ from ._common import (
     load_system,
     resolve_url,
     run_async,
-    show_url,
     split_target,
 )
 
@@ -393,7 +392,7 @@ def run_replay(args: argparse.Namespace) -> int:
             print(f"skipped {dl.dlq_id}: gone (replayed or purged meanwhile)")
         print(
             f"{verb} {len(report.replayed)} dead letter(s) of {_scope(system, stream)} at "
-            f"{show_url(resolve_url(args, system))}",
+            f"{redact_url(resolve_url(args, system))}",
             file=sys.stderr,
         )
         return EXIT_OK

@@ -10,6 +10,7 @@ from typing import Any
 from .._core.errors import ActorstreamError, DecodeError
 from .._records import from_primitive, record_fields, to_primitive
 from .._streams import SendError, Stream
+from .._transport import redact_url
 from ._common import (
     EXIT_FAILURE,
     EXIT_OK,
@@ -18,7 +19,6 @@ from ._common import (
     load_stream,
     resolve_url,
     run_async,
-    show_url,
 )
 
 
@@ -168,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
                 print(f"{stream.name}[{stream.partition_of(event)}] {entry_id}")
         print(
             f"sent {len(ids)} event(s) to {system.name}:{stream.name} at "
-            f"{show_url(system.redis_url)}",
+            f"{redact_url(system.redis_url)}",
             file=sys.stderr,
         )
         return EXIT_OK

@@ -13,7 +13,7 @@ from typing import Any
 from .._core.errors import ConfigError
 from .._core.keys import check_name
 from .._top import LayoutEntry, Poller, status_text
-from .._transport import Client
+from .._transport import Client, redact_url
 from ._common import (
     EXIT_OK,
     CliError,
@@ -22,7 +22,6 @@ from ._common import (
     load_system,
     resolve_url,
     run_async,
-    show_url,
 )
 
 
@@ -74,7 +73,7 @@ async def open_poller(
     except ConfigError as exc:
         raise CliError(str(exc)) from None
     async with client:
-        yield Poller(client, app, layout, url=show_url(url))
+        yield Poller(client, app, layout, url=redact_url(url))
 
 
 def run(args: argparse.Namespace) -> int:

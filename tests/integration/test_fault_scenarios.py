@@ -20,6 +20,7 @@ import pytest
 import trio
 
 from actorstream import LeaseTiming, Record, System, running
+from actorstream._core import keys as _keys
 from actorstream._transport import Client
 from actorstream._tree.partition import FENCE_CHECK_EVERY
 from actorstream.testing import RedisServer, WorkerProcess
@@ -419,7 +420,7 @@ async def test_wall_clock_step_on_a_worker_changes_nothing(
             await trio.sleep(2.5)  # more than a renew interval and two heartbeats
             if offset == "3600":
                 # The step really happened: that worker's telemetry is stamped an hour ahead.
-                keys = await c.client.execute("KEYS", "as:{clockstep}:status:*")
+                keys = await c.client.execute("KEYS", _keys.status_pattern("clockstep"))
                 stamps = [
                     json.loads(await c.client.execute("GET", k))["published_at"] for k in keys
                 ]

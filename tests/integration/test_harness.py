@@ -238,7 +238,7 @@ def test_extra_args_and_bad_config_error() -> None:
 
 
 def test_key_prefix_is_unique(key_prefix: str, shared_redis_server: RedisServer) -> None:
-    assert key_prefix.startswith("t")
+    assert key_prefix.startswith("{t")
     assert key_prefix.endswith(":")
     assert "test_key_prefix_is_unique" in key_prefix
 

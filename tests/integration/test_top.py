@@ -15,6 +15,7 @@ import pytest
 import trio
 from rich.console import Console
 
+from actorstream._core import keys as _keys
 from actorstream._top import (
     LayoutEntry,
     Poller,
@@ -227,12 +228,13 @@ def test_a_graceful_stop_publishes_released_and_left_events(
     worker = worker_process("-m", "actorstream", "worker", f"{app}:system",
                             redis_url=redis_server.url)
     deadline = time.monotonic() + 30
-    while "acquired" not in redis_cli(redis_server, "LRANGE", "as:{toptest}:events", "0", "-1"):
+    events = _keys.events_key("toptest")
+    while "acquired" not in redis_cli(redis_server, "LRANGE", events, "0", "-1"):
         assert worker.running and time.monotonic() < deadline, worker.output()
         time.sleep(0.1)
     worker.interrupt()
     assert worker.wait(30) == 0, worker.output()
-    raw = redis_cli(redis_server, "LRANGE", "as:{toptest}:events", "0", "-1").splitlines()
+    raw = redis_cli(redis_server, "LRANGE", events, "0", "-1").splitlines()
     events = [json.loads(line) for line in raw]
     kinds = [e["kind"] for e in events]
     assert "released" in kinds and "left" in kinds, events

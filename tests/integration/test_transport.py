@@ -318,6 +318,10 @@ async def _none_named(admin: Client, name: str) -> bool:
     return not await clients_named(admin, name)
 
 
+async def _count_named(admin: Client, name: str, count: int) -> bool:
+    return len(await clients_named(admin, name)) == count
+
+
 async def test_default_client_name(shared_redis_url: str) -> None:
     async with Client.from_url(shared_redis_url) as c:
         name = (await c.execute("CLIENT", "GETNAME")).decode()
@@ -576,9 +580,11 @@ async def test_cancelled_blocking_read_loses_no_delivery(
 ) -> None:
     """Cancelling a BLOCKed XREADGROUP closes its connection; no entry lands in the PEL."""
     stream = key_prefix + "s"
-    name = "blocker-" + key_prefix.split(":")[0]
+    name = "blocker-" + key_prefix.split(":")[0].strip("{")
     await client.execute("XGROUP", "CREATE", stream, "g", "$", "MKSTREAM")
     async with client_for(shared_redis_url, client_name=name) as c:
+        await c.execute("PING")  # its pooled connection (on a Cluster, also the slot map's)
+        pooled = len(await clients_named(client, name))
         with trio.move_on_after(0.2) as scope:
             async with c.dedicated() as conn:
                 await conn.execute(
@@ -586,7 +592,7 @@ async def test_cancelled_blocking_read_loses_no_delivery(
                     timeout=None,
                 )  # fmt: skip
         assert scope.cancelled_caught
-        await wait_until(lambda: _none_named(client, name))
+        await wait_until(lambda: _count_named(client, name, pooled))
     await client.execute("XADD", stream, "*", "f", "v")
     assert (await client.execute("XPENDING", stream, "g"))[0] == 0
     entries = await client.execute(
@@ -718,8 +724,9 @@ async def test_evalsha_many_reloads_after_script_flush(redis_url: str) -> None:
     script = Script("return redis.call('INCR', KEYS[1])")
     async with client_for(redis_url) as c:
         await c.execute("SCRIPT", "FLUSH")
-        replies = await c.evalsha_many(script, [(["a"], []), (["b"], []), (["a"], [])])
+        a, b = "{t}a", "{t}b"
+        replies = await c.evalsha_many(script, [([a], []), ([b], []), ([a], [])])
         assert replies == [1, 1, 2]
-        assert await c.execute("MGET", "a", "b") == [b"2", b"1"]
-        replies = await c.evalsha_many(script, [(["a"], [])])  # loaded now: one round trip
+        assert await c.execute("MGET", a, b) == [b"2", b"1"]
+        replies = await c.evalsha_many(script, [([a], [])])  # loaded now: one round trip
         assert replies == [3]

@@ -1,6 +1,6 @@
-"""The start-up lines never show a password, in the user part or in the query string."""
+"""Printed URLs (start-up lines, CLI errors, top) never show a password, anywhere in them."""
 
-from actorstream._tree.startup import shown
+from actorstream._transport import redact_url as shown
 
 
 def test_shown_masks_every_password() -> None:

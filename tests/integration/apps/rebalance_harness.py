@@ -23,6 +23,7 @@ import attrs
 import trio
 
 from actorstream import Record, System
+from actorstream._core import keys as _keys
 from actorstream._transport import Client
 from actorstream.testing import RedisServer, WorkerProcess
 
@@ -219,7 +220,7 @@ class Cluster:
         return out
 
     async def statuses(self) -> dict[str, dict[str, Any]]:
-        keys = await self.client.execute("KEYS", f"as:{{{self.app}}}:status:*")
+        keys = await self.client.execute("KEYS", _keys.status_pattern(self.app))
         if not keys:
             return {}
         docs = await self.client.execute("MGET", *keys)
@@ -231,12 +232,12 @@ class Cluster:
 
     async def events(self, kind: str | None = None) -> list[dict[str, Any]]:
         """Notable events the workers published for `top` (oldest first)."""
-        raw = await self.client.execute("LRANGE", f"as:{{{self.app}}}:events", 0, -1)
+        raw = await self.client.execute("LRANGE", _keys.events_key(self.app), 0, -1)
         docs = [json.loads(item) for item in reversed(raw)]
         return [d for d in docs if kind is None or d["kind"] == kind]
 
     async def members(self) -> list[str]:
-        raw = await self.client.execute("ZRANGE", f"as:{{{self.app}}}:members", 0, -1)
+        raw = await self.client.execute("ZRANGE", _keys.members_key(self.app), 0, -1)
         return [m.decode() for m in raw]
 
     async def ownership_problems(self, pids: set[int]) -> list[str]:
