@@ -12,6 +12,7 @@ from attrs import frozen
 
 from ._core import keys as _keys
 from ._core.errors import ConfigError
+from ._core.failures import Classification, ContainmentPolicy, error_types
 from ._middleware import ErrorHook, Middleware
 
 if TYPE_CHECKING:
@@ -49,6 +50,23 @@ def _retries(instance: object, attribute: attrs.Attribute[Any], value: Any) -> N
         raise ConfigError(f"retries must be an integer >= 0, got {value!r}")
 
 
+def _poison_errors(value: Any) -> tuple[type[Exception], ...]:
+    return error_types(value, setting="poison_errors")
+
+
+def _transient_errors(value: Any) -> tuple[type[Exception], ...]:
+    return error_types(value, setting="transient_errors")
+
+
+def _backoff_max(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not 0.1 <= value < float("inf")
+    ):
+        raise ConfigError(f"backoff_max must be a number of seconds >= 0.1, got {value!r}")
+
+
 @frozen
 class ActorSettings:
     """Per-actor settings, validated at declaration.
@@ -57,7 +75,12 @@ class ActorSettings:
     - ``batch_wait``: batch form only: wait up to this long to fill a batch when idle.
     - ``max_deliveries``: an event delivered more often than this is dead-lettered.
     - ``timeout``: per event (per batch for the batch form); a hung handler is a crash.
-    - ``retries``/``retry_backoff``: in-process retries before the actor crashes.
+    - ``retries``/``retry_backoff``: in-process retries before the failure counts.
+    - ``poison_errors``: exception types dead-lettered on their first failure.
+    - ``transient_errors``: exception types that always back off and never spend a delivery.
+    - ``backoff_max``: the longest wait of a ``backing-off`` partition (seconds).
+
+    How failures are contained: docs/dead-letters.md, "Poison or outage".
     """
 
     batch_size: int = attrs.field(default=100, validator=_batch_size)
@@ -66,6 +89,25 @@ class ActorSettings:
     timeout: float | None = attrs.field(default=None, validator=_positive_or_none)
     retries: int = attrs.field(default=0, validator=_retries)
     retry_backoff: float = attrs.field(default=0.1, validator=_non_negative)
+    poison_errors: tuple[type[Exception], ...] = attrs.field(
+        default=(), converter=_poison_errors
+    )
+    transient_errors: tuple[type[Exception], ...] = attrs.field(
+        default=(), converter=_transient_errors
+    )
+    backoff_max: float = attrs.field(default=30.0, validator=_backoff_max)
+
+    def __attrs_post_init__(self) -> None:
+        self.containment()  # rejects a type named both poison and transient
+
+    def containment(self) -> ContainmentPolicy:
+        """The failure-containment policy these settings make (``_core.failures``)."""
+        return ContainmentPolicy(
+            max_deliveries=self.max_deliveries,
+            backoff_initial=min(0.1, self.backoff_max),
+            backoff_max=self.backoff_max,
+            classification=Classification(self.poison_errors, self.transient_errors),
+        )
 
 
 Handler = Callable[..., Any]

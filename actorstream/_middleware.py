@@ -10,8 +10,9 @@ first registered is the outermost. For batch actors ``event`` is the list of eve
 An error hook, ``on_error=async def hook(event, exc, info) -> Outcome | None``, runs when the
 handler (after its middleware, timeout and in-process retries) still failed:
 
-- ``Outcome.CRASH`` (or ``None``): the partition actor crashes; the supervisor restarts it and the
-  event is redelivered (and dead-lettered after ``max_deliveries``);
+- ``Outcome.CRASH`` (or ``None``): the failure goes to the containment rule: the event is
+  redelivered (and dead-lettered after ``max_deliveries``), or the partition backs off in an
+  outage (docs/dead-letters.md, "Poison or outage");
 - ``Outcome.DEAD_LETTER``: move it to the dead-letter stream now, with the error, and go on;
 - ``Outcome.SKIP``: ack it and go on (you handled the failure yourself).
 """

@@ -29,7 +29,9 @@ __all__ = [
 ]
 
 #: Partition states in which a worker is working on (or about to work on) a partition.
-ACTIVE_STATES = ("starting", "replaying", "running", "draining", "waiting-redis")
+ACTIVE_STATES = (
+    "starting", "replaying", "running", "draining", "waiting-redis", "backing-off"
+)
 
 
 class StatusFormatError(ValueError):

@@ -82,6 +82,7 @@ STATE_STYLE = {
     "starting": "cyan",
     "draining": "yellow",
     "waiting-redis": "yellow",
+    "backing-off": "bold yellow",
     "unowned": "bold red",
     "group-lost": "bold red",
     "fenced": "red",
@@ -243,7 +244,7 @@ def render_partitions(
 
 
 EVENT_STYLE = {"crash": "red", "dead-letter": "magenta", "fenced": "bold red",
-               "rebalance": "cyan", "restart": "yellow"}
+               "rebalance": "cyan", "restart": "yellow", "backing-off": "bold yellow"}
 
 
 def _with_names(msg: str, names: dict[str, str]) -> str:

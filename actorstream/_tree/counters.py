@@ -12,6 +12,8 @@ import enum
 from attrs import frozen
 
 from .._actors import ActorSpec
+from .._core.crashes import CrashLogLimit
+from .._core.failures import PartitionFailures
 from .._ops.durations import Durations
 
 __all__ = ["Counters", "PartitionState", "PartitionStatistics", "snapshot"]
@@ -26,6 +28,7 @@ class PartitionState(enum.Enum):
     RUNNING = "running"
     DRAINING = "draining"
     WAITING_REDIS = "waiting-redis"
+    BACKING_OFF = "backing-off"  # handler failures: an outage presumed, or past its intensity
     GROUP_LOST = "group-lost"
     STOPPED = "stopped"
     FENCED = "fenced"
@@ -49,6 +52,8 @@ class PartitionStatistics:
     last_dead_letter: str | None
     handler_p50: float | None = None
     handler_p99: float | None = None
+    streak: int = 0  # distinct events failed since the last success
+    backoff: float | None = None  # the wait of a backing-off partition, seconds
 
 
 class Counters:
@@ -56,14 +61,18 @@ class Counters:
 
     __slots__ = (
         "acked",
+        "backoff",
+        "crash_log",
         "dead_lettered",
         "dead_letters",
         "durations",
         "epoch",
         "errors",
         "failed",
+        "failures",
         "last_dead_letter",
         "last_error",
+        "last_trace",
         "latencies",
         "processed",
         "redis_errors",
@@ -72,7 +81,7 @@ class Counters:
         "trimmed",
     )
 
-    def __init__(self, *, timed: bool = False) -> None:
+    def __init__(self, failures: PartitionFailures, *, timed: bool = False) -> None:
         self.state = PartitionState.STARTING
         self.epoch = 0
         self.processed = 0
@@ -83,6 +92,10 @@ class Counters:
         self.restarts = 0
         self.last_error: str | None = None
         self.last_dead_letter: str | None = None
+        self.last_trace: str | None = None  # bounded traceback of the last handler failure
+        self.failures = failures  # the containment rule's state for this partition
+        self.crash_log = CrashLogLimit()
+        self.backoff: float | None = None  # set while backing off
         # Handler durations of every SAMPLE_EVERY-th event: p50/p99 for `top`, cheaply.
         self.latencies: collections.deque[float] = collections.deque(maxlen=256)
         # Rare-path counts by label, read at scrape time by the metrics collector.
@@ -117,4 +130,6 @@ def snapshot(spec: ActorSpec, partition: int, c: Counters) -> PartitionStatistic
         last_dead_letter=c.last_dead_letter,
         handler_p50=_percentile(ordered, 0.5),
         handler_p99=_percentile(ordered, 0.99),
+        streak=c.failures.streak,
+        backoff=c.backoff if c.state is PartitionState.BACKING_OFF else None,
     )

@@ -21,7 +21,10 @@ lost its lease cannot take or ack anything: even a read is fenced, because an XR
 zombie would strand entries in its pending list.
 
 Redis being unreachable is not a crash of the actor: it waits with backoff (WAITING_REDIS) and
-resumes from STARTING; handler exceptions are crashes and go to the supervisor.
+resumes from STARTING. Handler failures are not crashes either: ``handling`` contains them
+(redelivery, dead letter, or BACKING_OFF with the lease kept; docs/dead-letters.md). Only the
+iterator form, whose handler owns its loop, restarts (``HandlerCrashed``), under its own
+partition's restart budget (``partitions``); anything else escaping is a runtime failure.
 """
 
 from __future__ import annotations
@@ -35,28 +38,32 @@ import trio
 from attrs import frozen
 
 from .._actors import ActorSpec, Form
-from .._core.classify import TRANSIENT_REDIS_ERRORS, describe_error, format_traceback
-from .._core.errors import DecodeError, FencedError, GroupLostError
+from .._core.classify import TRANSIENT_REDIS_ERRORS, describe_error
+from .._core.errors import FencedError, GroupLostError
 from .._core.fence import Fence
-from .._middleware import EventInfo, Middleware, Outcome, compose
+from .._middleware import Middleware, compose
 from .._ops import logs as _logs
 from .._ops import tracing as _tracing
 from .._ops.durations import timed
 from .._transport import Connection
-from .batches import handle_batch, run_batches
+from .batches import run_batches
 from .context import WorkerContext
-from .counters import SAMPLE_EVERY, Counters, PartitionState, PartitionStatistics, snapshot
-from .deadletters import DeadLetters, Poison
+from .counters import Counters, PartitionState, PartitionStatistics, snapshot
+from .deadletters import DeadLetters
 from .events import Events
+from .handling import FENCE_CHECK_EVERY, Handling
 from .link import PartitionLink
 from .supervisor import ChildContext
 
-__all__ = ["FENCE_CHECK_EVERY", "PartitionActor", "PartitionContext"]
+__all__ = ["FENCE_CHECK_EVERY", "HandlerCrashed", "PartitionActor", "PartitionContext"]
 
 log = logging.getLogger("actorstream.partition")
 
 WAIT_BLOCK_MS = 2000
-FENCE_CHECK_EVERY = 8
+
+
+class HandlerCrashed(Exception):
+    """The iterator form's handler (which owns its loop) raised: its partition actor restarts."""
 
 
 @frozen
@@ -125,6 +132,20 @@ class PartitionActor:
             and self.tracer is None
         )
         self._failing: bytes | None = None  # the entry whose handler call raised last
+        self.handling = Handling(
+            app=worker.app,
+            spec=spec,
+            partition=context.partition,
+            fence=context.fence,
+            counters=context.counters,
+            link=self.link,
+            dead_letters=context.dead_letters,
+            handler=self.handler,
+            chain=self.chain,
+            plain=self.plain,
+            tracer=self.tracer,
+            report=worker.report,
+        )
         self.ctx: ChildContext | None = None
         self._rng = random.Random()
 
@@ -136,7 +157,7 @@ class PartitionActor:
         # Every log line of this task (and of tasks it starts) names the partition.
         _logs.bind(app=self.app, stream=self.spec.stream.name, actor=self.group,
                    partition=self.partition)
-        self.counters.restarts = ctx.restarts
+        self.counters.restarts = max(self.counters.restarts, ctx.restarts)  # or ours: iterator
         self.counters.epoch = self.fence.epoch
         delay = 0.05
         try:
@@ -171,6 +192,8 @@ class PartitionActor:
             log.warning("%s[%d] fenced: %s", self.group, self.partition, exc)
             self.on_fenced()
             return
+        except HandlerCrashed:
+            raise  # counted and logged already; ``partitions`` restarts it
         except Exception as exc:
             self._set_state(PartitionState.FAILED)
             self.counters.failed += 1
@@ -197,7 +220,8 @@ class PartitionActor:
         await self.link.ensure_group(conn)
         await self.link.claim_previous_owners(conn)
         self._set_state(PartitionState.REPLAYING)
-        await self._replay_own_pending(conn, ctx)
+        if self.spec.form is not Form.ITERATOR:  # the iterator replays in its own loop
+            await self._replay_own_pending(conn, ctx)
         if ctx.stop_requested:
             await self.link.flush_acks(conn)
             return
@@ -221,46 +245,20 @@ class PartitionActor:
 
     async def _replay_own_pending(self, conn: Connection, ctx: ChildContext) -> None:
         start: bytes = b"0"
-        max_deliveries = self.settings.max_deliveries
+        handling = self.handling
         while not ctx.stop_requested:
             # One entry at a time: reading from history bumps the delivery count of every entry
-            # returned, and the ones behind a poison event must not be charged for its crashes.
+            # returned, and the ones behind a poison event must not be charged for its failures.
             # (Our own pending list is at most about a batch, so this costs a few round trips.)
             # (Entries trimmed while pending are acked away by the link, and left out.)
             read = await self.link.read(conn, start, 1)
             if read.last is None:
                 return
             start = read.last
-            counts = read.deliveries
-            batch: list[tuple[bytes, Any]] = []
-            for entry_id, fields in read.entries:
-                deliveries = counts.get(entry_id, 1)
-                try:
-                    self.decode(fields)
-                except DecodeError as exc:
-                    # Undecodable is the real reason, whatever its count says (a failed
-                    # dead-letter move, e.g. under OOM, is retried with a higher count).
-                    await self._dead_letter(
-                        conn, entry_id, fields, f"decode:{exc.kind}", str(exc), None, deliveries
-                    )
-                    continue
-                if deliveries > max_deliveries:
-                    await self._dead_letter(
-                        conn,
-                        entry_id,
-                        fields,
-                        "max_deliveries",
-                        f"delivered {deliveries} times (max_deliveries={max_deliveries})",
-                        self.counters.last_error,
-                        deliveries,
-                    )
-                    continue
-                batch.append((entry_id, fields))
-            if batch:
-                if self.spec.form is Form.BATCH:
-                    await handle_batch(self, conn, batch, deliveries=deliveries)
-                else:
-                    await self._handle_each(conn, ctx, batch)
+            if self.spec.form is Form.BATCH:
+                await handling.process_batch(conn, ctx, read.entries, read.deliveries)
+            else:
+                await handling.process(conn, ctx, read.entries, read.deliveries)
 
     async def _dead_letter(
         self,
@@ -272,17 +270,7 @@ class PartitionActor:
         trace: str | None,
         deliveries: int,
     ) -> None:
-        """Hand the event to the worker's dead-letter actor and wait until it is moved (and so
-        acked). ``conn`` is unused (the actor has its own); kept so call sites stay stable."""
-        await self.dead_letters.move(
-            Poison(
-                self.link.protocol, self.fence, entry_id, fields, kind, message, trace,
-                deliveries,
-            )
-        )
-        self.counters.dead_lettered += 1
-        self.counters.dead_letters[kind] += 1
-        self.counters.last_dead_letter = f"{kind}: {message}"[:300]
+        await self.handling.dead_letter(conn, entry_id, fields, kind, message, trace, deliveries)
 
     # -- the hot loops ------------------------------------------------------------------------
 
@@ -308,178 +296,26 @@ class PartitionActor:
             entries = await self._next_entries(conn, ctx)
             if entries is None:
                 return
-            await self._handle_each(conn, ctx, entries)
-
-    async def _handle_each(
-        self, conn: Connection, ctx: ChildContext, entries: list[Any]
-    ) -> None:
-        if not self.plain:
-            await self._handle_each_full(conn, ctx, entries)
-            return
-        # The hot path: no timeout, retries, middleware or error hook to consult.
-        # Locals and a local count: this loop body runs once per event.
-        decode = self.decode
-        handler = self.handler
-        counters = self.counters
-        fence = self.fence
-        stopping = ctx.stop_event.is_set
-        ack = self.link.acks.append
-        done = 0
-        try:
-            for entry_id, fields in entries:
-                if stopping():
-                    return
-                if not done % FENCE_CHECK_EVERY:
-                    # A resumed zombie stops within a few events, not after its whole
-                    # batch (reading the clock per event cost a tenth of the hot path).
-                    fence.check(trio.current_time())
-                try:
-                    event = decode(fields)
-                except DecodeError as exc:
-                    await self._dead_letter(
-                        conn, entry_id, fields, f"decode:{exc.kind}", str(exc), None, 1
-                    )
-                    continue
-                try:  # free unless it raises (zero-cost exceptions)
-                    if done % SAMPLE_EVERY:
-                        await handler(event)
-                    else:
-                        started = trio.current_time()
-                        await handler(event)
-                        counters.latencies.append(trio.current_time() - started)
-                except Exception as exc:
-                    self._handler_failed(exc, entry_id)
-                    raise
-                ack(entry_id)
-                done += 1
-        finally:
-            counters.processed += done
-
-    async def _handle_each_full(
-        self, conn: Connection, ctx: ChildContext, entries: list[Any]
-    ) -> None:
-        """Each event with middleware, timeout, retries, error hook or a trace span."""
-        decode = self.decode
-        acks = self.link.acks
-        counters = self.counters
-        fence = self.fence
-        for entry_id, fields in entries:
-            if ctx.stop_requested:
-                return
-            fence.check(trio.current_time())
-            try:
-                event = decode(fields)
-            except DecodeError as exc:
-                await self._dead_letter(
-                    conn, entry_id, fields, f"decode:{exc.kind}", str(exc), None, 1
-                )
-                continue
-            started = trio.current_time()
-            result = await self._handle_one(conn, entry_id, fields, event)
-            if not counters.processed % SAMPLE_EVERY:
-                counters.latencies.append(trio.current_time() - started)
-            if result is not _MOVED:
-                acks.append(entry_id)
-            if result is _HANDLED:
-                counters.processed += 1
-
-    def _handler_failed(self, exc: Exception, entry_id: bytes) -> None:
-        """Count a handler error by type and remember the entry for the crash log line."""
-        self.counters.errors[type(exc).__name__] += 1
-        self._failing = entry_id
-
-    def _info(self, entry_id: bytes) -> EventInfo:
-        return EventInfo(
-            system=self.app,
-            actor=self.group,
-            stream=self.spec.stream.name,
-            partition=self.partition,
-            entry_id=entry_id.decode(),
-            epoch=self.fence.epoch,
-        )
-
-    async def _handle_one(
-        self, conn: Connection, entry_id: bytes, fields: list[bytes], event: Any
-    ) -> object:
-        """Handle with middleware, timeout, retries and the error hook.
-
-        Returns _HANDLED, _SKIPPED (the hook chose SKIP: ack it) or _MOVED (the hook chose
-        DEAD_LETTER: the move acked it); raises when the actor must crash.
-        """
-        info = self._info(entry_id)
-        chain = self.chain
-        try:
-            if self.tracer is None:
-                await self._call(lambda ev: chain(ev, info), event)
-            else:
-                with _tracing.consumer_span(
-                    self.tracer, app=self.app, stream=info.stream, actor=self.group,
-                    partition=self.partition, entry_id=info.entry_id, fields=fields,
-                ):
-                    await self._call(lambda ev: chain(ev, info), event)
-            return _HANDLED
-        except Exception as exc:
-            self._failing = entry_id
-            hook = self.spec.on_error
-            if hook is None:
-                raise
-            outcome = await hook(event, exc, info)
-            if outcome is Outcome.SKIP:
-                self.report("skipped", f"{self.group}[{self.partition}] {info.entry_id}: "
-                                    f"{describe_error(exc)}")
-                return _SKIPPED
-            if outcome is Outcome.DEAD_LETTER:
-                await self._dead_letter(
-                    conn, entry_id, fields, "handler", describe_error(exc),
-                    format_traceback(exc), 1,
-                )
-                return _MOVED
-            raise
-
-    async def _call(self, fn: Callable[[Any], Any], arg: Any) -> None:
-        """The handler (chain) with the actor's timeout and in-process retries."""
-        settings = self.settings
-        attempt = 0
-        while True:
-            try:
-                if settings.timeout is None:
-                    await fn(arg)
-                else:
-                    with trio.fail_after(settings.timeout):
-                        await fn(arg)
-                return
-            except Exception as exc:
-                error: Exception = exc
-                if isinstance(exc, trio.TooSlowError):
-                    error = TimeoutError(
-                        f"handler took longer than timeout={settings.timeout:g}s"
-                    )
-                self.counters.last_error = describe_error(error)
-                self.counters.errors[type(error).__name__] += 1
-                if attempt >= settings.retries:
-                    if error is exc:
-                        raise
-                    raise error from None
-                attempt += 1
-                await trio.sleep(settings.retry_backoff * 2 ** (attempt - 1))
+            await self.handling.process(conn, ctx, entries)
 
     async def _run_iterator(self, conn: Connection, ctx: ChildContext) -> None:
         events = Events(self, conn, ctx)
         while not ctx.stop_requested:
             try:
                 await self.spec.handler(events)
+            except (FencedError, *TRANSIENT_REDIS_ERRORS):
+                raise  # ours, from inside the iterator
             except Exception as exc:
                 self.counters.errors[type(exc).__name__] += 1
-                raise
+                # The loop's state is gone with it: restart the actor (``partitions`` does,
+                # under this partition's own budget); replay delivers this event first.
+                current = events.current_id()
+                self.handling.note_failure(exc, current or b"?", 0)
+                raise HandlerCrashed(describe_error(exc)) from exc
             events.done_with_current()
 
     def statistics(self) -> PartitionStatistics:
         return snapshot(self.spec, self.partition, self.counters)
-
-
-_HANDLED = object()
-_SKIPPED = object()
-_MOVED = object()
 
 
 async def _sleep_unless_stopped(ctx: ChildContext, delay: float) -> None:

@@ -1,11 +1,17 @@
 """The partitions branch: one partition actor per owned (actor, partition), started and stopped
 as the coordinator acquires and releases leases.
 
-Failure containment starts here: the supervisor runs with ``per_child_intensity=True``, so each
-partition actor has its own restart intensity (MaxR in MaxT of ``Settings.restart_policy``) and
-its own backoff; a crash-looping partition cannot use up its siblings' restarts. What happens
-when one partition exceeds its own intensity is decided in ``Supervisor._on_exit`` (today: the
-supervisor gives up, naming the partition, and the worker ends; issue 11 makes it back off).
+Failure containment (issue 11): handler failures never reach the supervisor. The partition
+actor contains them (``handling``, the rule of ``_core.failures``); the iterator form's handler,
+which owns its loop, restarts its actor here, in the child function, under the partition's own
+``RestartBudget`` (MaxR in MaxT of ``Settings.restart_policy``, where a handled or dead-lettered
+event is progress); past it the partition is ``backing-off`` (waits growing to the actor's
+``backoff_max``), and it never gives up. What still reaches the supervisor (which runs with
+``per_child_intensity=True``: each partition has its own intensity) are failures of the runtime
+itself; past a partition's intensity the supervisor gives up and the worker ends, with one line.
+
+The partitions of one actor on this worker share a ``HealthBoard``: the evidence by which the
+rule tells an outage (the others fail too) from a poison event (the others succeed).
 """
 
 from __future__ import annotations
@@ -19,12 +25,13 @@ from attrs import frozen
 
 from .._actors import ActorSpec
 from .._core.assignment import Slot
+from .._core.failures import HealthBoard, PartitionFailures, RestartBudget
 from .._core.fence import Fence
 from .._middleware import Middleware
 from .context import WorkerContext
-from .counters import Counters, PartitionStatistics, snapshot
+from .counters import Counters, PartitionState, PartitionStatistics, snapshot
 from .deadletters import DeadLetters
-from .partition import PartitionActor, PartitionContext
+from .partition import HandlerCrashed, PartitionActor, PartitionContext
 from .supervisor import ChildContext, Restart, Strategy, Supervisor, SupervisorStatistics
 
 __all__ = ["PartitionsContext", "PartitionsSupervisor"]
@@ -57,17 +64,14 @@ class PartitionsSupervisor:
         )
         # Kept across restarts and re-acquisitions of a slot: `top` shows lifetime totals.
         self.counters: dict[Slot, Counters] = {}
+        self.boards: dict[str, HealthBoard] = {}  # per actor: the containment rule's evidence
 
     def running(self, slot: Slot) -> bool:
         return slot in self.supervisor.children()
 
     def start(self, slot: Slot, fence: Fence) -> None:
         context = self.context
-        counters = self.counters.get(slot)
-        if counters is None:
-            # Time every handler call only when /metrics is served (the histogram).
-            timed = context.worker.settings.metrics_port is not None
-            counters = self.counters[slot] = Counters(timed=timed)
+        counters = self._counters(slot)
         counters.epoch = fence.epoch
         actor_context = PartitionContext(
             worker=context.worker,
@@ -80,8 +84,22 @@ class PartitionsSupervisor:
             on_fenced=functools.partial(context.on_fenced, slot),
         )
 
+        budget = self._budget(slot)
+
         async def child(ctx: ChildContext) -> None:
-            await PartitionActor(actor_context).run(ctx)
+            try:
+                while True:
+                    progress = (counters.processed, counters.dead_lettered)
+                    try:
+                        await PartitionActor(actor_context).run(ctx)
+                        return
+                    except HandlerCrashed:
+                        if progress != (counters.processed, counters.dead_lettered):
+                            budget.on_progress()
+                        if not await _restart_later(ctx, counters, budget):
+                            return
+            finally:
+                counters.failures.board.forget(slot.partition)
 
         if self.running(slot):
             # The coordinator only acquires slots with no running actor; say so if that breaks.
@@ -89,6 +107,26 @@ class PartitionsSupervisor:
                         slot.actor, slot.partition)
             return
         self.supervisor.start_child(slot, child, restart=Restart.TRANSIENT)
+
+    def _counters(self, slot: Slot) -> Counters:
+        counters = self.counters.get(slot)
+        if counters is None:
+            spec = self.context.actors[slot.actor]
+            board = self.boards.setdefault(slot.actor, HealthBoard())
+            failures = PartitionFailures(spec.settings.containment(), board, slot.partition)
+            # Time every handler call only when /metrics is served (the histogram).
+            timed = self.context.worker.settings.metrics_port is not None
+            counters = self.counters[slot] = Counters(failures, timed=timed)
+        return counters
+
+    def _budget(self, slot: Slot) -> RestartBudget:
+        policy = self.context.worker.settings.restart_policy
+        return RestartBudget(
+            max_restarts=policy.max_restarts, within=policy.within,
+            initial=policy.backoff_initial, restart_max=policy.backoff_max,
+            backoff_max=self.context.actors[slot.actor].settings.backoff_max,
+            multiplier=policy.backoff_multiplier, jitter=policy.jitter,
+        )
 
     async def stop(self, slot: Slot, *, grace: float) -> None:
         if self.running(slot):
@@ -112,3 +150,16 @@ class PartitionsSupervisor:
 
     def statistics(self) -> SupervisorStatistics:
         return self.supervisor.statistics()
+
+
+async def _restart_later(ctx: ChildContext, counters: Counters, budget: RestartBudget) -> bool:
+    """Wait out the budget's delay before a restart (backing-off past the intensity); False
+    when a stop was requested meanwhile."""
+    decision = budget.on_crash(trio.current_time())
+    counters.restarts += 1
+    if decision.backing_off:
+        counters.state = PartitionState.BACKING_OFF
+        counters.backoff = decision.delay
+    with trio.move_on_after(decision.delay):
+        await ctx.wait_stop_requested()
+    return not ctx.stop_requested

@@ -234,8 +234,9 @@ class Worker:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async for signum in signals:
                 if not self.stopping:
-                    log.info("received %s: draining (a second signal exits at once)",
-                             signal.Signals(signum).name)
+                    log.warning("received %s: draining (finishing the events in hand, "
+                                "releasing leases); press Ctrl-C again to exit at once",
+                                signal.Signals(signum).name)
                     self.request_stop()
                 else:
                     log.warning("second signal: exiting now")

@@ -11,13 +11,15 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import trio
 
-from .._core.errors import SupervisorGaveUp
+from .._core.crashes import describe_error
+from .._core.errors import ConfigError, SupervisorGaveUp
 from .._ops.logs import LOG_FORMATS, configure_logging
 from ._common import (
     EXIT_FAILURE,
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_USAGE,
+    UNREACHABLE,
     CliError,
     load_system,
     resolve_url,
@@ -81,6 +83,26 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     parser.set_defaults(handler=run)
 
 
+def _leaf(exc: BaseException, last: bool = False) -> BaseException:
+    """The first (or last) exception inside nested groups (``except*`` keeps the nesting)."""
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[-1 if last else 0]
+    return exc
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for sub in exc.exceptions for leaf in _leaves(sub)]
+    return [exc]
+
+
+def _gave_up_line(gave_up: BaseException) -> str:
+    """One line: which supervisor gave up, and the last crash that made it."""
+    cause = gave_up.__cause__
+    last = f"; last crash: {describe_error(_leaf(cause, last=True))}" if cause else ""
+    return f"{gave_up}{last}"
+
+
 def run(args: argparse.Namespace) -> int:
     verbosity = getattr(args, "verbose", 0) or 0
     configure_logging(
@@ -113,8 +135,19 @@ def run(args: argparse.Namespace) -> int:
             else:
                 # No nursery here: a Ctrl-C during start-up must stay a bare KeyboardInterrupt.
                 await system.start()
+        except* ConfigError as group:
+            raise CliError(str(_leaf(group)), EXIT_USAGE) from None
         except* SupervisorGaveUp as group:
-            raise CliError(f"the system gave up: {group.exceptions[0]}", EXIT_FAILURE) from None
+            gave_up = _leaf(group)
+            raise CliError(_gave_up_line(gave_up), EXIT_FAILURE) from gave_up
+        except* Exception as group:
+            if all(isinstance(leaf, UNREACHABLE) for leaf in _leaves(group)):
+                raise  # Redis unreachable at the start: exit 3, as `_classify` says
+            leaf = _leaf(group, last=True)
+            raise CliError(
+                f"the worker of {system.name!r} failed: {describe_error(leaf)} (a failure of "
+                "the runtime itself, not of a handler)", EXIT_FAILURE,
+            ) from leaf
         # Like a shell's Ctrl-C: the drain was cut short (leases lapse by TTL instead).
         return EXIT_INTERRUPTED if system.forced_exit else EXIT_OK
 

@@ -1,8 +1,16 @@
-"""A worker whose handler always fails and whose restart intensity is tiny: it must give up."""
+"""A worker whose runtime fails (a simulated bug in actorstream itself) and whose restart
+intensity is tiny: it must give up and exit 1 with one line naming the supervisor.
+
+Handler failures can no longer do this (they are contained at their partition); the
+``runtime_bug`` below replaces a step of the partition actor's start (the runtime's own).
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 from actorstream import Record, RestartPolicy, System
+from actorstream._tree.link import PartitionLink
 
 system = System(
     "crashloop",
@@ -18,6 +26,13 @@ class Job(Record):
 jobs = system.stream("jobs", record=Job)
 
 
-@system.actor(jobs, max_deliveries=100)
-async def fail(job: Job) -> None:
-    raise RuntimeError(f"job {job.n} always fails")
+async def runtime_bug(self: Any, conn: Any) -> None:
+    raise RuntimeError("simulated bug in the runtime")
+
+
+PartitionLink.claim_previous_owners = runtime_bug  # type: ignore[method-assign]
+
+
+@system.actor(jobs)
+async def work(job: Job) -> None:
+    pass

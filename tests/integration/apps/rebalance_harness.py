@@ -28,7 +28,9 @@ from actorstream._transport import Client
 from actorstream.testing import RedisServer, WorkerProcess
 
 APP_SCRIPT = Path(__file__).parent / "rebalance_app.py"
-RUNNING_STATES = {"starting", "replaying", "running", "draining", "waiting-redis"}
+RUNNING_STATES = {
+    "starting", "replaying", "running", "draining", "waiting-redis", "backing-off"
+}
 
 
 def pid_of(worker_id: str) -> int:
