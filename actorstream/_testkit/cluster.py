@@ -25,10 +25,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Self
-
-import trio
 
 from .cluster_node import (
     SLOTS,
@@ -38,6 +35,7 @@ from .cluster_node import (
     _find_redis_server,
     _free_ports,
 )
+from .process import Managed
 
 __all__ = ["ClusterNode", "RedisCluster", "SlotMove"]
 
@@ -85,7 +83,7 @@ class SlotMove:
                 node.call("CLUSTER", "SETSLOT", self.slot, "NODE", self.target.id)
 
 
-class RedisCluster:
+class RedisCluster(Managed):
     """N primaries (+ replicas each) of ``redis-server --cluster-enabled yes`` on free ports.
 
     ``node_timeout_ms`` (``cluster-node-timeout``) sets how fast a dead primary is detected and
@@ -228,31 +226,6 @@ class RedisCluster:
             self._dir = None
 
     stop = close
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    async def __aenter__(self) -> Self:
-
-        return await trio.to_thread.run_sync(self.start)
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-
-        with trio.CancelScope(shield=True):
-            await trio.to_thread.run_sync(self.close)
 
     # -- topology -------------------------------------------------------------------------
 

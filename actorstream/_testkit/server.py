@@ -10,7 +10,6 @@ import tempfile
 import weakref
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Self
 from urllib.parse import quote, urlencode
 
@@ -18,6 +17,7 @@ from .ping import Answer, wait_answers
 from .process import (
     START_TIMEOUT,
     STOP_TIMEOUT,
+    Managed,
     Owned,
     config_value,
     find_redis_server,
@@ -33,7 +33,7 @@ __all__ = ["RedisServer"]
 _USER_PASSWORD = re.compile(r"^\s*user\s+(\S+)\s.*?(?:^|\s)>(\S+)")
 
 
-class RedisServer:
+class RedisServer(Managed):
     """A real ``redis-server`` subprocess on a free port, with a temporary directory of its own.
 
     The process can be killed (``kill``, SIGKILL), stopped gracefully (``terminate``), frozen
@@ -177,33 +177,6 @@ class RedisServer:
         self._closed = True
 
     stop = close
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    async def __aenter__(self) -> Self:
-        import trio
-
-        return await trio.to_thread.run_sync(self.start)
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        import trio
-
-        with trio.CancelScope(shield=True):
-            await trio.to_thread.run_sync(self.close)
 
     # -- state -----------------------------------------------------------------------------
 
