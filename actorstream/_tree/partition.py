@@ -260,18 +260,6 @@ class PartitionActor:
             else:
                 await handling.process(conn, ctx, read.entries, read.deliveries)
 
-    async def _dead_letter(
-        self,
-        conn: Connection,
-        entry_id: bytes,
-        fields: list[bytes],
-        kind: str,
-        message: str,
-        trace: str | None,
-        deliveries: int,
-    ) -> None:
-        await self.handling.dead_letter(conn, entry_id, fields, kind, message, trace, deliveries)
-
     # -- the hot loops ------------------------------------------------------------------------
 
     async def _next_entries(self, conn: Connection, ctx: ChildContext) -> list[Any] | None:
