@@ -6,11 +6,9 @@ them keeps the core free of sockets and of the transport.
 
 from __future__ import annotations
 
-import traceback
-
 from redis import exceptions as rex
 
-__all__ = ["TRANSIENT_REDIS_ERRORS", "describe_error", "format_traceback"]
+__all__ = ["TRANSIENT_REDIS_ERRORS", "describe_error"]
 
 #: Redis is unreachable, loading, out of memory or read-only: wait with backoff, not a crash.
 TRANSIENT_REDIS_ERRORS = (
@@ -29,10 +27,3 @@ def describe_error(exc: BaseException) -> str:
     """One line, at most 300 characters, for statistics, `top` and reports."""
     text = f"{type(exc).__name__}: {exc}"
     return text if len(text) <= 300 else text[:297] + "..."
-
-
-def format_traceback(exc: BaseException, limit: int = 8) -> str:
-    """A short traceback summary for dead-letter entries (the last frames only)."""
-    lines = traceback.format_exception(type(exc), exc, exc.__traceback__, limit=-limit)
-    text = "".join(lines)
-    return text[-4000:]

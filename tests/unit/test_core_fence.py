@@ -6,7 +6,7 @@ import pytest
 from redis import exceptions as rex
 
 from actorstream import SelfFenced
-from actorstream._core.classify import TRANSIENT_REDIS_ERRORS, describe_error, format_traceback
+from actorstream._core.classify import TRANSIENT_REDIS_ERRORS, describe_error
 from actorstream._core.fence import Fence
 
 
@@ -37,14 +37,3 @@ def test_describe_error_is_one_bounded_line() -> None:
     assert describe_error(ValueError("bad")) == "ValueError: bad"
     long = describe_error(RuntimeError("x" * 1000))
     assert len(long) == 300 and long.endswith("...")
-
-
-def test_format_traceback_keeps_the_last_frames() -> None:
-    def inner() -> None:
-        raise KeyError("deep")
-
-    try:
-        inner()
-    except KeyError as exc:
-        text = format_traceback(exc)
-    assert "inner" in text and "KeyError" in text
