@@ -11,6 +11,7 @@ import attrs
 from attrs import frozen
 
 from ._core import keys as _keys
+from ._core.dispatch import Ordering
 from ._core.errors import ConfigError
 from ._core.failures import Classification, ContainmentPolicy, error_types
 from ._middleware import ErrorHook, Middleware
@@ -67,6 +68,37 @@ def _backoff_max(instance: object, attribute: attrs.Attribute[Any], value: Any) 
         raise ConfigError(f"backoff_max must be a number of seconds >= 0.1, got {value!r}")
 
 
+#: Events (batches, for the batch form) in flight per partition with ordering "key" or "none",
+#: unless ``concurrency`` says otherwise (benchmarks/bench_concurrency.py measured them).
+DEFAULT_CONCURRENCY = {Form.EVENT: 256, Form.BATCH: 4}
+MAX_CONCURRENCY = 10_000
+
+
+def _ordering(value: Any) -> Ordering:
+    if isinstance(value, Ordering):
+        return value
+    try:
+        return Ordering(value)
+    except ValueError:
+        names = ", ".join(repr(o.value) for o in Ordering)
+        raise ConfigError(f"ordering must be one of {names}, got {value!r}") from None
+
+
+def _concurrency(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is None:
+        return
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_CONCURRENCY:
+        raise ConfigError(
+            f"concurrency must be an integer in 1..{MAX_CONCURRENCY} (events in flight per "
+            f"partition), got {value!r}"
+        )
+    if instance.ordering is Ordering.PARTITION and value != 1:
+        raise ConfigError(
+            f"concurrency={value} needs ordering='key' or ordering='none': "
+            "ordering='partition' (the default) handles one event at a time"
+        )
+
+
 @frozen
 class ActorSettings:
     """Per-actor settings, validated at declaration.
@@ -79,6 +111,10 @@ class ActorSettings:
     - ``poison_errors``: exception types dead-lettered on their first failure.
     - ``transient_errors``: exception types that always back off and never spend a delivery.
     - ``backoff_max``: the longest wait of a ``backing-off`` partition (seconds).
+    - ``ordering``: ``"partition"`` (one event at a time, in stream order), ``"key"`` (one
+      event of a key at a time, in stream order; keys concurrently) or ``"none"``.
+    - ``concurrency``: events (batch form: batches) in flight per partition with ``"key"``
+      or ``"none"``; None picks the default (``DEFAULT_CONCURRENCY``).
 
     How failures are contained: docs/dead-letters.md, "Poison or outage".
     """
@@ -96,6 +132,14 @@ class ActorSettings:
         default=(), converter=_transient_errors
     )
     backoff_max: float = attrs.field(default=30.0, validator=_backoff_max)
+    ordering: Ordering = attrs.field(default=Ordering.PARTITION, converter=_ordering)
+    concurrency: int | None = attrs.field(default=None, validator=_concurrency)
+
+    def in_flight(self, form: Form) -> int:
+        """The most units (events, or batches for the batch form) in flight per partition."""
+        if self.ordering is Ordering.PARTITION:
+            return 1
+        return self.concurrency or DEFAULT_CONCURRENCY.get(form, 1)
 
     def __attrs_post_init__(self) -> None:
         self.containment()  # rejects a type named both poison and transient
@@ -134,6 +178,12 @@ class ActorSpec:
         _keys.check_name("actor", self.name)
         if self.on_error is not None and not inspect.iscoroutinefunction(self.on_error):
             raise ConfigError(f"actor {self.name!r}: on_error must be an `async def` function")
+        if self.form is Form.ITERATOR and self.settings.ordering is not Ordering.PARTITION:
+            raise ConfigError(
+                f"actor {self.name!r}: the iterator form handles its events one at a time in "
+                f"its own loop; ordering={self.settings.ordering.value!r} needs the event or "
+                "batch form (ordering='partition' is the only one it takes)"
+            )
         for mw in self.middleware:
             if not callable(mw):
                 raise ConfigError(f"actor {self.name!r}: middleware {mw!r} is not callable")

@@ -16,6 +16,8 @@ outage") in short:
    (streak >= 2) and nothing succeeded elsewhere since it first failed. The partition goes
    ``backing-off`` (exponential, capped by ``backoff_max``), keeps its lease, and retries the
    same event in process without spending a delivery; it resumes at the first success.
+   With ``ordering="key"`` the streak counts distinct *keys* (``lane``): a key's events
+   failing one after another are that key's poison, dead-lettered along rule 3, not an outage.
 5. Evidence of health settles it the other way: when another partition handled an event since
    this event first failed, and none failed since, the event is poison after all and goes on
    along rule 3 (so a run of poison events drains while siblings are healthy).
@@ -279,6 +281,7 @@ class PartitionFailures:
         self.last_reason: str | None = None
         self._level = 0  # backoffs in a row
         self._event_mark = 0  # board.successes when the failing event first failed
+        self._lane: Hashable | None = None  # the key (or event) the streak last grew for
         self._decision_mark = 0  # board.successes at the last decision
 
     @property
@@ -303,6 +306,7 @@ class PartitionFailures:
     def on_success(self) -> None:
         self.streak = 0
         self.failing = None
+        self._lane = None
         self.backing_off = False
         self._level = 0
         self.delay = 0.0
@@ -316,12 +320,22 @@ class PartitionFailures:
         self._level = 0
 
     def on_failure(
-        self, event: Hashable, deliveries: int, error_class: ErrorClass = ErrorClass.UNCLASSIFIED
+        self,
+        event: Hashable,
+        deliveries: int,
+        error_class: ErrorClass = ErrorClass.UNCLASSIFIED,
+        lane: Hashable | None = None,
     ) -> Decision:
-        """Decide for ``event``, whose ``deliveries``-th delivery (Redis's count) just failed."""
+        """Decide for ``event``, whose ``deliveries``-th delivery (Redis's count) just failed.
+
+        ``lane``: the event's key when a partition handles keys concurrently; the streak then
+        grows only when another key fails (None: every distinct event counts)."""
         board = self.board
         if event != self.failing:
-            self.streak += 1
+            lane = event if lane is None else lane
+            if lane != self._lane:
+                self.streak += 1
+            self._lane = lane
             self.failing = event
             self._event_mark = board.successes
         board.record_failure(self.partition, event)

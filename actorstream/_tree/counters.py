@@ -54,6 +54,7 @@ class PartitionStatistics:
     handler_p99: float | None = None
     streak: int = 0  # distinct events failed since the last success
     backoff: float | None = None  # the wait of a backing-off partition, seconds
+    in_flight: int = 0  # events handed to the handler and not finished
 
 
 class Counters:
@@ -70,6 +71,7 @@ class Counters:
         "errors",
         "failed",
         "failures",
+        "in_flight",
         "last_dead_letter",
         "last_error",
         "last_trace",
@@ -96,6 +98,7 @@ class Counters:
         self.failures = failures  # the containment rule's state for this partition
         self.crash_log = CrashLogLimit()
         self.backoff: float | None = None  # set while backing off
+        self.in_flight = 0  # events handed to the handler and not finished (set by the loops)
         # Handler durations of every SAMPLE_EVERY-th event: p50/p99 for `top`, cheaply.
         self.latencies: collections.deque[float] = collections.deque(maxlen=256)
         # Rare-path counts by label, read at scrape time by the metrics collector.
@@ -132,4 +135,5 @@ def snapshot(spec: ActorSpec, partition: int, c: Counters) -> PartitionStatistic
         handler_p99=_percentile(ordered, 0.99),
         streak=c.failures.streak,
         backoff=c.backoff if c.state is PartitionState.BACKING_OFF else None,
+        in_flight=c.in_flight,
     )

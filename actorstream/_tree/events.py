@@ -1,20 +1,56 @@
-"""The iterator form: ``async for event in events`` (and ``events.take(n, within=s)``)."""
+"""The iterator form: ``async for event in events`` (and ``events.take(n, within=s)``).
+
+Its handler owns its loop, so the loop here only restarts it: a handler that raises ends the
+partition actor (``HandlerCrashed``), and ``partitions`` restarts it under the partition's own
+restart budget; replay then delivers the failing event first.
+"""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import trio
 
-from .._core.errors import DecodeError
-from .._transport import Connection
-from .supervisor import ChildContext
+from .._core.classify import TRANSIENT_REDIS_ERRORS, describe_error
+from .._core.errors import DecodeError, FencedError
+from .counters import Counters
+from .handling import Handling
+from .reader import Reader
 
-if TYPE_CHECKING:
-    from .partition import PartitionActor
+__all__ = ["Events", "HandlerCrashed", "IteratorLoop"]
 
-__all__ = ["Events"]
+
+class HandlerCrashed(Exception):
+    """The iterator form's handler (which owns its loop) raised: its partition actor restarts."""
+
+
+class IteratorLoop:
+    """Call the handler with an ``Events`` iterator until a graceful stop."""
+
+    def __init__(self, reader: Reader, handling: Handling, counters: Counters) -> None:
+        self.reader = reader
+        self.handling = handling
+        self.counters = counters
+
+    async def replay(self) -> None:
+        """Nothing here: the iterator replays our pending entries itself, first."""
+
+    async def run(self) -> None:
+        events = Events(self.reader, self.handling, self.counters)
+        handler = self.handling.spec.handler
+        while not self.reader.ctx.stop_requested:
+            try:
+                await handler(events)
+            except (FencedError, *TRANSIENT_REDIS_ERRORS):
+                raise  # ours, from inside the iterator
+            except Exception as exc:
+                self.counters.errors[type(exc).__name__] += 1
+                # The loop's state is gone with it: restart the actor (``partitions`` does,
+                # under this partition's own budget); replay delivers this event first.
+                self.handling.note_failure(exc, events.current_id() or b"?", 0)
+                raise HandlerCrashed(describe_error(exc)) from exc
+            events.done_with_current()
 
 
 class Events:
@@ -26,10 +62,12 @@ class Events:
     ``max_deliveries`` times is dead-lettered instead), then reads new ones.
     """
 
-    def __init__(self, actor: PartitionActor, conn: Connection, ctx: ChildContext) -> None:
-        self._actor = actor
-        self._conn = conn
-        self._ctx = ctx
+    def __init__(self, reader: Reader, handling: Handling, counters: Counters) -> None:
+        self._reader = reader
+        self._handling = handling
+        self._counters = counters
+        self._conn = reader.conn
+        self._ctx = reader.ctx
         self._buffer: list[Any] = []
         self._pos = 0
         self._current: list[bytes] = []
@@ -38,7 +76,7 @@ class Events:
 
     @property
     def partition(self) -> int:
-        return self._actor.partition
+        return self._handling.partition
 
     def current_id(self) -> bytes | None:
         """The entry id of the event the loop body holds (None between events)."""
@@ -46,22 +84,23 @@ class Events:
 
     def done_with_current(self) -> None:
         if self._current:
-            self._actor.link.acks.extend(self._current)
-            self._actor.counters.processed += len(self._current)
+            self._reader.commit(self._current)
+            self._counters.processed += len(self._current)
             self._current = []
 
     async def _next(self, wait: bool = True) -> Any:
-        actor = self._actor
+        handling = self._handling
+        reader = self._reader
         while True:
             while self._pos < len(self._buffer):
                 entry_id, fields = self._buffer[self._pos]
                 self._pos += 1
                 try:
-                    event = actor.decode(fields)
+                    event = handling.decode(fields)
                 except DecodeError as exc:
-                    await actor.handling.undecodable(self._conn, entry_id, fields, exc, 1)
+                    await handling.undecodable(self._conn, entry_id, fields, exc, 1)
                     continue
-                actor.fence.check(trio.current_time())
+                handling.fence.check(trio.current_time())
                 self._current.append(entry_id)
                 return event
             if self._ctx.stop_requested:
@@ -71,14 +110,13 @@ class Events:
                 self._pos = 0
                 continue
             if not wait:
-                count = actor.settings.batch_size
-                read = await actor.link.read(self._conn, ">", count)
+                read = await reader.read_new(reader.batch_size)
                 if not read.entries:
                     self._tail = read.tail
                     return _NOTHING
                 self._buffer = read.entries
             else:
-                entries = await actor._next_entries(self._conn, self._ctx)
+                entries = await reader.next_entries()
                 if entries is None:
                     raise StopAsyncIteration
                 self._buffer = entries
@@ -86,9 +124,9 @@ class Events:
 
     async def _replay_one(self) -> list[Any]:
         """The next of our own pending entries ([] when it is spent or was dead-lettered)."""
-        actor = self._actor
+        handling = self._handling
         assert self._replay_from is not None
-        read = await actor.link.read(self._conn, self._replay_from, 1)
+        read = await self._reader.replay_one(self._replay_from)
         if read.last is None:
             self._replay_from = None
             return []
@@ -97,10 +135,10 @@ class Events:
             return []
         entry_id, fields = read.entries[0]
         deliveries = read.deliveries.get(entry_id, 1)
-        limit = actor.settings.max_deliveries
+        limit = handling.settings.max_deliveries
         if deliveries > limit:
-            counters = actor.counters
-            await actor.handling.dead_letter(
+            counters = self._counters
+            await handling.dead_letter(
                 self._conn, entry_id, fields, "max_deliveries",
                 f"delivered {deliveries} times (max_deliveries={limit}); "
                 f"last error: {counters.last_error}", counters.last_trace, deliveries,
@@ -133,7 +171,7 @@ class Events:
                     remaining = deadline - trio.current_time()
                     if remaining <= 0:
                         break
-                    await self._actor.link.block_briefly(self._conn, self._tail, remaining)
+                    await self._reader.linger(self._tail, remaining)
                     continue
                 batch.append(item)
             yield batch

@@ -1,11 +1,12 @@
-# Over 500 lines: the one handling routine and the containment it applies, read together.
-"""Handling: decode, handle, then ack or dead-letter, with failures contained (issue 11).
+"""Handling: decode, handle, then ack or dead-letter, with failures contained.
 
 One routine, ``Handling.process``, takes a partition actor's entries in order, whether newly
 read (first deliveries) or replayed from its pending list (Redis's delivery counts), for the
 event form and for batch handlers' events one at a time; ``_process_plain`` is its hot path.
+The loops with events in flight (``lanes``) handle one entry at a time with the same parts:
+``handle`` (middleware, timeout, retries, error hook), ``contain`` and ``book``.
 
-A failed handling never crashes the partition actor: ``_contain`` asks the pure rule in
+A failed handling never crashes the partition actor: ``contain`` asks the pure rule in
 ``_core.failures`` what to do (redeliver at once, dead-letter, or back off keeping the lease and
 the event's deliveries) and carries it out. docs/dead-letters.md, "Poison or outage", states the
 rule; the partition actor (``partition``) owns the round trips this reuses (``link``).
@@ -14,7 +15,7 @@ rule; the partition actor (``partition``) owns the round trips this reuses (``li
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Hashable
 from typing import Any
 
 import trio
@@ -42,9 +43,9 @@ HANDLED = object()  # the handler returned: ack it
 SKIPPED = object()  # on_error chose SKIP: ack it
 MOVED = object()  # dead-lettered (the move acked it), or no longer pending: nothing to ack
 STOPPED = object()  # a stop was requested while backing off: it stays pending
-_HANDLED, _SKIPPED, _MOVED, _STOPPED = HANDLED, SKIPPED, MOVED, STOPPED
 
-Attempt = Callable[[Connection, bytes, list[bytes], Any], Awaitable[object]]
+#: One handling attempt of an entry: (conn, entry id, fields, event) -> HANDLED | SKIPPED | MOVED
+Handle = Callable[[Connection, bytes, list[bytes], Any], Awaitable[object]]
 
 
 class Handling:
@@ -82,6 +83,9 @@ class Handling:
         self.decode = spec.stream.format_decoder
         self.settings = spec.settings
         self.containment = counters.failures.policy
+        self.handle: Handle = (
+            self._handle_one if spec.form is not Form.BATCH else self._handle_alone
+        )
         self._woke_early = False  # the last backoff was cut short by others' recovery
 
     async def dead_letter(
@@ -117,12 +121,12 @@ class Handling:
     async def decode_or_dead_letter(
         self, conn: Connection, entry_id: bytes, fields: list[bytes], deliveries: int
     ) -> Any:
-        """The event, or _MOVED when it could not be decoded (and was dead-lettered)."""
+        """The event, or MOVED when it could not be decoded (and was dead-lettered)."""
         try:
             return self.decode(fields)
         except DecodeError as exc:
             await self.undecodable(conn, entry_id, fields, exc, deliveries)
-            return _MOVED
+            return MOVED
 
     async def process(
         self,
@@ -130,21 +134,22 @@ class Handling:
         ctx: ChildContext,
         entries: list[Any],
         counts: dict[bytes, int] | None = None,
+        ack: Callable[[bytes], None] | None = None,
     ) -> None:
         """Decode, handle, then ack or dead-letter each entry in order: the one routine for
         new entries (``counts`` None: first deliveries) and replayed ones (Redis's counts).
+        ``ack`` takes the ids to ack (default: the link's commit buffer).
 
-        A failed handling goes to the containment rule (``_contain``): it never crashes the
+        A failed handling goes to the containment rule (``contain``): it never crashes the
         actor. An entry replayed past ``max_deliveries`` is dead-lettered unhandled: what its
         deliveries caused may have been the end of a whole worker (kill -9 by the OOM killer).
         """
-        if counts is None and self.plain:
+        if counts is None and self.plain and ack is None:
             await self._process_plain(conn, ctx, entries)
             return
         counters = self.counters
-        failures = counters.failures
         max_deliveries = self.settings.max_deliveries
-        handle = self._handle_one if self.spec.form is not Form.BATCH else self._handle_alone
+        handle = self.handle
         for entry_id, fields in entries:
             if ctx.stop_requested:
                 return
@@ -152,11 +157,11 @@ class Handling:
             if not fields:
                 # Trimmed or deleted while pending: nothing to handle; ack it away.
                 counters.trimmed += 1
-                self.link.acks.append(entry_id)
+                (ack or self.link.acks.append)(entry_id)
                 continue
             deliveries = counts.get(entry_id, 1) if counts else 1
             event = await self.decode_or_dead_letter(conn, entry_id, fields, deliveries)
-            if event is _MOVED:
+            if event is MOVED:
                 continue
             if deliveries > max_deliveries:
                 await self.dead_letter(
@@ -170,18 +175,25 @@ class Handling:
             try:
                 result = await handle(conn, entry_id, fields, event)
             except Exception as exc:
-                result = await self._contain(conn, ctx, entry_id, fields, exc, deliveries, handle)
-                if result is _STOPPED:
+                result = await self.contain(conn, ctx, entry_id, fields, exc, deliveries, handle)
+                if result is STOPPED:
                     return
-            if not counters.processed % SAMPLE_EVERY:
-                counters.latencies.append(trio.current_time() - started)
-            if result is _HANDLED:
-                counters.processed += 1
-                failures.board.record_successes(1)
-                if failures.streak:
-                    failures.on_success()
-            if result is _HANDLED or result is _SKIPPED:
-                self.link.acks.append(entry_id)
+            if self.book(result, started):
+                (ack or self.link.acks.append)(entry_id)
+
+    def book(self, result: object, started: float) -> bool:
+        """Count one settled handling (a sample of its duration); True if it is to be acked."""
+        counters = self.counters
+        if not counters.processed % SAMPLE_EVERY:
+            counters.latencies.append(trio.current_time() - started)
+        if result is HANDLED:
+            counters.processed += 1
+            failures = counters.failures
+            failures.board.record_successes(1)
+            if failures.streak:
+                failures.on_success()
+            return True
+        return result is SKIPPED
 
     async def _process_plain(
         self, conn: Connection, ctx: ChildContext, entries: list[Any]
@@ -222,14 +234,14 @@ class Handling:
                     counters.processed += done  # ours before the failure: evidence for others
                     failures.board.record_successes(done)
                     done = 0
-                    result = await self._contain(
+                    result = await self.contain(
                         conn, ctx, entry_id, fields, exc, 1, self._handle_one
                     )
-                    if result is _STOPPED:
+                    if result is STOPPED:
                         return
                     ack = self.link.acks.append  # the redelivery's round trip flushed the acks
                     streak = failures.streak
-                    if result is _MOVED:
+                    if result is MOVED:
                         continue
                 if streak:
                     failures.on_success()
@@ -240,7 +252,7 @@ class Handling:
             counters.processed += done
             failures.board.record_successes(done)
 
-    async def _contain(
+    async def contain(
         self,
         conn: Connection,
         ctx: ChildContext,
@@ -248,11 +260,14 @@ class Handling:
         fields: list[bytes],
         exc: Exception,
         deliveries: int,
-        handle: Callable[[Connection, bytes, list[bytes], Any], Awaitable[object]],
+        handle: Handle,
+        lane: Hashable | None = None,
     ) -> object:
         """Apply the containment rule (``_core.failures``) to a failed handling, until the
-        event is handled (_HANDLED or _SKIPPED, not yet acked), dead-lettered (_MOVED), or a
-        stop is requested while backing off (_STOPPED: it stays pending, replayed first)."""
+        event is handled (HANDLED or SKIPPED, not yet acked), dead-lettered (MOVED), or a
+        stop is requested while backing off (STOPPED: it stays pending, replayed first).
+        ``lane``: the event's key when keys are handled concurrently (one key's failures are
+        one streak)."""
         counters = self.counters
         failures = counters.failures
         classify = self.containment.classification.classify
@@ -260,7 +275,7 @@ class Handling:
         if state is PartitionState.BACKING_OFF:
             state = PartitionState.RUNNING
         while True:
-            decision = failures.on_failure(entry_id, deliveries, classify(exc))
+            decision = failures.on_failure(entry_id, deliveries, classify(exc), lane)
             # The bounded traceback (~20 us) only for the dead letter that keeps it.
             self.note_failure(
                 exc, entry_id, deliveries, trace=decision.action is Action.DEAD_LETTER
@@ -274,15 +289,15 @@ class Handling:
                     deliveries,
                 )
                 failures.on_dead_letter()
-                return _MOVED
+                return MOVED
             if decision.action is Action.REDELIVER:
                 redelivered = await self._redeliver(conn, entry_id, deliveries)
                 if redelivered is None:
                     failures.on_dead_letter()
-                    return _MOVED
+                    return MOVED
                 fields, deliveries = redelivered
             elif not await self._back_off(ctx, decision.delay, decision.reason):
-                return _STOPPED
+                return STOPPED
             self.fence.check(trio.current_time())
             try:
                 result = await handle(conn, entry_id, fields, self.decode(fields))
@@ -290,7 +305,7 @@ class Handling:
                 exc = again
                 continue
             counters.state = state
-            if result is _HANDLED:
+            if result is HANDLED:
                 failures.on_success()
                 failures.board.record_successes(1)
             else:  # on_error chose SKIP or DEAD_LETTER: the event is settled all the same
@@ -396,21 +411,21 @@ class Handling:
     ) -> object:
         """Handle with middleware, timeout, retries and the error hook.
 
-        Returns _HANDLED, _SKIPPED (the hook chose SKIP: ack it) or _MOVED (the hook chose
+        Returns HANDLED, SKIPPED (the hook chose SKIP: ack it) or MOVED (the hook chose
         DEAD_LETTER: the move acked it); raises when the failure goes to the containment rule.
         """
         info = self.info(entry_id)
         chain = self.chain
         try:
             if self.tracer is None:
-                await self._call(lambda ev: chain(ev, info), event)
+                await self.call(lambda ev: chain(ev, info), event)
             else:
                 with _tracing.consumer_span(
                     self.tracer, app=self.app, stream=info.stream, actor=self.group,
                     partition=self.partition, entry_id=info.entry_id, fields=fields,
                 ):
-                    await self._call(lambda ev: chain(ev, info), event)
-            return _HANDLED
+                    await self.call(lambda ev: chain(ev, info), event)
+            return HANDLED
         except Exception as exc:
             return await self._on_error(conn, entry_id, fields, event, exc, info)
 
@@ -421,8 +436,8 @@ class Handling:
         info = self.info(entry_id)
         chain = self.chain
         try:
-            await self._call(lambda evs: chain(evs, info), [event])
-            return _HANDLED
+            await self.call(lambda evs: chain(evs, info), [event])
+            return HANDLED
         except Exception as exc:
             return await self._on_error(conn, entry_id, fields, [event], exc, info)
 
@@ -437,16 +452,16 @@ class Handling:
         if outcome is Outcome.SKIP:
             self.report("skipped", f"{self.group}[{self.partition}] {info.entry_id}: "
                                 f"{describe_error(exc)}")
-            return _SKIPPED
+            return SKIPPED
         if outcome is Outcome.DEAD_LETTER:
             await self.dead_letter(
                 conn, entry_id, fields, "handler", describe_error(exc),
                 format_bounded_traceback(exc), 1,
             )
-            return _MOVED
+            return MOVED
         raise exc
 
-    async def _call(self, fn: Callable[[Any], Any], arg: Any) -> None:
+    async def call(self, fn: Callable[[Any], Any], arg: Any) -> None:
         """The handler (chain) with the actor's timeout and in-process retries."""
         settings = self.settings
         attempt = 0
@@ -472,62 +487,6 @@ class Handling:
                     raise error from None
                 attempt += 1
                 await trio.sleep(settings.retry_backoff * 2 ** (attempt - 1))
-
-    async def process_batch(
-        self,
-        conn: Connection,
-        ctx: ChildContext,
-        entries: list[Any],
-        counts: dict[bytes, int] | None = None,
-    ) -> None:
-        """A batch handler's ``_process``: the whole batch in one call; when it fails (and
-        ``on_error`` does not settle it), which event failed is unknown, so its events are
-        handled again one at a time, as batches of one, and the failing one meets the rule."""
-        if counts is not None or len(entries) == 1:
-            await self.process(conn, ctx, entries, counts)
-            return
-        events: list[Any] = []
-        ids: list[bytes] = []
-        decode = self.decode
-        for entry_id, fields in entries:
-            try:
-                events.append(decode(fields))
-            except DecodeError as exc:
-                await self.undecodable(conn, entry_id, fields, exc, 1)
-                continue
-            ids.append(entry_id)
-        if not events:
-            return
-        self.fence.check(trio.current_time())
-        info = self.info(ids[0])
-        chain = self.chain
-        started = trio.current_time()
-        try:
-            await self._call(lambda evs: chain(evs, info), events)
-        except Exception as exc:
-            taken = set(ids)
-            kept = [(i, f) for i, f in entries if i in taken]  # decoded ones, in order
-            hook = self.spec.on_error
-            outcome = None if hook is None else await hook(events, exc, info)
-            if outcome is Outcome.DEAD_LETTER:
-                for entry_id, fields in kept:
-                    await self.dead_letter(
-                        conn, entry_id, fields, "handler", describe_error(exc),
-                        format_bounded_traceback(exc), 1,
-                    )
-                return
-            if outcome is Outcome.SKIP:
-                self.link.acks.extend(ids)
-                return
-            await self.process(conn, ctx, kept, {})
-            return
-        self.counters.latencies.append(trio.current_time() - started)
-        self.link.acks.extend(ids)
-        self.counters.processed += len(events)
-        failures = self.counters.failures
-        failures.board.record_successes(len(events))
-        if failures.streak:
-            failures.on_success()
 
 
 def _previous_id(entry_id: bytes) -> str:

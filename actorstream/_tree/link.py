@@ -4,7 +4,12 @@ Every side effect (ack, read into our pending list, claim) is checked against ou
 Redis: a Lua script, or a transaction that WATCHes the epoch key. A worker that lost its lease
 cannot take or ack anything; even a read is fenced, because an XREADGROUP by a zombie would strand
 entries in its pending list. The acks of handled events collect in ``acks`` and ride on the next
-round trip (``read``), so there is no Redis round trip per event.
+round trip (``read``), so there is no Redis round trip per event: ``acks`` is the commit buffer,
+what is in it when a round trip is planned is committed by that round trip, fenced.
+
+The connection carries one request at a time, and a partition with events in flight has more
+than one task that may need it (the reader, a worker redelivering a failed event): ``lock``
+serializes the round trips.
 
 What to send and what the replies mean is decided in ``_core.protocol`` (tested without Redis);
 this module sends the commands, keeps which connection watches the epoch, and books results.
@@ -70,6 +75,7 @@ class PartitionLink:
         self.meta_key = keys.meta_key(app, stream, partition)
         #: Ids handled but not yet acked; acked by the next ``read`` (replaced, not cleared).
         self.acks: list[bytes] = []
+        self.lock = trio.Lock()
         self._watched: Connection | None = None
 
     async def ensure_group(self, conn: Connection) -> None:
@@ -88,6 +94,10 @@ class PartitionLink:
         docs/design.md. Raises ``FencedError`` or the Redis error; under OOM the acks still go
         out alone first (backpressure, not lost work).
         """
+        async with self.lock:
+            return await self._read(conn, start, count)
+
+    async def _read(self, conn: Connection, start: bytes | str, count: int) -> ReadResult:
         self.fence.check(trio.current_time())
         protocol = self.protocol
         if self._watched is not conn:
@@ -125,7 +135,9 @@ class PartitionLink:
             self._notify(result.notices)
         if acks_sent:
             self.counters.acked += result.acked
-            self.acks = []  # replaced: the sent list may still be referenced by the caller
+            # Replaced (the sent list may still be referenced by the caller), keeping what was
+            # added while the round trip was on its way.
+            self.acks = self.acks[acks_sent:]
         if result.trimmed:
             # Trimmed or deleted while pending: nothing to handle; ack it away.
             self.counters.trimmed += len(result.trimmed)
@@ -182,10 +194,11 @@ class PartitionLink:
 
             nursery.start_soon(interrupt_on_stop)
             try:
-                await conn.execute(
-                    "XREAD", "COUNT", 1, "BLOCK", block_ms, "STREAMS", self.stream_key, last,
-                    timeout=block_ms / 1000 + 10.0,
-                )
+                async with self.lock:
+                    await conn.execute(
+                        "XREAD", "COUNT", 1, "BLOCK", block_ms, "STREAMS", self.stream_key,
+                        last, timeout=block_ms / 1000 + 10.0,
+                    )
             except Exception as exc:
                 error = exc
             nursery.cancel_scope.cancel()
@@ -199,7 +212,8 @@ class PartitionLink:
         Not interruptible by a stop (it is short): a cancel would close the connection that
         still has to ack the events in hand.
         """
-        await conn.execute(
-            "XREAD", "COUNT", 1, "BLOCK", max(1, int(seconds * 1000)),
-            "STREAMS", self.stream_key, last, timeout=seconds + 10.0,
-        )
+        async with self.lock:
+            await conn.execute(
+                "XREAD", "COUNT", 1, "BLOCK", max(1, int(seconds * 1000)),
+                "STREAMS", self.stream_key, last, timeout=seconds + 10.0,
+            )

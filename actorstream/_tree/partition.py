@@ -1,7 +1,8 @@
-"""The partition actor: one per owned (actor, partition), strictly in order, fenced.
+"""The partition actor: one per owned (actor, partition), fenced.
 
-Its Redis round trips live in ``link`` (``PartitionLink``); the iterator form in ``events``;
-its counters and statistics in ``counters``.
+Its Redis round trips live in ``link`` (``PartitionLink``); what a handler form sees of them in
+``reader``; each form's loop in a module of its own (``LOOPS``: ``serial``, ``lanes``,
+``batches``, ``events``); its counters and statistics in ``counters``.
 
 Life of one actor (``statistics().state`` shows where it is)::
 
@@ -11,8 +12,9 @@ Life of one actor (``statistics().state`` shows where it is)::
                an entry delivered more than ``max_deliveries`` times is dead-lettered
     RUNNING    fenced "ack previous batch + XREADGROUP next batch" transaction (WATCH on the
                epoch key, MULTI/EXEC), one round trip per batch; when the partition is empty,
-               wait with a plain XREAD BLOCK (no side effect)
-    DRAINING   a graceful stop: finish the event in hand, ack, return
+               wait with a plain XREAD BLOCK (no side effect). With ``ordering="key"`` or
+               ``"none"`` many events are in flight (``lanes``), their acks on the next read
+    DRAINING   a graceful stop: finish the events in hand, ack, return
     STOPPED | FENCED | FAILED
 
 Every side effect (ack, read into our pending list, claim, dead-letter move) is checked against
@@ -24,7 +26,8 @@ Redis being unreachable is not a crash of the actor: it waits with backoff (WAIT
 resumes from STARTING. Handler failures are not crashes either: ``handling`` contains them
 (redelivery, dead letter, or BACKING_OFF with the lease kept; docs/dead-letters.md). Only the
 iterator form, whose handler owns its loop, restarts (``HandlerCrashed``), under its own
-partition's restart budget (``partitions``); anything else escaping is a runtime failure.
+partition's restart budget (``partitions``); anything else escaping is a runtime failure. A
+fence or a lost lease cancels the handlers in flight; nothing they did is acked.
 """
 
 from __future__ import annotations
@@ -32,13 +35,13 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Callable
-from typing import Any
 
 import trio
 from attrs import frozen
 
 from .._actors import ActorSpec, Form
 from .._core.classify import TRANSIENT_REDIS_ERRORS, describe_error
+from .._core.dispatch import Ordering
 from .._core.errors import FencedError, GroupLostError
 from .._core.fence import Fence
 from .._middleware import Middleware, compose
@@ -46,24 +49,32 @@ from .._ops import logs as _logs
 from .._ops import tracing as _tracing
 from .._ops.durations import timed
 from .._transport import Connection
-from .batches import run_batches
+from .batches import BatchLoop
 from .context import WorkerContext
 from .counters import Counters, PartitionState, PartitionStatistics, snapshot
 from .deadletters import DeadLetters
-from .events import Events
+from .events import HandlerCrashed, IteratorLoop
 from .handling import FENCE_CHECK_EVERY, Handling
+from .lanes import LaneLoop
 from .link import PartitionLink
+from .reader import FormLoop, Reader
+from .serial import SerialLoop
 from .supervisor import ChildContext
 
-__all__ = ["FENCE_CHECK_EVERY", "HandlerCrashed", "PartitionActor", "PartitionContext"]
+__all__ = ["FENCE_CHECK_EVERY", "LOOPS", "HandlerCrashed", "PartitionActor", "PartitionContext"]
 
 log = logging.getLogger("actorstream.partition")
 
-WAIT_BLOCK_MS = 2000
+LoopType = Callable[[Reader, Handling, Counters], FormLoop]
 
-
-class HandlerCrashed(Exception):
-    """The iterator form's handler (which owns its loop) raised: its partition actor restarts."""
+#: The loop of each handler form, one event (or batch) at a time or many in flight.
+LOOPS: dict[tuple[Form, bool], LoopType] = {
+    (Form.EVENT, False): SerialLoop,
+    (Form.EVENT, True): LaneLoop,
+    (Form.BATCH, False): BatchLoop,
+    (Form.BATCH, True): LaneLoop,
+    (Form.ITERATOR, False): IteratorLoop,
+}
 
 
 @frozen
@@ -131,7 +142,6 @@ class PartitionActor:
             and self.settings.retries == 0
             and self.tracer is None
         )
-        self._failing: bytes | None = None  # the entry whose handler call raised last
         self.handling = Handling(
             app=worker.app,
             spec=spec,
@@ -201,11 +211,9 @@ class PartitionActor:
             self.report(
                 "crash", f"{self.group}[{self.partition}]: {self.counters.last_error}"
             )
-            failing = self._failing
             log.error(
-                "%s[%d] crashed%s: %s", self.group, self.partition,
-                f" on {failing.decode()}" if failing else "", self.counters.last_error,
-                exc_info=exc, extra={"entry_id": failing.decode() if failing else None},
+                "%s[%d] crashed: %s", self.group, self.partition, self.counters.last_error,
+                exc_info=exc,
             )
             raise
         finally:
@@ -219,88 +227,23 @@ class PartitionActor:
         self._set_state(PartitionState.STARTING)
         await self.link.ensure_group(conn)
         await self.link.claim_previous_owners(conn)
+        reader = Reader(self.link, conn, ctx, self.settings.batch_size)
+        concurrent = self.settings.ordering is not Ordering.PARTITION
+        loop = LOOPS[self.spec.form, concurrent](reader, self.handling, self.counters)
         self._set_state(PartitionState.REPLAYING)
-        if self.spec.form is not Form.ITERATOR:  # the iterator replays in its own loop
-            await self._replay_own_pending(conn, ctx)
-        if ctx.stop_requested:
-            await self.link.flush_acks(conn)
-            return
-        self._set_state(PartitionState.RUNNING)
-        form = self.spec.form
         try:
-            if form is Form.EVENT:
-                await self._run_events(conn, ctx)
-            elif form is Form.BATCH:
-                await run_batches(self, conn, ctx)
-            else:
-                await self._run_iterator(conn, ctx)
+            await loop.replay()
+            if ctx.stop_requested:
+                await reader.flush()
+                return
+            self._set_state(PartitionState.RUNNING)
+            await loop.run()
         except Exception:
             # Ack what was handled before the crash, so only the failing event is redelivered.
             await self.link.flush_acks_after_crash(conn)
             raise
         self._set_state(PartitionState.DRAINING)
-        await self.link.flush_acks(conn)
-
-    # -- Redis side effects, all fenced -------------------------------------------------------
-
-    async def _replay_own_pending(self, conn: Connection, ctx: ChildContext) -> None:
-        start: bytes = b"0"
-        handling = self.handling
-        while not ctx.stop_requested:
-            # One entry at a time: reading from history bumps the delivery count of every entry
-            # returned, and the ones behind a poison event must not be charged for its failures.
-            # (Our own pending list is at most about a batch, so this costs a few round trips.)
-            # (Entries trimmed while pending are acked away by the link, and left out.)
-            read = await self.link.read(conn, start, 1)
-            if read.last is None:
-                return
-            start = read.last
-            if self.spec.form is Form.BATCH:
-                await handling.process_batch(conn, ctx, read.entries, read.deliveries)
-            else:
-                await handling.process(conn, ctx, read.entries, read.deliveries)
-
-    # -- the hot loops ------------------------------------------------------------------------
-
-    async def _next_entries(self, conn: Connection, ctx: ChildContext) -> list[Any] | None:
-        """The next batch of new entries, waiting when the partition is empty.
-
-        Returns None when a graceful stop was requested while waiting.
-        """
-        count = self.settings.batch_size
-        while True:
-            read = await self.link.read(conn, ">", count)
-            if read.entries:
-                return read.entries
-            if ctx.stop_requested:
-                return None
-            # Nothing new: wait for an append after the tail with a side-effect-free XREAD.
-            # A graceful stop interrupts the wait (closing this connection; nothing is unacked).
-            if not await self.link.wait_for_append(conn, ctx, read.tail, WAIT_BLOCK_MS):
-                return None
-
-    async def _run_events(self, conn: Connection, ctx: ChildContext) -> None:
-        while not ctx.stop_requested:
-            entries = await self._next_entries(conn, ctx)
-            if entries is None:
-                return
-            await self.handling.process(conn, ctx, entries)
-
-    async def _run_iterator(self, conn: Connection, ctx: ChildContext) -> None:
-        events = Events(self, conn, ctx)
-        while not ctx.stop_requested:
-            try:
-                await self.spec.handler(events)
-            except (FencedError, *TRANSIENT_REDIS_ERRORS):
-                raise  # ours, from inside the iterator
-            except Exception as exc:
-                self.counters.errors[type(exc).__name__] += 1
-                # The loop's state is gone with it: restart the actor (``partitions`` does,
-                # under this partition's own budget); replay delivers this event first.
-                current = events.current_id()
-                self.handling.note_failure(exc, current or b"?", 0)
-                raise HandlerCrashed(describe_error(exc)) from exc
-            events.done_with_current()
+        await reader.flush()
 
     def statistics(self) -> PartitionStatistics:
         return snapshot(self.spec, self.partition, self.counters)

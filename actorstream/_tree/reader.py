@@ -1,0 +1,110 @@
+"""What a form loop sees of its partition: the entries to handle, and where handled ids go.
+
+Every handler form (``serial``, ``lanes``, ``batches``, ``events``) is one loop over this small
+interface, so a new form or ordering is one module and none reaches into the partition actor:
+
+- ``next_entries`` / ``read_new``: new entries, by a fenced round trip that also commits what
+  was handled (``commit`` puts ids in; ``PartitionLink.acks`` is the buffer);
+- ``replay_one``: our own pending entries, one at a time, with Redis's delivery counts;
+- ``wait_for_append`` / ``linger``: wait for the partition to grow (interruptible by a stop
+  only when nothing is in hand, since a cancelled request closes the connection).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, Protocol
+
+from .._core.protocol import ReadResult
+from .._transport import Connection
+from .link import PartitionLink
+from .supervisor import ChildContext
+
+if TYPE_CHECKING:
+    from .handling import Handling
+
+__all__ = ["WAIT_BLOCK_MS", "FormLoop", "Reader"]
+
+#: The longest wait for an append when the partition is idle (side-effect free XREAD BLOCK).
+WAIT_BLOCK_MS = 2000
+
+
+class Reader:
+    """The fenced entries of one partition actor's session (one connection, one epoch)."""
+
+    __slots__ = ("batch_size", "conn", "ctx", "link")
+
+    def __init__(
+        self, link: PartitionLink, conn: Connection, ctx: ChildContext, batch_size: int
+    ) -> None:
+        self.link = link
+        self.conn = conn
+        self.ctx = ctx
+        self.batch_size = batch_size
+
+    def commit(self, ids: Iterable[bytes]) -> None:
+        """Handled ids: acked by the next fenced round trip (never a round trip of their own)."""
+        self.link.acks.extend(ids)
+
+    async def read_new(self, count: int) -> ReadResult:
+        """Commit what is handled and read up to ``count`` new entries (one round trip)."""
+        return await self.link.read(self.conn, ">", count)
+
+    async def next_entries(self, count: int | None = None) -> list[Any] | None:
+        """The next batch of new entries, waiting when the partition is empty.
+
+        Returns None when a graceful stop was requested while waiting (nothing is in hand
+        then: a stop interrupts the wait by closing the connection).
+        """
+        count = count or self.batch_size
+        ctx = self.ctx
+        while True:
+            read = await self.link.read(self.conn, ">", count)
+            if read.entries:
+                return read.entries
+            if ctx.stop_requested:
+                return None
+            if not await self.wait_for_append(read.tail):
+                return None
+
+    async def wait_for_append(self, tail: Any, block_ms: int = WAIT_BLOCK_MS) -> bool:
+        """Wait for an append after ``tail``; False if a stop was requested meanwhile."""
+        return await self.link.wait_for_append(self.conn, self.ctx, tail, block_ms)
+
+    async def linger(self, tail: Any, seconds: float) -> None:
+        """Wait up to ``seconds`` for an append after ``tail``, not interrupted by a stop."""
+        await self.link.block_briefly(self.conn, tail, seconds)
+
+    async def replay_one(self, start: bytes | str) -> ReadResult:
+        """Our next pending entry after ``start``, with its delivery count.
+
+        One entry at a time: reading from history bumps the delivery count of every entry
+        returned, and the ones behind a poison event must not be charged for its failures.
+        (Entries trimmed while pending are acked away by the link, and left out.)
+        """
+        return await self.link.read(self.conn, start, 1)
+
+    async def flush(self) -> None:
+        await self.link.flush_acks(self.conn)
+
+
+async def replay_own_pending(reader: Reader, handling: Handling) -> None:
+    """Handle our own pending entries in id order, before anything new (one at a time)."""
+    start: bytes = b"0"
+    ctx = reader.ctx
+    while not ctx.stop_requested:
+        read = await reader.replay_one(start)
+        if read.last is None:
+            return
+        start = read.last
+        await handling.process(reader.conn, ctx, read.entries, read.deliveries)
+
+
+class FormLoop(Protocol):
+    """One handler form's loop over a ``Reader`` (``partition`` picks it from the spec)."""
+
+    async def replay(self) -> None:
+        """Handle our own pending entries first (the iterator form does it in its loop)."""
+
+    async def run(self) -> None:
+        """Handle new entries until a graceful stop; leave nothing handled uncommitted."""

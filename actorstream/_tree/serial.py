@@ -1,0 +1,42 @@
+"""The event form, one event at a time (``ordering="partition"``, the default).
+
+A read batch is handled in stream order by ``Handling.process`` (its plain hot path when the
+handler has no timeout, retries, middleware or error hook); its acks ride on the next read.
+This is the dispatch rule with one lane and one unit in flight, kept as a loop of its own
+because it is the hot path: no lane bookkeeping per event (docs/design.md, "Events in flight").
+"""
+
+from __future__ import annotations
+
+from .counters import Counters
+from .handling import Handling
+from .reader import Reader, replay_own_pending
+
+__all__ = ["SerialLoop"]
+
+
+class SerialLoop:
+    """Read a batch, handle it in order, ack it with the next read."""
+
+    def __init__(self, reader: Reader, handling: Handling, counters: Counters) -> None:
+        self.reader = reader
+        self.handling = handling
+        self.counters = counters
+
+    async def replay(self) -> None:
+        await replay_own_pending(self.reader, self.handling)
+
+    async def run(self) -> None:
+        reader = self.reader
+        ctx = reader.ctx
+        process = self.handling.process
+        counters = self.counters
+        while not ctx.stop_requested:
+            entries = await reader.next_entries()
+            if entries is None:
+                return
+            counters.in_flight = 1
+            try:
+                await process(reader.conn, ctx, entries)
+            finally:
+                counters.in_flight = 0
