@@ -23,6 +23,8 @@ from collections import deque
 from collections.abc import Hashable, Iterable
 from typing import Any, NamedTuple
 
+from .hashing import key_bytes
+
 __all__ = ["Dispatch", "Held", "Ordering", "Start", "lane_key"]
 
 
@@ -53,12 +55,20 @@ _ONE_LANE: Hashable = ("partition",)
 
 
 def lane_key(key: object) -> Hashable:
-    """The lane of an event's key: the key itself when hashable, else its repr (a list key)."""
+    """The lane of an event's key: its partition-key bytes (so ``1`` and ``"1"``, which share a
+    partition, share a lane too); a key those rules refuse (None on a one-partition stream)
+    is its own lane."""
+    if type(key) is str:
+        return key.encode("utf-8")
+    try:
+        return key_bytes(key)
+    except TypeError:
+        pass
     try:
         hash(key)
     except TypeError:
         return ("unhashable", repr(key))
-    return key
+    return ("value", key)
 
 
 class Dispatch:
@@ -197,6 +207,10 @@ class Dispatch:
         if acks:
             self._acks = []
         return acks
+
+    @property
+    def acks_pending(self) -> bool:
+        return bool(self._acks)
 
     @property
     def running(self) -> int:

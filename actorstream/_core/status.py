@@ -90,6 +90,8 @@ class PartitionStatus:
     handler_p50: float | None = None
     handler_p99: float | None = None
     backoff: float = 0.0
+    in_flight: int = 0
+    concurrency: int = 1
 
     @property
     def active(self) -> bool:
@@ -113,6 +115,8 @@ class PartitionStatus:
             handler_p50=_opt_float(item.get("handler_p50")),
             handler_p99=_opt_float(item.get("handler_p99")),
             backoff=_float(item.get("backoff")),
+            in_flight=_int(item.get("in_flight")),
+            concurrency=_int(item.get("concurrency"), 1),
         )
 
 

@@ -46,6 +46,9 @@ METRICS: Final[dict[str, tuple[str, str, tuple[str, ...]]]] = {
     "actorstream_partition_pending": (
         "gauge", "Entries of an owned partition delivered but not yet acknowledged.",
         ("app", "stream", "partition")),
+    "actorstream_events_in_flight": (
+        "gauge", "Events handed to the handler and not finished, per partition actor.",
+        ("app", "stream", "actor", "partition")),
     "actorstream_partitions_owned": (
         "gauge", "Partition leases this worker holds.", ("app",)),
     "actorstream_actor_restarts_total": (
@@ -102,6 +105,7 @@ class WorkerCollector(Collector):
             for kind, n in sorted(p.dead_letters.items()):
                 add("actorstream_dead_letters_total", [app, p.stream, p.actor, part, kind], n)
             add("actorstream_actor_restarts_total", [app, p.actor, part], p.restarts)
+            add("actorstream_events_in_flight", [app, p.stream, p.actor, part], p.in_flight)
             if p.durations is not None:
                 durations.setdefault((p.stream, p.actor), []).append(p.durations)
         hist = fams["actorstream_handler_duration_seconds"]

@@ -27,6 +27,7 @@ class PartitionView:
     partition: int
     handled: int
     restarts: int
+    in_flight: int = 0
     errors: Mapping[str, int] = attrs.field(factory=dict)
     dead_letters: Mapping[str, int] = attrs.field(factory=dict)
     durations: Durations | None = None
@@ -64,6 +65,7 @@ def worker_view(worker: Worker, backlog: Mapping[tuple[str, int], Backlog]) -> W
                 partition=slot.partition,
                 handled=c.processed,
                 restarts=c.restarts,
+                in_flight=c.in_flight,
                 errors=dict(c.errors),
                 dead_letters=dict(c.dead_letters),
                 durations=c.durations,

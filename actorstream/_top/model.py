@@ -161,6 +161,8 @@ class PartitionView:
     restarts: int
     dead_letters: int
     last_error: str | None
+    in_flight: int | None = None  # events handed to the handler, not finished
+    concurrency: int = 1  # what it may have in flight (1: one event at a time)
 
     @property
     def label(self) -> str:
@@ -275,6 +277,8 @@ def _partition_view(reading: Reading, actor: str, stream: str, p: int,
         dead_letters=part.dead_letters if stream and actor == _first_actor(reading, stream)
         else 0,
         last_error=status.last_error if status else None,
+        in_flight=status.in_flight if status else None,
+        concurrency=status.concurrency if status else 1,
     )
 
 

@@ -222,9 +222,13 @@ def render_partitions(
         pages = math.ceil(len(parts) / limit)
         options.page = min(options.page, pages - 1)
         parts = parts[options.page * limit : (options.page + 1) * limit]
+    # Events in flight: a column only where an actor keeps more than one (ordering="key").
+    in_flight = any(p.concurrency > 1 for p in parts)
     table = _table(("PARTITION", "left"), ("OWNER", "left"), ("EP", "right"),
                    ("STATE", "left"), ("LAG", "right"), ("PEND", "right"), ("OLDEST", "right"),
-                   ("RATE/S", "right"), ("RST", "right"), ("DLQ", "right"))
+                   ("RATE/S", "right"), *([("INFL", "right")] if in_flight else []),
+                   ("RST", "right"), ("DLQ", "right"))
+    table.collapse_padding = in_flight  # one column more in 80 columns
     table.columns[0].max_width = 12
     table.columns[1].max_width = 18
     table.columns[1].overflow = "ellipsis"
@@ -233,12 +237,13 @@ def render_partitions(
         table.caption = f"page {options.page + 1}/{pages} (n/p)"
     names = snap.worker_names()
     for p in parts:
+        flight = ["-" if p.in_flight is None else str(p.in_flight)] if in_flight else []
         table.add_row(
             p.label[:12], names.get(p.owner, p.owner) if p.owner else "-",
             "-" if p.epoch is None else str(p.epoch),
             Text(p.state, STATE_STYLE.get(p.state, "")), fmt_int(p.lag), fmt_int(p.pending),
             fmt_age(p.oldest_pending_age) if p.pending else "-", fmt_rate(p.rate),
-            str(p.restarts), str(p.dead_letters),
+            *flight, str(p.restarts), str(p.dead_letters),
         )
     return table
 

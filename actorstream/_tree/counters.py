@@ -55,6 +55,7 @@ class PartitionStatistics:
     streak: int = 0  # distinct events failed since the last success
     backoff: float | None = None  # the wait of a backing-off partition, seconds
     in_flight: int = 0  # events handed to the handler and not finished
+    concurrency: int = 1  # units (events, or batches) it may have in flight
 
 
 class Counters:
@@ -136,4 +137,5 @@ def snapshot(spec: ActorSpec, partition: int, c: Counters) -> PartitionStatistic
         streak=c.failures.streak,
         backoff=c.backoff if c.state is PartitionState.BACKING_OFF else None,
         in_flight=c.in_flight,
+        concurrency=spec.settings.in_flight(spec.form),
     )

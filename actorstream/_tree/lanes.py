@@ -105,10 +105,14 @@ class LaneLoop:
             if read.entries:
                 await self._arrive(read.entries)
                 self._kick()
+            elif dispatch.blocked:
+                await self._wait_change()  # a worker redelivering needs the connection
             elif dispatch.held or self._workers:
-                await reader.linger(read.tail, LINGER)  # acks in hand: not a long wait
+                await reader.linger(read.tail, LINGER)  # acks to come: not a long wait
+            elif dispatch.acks_pending:
+                continue  # finished while we read: commit them before a long wait
             elif not await reader.wait_for_append(read.tail):
-                return
+                return  # (a stop closes the connection: nothing may be left to commit)
 
     async def _arrive(self, entries: list[Any]) -> None:
         """Decode each entry and compute its key, once; hand them to the rule in order."""

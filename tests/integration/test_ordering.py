@@ -95,10 +95,16 @@ async def test_key_ordering_keeps_each_key_in_order_and_runs_keys_concurrently(
         await log.handle(job, rng.random() * 0.004)
 
     sent = workload(keys=30, per_key=12)
+    seen_in_flight = 0
     async with system:
         await jobs.send_many(sent)
         async with running(system) as rt:
-            await wait_for(lambda: len(log.records) >= len(sent))
+            with trio.fail_after(30):
+                while len(log.records) < len(sent):
+                    parts = rt.statistics().partitions
+                    seen_in_flight = max([seen_in_flight, *(p.in_flight for p in parts)])
+                    assert all(p.in_flight <= p.concurrency == 16 for p in parts)
+                    await trio.sleep(0.002)
             await trio.sleep(0.2)
             parts = rt.statistics().partitions
     assert sorted((k, s) for k, s, _, _ in log.records) == sorted((j.key, j.seq) for j in sent)
@@ -108,6 +114,7 @@ async def test_key_ordering_keeps_each_key_in_order_and_runs_keys_concurrently(
     assert sum(p.processed for p in parts) == len(sent)
     assert sum(p.acked for p in parts) == len(sent)
     assert all(p.in_flight == 0 for p in parts)
+    assert seen_in_flight > 1  # statistics() shows the events in flight
 
 
 async def test_none_ordering_handles_everything_within_the_bound(redis_url: str) -> None:

@@ -122,7 +122,8 @@ def test_bad_settings_and_unhashable_keys() -> None:
     with pytest.raises(ValueError):
         Dispatch(Ordering.PARTITION, concurrency=2)
     assert lane_key([1, 2]) == lane_key([1, 2])
-    assert lane_key("a") == "a"
+    assert lane_key(1) == lane_key("1") == b"1"  # they share a partition, and a lane
+    assert lane_key(None) != lane_key("None")
 
 
 # -- the model ---------------------------------------------------------------------------------

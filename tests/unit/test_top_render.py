@@ -103,6 +103,18 @@ def test_partitions_panel_states_in_words() -> None:
     assert rows["bill[7]"][1:4] == ["-", "-", "unowned"]
 
 
+def test_partitions_show_events_in_flight_where_an_actor_keeps_many() -> None:
+    snap = snapshot()
+    assert "INFL" not in record(render_partitions(snap))  # one event at a time: no column
+    parts = tuple(attrs.evolve(v, concurrency=256, in_flight=v.partition * 3)
+                  for v in snap.partitions)
+    text = record(render_partitions(attrs.evolve(snap, partitions=parts)))
+    rows = {ln.split()[0]: ln.split() for ln in text.splitlines() if ln.startswith("bill[")}
+    assert "INFL" in text
+    assert rows["bill[2]"] == ["bill[2]", "hostA-4242", "3", "failed", "20", "5", "12s", "25",
+                               "6", "4", "1"]
+
+
 def test_partitions_sort_filter_and_pages() -> None:
     snap = snapshot(n_partitions=30)
     options = ViewOptions(sort="lag")
