@@ -58,6 +58,7 @@ class PartitionStatistics:
     backoff: float | None = None  # the wait of a backing-off partition, seconds
     table_keys: dict[str, int] | None = None  # keys per table held by this partition (if any)
     committed: int = 0  # commits with table writes or held outputs
+    restore_seconds: float | None = None  # how long the last load of its tables took
 
 
 class Counters:
@@ -82,6 +83,7 @@ class Counters:
         "processed",
         "redis_errors",
         "restarts",
+        "restore_seconds",
         "state",
         "tables",
         "trimmed",
@@ -111,6 +113,7 @@ class Counters:
         # Every handler duration, only when metrics are served (a histogram is not a sample).
         self.durations: Durations | None = Durations() if timed else None
         self.committed = 0  # round trips that carried table writes or held outputs
+        self.restore_seconds: float | None = None
         self.tables: Callable[[], dict[str, int]] | None = None  # keys per table, if stateful
 
 
@@ -142,4 +145,5 @@ def snapshot(spec: ActorSpec, partition: int, c: Counters) -> PartitionStatistic
         backoff=c.backoff if c.state is PartitionState.BACKING_OFF else None,
         table_keys=c.tables() if c.tables is not None else None,
         committed=c.committed,
+        restore_seconds=c.restore_seconds,
     )

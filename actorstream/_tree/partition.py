@@ -241,7 +241,9 @@ class PartitionActor:
             # dropped together: Redis is the truth; unacked events are replayed below.
             self._set_state(PartitionState.RESTORING)
             self.link.acks = []
+            began = trio.current_time()
             await restore(self.tables, conn, self.fence, self.report)
+            self.counters.restore_seconds = trio.current_time() - began
         self._set_state(PartitionState.REPLAYING)
         if self.spec.form is not Form.ITERATOR:  # the iterator replays in its own loop
             await self._replay_own_pending(conn, ctx)
