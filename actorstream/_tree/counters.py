@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import collections
 import enum
+from collections.abc import Callable
 
 from attrs import frozen
 
@@ -24,6 +25,7 @@ SAMPLE_EVERY = 16
 
 class PartitionState(enum.Enum):
     STARTING = "starting"
+    RESTORING = "restoring"  # loading the partition's tables after taking its lease
     REPLAYING = "replaying"
     RUNNING = "running"
     DRAINING = "draining"
@@ -56,6 +58,9 @@ class PartitionStatistics:
     backoff: float | None = None  # the wait of a backing-off partition, seconds
     in_flight: int = 0  # events handed to the handler and not finished
     concurrency: int = 1  # units (events, or batches) it may have in flight
+    table_keys: dict[str, int] | None = None  # keys per table held by this partition (if any)
+    committed: int = 0  # commits with table writes or held outputs
+    restore_seconds: float | None = None  # how long the last load of its tables took
 
 
 class Counters:
@@ -64,6 +69,7 @@ class Counters:
     __slots__ = (
         "acked",
         "backoff",
+        "committed",
         "crash_log",
         "dead_lettered",
         "dead_letters",
@@ -80,7 +86,9 @@ class Counters:
         "processed",
         "redis_errors",
         "restarts",
+        "restore_seconds",
         "state",
+        "tables",
         "trimmed",
     )
 
@@ -108,6 +116,9 @@ class Counters:
         self.redis_errors: collections.Counter[str] = collections.Counter()
         # Every handler duration, only when metrics are served (a histogram is not a sample).
         self.durations: Durations | None = Durations() if timed else None
+        self.committed = 0  # round trips that carried table writes or held outputs
+        self.restore_seconds: float | None = None
+        self.tables: Callable[[], dict[str, int]] | None = None  # keys per table, if stateful
 
 
 def _percentile(ordered: list[float], q: float) -> float | None:
@@ -138,4 +149,7 @@ def snapshot(spec: ActorSpec, partition: int, c: Counters) -> PartitionStatistic
         backoff=c.backoff if c.state is PartitionState.BACKING_OFF else None,
         in_flight=c.in_flight,
         concurrency=spec.settings.in_flight(spec.form),
+        table_keys=c.tables() if c.tables is not None else None,
+        committed=c.committed,
+        restore_seconds=c.restore_seconds,
     )

@@ -109,7 +109,7 @@ class LaneLoop:
                 await self._wait_change()  # a worker redelivering needs the connection
             elif dispatch.held or self._workers:
                 await reader.linger(read.tail, LINGER)  # acks to come: not a long wait
-            elif dispatch.acks_pending:
+            elif reader.uncommitted:
                 continue  # finished while we read: commit them before a long wait
             elif not await reader.wait_for_append(read.tail):
                 return  # (a stop closes the connection: nothing may be left to commit)
@@ -189,7 +189,6 @@ class LaneLoop:
         hook); a failure blocks its key while the containment rule deals with it."""
         handling = self.handling
         counters = self.counters
-        dispatch = self.dispatch
         token, entries = start
         entry_id, _, (fields, event) = entries[0]
         n = self._handled = self._handled + 1
@@ -203,7 +202,7 @@ class LaneLoop:
             else:
                 result = await handling.handle(self.reader.conn, entry_id, fields, event)
                 if result is not HANDLED:
-                    dispatch.finish(token, [entry_id] if handling.book(result, started) else ())
+                    self._finish(token, [entry_id] if handling.book(result, started) else ())
                     return
         except Exception as exc:
             if handling.plain:
@@ -217,7 +216,7 @@ class LaneLoop:
             failures.on_success()
         if sample:
             counters.latencies.append(trio.current_time() - started)
-        dispatch.finish(token, (entry_id,))
+        self._finish(token, (entry_id,))
 
     async def _contain(self, start: Start, exc: Exception, started: float) -> None:
         handling = self.handling
@@ -229,7 +228,7 @@ class LaneLoop:
             key if self.keyed else None,
         )
         acked = result is not STOPPED and handling.book(result, started or trio.current_time())
-        self.dispatch.finish(token, (entry_id,) if acked else ())
+        self._finish(token, (entry_id,) if acked else ())
 
     async def _batch(self, start: Start) -> None:
         """One batch (no key of it in another batch in flight, with ``"key"``)."""
@@ -238,7 +237,14 @@ class LaneLoop:
         items = [(held.entry_id, held.item[0], held.item[1]) for held in start.entries]
         reader = self.reader
         acks = await handle_batch(handling, reader.conn, reader.ctx, items)
-        self.dispatch.finish(start.token, acks)
+        self._finish(start.token, acks)
+
+    def _finish(self, token: int, acks: tuple[bytes, ...] | list[bytes] = ()) -> None:
+        """A unit is over: what the rule releases goes to the commit buffer at once, so any
+        round trip (a redelivery's too) commits it with the table writes of its handler."""
+        dispatch = self.dispatch
+        dispatch.finish(token, acks)
+        self.reader.commit(dispatch.take_acks())
 
     # -- failure and the fence -----------------------------------------------------------------
 

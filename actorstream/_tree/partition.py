@@ -48,6 +48,7 @@ from .._middleware import Middleware, compose
 from .._ops import logs as _logs
 from .._ops import tracing as _tracing
 from .._ops.durations import timed
+from .._tables import PartitionTables
 from .._transport import Connection
 from .batches import BatchLoop
 from .context import WorkerContext
@@ -60,6 +61,7 @@ from .link import PartitionLink
 from .reader import FormLoop, Reader
 from .serial import SerialLoop
 from .supervisor import ChildContext
+from .tables import restore
 
 __all__ = ["FENCE_CHECK_EVERY", "LOOPS", "HandlerCrashed", "PartitionActor", "PartitionContext"]
 
@@ -122,8 +124,7 @@ class PartitionActor:
             counters=context.counters,
             report=worker.report,
         )
-        self.decode = spec.stream.format_decoder
-        self.settings = spec.settings
+        self.decode, self.settings = spec.stream.format_decoder, spec.settings
         middleware = (*context.middleware, *spec.middleware)
         durations = context.counters.durations  # None unless /metrics is served
         # With /metrics, every handler call is timed for the histogram (a wrapper: the hot loop
@@ -133,6 +134,7 @@ class PartitionActor:
             else timed(spec.handler, durations.observe, trio.current_time)
         )
         self.chain = compose(self.handler, middleware)
+        self.tables = self._stateful(context) if spec.stateful else None
         # OpenTelemetry: a CONSUMER span per handler call when a tracer provider is set.
         self.tracer = _tracing.tracer()
         self.plain = (
@@ -158,6 +160,21 @@ class PartitionActor:
         )
         self.ctx: ChildContext | None = None
         self._rng = random.Random()
+
+    def _stateful(self, context: PartitionContext) -> PartitionTables:
+        """Tables and held outputs: each handler call (with its middleware) gets its own
+        event scope; what it did joins the commit of its ack only if it returned."""
+        spec = self.spec
+        tables = PartitionTables(
+            spec.name, context.partition, spec.tables, holds=spec.exactly_once
+        )
+        self.handler = tables.wrap(self.handler)
+        self.chain = tables.wrap(self.chain)
+        self.link.tables = tables
+        if spec.wait_replicas:
+            self.link.wait = (spec.wait_replicas, max(1, int(spec.wait_timeout * 1000)))
+        context.counters.tables = tables.keys
+        return tables
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -227,6 +244,14 @@ class PartitionActor:
         self._set_state(PartitionState.STARTING)
         await self.link.ensure_group(conn)
         await self.link.claim_previous_owners(conn)
+        if self.tables is not None:
+            # What this actor held (values, writes and acks not known to be committed) is
+            # dropped together: Redis is the truth; unacked events are replayed below.
+            self._set_state(PartitionState.RESTORING)
+            self.link.acks = []
+            began = trio.current_time()
+            await restore(self.tables, conn, self.fence, self.report)
+            self.counters.restore_seconds = trio.current_time() - began
         reader = Reader(self.link, conn, ctx, self.settings.batch_size)
         concurrent = self.settings.ordering is not Ordering.PARTITION
         loop = LOOPS[self.spec.form, concurrent](reader, self.handling, self.counters)

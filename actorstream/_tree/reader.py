@@ -42,6 +42,12 @@ class Reader:
         self.ctx = ctx
         self.batch_size = batch_size
 
+    @property
+    def uncommitted(self) -> bool:
+        """Is anything waiting for the next round trip (acks, table writes, outputs)?"""
+        link = self.link
+        return bool(link.acks) or (link.tables is not None and bool(link.tables.pending))
+
     def commit(self, ids: Iterable[bytes]) -> None:
         """Handled ids: acked by the next fenced round trip (never a round trip of their own)."""
         self.link.acks.extend(ids)

@@ -240,3 +240,27 @@ def test_bad_ordering_and_concurrency_are_refused_with_precise_messages() -> Non
         @system.actor(jobs, iterator=True, ordering="key")
         async def loop(events: Any) -> None:
             pass
+
+
+async def test_key_ordering_with_a_table_counts_each_key_exactly(redis_url: str) -> None:
+    system, jobs = make(redis_url)
+    counts = system.table("counts", value=int, default=0)
+    failed: set[tuple[int, int]] = set()
+
+    @system.actor(jobs, ordering="key", concurrency=16, tables=[counts])
+    async def tally(job: Job) -> None:
+        before = counts[job.key]
+        await trio.sleep(0.001)  # other keys run meanwhile; this key waits its turn
+        counts[job.key] = before + 1
+        if job.seq == 3 and (job.key, job.seq) not in failed:
+            failed.add((job.key, job.seq))
+            raise RuntimeError("after writing: nothing of this call may stay")
+
+    sent = workload(keys=12, per_key=15)
+    async with system:
+        await jobs.send_many(sent)
+        async with running(system) as rt:
+            await wait_for(
+                lambda: sum(p.processed for p in rt.statistics().partitions) >= len(sent)
+            )
+        assert await counts.snapshot() == {str(k): 15 for k in range(12)}
