@@ -20,13 +20,16 @@ entries read but not started stay pending and are replayed first by the next own
 
 from __future__ import annotations
 
+import operator
+from collections import deque
+from collections.abc import Callable, Hashable
 from typing import Any
 
 import trio
 
 from .._actors import Form
 from .._core.crashes import describe_error, format_bounded_traceback
-from .._core.dispatch import Dispatch, Ordering, Start, lane_key
+from .._core.dispatch import Dispatch, Held, Ordering, lane_key
 from .._core.errors import DecodeError
 from .batches import handle_batch
 from .counters import SAMPLE_EVERY, Counters
@@ -40,6 +43,8 @@ __all__ = ["LaneLoop"]
 LINGER = 0.05
 #: How often the fence is checked while handlers are in flight.
 FENCE_WATCH = 0.1
+#: Entries a worker takes from the rule at once (the others it spawns take them from it).
+TAKE = 64
 
 
 class LaneLoop:
@@ -57,13 +62,15 @@ class LaneLoop:
             settings.in_flight(spec.form),
             settings.batch_size if self.batches else 1,
         )
-        self.keyed = settings.ordering is Ordering.KEY
-        self.key_of = spec.stream.key_of
+        self.lane_of = _lane_getter(spec.stream) if settings.ordering is Ordering.KEY else None
+        self.plain = handling.plain
+        self._taken: deque[Held] = deque()  # taken from the rule, not yet handed to a handler
         self._nursery: trio.Nursery | None = None
         self._error: Exception | None = None
         self._workers = 0  # running worker tasks
         self._spare = 0  # started workers that have not taken a unit yet
         self._handled = 0  # for the fence check and duration samples
+        self._successes = 0  # not yet on the health board
         self._wake = trio.Event()
         self._waiting = False
 
@@ -83,7 +90,7 @@ class LaneLoop:
                     self._fail(exc)
                 nursery.cancel_scope.cancel()
         finally:
-            self.reader.commit(self.dispatch.take_acks())
+            self._record_successes()
             self.counters.in_flight = 0
         if self._error is not None:
             raise self._error
@@ -100,7 +107,6 @@ class LaneLoop:
             if not want:
                 await self._wait_change()  # enough held: wait for a unit to finish
                 continue
-            reader.commit(dispatch.take_acks())
             read = await reader.read_new(want)
             if read.entries:
                 await self._arrive(read.entries)
@@ -120,11 +126,11 @@ class LaneLoop:
         conn = self.reader.conn
         decode = handling.decode
         arrive = self.dispatch.arrive
-        key_of = self.key_of if self.keyed else None
+        lane_of = self.lane_of
         for entry_id, fields in entries:
             try:
                 event = decode(fields)
-                key = lane_key(key_of(event)) if key_of is not None else None
+                key = lane_of(event) if lane_of is not None else None
             except DecodeError as exc:
                 await handling.undecodable(conn, entry_id, fields, exc, 1)
                 continue
@@ -134,7 +140,7 @@ class LaneLoop:
                     format_bounded_traceback(exc), 1,
                 )
                 continue
-            arrive(entry_id, key, (fields, event))
+            arrive(entry_id, key, event, fields)
 
     async def _wait_change(self) -> None:
         """Until a unit finishes or a worker ends (at most ``LINGER``: a stop is noticed)."""
@@ -150,101 +156,164 @@ class LaneLoop:
 
     def _kick(self) -> None:
         """Start a worker if work is ready and none is spare."""
-        if not self._spare and self.dispatch.startable() and self._nursery is not None:
+        if not self._spare and self._nursery is not None and (
+            self._taken or self.dispatch.startable()
+        ):
             self._spare += 1
             self._workers += 1
-            self._nursery.start_soon(self._work)
+            self._nursery.start_soon(self._work_batches if self.batches else self._work)
+
+    def _sync_pause(self) -> None:
+        """The containment rule decided an outage (or its end): nothing new starts meanwhile."""
+        backing_off = self.counters.failures.backing_off
+        if backing_off is not self.dispatch.paused:
+            if backing_off:
+                self.dispatch.pause()
+            else:
+                self.dispatch.resume()
 
     async def _work(self) -> None:
+        """A worker of the event form: take entries the rule allows, one handler call each.
+
+        The plain handler's success path is inline (it runs per event)."""
         self._spare -= 1
         dispatch = self.dispatch
-        failures = self.counters.failures
+        taken = self._taken
+        counters = self.counters
+        failures = counters.failures
+        handler = self.handling.handler
+        fence = self.handling.fence
+        link = self.reader.link
         stopping = self.reader.ctx.stop_event.is_set
-        unit = self._batch if self.batches else self._event
         try:
             while not stopping():
-                if failures.backing_off is not dispatch.paused:  # an outage began or ended
-                    if failures.backing_off:
-                        dispatch.pause()
-                    else:
-                        dispatch.resume()
+                if not taken:
+                    self._sync_pause()
+                    taken.extend(dispatch.take(TAKE))
+                    counters.in_flight = dispatch.running
+                    if not taken:
+                        return
+                held = taken.popleft()
+                if not self._spare and (taken or dispatch.startable()):
+                    self._kick()  # this handler may wait: the next entry gets a worker
+                n = self._handled = self._handled + 1
+                if not self.plain or not n % SAMPLE_EVERY:
+                    await self._event(held)
+                else:
+                    if not n % FENCE_CHECK_EVERY:
+                        fence.check(trio.current_time())
+                        self._record_successes()
+                    try:
+                        await handler(held.event)
+                    except Exception as exc:
+                        counters.errors[type(exc).__name__] += 1
+                        self._settle(held, await self._contain(held, exc), 0.0)
+                        continue
+                    counters.processed += 1
+                    self._successes += 1
+                    if failures.streak:
+                        failures.on_success()
+                    link.acks.append(dispatch.done(held))  # type: ignore[arg-type]
+                if self._waiting:
+                    self._wake.set()
+            while taken:  # a graceful stop: what was not handed to a handler stays pending
+                dispatch.done(taken.popleft(), ack=False)
+        except Exception as exc:
+            self._fail(exc)
+        finally:
+            self._workers -= 1
+            counters.in_flight = dispatch.running
+            if self._waiting:
+                self._wake.set()
+
+    async def _event(self, held: Held) -> None:
+        """One event the slow way: ``handle`` (middleware, timeout, retries, error hook), or
+        a plain call timed for the duration sample; a failure blocks its key while the
+        containment rule deals with it."""
+        handling = self.handling
+        counters = self.counters
+        counters.in_flight = self.dispatch.running
+        handling.fence.check(trio.current_time())
+        self._record_successes()
+        started = trio.current_time()
+        try:
+            if self.plain:
+                await handling.handler(held.event)
+                result: object = HANDLED
+            else:
+                result = await handling.handle(
+                    self.reader.conn, held.entry_id, held.fields, held.event
+                )
+        except Exception as exc:
+            if self.plain:
+                counters.errors[type(exc).__name__] += 1
+            result = await self._contain(held, exc)
+        self._settle(held, result, started)
+
+    def _settle(self, held: Held, result: object, started: float) -> None:
+        """Book one handling and tell the rule; its ack goes to the commit buffer at once:
+        a redelivery's round trip commits it too, with its handler's table writes."""
+        counters = self.counters
+        if result is HANDLED:
+            counters.processed += 1
+            self._successes += 1
+            if counters.failures.streak:
+                counters.failures.on_success()
+            if started:
+                counters.latencies.append(trio.current_time() - started)
+            ack = True
+        else:
+            ack = result is not STOPPED and self.handling.book(
+                result, started or trio.current_time()
+            )
+        entry_id = self.dispatch.done(held, ack)
+        if entry_id is not None:
+            self.reader.link.acks.append(entry_id)
+        counters.in_flight = self.dispatch.running
+
+    async def _contain(self, held: Held, exc: Exception) -> object:
+        self._record_successes()  # ours before the failure: evidence for the rule
+        self.dispatch.block(held)
+        handling = self.handling
+        return await handling.contain(
+            self.reader.conn, self.reader.ctx, held.entry_id, held.fields, exc, 1,
+            handling.handle, held.key if self.lane_of is not None else None,
+        )
+
+    async def _work_batches(self) -> None:
+        """A worker of the batch form: one batch per handler call (no key in two, with
+        ``"key"``); a failed batch is handled again one event at a time (``handle_batch``)."""
+        self._spare -= 1
+        dispatch = self.dispatch
+        handling = self.handling
+        reader = self.reader
+        stopping = reader.ctx.stop_event.is_set
+        try:
+            while not stopping():
+                self._sync_pause()
                 start = dispatch.start()
                 if start is None:
                     return
-                self.counters.in_flight = dispatch.in_flight
                 self._kick()
-                await unit(start)
                 self.counters.in_flight = dispatch.in_flight
+                handling.fence.check(trio.current_time())
+                items = [(held.entry_id, held.fields, held.event) for held in start.entries]
+                acks = await handle_batch(handling, reader.conn, reader.ctx, items)
+                reader.commit(dispatch.finish(start.token, acks))
                 if self._waiting:
                     self._wake.set()
         except Exception as exc:
             self._fail(exc)
         finally:
             self._workers -= 1
+            self.counters.in_flight = dispatch.in_flight
             if self._waiting:
                 self._wake.set()
 
-    async def _event(self, start: Start) -> None:
-        """One event: the plain call, or ``handle`` (middleware, timeout, retries, error
-        hook); a failure blocks its key while the containment rule deals with it."""
-        handling = self.handling
-        counters = self.counters
-        token, entries = start
-        entry_id, _, (fields, event) = entries[0]
-        n = self._handled = self._handled + 1
-        if not n % FENCE_CHECK_EVERY:
-            handling.fence.check(trio.current_time())
-        sample = not n % SAMPLE_EVERY
-        started = trio.current_time() if sample else 0.0
-        try:
-            if handling.plain:
-                await handling.handler(event)
-            else:
-                result = await handling.handle(self.reader.conn, entry_id, fields, event)
-                if result is not HANDLED:
-                    self._finish(token, [entry_id] if handling.book(result, started) else ())
-                    return
-        except Exception as exc:
-            if handling.plain:
-                counters.errors[type(exc).__name__] += 1
-            await self._contain(start, exc, started)
-            return
-        counters.processed += 1
-        failures = counters.failures
-        failures.board.record_successes(1)
-        if failures.streak:
-            failures.on_success()
-        if sample:
-            counters.latencies.append(trio.current_time() - started)
-        self._finish(token, (entry_id,))
-
-    async def _contain(self, start: Start, exc: Exception, started: float) -> None:
-        handling = self.handling
-        token, entries = start
-        entry_id, key, (fields, _event) = entries[0]
-        self.dispatch.block(token)
-        result = await handling.contain(
-            self.reader.conn, self.reader.ctx, entry_id, fields, exc, 1, handling.handle,
-            key if self.keyed else None,
-        )
-        acked = result is not STOPPED and handling.book(result, started or trio.current_time())
-        self._finish(token, (entry_id,) if acked else ())
-
-    async def _batch(self, start: Start) -> None:
-        """One batch (no key of it in another batch in flight, with ``"key"``)."""
-        handling = self.handling
-        handling.fence.check(trio.current_time())
-        items = [(held.entry_id, held.item[0], held.item[1]) for held in start.entries]
-        reader = self.reader
-        acks = await handle_batch(handling, reader.conn, reader.ctx, items)
-        self._finish(start.token, acks)
-
-    def _finish(self, token: int, acks: tuple[bytes, ...] | list[bytes] = ()) -> None:
-        """A unit is over: what the rule releases goes to the commit buffer at once, so any
-        round trip (a redelivery's too) commits it with the table writes of its handler."""
-        dispatch = self.dispatch
-        dispatch.finish(token, acks)
-        self.reader.commit(dispatch.take_acks())
+    def _record_successes(self) -> None:
+        if self._successes:
+            self.counters.failures.board.record_successes(self._successes)
+            self._successes = 0
 
     # -- failure and the fence -----------------------------------------------------------------
 
@@ -264,3 +333,13 @@ class LaneLoop:
                 await trio.sleep_until(min(fence.deadline, now + FENCE_WATCH))
         except Exception as exc:
             self._fail(exc)
+
+
+def _lane_getter(stream: Any) -> Callable[[Any], Hashable]:
+    """The lane of an event: a typed record's key field as it is (one type, so equal values
+    are equal keys); otherwise the key normalised as for partitioning (``lane_key``)."""
+    if stream.record is not None and isinstance(stream.key, str):
+        getter: Callable[[Any], Hashable] = operator.attrgetter(stream.key)
+        return getter
+    key_of = stream.key_of
+    return lambda event: lane_key(key_of(event))

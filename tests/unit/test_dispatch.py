@@ -1,9 +1,9 @@
 """The dispatch rule (``_core.dispatch``) without Redis: examples, then a Hypothesis model.
 
-The model drives a ``Dispatch`` with random arrivals, starts, finishes (acking some, all or
-none of a unit), failures and outages, and checks after every step: never two units holding
-one key in flight, a key's entries start in stream order, nothing offered for acking before
-its unit finished (and only what the caller named), in-flight and read-ahead bounded.
+The model drives a ``Dispatch`` with random arrivals, takes and starts, finishes (acking some,
+all or none of a unit), failures and outages, and checks after every step: never two units
+holding one key in flight, a key's entries start in stream order, nothing offered for acking
+before its unit finished (and only what the caller named), in-flight and read-ahead bounded.
 """
 
 from __future__ import annotations
@@ -14,20 +14,15 @@ from typing import Any
 import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
-from hypothesis.stateful import (
-    RuleBasedStateMachine,
-    initialize,
-    invariant,
-    precondition,
-    rule,
-)
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from actorstream._core.dispatch import Dispatch, Ordering, Start, lane_key
+from actorstream._core.dispatch import Dispatch, Held, Ordering, Start, lane_key
 
 
-def ids(start: Start | None) -> list[bytes]:
-    assert start is not None
-    return [held.entry_id for held in start.entries]
+def ids(units: list[Held] | Start | None) -> list[bytes]:
+    assert units is not None
+    entries = units.entries if isinstance(units, Start) else units
+    return [held.entry_id for held in entries]
 
 
 def arrive_all(d: Dispatch, keys: list[Any]) -> None:
@@ -41,72 +36,67 @@ def arrive_all(d: Dispatch, keys: list[Any]) -> None:
 def test_key_ordering_runs_keys_concurrently_and_a_key_in_order() -> None:
     d = Dispatch(Ordering.KEY, concurrency=8)
     arrive_all(d, ["a", "b", "a", "c"])
-    first = [d.start(), d.start(), d.start()]
-    assert [ids(s) for s in first] == [[b"1-0"], [b"2-0"], [b"4-0"]]
-    assert d.start() is None  # 3-0 waits behind 1-0 (key a)
+    first = d.take(10)
+    assert ids(first) == [b"1-0", b"2-0", b"4-0"]  # 3-0 waits behind 1-0 (key a)
+    assert d.take(10) == []
     assert d.in_flight == 3 and d.held == 4 and d.waiting == 1
-    assert first[0] is not None
-    d.finish(first[0].token, [b"1-0"])
-    assert d.take_acks() == [b"1-0"]
-    assert d.take_acks() == []
-    assert ids(d.start()) == [b"3-0"]
+    assert d.done(first[0]) == b"1-0"
+    assert ids(d.take(10)) == [b"3-0"]
+
+
+def test_take_stops_at_the_limit_and_at_concurrency() -> None:
+    d = Dispatch(Ordering.KEY, concurrency=3)
+    arrive_all(d, ["a", "b", "c", "d", "e"])
+    assert ids(d.take(2)) == [b"1-0", b"2-0"]
+    assert ids(d.take(10)) == [b"3-0"]
+    assert d.take(10) == [] and not d.startable()
 
 
 def test_partition_ordering_is_one_lane() -> None:
     d = Dispatch(Ordering.PARTITION, concurrency=1)
     arrive_all(d, ["a", "b"])
-    s = d.start()
-    assert ids(s) == [b"1-0"]
-    assert d.start() is None
-    assert s is not None
-    d.finish(s.token, [b"1-0"])
-    assert ids(d.start()) == [b"2-0"]
+    (one,) = d.take(10)
+    assert one.entry_id == b"1-0" and d.take(10) == []
+    assert d.done(one, ack=False) is None  # dead-lettered: the move acked it
+    assert ids(d.take(10)) == [b"2-0"]
 
 
 def test_none_ordering_ignores_keys_up_to_concurrency() -> None:
     d = Dispatch(Ordering.NONE, concurrency=2)
     arrive_all(d, ["a", "a", "a"])
-    assert ids(d.start()) == [b"1-0"]
-    assert ids(d.start()) == [b"2-0"]
-    assert d.start() is None and not d.startable()
+    assert ids(d.take(10)) == [b"1-0", b"2-0"]
+    assert d.take(10) == [] and not d.startable()
 
 
 def test_a_batch_takes_a_keys_entries_in_order_and_no_key_in_two_batches() -> None:
     d = Dispatch(Ordering.KEY, concurrency=2, unit=3)
     arrive_all(d, ["a", "b", "a", "a", "b", "c"])
     first = d.start()
-    # key a's three entries fill the batch; b and c go to the next one
-    assert ids(first) == [b"1-0", b"3-0", b"4-0"]
+    assert ids(first) == [b"1-0", b"3-0", b"4-0"]  # key a's three entries fill the batch
     assert ids(d.start()) == [b"2-0", b"5-0", b"6-0"]
     d.arrive(b"7-0", "a")
     assert d.start() is None  # concurrency 2, and key a is in flight
+    assert first is not None
+    assert d.finish(first.token, [b"1-0", b"4-0"]) == [b"1-0", b"4-0"]
+    with pytest.raises(ValueError, match="not an entry"):
+        d.finish(first.token + 1, [b"1-0"])
 
 
 def test_a_failed_key_blocks_only_itself_and_an_outage_pauses_all() -> None:
     d = Dispatch(Ordering.KEY, concurrency=4)
     arrive_all(d, ["p", "p", "q"])
-    poison = d.start()
-    assert poison is not None
-    d.block(poison.token)
+    poison, other = d.take(10)
+    d.block(poison)
     assert d.blocked == {"p"}
-    assert ids(d.start()) == [b"3-0"]
+    d.done(other)
     d.pause()
     d.arrive(b"4-0", "r")
-    assert d.start() is None
+    assert d.take(10) == []
     d.resume()
-    assert ids(d.start()) == [b"4-0"]
-    d.finish(poison.token)  # dead-lettered: the move acked it
-    assert d.blocked == set() and d.take_acks() == []
-
-
-def test_finish_refuses_ids_of_another_unit() -> None:
-    d = Dispatch(Ordering.KEY, concurrency=4)
-    arrive_all(d, ["a", "b"])
-    s = d.start()
-    assert s is not None
-    with pytest.raises(ValueError, match="not an entry"):
-        d.finish(s.token, [b"2-0"])
-    d.finish(s.token, [b"1-0"])
+    assert ids(d.take(10)) == [b"4-0"]
+    assert d.done(poison, ack=False) is None
+    assert d.blocked == set()
+    assert ids(d.take(10)) == [b"2-0"]
 
 
 def test_read_ahead_is_bounded_by_concurrency_plus_one_read() -> None:
@@ -130,7 +120,7 @@ def test_bad_settings_and_unhashable_keys() -> None:
 
 
 class DispatchModel(RuleBasedStateMachine):
-    """Random arrivals, starts, finishes, failures and outages against the invariants."""
+    """Random arrivals, takes/starts, finishes, failures and outages against the invariants."""
 
     READ = 5
 
@@ -147,15 +137,16 @@ class DispatchModel(RuleBasedStateMachine):
         self.key_of: dict[bytes, str] = {}
         self.arrived: dict[str, list[bytes]] = defaultdict(list)
         self.started: dict[str, list[bytes]] = defaultdict(list)
-        self.running: dict[int, Start] = {}
-        self.returned: set[bytes] = set()  # ids whose unit finished and that were to be acked
+        self.running: dict[int, list[Held]] = {}  # the model's token -> the unit's entries
+        self.units: dict[int, Held | Start] = {}
+        self.tokens = 0
+        self.returned: set[bytes] = set()  # finished units' ids the caller asked to ack
         self.acked: list[bytes] = []
 
     @precondition(lambda self: hasattr(self, "d"))
     @rule(key=st.sampled_from("abcd"))
     def read(self, key: str) -> None:
-        # The carrier reads only when the rule wants entries (read-ahead bound).
-        if not self.d.want(self.READ):
+        if not self.d.want(self.READ):  # the carrier reads only when the rule wants entries
             return
         for _ in range(self.READ):
             self.seq += 1
@@ -165,49 +156,63 @@ class DispatchModel(RuleBasedStateMachine):
             self.d.arrive(entry_id, key)
             key = chr(ord("a") + (ord(key) - ord("a") + self.seq) % 4)
 
+    def _started(self, unit: Held | Start, entries: list[Held]) -> None:
+        self.tokens += 1
+        token = self.tokens
+        for held in entries:
+            self.started[self.key_of[held.entry_id]].append(held.entry_id)
+        self.running[token] = entries
+        self.units[token] = unit
+
     @precondition(lambda self: hasattr(self, "d"))
-    @rule()
-    def start(self) -> None:
+    @rule(limit=st.integers(1, 4))
+    def start(self, limit: int) -> None:
         expected = self.d.startable()
+        if self.d.unit == 1:
+            taken = self.d.take(limit)
+            assert bool(taken) == expected
+            for held in taken:
+                self._started(held, [held])
+            return
         s = self.d.start()
         assert (s is not None) == expected
-        if s is None:
-            return
-        assert 1 <= len(s.entries) <= self.d.unit
-        for held in s.entries:
-            self.started[self.key_of[held.entry_id]].append(held.entry_id)
-        self.running[s.token] = s
+        if s is not None:
+            assert 1 <= len(s.entries) <= self.d.unit
+            self._started(s, s.entries)
 
     @precondition(lambda self: hasattr(self, "d") and self.running)
     @rule(data=st.data(), how=st.sampled_from(["all", "none", "some"]))
     def finish(self, data: st.DataObject, how: str) -> None:
         token = data.draw(st.sampled_from(sorted(self.running)))
-        unit = [held.entry_id for held in self.running.pop(token).entries]
-        acks = {"all": unit, "none": [], "some": unit[::2]}[how]
-        self.d.finish(token, acks)
-        self.returned.update(acks)
+        entries = self.running.pop(token)
+        unit = self.units.pop(token)
+        wanted = [held.entry_id for held in entries]
+        wanted = {"all": wanted, "none": [], "some": wanted[::2]}[how]
+        if isinstance(unit, Start):
+            got = self.d.finish(unit.token, wanted)
+        else:
+            one = self.d.done(unit, bool(wanted))
+            got = [] if one is None else [one]
+        assert got == wanted
+        self.returned.update(got)
+        self.acked.extend(got)
 
     @precondition(lambda self: hasattr(self, "d") and self.running)
     @rule(data=st.data())
     def fail(self, data: st.DataObject) -> None:
         token = data.draw(st.sampled_from(sorted(self.running)))
-        self.d.block(token)
-        for held in self.running[token].entries:
-            assert held.key in self.d.blocked or self.d.ordering is not Ordering.KEY
+        self.d.block(self.units[token])
+        if self.d.ordering is Ordering.KEY:
+            assert all(held.key in self.d.blocked for held in self.running[token])
 
     @precondition(lambda self: hasattr(self, "d"))
     @rule(paused=st.booleans())
     def outage(self, paused: bool) -> None:
         if paused:
             self.d.pause()
-            assert self.d.start() is None
+            assert self.d.take(5) == [] and self.d.start() is None
         else:
             self.d.resume()
-
-    @precondition(lambda self: hasattr(self, "d"))
-    @rule()
-    def commit(self) -> None:
-        self.acked.extend(self.d.take_acks())
 
     @invariant()
     def invariants(self) -> None:
@@ -219,25 +224,23 @@ class DispatchModel(RuleBasedStateMachine):
         assert len(self.acked) == len(set(self.acked))
         # in flight and read-ahead bounded
         assert d.running == len(self.running) <= d.concurrency
-        assert d.in_flight == sum(len(s.entries) for s in self.running.values())
+        assert d.in_flight == sum(len(e) for e in self.running.values())
         assert d.held <= d.concurrency * d.unit + self.READ
         if d.ordering is Ordering.NONE:
             return
         # never two units holding one key in flight
         owners: dict[str, int] = {}
-        for token, s in self.running.items():
-            for held in s.entries:
+        for token, entries in self.running.items():
+            for held in entries:
                 key = self.key_of[held.entry_id] if d.ordering is Ordering.KEY else "*"
                 assert owners.setdefault(key, token) == token
-        # a key's entries start in stream order
+        # a key's entries start in stream order (all of them, with one lane)
         for key, started in self.started.items():
             if d.ordering is Ordering.KEY:
                 assert started == self.arrived[key][: len(started)]
         if d.ordering is Ordering.PARTITION:
-            every = [e for s in self.started.values() for e in s]
-            assert sorted(every, key=_seq) == [
-                f"{i}-0".encode() for i in range(1, len(every) + 1)
-            ]
+            every = sorted((e for s in self.started.values() for e in s), key=_seq)
+            assert every == [f"{i}-0".encode() for i in range(1, len(every) + 1)]
 
 
 def _seq(entry_id: bytes) -> int:
@@ -245,4 +248,4 @@ def _seq(entry_id: bytes) -> int:
 
 
 TestDispatchModel = DispatchModel.TestCase
-TestDispatchModel.settings = settings(max_examples=300, stateful_step_count=60, deadline=None)
+TestDispatchModel.settings = settings(max_examples=200, stateful_step_count=50, deadline=None)
