@@ -204,7 +204,7 @@ class ActorSpec:
                 f"actor {name!r}: tables and processing='exactly_once' need the event or batch "
                 "form (an iterator's handler owns its loop, so an event has no commit point)"
             )
-        if self.tables and getattr(self.settings, "ordering", "partition") == "none":
+        if self.tables and self.settings.ordering is Ordering.NONE:
             raise ConfigError(
                 f"actor {name!r}: tables need ordering='partition' or 'key' (with 'none' two "
                 "events of one key could change it at once)"

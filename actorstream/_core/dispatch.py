@@ -52,6 +52,8 @@ class Start(NamedTuple):
     entries: list[Held]
 
 
+_new = tuple.__new__  # a Held without NamedTuple's Python-level __new__ (per entry)
+
 _ONE_LANE: Hashable = ("partition",)
 
 
@@ -132,16 +134,16 @@ class Dispatch:
         (``lane_key``); it is ignored unless the ordering is ``KEY``."""
         self.held += 1
         if not self._keyed:
-            self._free.append(Held(entry_id, entry_id, event, fields))
+            self._free.append(_new(Held, (entry_id, entry_id, event, fields)))
             return
         if self.ordering is Ordering.PARTITION:
             key = _ONE_LANE
         lane = self._lanes.get(key)
         if lane is None:
-            self._lanes[key] = [Held(entry_id, key, event, fields)]
+            self._lanes[key] = [_new(Held, (entry_id, key, event, fields))]
             self._ready.append(key)
         else:
-            lane.append(Held(entry_id, key, event, fields))
+            lane.append(_new(Held, (entry_id, key, event, fields)))
 
     def done(self, held: Held, ack: bool = True) -> bytes | None:
         """The handler call of ``held`` (taken) is over: the id to ack if ``ack`` (it returned),

@@ -72,7 +72,7 @@ class LaneLoop:
         self._handled = 0  # for the fence check and duration samples
         self._successes = 0  # not yet on the health board
         self._wake = trio.Event()
-        self._waiting = False
+        self._waiting: Callable[[], bool] | None = None  # what the reader waits for
 
     async def replay(self) -> None:
         await replay_own_pending(self.reader, self.handling)
@@ -85,7 +85,7 @@ class LaneLoop:
                 try:
                     await self._read()
                     while self._workers:  # a graceful stop: let the units in flight finish
-                        await self._wait_change()
+                        await self._wait_for(lambda: not self._workers)
                 except Exception as exc:
                     self._fail(exc)
                 nursery.cancel_scope.cancel()
@@ -102,17 +102,32 @@ class LaneLoop:
         reader = self.reader
         ctx = reader.ctx
         batch = reader.batch_size
+        room = dispatch.concurrency * dispatch.unit
+
+        def has_room() -> bool:
+            return dispatch.held <= room
+
+        def unblocked() -> bool:
+            return not dispatch.blocked
+
+        drained: bytes | None = None  # the last read emptied the partition, up to this id
         while not ctx.stop_requested:
             want = dispatch.want(batch)
             if not want:
-                await self._wait_change()  # enough held: wait for a unit to finish
+                await self._wait_for(has_room)  # enough held: wait for units to finish
                 continue
+            if drained is not None and not dispatch.blocked:
+                # Wait for an append at once; what finishes meanwhile rides on the next read.
+                await reader.linger(drained, LINGER)
+            drained = None
             read = await reader.read_new(want)
             if read.entries:
                 await self._arrive(read.entries)
                 self._kick()
+                if len(read.entries) < want:
+                    drained = read.entries[-1][0]
             elif dispatch.blocked:
-                await self._wait_change()  # a worker redelivering needs the connection
+                await self._wait_for(unblocked)  # a worker redelivering needs the connection
             elif dispatch.held or self._workers:
                 await reader.linger(read.tail, LINGER)  # acks to come: not a long wait
             elif reader.uncommitted:
@@ -142,15 +157,20 @@ class LaneLoop:
                 continue
             arrive(entry_id, key, event, fields)
 
-    async def _wait_change(self) -> None:
-        """Until a unit finishes or a worker ends (at most ``LINGER``: a stop is noticed)."""
+    async def _wait_for(self, condition: Callable[[], bool]) -> None:
+        """Until ``condition`` holds after a unit finished or a worker ended (workers check
+        it), or at most ``LINGER`` (a stop is noticed)."""
         self._wake = trio.Event()
-        self._waiting = True
+        self._waiting = condition
         try:
             with trio.move_on_after(LINGER):
                 await self._wake.wait()
         finally:
-            self._waiting = False
+            self._waiting = None
+
+    def _maybe_wake(self) -> None:
+        if self._waiting is not None and self._waiting():
+            self._wake.set()
 
     # -- workers -------------------------------------------------------------------------------
 
@@ -214,8 +234,8 @@ class LaneLoop:
                     if failures.streak:
                         failures.on_success()
                     link.acks.append(dispatch.done(held))  # type: ignore[arg-type]
-                if self._waiting:
-                    self._wake.set()
+                if self._waiting is not None:
+                    self._maybe_wake()
             while taken:  # a graceful stop: what was not handed to a handler stays pending
                 dispatch.done(taken.popleft(), ack=False)
         except Exception as exc:
@@ -223,8 +243,7 @@ class LaneLoop:
         finally:
             self._workers -= 1
             counters.in_flight = dispatch.running
-            if self._waiting:
-                self._wake.set()
+            self._maybe_wake()
 
     async def _event(self, held: Held) -> None:
         """One event the slow way: ``handle`` (middleware, timeout, retries, error hook), or
@@ -300,15 +319,14 @@ class LaneLoop:
                 items = [(held.entry_id, held.fields, held.event) for held in start.entries]
                 acks = await handle_batch(handling, reader.conn, reader.ctx, items)
                 reader.commit(dispatch.finish(start.token, acks))
-                if self._waiting:
-                    self._wake.set()
+                if self._waiting is not None:
+                    self._maybe_wake()
         except Exception as exc:
             self._fail(exc)
         finally:
             self._workers -= 1
             self.counters.in_flight = dispatch.in_flight
-            if self._waiting:
-                self._wake.set()
+            self._maybe_wake()
 
     def _record_successes(self) -> None:
         if self._successes:

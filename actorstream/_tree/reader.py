@@ -27,12 +27,15 @@ __all__ = ["WAIT_BLOCK_MS", "FormLoop", "Reader"]
 
 #: The longest wait for an append when the partition is idle (side-effect free XREAD BLOCK).
 WAIT_BLOCK_MS = 2000
+#: After a read that drained the partition: how long the acks it leaves to commit may wait for
+#: the next entry to ride with (then a round trip commits them alone, before a long wait).
+ACK_LINGER = 0.05
 
 
 class Reader:
     """The fenced entries of one partition actor's session (one connection, one epoch)."""
 
-    __slots__ = ("batch_size", "conn", "ctx", "link")
+    __slots__ = ("batch_size", "conn", "ctx", "drained", "link")
 
     def __init__(
         self, link: PartitionLink, conn: Connection, ctx: ChildContext, batch_size: int
@@ -41,6 +44,9 @@ class Reader:
         self.conn = conn
         self.ctx = ctx
         self.batch_size = batch_size
+        #: The last id of a read that returned fewer entries than asked (the partition was
+        #: empty after it): the next wait starts there, without a read of its own.
+        self.drained: bytes | None = None
 
     @property
     def uncommitted(self) -> bool:
@@ -64,9 +70,16 @@ class Reader:
         """
         count = count or self.batch_size
         ctx = self.ctx
+        if self.drained is not None and not ctx.stop_requested:
+            # The last read emptied the partition: wait for an append right away, the acks in
+            # hand riding on the read that follows it (not interruptible: it is short).
+            tail, self.drained = self.drained, None
+            await self.linger(tail, ACK_LINGER)
         while True:
             read = await self.link.read(self.conn, ">", count)
             if read.entries:
+                if len(read.entries) < count:
+                    self.drained = read.entries[-1][0]
                 return read.entries
             if ctx.stop_requested:
                 return None

@@ -146,7 +146,8 @@ async def test_iterator_form_and_take(redis_url: str) -> None:
         await other.send_many([Order(order_id=3, amount=i) for i in range(25)])
         async with running(system) as rt:
             await wait_for(lambda: len(singles) == 25 and sum(map(len, groups)) == 25)
-            await trio.sleep(0.1)
+            # Acks ride on the next read (within ACK_LINGER when the partitions are idle).
+            await wait_for(lambda: sum(p.acked for p in rt.statistics().partitions) >= 48)
             acked = sum(p.acked for p in rt.statistics().partitions)
     assert singles == list(range(25))
     assert [a for g in groups for a in g] == list(range(25))

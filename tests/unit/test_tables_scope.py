@@ -150,7 +150,7 @@ def test_ordering_none_with_tables_is_refused() -> None:
     if not _has_ordering_setting():
         pytest.skip("ordering is not an actor setting yet")
     with pytest.raises(ConfigError, match="tables need ordering='partition' or 'key'"):
-        system.actor(orders, tables=[counts], ordering="none")(_handler)
+        system.actor(orders, tables=[counts], ordering="none", name="tally")(_handler)
 
 
 def _has_ordering_setting() -> bool:
