@@ -62,6 +62,7 @@ def bench(session: nox.Session) -> None:
     session.install("-e", ".[fast,test]")
     session.run("python", "benchmarks/bench_transport.py", *session.posargs)
     session.run("python", "benchmarks/bench_runtime.py", "--rss", *session.posargs)
+    session.run("python", "benchmarks/bench_concurrency.py", *session.posargs)
     session.run("python", "benchmarks/bench_rebalance.py", *session.posargs)
     session.run("python", "benchmarks/bench_processes.py", *session.posargs)
     session.run("python", "benchmarks/bench_cluster.py", *session.posargs)
