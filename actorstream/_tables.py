@@ -219,14 +219,14 @@ class Table(Generic[V]):
         if local is None:
             raise self._undeclared(scope)
         kind = type(key)
-        field = key if kind is str else str(key) if kind is int else field_of(key)
+        field: str = key if kind is str else str(key) if kind is int else field_of(key)  # type: ignore[assignment]
         value = local.data.get(field, _MISSING)
         if value is _MISSING:
             local.check_partition(field)
             return self.make_default(field)  # type: ignore[no-any-return]
         return value  # type: ignore[no-any-return]
 
-    def __setitem__(self, key: object, value: V) -> None:
+    def __setitem__(self, key: object, value: Any) -> None:
         scope = _SCOPE.get()
         if scope is None:
             raise self._outside()
@@ -234,7 +234,7 @@ class Table(Generic[V]):
         if local is None:
             raise self._undeclared(scope)
         kind = type(key)
-        field = key if kind is str else str(key) if kind is int else field_of(key)
+        field: str = key if kind is str else str(key) if kind is int else field_of(key)  # type: ignore[assignment]
         if type(value) is not int or not self._int or not _INT_MIN <= value <= _UINT_MAX:
             value = self.codec.check(value)
         data = local.data
@@ -347,7 +347,7 @@ class PartitionTable:
 class PartitionTables:
     """The tables of one partition actor and what its handled events have not committed yet.
 
-    ``begin`` makes a fresh ``EventScope`` current for one handler call; ``EventScope.complete``
+    ``wrap`` makes a fresh ``EventScope`` current for each handler call; ``EventScope.complete``
     moves its writes here once the handler returned.
     """
 
@@ -374,14 +374,6 @@ class PartitionTables:
 
     def keys(self) -> dict[str, int]:
         return {t.name: len(local.data) for t, local in self.tables.items()}
-
-    def begin(self) -> tuple[EventScope, Any]:
-        scope = EventScope(self)
-        return scope, _SCOPE.set(scope)
-
-    @staticmethod
-    def end(token: Any) -> None:
-        _SCOPE.reset(token)
 
     def wrap(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         """``fn`` (a handler or a middleware chain) with one event scope per call: what it

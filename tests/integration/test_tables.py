@@ -61,6 +61,9 @@ async def test_counts_and_records_are_committed_and_read_back(redis_url: str) ->
             def done() -> bool:
                 return sum(p.processed for p in worker.statistics().partitions) >= 40
             await wait_for(done)
+            stats = worker.statistics().partitions
+            assert sum((p.table_keys or {}).get("counts", 0) for p in stats) == 5
+            assert all(p.restore_seconds is not None for p in stats)
         snapshot = await counts.snapshot()
         assert snapshot == {f"c{k}": 8 for k in range(5)}
         assert await counts.read("c3") == 8
@@ -123,3 +126,67 @@ def test_bad_declarations_are_refused_with_the_fix() -> None:
 
 
 async def noop(event: Any) -> None: ...
+
+
+TABLE_APP = '''
+from actorstream import Record, System
+
+system = System("clitbl")
+
+class Total(Record):
+    customer: str
+    orders: int
+    amount: int
+
+orders = system.stream("orders", partitions=4, key="customer")
+counts = system.table("counts", value=int, default=0)
+totals = system.table("totals", value=Total)
+
+@system.actor(orders, tables=[counts, totals])
+async def tally(order) -> None:
+    pass
+'''
+
+
+def test_the_table_command_prints_committed_values(redis_server: Any, tmp_path: Any) -> None:
+    import subprocess
+    import sys
+
+    from actorstream._core.hashing import partition_for
+    from actorstream._core.keys import table_key
+
+    (tmp_path / "tblapp.py").write_text(TABLE_APP)
+    for customer, n in (("ann", 3), ("bob", 5)):
+        p = partition_for(customer, 4)
+        redis_server_call(redis_server, "HSET", table_key("clitbl", "orders", p, "counts"),
+                          customer, str(n))
+    redis_server_call(redis_server, "HSET",
+                      table_key("clitbl", "orders", partition_for("ann", 4), "totals"), "ann",
+                      '{"customer":"ann","orders":3,"amount":30}')
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "actorstream", "table", *args], capture_output=True,
+            text=True, timeout=60, cwd=tmp_path,
+            env={"PATH": "/usr/bin:/bin", "ACTORSTREAM_REDIS_URL": redis_server.url},
+        )
+
+    every = cli("tblapp:counts")
+    assert every.returncode == 0, every.stderr
+    assert sorted(every.stdout.splitlines()) == ['"ann" 3', '"bob" 5']
+    one = cli("tblapp:totals", "ann")
+    assert one.returncode == 0 and one.stdout.strip() == (
+        '{"customer": "ann", "orders": 3, "amount": 30}'
+    )
+    missing = cli("tblapp:counts", "zed")
+    assert missing.returncode == 1 and "has no key 'zed'" in missing.stderr
+    unknown = cli("tblapp:nope")
+    assert unknown.returncode == 2 and "unknown table 'nope'" in unknown.stderr
+    assert "(tables: counts, totals)" in unknown.stderr
+
+
+def redis_server_call(server: Any, *args: str) -> None:
+    import subprocess
+
+    subprocess.run(["redis-cli", "-p", str(server.port), *args], check=True,
+                   capture_output=True)
