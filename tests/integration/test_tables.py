@@ -190,3 +190,41 @@ def redis_server_call(server: Any, *args: str) -> None:
 
     subprocess.run(["redis-cli", "-p", str(server.port), *args], check=True,
                    capture_output=True)
+
+
+async def test_the_running_totals_example_adds_up(redis_server: Any, monkeypatch: Any) -> None:
+    import importlib
+    import sys
+    from pathlib import Path
+
+    monkeypatch.setenv("ACTORSTREAM_REDIS_URL", redis_server.url)
+    monkeypatch.syspath_prepend(str(Path(__file__).parents[2] / "examples"))
+    sys.modules.pop("running_totals", None)
+    example = importlib.import_module("running_totals")
+    example.system.settings = example.system.settings.__class__(
+        install_signal_handlers=False, lease_timing=FAST
+    )
+    async with example.system:
+        async with running(example.system):
+            await trio.sleep(3.5)
+        totals = await example.totals.snapshot()
+        receipts = []
+        for p in range(4):
+            for _id, flat in await example.system.client().execute(
+                "XRANGE", example.receipts.stream_key(p), "-", "+"
+            ):
+                receipts.append(example.receipts.format_decoder(flat))
+        orders = []
+        for p in range(4):
+            for _id, flat in await example.system.client().execute(
+                "XRANGE", example.orders.stream_key(p), "-", "+"
+            ):
+                orders.append(example.orders.format_decoder(flat))
+    assert receipts and totals
+    handled = {r.order_id for r in receipts}
+    assert len(handled) == len(receipts)  # one receipt per order
+    for customer, total in totals.items():
+        mine = [o for o in orders if o.customer == customer and o.order_id in handled]
+        assert total.amount == sum(o.amount for o in mine)
+        assert total.orders == len(mine)
+        assert max(r.total for r in receipts if r.customer == customer) == total.amount
