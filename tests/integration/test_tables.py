@@ -228,3 +228,39 @@ async def test_the_running_totals_example_adds_up(redis_server: Any, monkeypatch
         assert total.amount == sum(o.amount for o in mine)
         assert total.orders == len(mine)
         assert max(r.total for r in receipts if r.customer == customer) == total.amount
+
+
+async def test_a_commit_after_the_epoch_moved_is_fenced_whole(redis_server: Any) -> None:
+    """Another owner took the partition (its epoch moved) while a handler ran: Redis refuses
+    the commit, so neither the table change, nor the output, nor the ack lands."""
+    from actorstream._core.keys import epoch_key
+
+    system = System("fence", redis_server.url, install_signal_handlers=False, lease_timing=FAST)
+    orders = system.stream("orders", record=Order, partitions=1, key="customer")
+    out = system.stream("out", record=Order, partitions=1, key="customer")
+    counts = system.table("counts", value=int, default=0)
+    entered = trio.Event()
+    release = trio.Event()
+
+    @system.actor(orders, tables=[counts], processing="exactly_once")
+    async def tally(order: Order) -> None:
+        counts[order.customer] += 1
+        await out.send(order)
+        entered.set()
+        await release.wait()
+
+    async with system:
+        client = system.client()
+        await orders.send(Order("ann", 1))
+        async with running(system) as worker:
+            with trio.fail_after(15):
+                await entered.wait()
+            await client.execute("INCR", epoch_key("fence", "orders", 0, "tally"))
+            release.set()
+            with trio.fail_after(15):
+                while not any(p.state == "fenced" for p in worker.statistics().partitions):
+                    await trio.sleep(0.02)
+            assert await client.execute("HLEN", counts.hash_key(0)) == 0
+            assert await client.execute("XLEN", out.stream_key(0)) == 0
+            pending = await client.execute("XPENDING", orders.stream_key(0), "tally")
+            assert pending[0] == 1  # not acked: the next owner handles it
