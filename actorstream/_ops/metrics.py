@@ -49,6 +49,9 @@ METRICS: Final[dict[str, tuple[str, str, tuple[str, ...]]]] = {
     "actorstream_events_in_flight": (
         "gauge", "Events handed to the handler and not finished, per partition actor.",
         ("app", "stream", "actor", "partition")),
+    "actorstream_table_keys": (
+        "gauge", "Keys a table holds in a partition this worker owns (loaded in memory).",
+        ("app", "stream", "actor", "partition", "table")),
     "actorstream_partitions_owned": (
         "gauge", "Partition leases this worker holds.", ("app",)),
     "actorstream_actor_restarts_total": (
@@ -106,6 +109,8 @@ class WorkerCollector(Collector):
                 add("actorstream_dead_letters_total", [app, p.stream, p.actor, part, kind], n)
             add("actorstream_actor_restarts_total", [app, p.actor, part], p.restarts)
             add("actorstream_events_in_flight", [app, p.stream, p.actor, part], p.in_flight)
+            for table, n in sorted(p.table_keys.items()):
+                add("actorstream_table_keys", [app, p.stream, p.actor, part, table], n)
             if p.durations is not None:
                 durations.setdefault((p.stream, p.actor), []).append(p.durations)
         hist = fams["actorstream_handler_duration_seconds"]

@@ -79,6 +79,7 @@ def fmt_rate(value: float | None) -> str:
 STATE_STYLE = {
     "running": "green",
     "replaying": "cyan",
+    "restoring": "cyan",
     "starting": "cyan",
     "draining": "yellow",
     "waiting-redis": "yellow",
@@ -222,12 +223,15 @@ def render_partitions(
         pages = math.ceil(len(parts) / limit)
         options.page = min(options.page, pages - 1)
         parts = parts[options.page * limit : (options.page + 1) * limit]
-    # Events in flight: a column only where an actor keeps more than one (ordering="key").
+    # Optional columns: events in flight where an actor keeps more than one (ordering="key"),
+    # table keys where an actor is stateful.
     in_flight = any(p.concurrency > 1 for p in parts)
+    stateful = any(p.table_keys is not None for p in parts)
     table = _table(("PARTITION", "left"), ("OWNER", "left"), ("EP", "right"),
                    ("STATE", "left"), ("LAG", "right"), ("PEND", "right"), ("OLDEST", "right"),
                    ("RATE/S", "right"), *([("INFL", "right")] if in_flight else []),
-                   ("RST", "right"), ("DLQ", "right"))
+                   ("RST", "right"), ("DLQ", "right"),
+                   *((("KEYS", "right"),) if stateful else ()))
     table.collapse_padding = in_flight  # one column more in 80 columns
     table.columns[0].max_width = 12
     table.columns[1].max_width = 18
@@ -244,6 +248,7 @@ def render_partitions(
             Text(p.state, STATE_STYLE.get(p.state, "")), fmt_int(p.lag), fmt_int(p.pending),
             fmt_age(p.oldest_pending_age) if p.pending else "-", fmt_rate(p.rate),
             *flight, str(p.restarts), str(p.dead_letters),
+            *((fmt_int(p.table_keys) if p.table_keys is not None else "-",) if stateful else ()),
         )
     return table
 
