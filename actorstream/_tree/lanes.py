@@ -69,10 +69,10 @@ class LaneLoop:
         self._error: Exception | None = None
         self._workers = 0  # running worker tasks
         self._spare = 0  # started workers that have not taken a unit yet
-        self._handled = 0  # for the fence check and duration samples
         self._successes = 0  # not yet on the health board
         self._wake = trio.Event()
         self._waiting: Callable[[], bool] | None = None  # what the reader waits for
+        self._room_at = -1  # held entries at which the reader waiting for room is woken
 
     async def replay(self) -> None:
         await replay_own_pending(self.reader, self.handling)
@@ -114,7 +114,7 @@ class LaneLoop:
         while not ctx.stop_requested:
             want = dispatch.want(batch)
             if not want:
-                await self._wait_for(has_room)  # enough held: wait for units to finish
+                await self._wait_for(has_room, room)  # enough held: wait for units to finish
                 continue
             if drained is not None and not dispatch.blocked:
                 # Wait for an append at once; what finishes meanwhile rides on the next read.
@@ -157,16 +157,18 @@ class LaneLoop:
                 continue
             arrive(entry_id, key, event, fields)
 
-    async def _wait_for(self, condition: Callable[[], bool]) -> None:
+    async def _wait_for(self, condition: Callable[[], bool], room_at: int = -1) -> None:
         """Until ``condition`` holds after a unit finished or a worker ended (workers check
-        it), or at most ``LINGER`` (a stop is noticed)."""
+        it; per event only ``room_at``, a number), or at most ``LINGER`` (a stop is noticed)."""
         self._wake = trio.Event()
         self._waiting = condition
+        self._room_at = room_at
         try:
             with trio.move_on_after(LINGER):
                 await self._wake.wait()
         finally:
             self._waiting = None
+            self._room_at = -1
 
     def _maybe_wake(self) -> None:
         if self._waiting is not None and self._waiting():
@@ -205,6 +207,8 @@ class LaneLoop:
         fence = self.handling.fence
         link = self.reader.link
         stopping = self.reader.ctx.stop_event.is_set
+        plain = self.plain
+        n = 0  # this worker's events: every 8th checks the fence, every 16th is timed
         try:
             while not stopping():
                 if not taken:
@@ -216,8 +220,8 @@ class LaneLoop:
                 held = taken.popleft()
                 if not self._spare and (taken or dispatch.startable()):
                     self._kick()  # this handler may wait: the next entry gets a worker
-                n = self._handled = self._handled + 1
-                if not self.plain or not n % SAMPLE_EVERY:
+                n += 1
+                if not plain or not n % SAMPLE_EVERY:
                     await self._event(held)
                 else:
                     if not n % FENCE_CHECK_EVERY:
@@ -234,8 +238,10 @@ class LaneLoop:
                     if failures.streak:
                         failures.on_success()
                     link.acks.append(dispatch.done(held))  # type: ignore[arg-type]
-                if self._waiting is not None:
-                    self._maybe_wake()
+                    if dispatch.held <= self._room_at:  # the reader waits for room: it is here
+                        self._room_at = -1
+                        self._wake.set()
+                    continue
             while taken:  # a graceful stop: what was not handed to a handler stays pending
                 dispatch.done(taken.popleft(), ack=False)
         except Exception as exc:
@@ -289,6 +295,7 @@ class LaneLoop:
         if entry_id is not None:
             self.reader.link.acks.append(entry_id)
         counters.in_flight = self.dispatch.running
+        self._maybe_wake()
 
     async def _contain(self, held: Held, exc: Exception) -> object:
         self._record_successes()  # ours before the failure: evidence for the rule
