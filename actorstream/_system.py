@@ -11,7 +11,7 @@ import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from datetime import tzinfo
+from datetime import datetime, tzinfo
 from types import TracebackType
 from typing import Any, TypeVar, overload
 
@@ -95,6 +95,7 @@ class System:
         compression: str = ...,
         max_payload_bytes: int = ...,
         retention: Retention | None = ...,
+        time: str | Callable[[R], float | datetime] | None = ...,
     ) -> Stream[R]: ...
 
     @overload
@@ -109,6 +110,7 @@ class System:
         compression: str = ...,
         max_payload_bytes: int = ...,
         retention: Retention | None = ...,
+        time: str | Callable[[dict[str, Any]], float | datetime] | None = ...,
     ) -> Stream[dict[str, Any]]: ...
 
     def stream(
@@ -122,8 +124,13 @@ class System:
         compression: str = "none",
         max_payload_bytes: int = 1_048_576,
         retention: Retention | None = None,
+        time: str | Callable[[Any], float | datetime] | None = None,
     ) -> Stream[Any]:
-        """Declare a stream. ``record=None`` carries plain dict events (vomero style)."""
+        """Declare a stream. ``record=None`` carries plain dict events (vomero style).
+
+        ``time``: the event time windows use, a field (epoch seconds or a datetime) or a
+        function of the event; None takes the entry id's timestamp (when Redis appended it).
+        """
         if name in self.streams:
             raise ConfigError(f"stream {name!r} is already declared in system {self.name!r}")
         stream: Stream[Any] = Stream(
@@ -136,6 +143,7 @@ class System:
             compression=compression,
             max_payload_bytes=max_payload_bytes,
             retention=retention,
+            time=time,
         )
         self.streams[name] = stream
         return stream
