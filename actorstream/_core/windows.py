@@ -195,9 +195,12 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 def event_time_millis(value: object, where: str) -> int:
     """An event time (epoch seconds as int/float, or a datetime) in milliseconds.
 
-    A naive datetime is taken as UTC, so that every worker reads it the same whatever its
+    Text (the fields of a dict stream) is read as epoch seconds or an ISO 8601 datetime. A
+    naive datetime is taken as UTC, so that every worker reads it the same whatever its
     local time zone. A value that is no time raises DecodeError (the event is poison).
     """
+    if isinstance(value, bytes | str):
+        value = _parse_time(value.decode() if isinstance(value, bytes) else value, where)
     if isinstance(value, datetime):
         aware = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
         micros = (aware - _EPOCH) // timedelta(microseconds=1)
@@ -211,6 +214,22 @@ def event_time_millis(value: object, where: str) -> int:
     if not math.isfinite(value):
         raise DecodeError(f"{where}: event time must be finite, got {value!r}", kind="time")
     return round(value * 1000)
+
+
+def _parse_time(text: str, where: str) -> float | datetime:
+    """A dict stream's text: epoch seconds, or an ISO 8601 datetime."""
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        raise DecodeError(
+            f"{where}: event time must be epoch seconds or an ISO 8601 datetime, "
+            f"got {text!r:.80}",
+            kind="time",
+        ) from None
 
 
 def entry_id_millis(entry_id: str | bytes) -> int:
@@ -356,22 +375,32 @@ class WindowTracker:
             _due_ms, _seq, key, window = heapq.heappop(heap)
             yield key, window
 
-    def _place(self, key: Hashable, t_ms: int) -> Placement:
+    def plan(self, key: Hashable, t_ms: int) -> Placement:
+        """Where an event of ``key`` at ``t_ms`` goes, at the current stream time; changes
+        nothing until ``apply`` (a handler that raises leaves the tracker as it was)."""
         if isinstance(self.spec, Session):
-            return self._place_session(key, t_ms)
+            return self._plan_session(key, t_ms)
         fresh: list[Window] = []
         missed: list[Window] = []
-        opened = self._open.get(key, set())
         for window in self.spec.windows_for(t_ms):
-            if self.is_closed(window):
-                missed.append(window)
-            else:
-                if window not in opened:
-                    self._track(key, window)
-                fresh.append(window)
+            (missed if self.is_closed(window) else fresh).append(window)
         return Placement(tuple(fresh), missed=tuple(missed))
 
-    def _place_session(self, key: Hashable, t_ms: int) -> Placement:
+    def apply(self, key: Hashable, placement: Placement) -> None:
+        """Track the windows a handled event wrote (a merged session replaces its parts)."""
+        for window in placement.merged:
+            _discard(self._open, key, window)
+        opened = self._open.get(key, ())
+        for window in placement.windows:
+            if window not in opened:
+                self._track(key, window)
+
+    def _place(self, key: Hashable, t_ms: int) -> Placement:
+        placement = self.plan(key, t_ms)
+        self.apply(key, placement)
+        return placement
+
+    def _plan_session(self, key: Hashable, t_ms: int) -> Placement:
         (own,) = self.spec.windows_for(t_ms)
         if self.is_closed(own):
             return Placement((), missed=(own,))
@@ -384,9 +413,6 @@ class WindowTracker:
         session = Window(start, end)
         if merged == [session]:
             return Placement((session,))
-        for window in merged:
-            _discard(self._open, key, window)
-        self._track(key, session)
         return Placement((session,), merged=tuple(merged))
 
 

@@ -135,7 +135,13 @@ def test_event_time_from_numbers_datetimes_and_entry_ids() -> None:
     assert entry_id_millis(b"5-0") == 5
 
 
-@pytest.mark.parametrize("value", [True, "12", None, math.nan, math.inf, [1]])
+def test_text_event_times_are_parsed() -> None:
+    assert event_time_millis(b"61.5", "s") == 61_500
+    assert event_time_millis("1970-01-01T00:01:00+00:00", "s") == 60_000
+    assert event_time_millis("1970-01-01T00:01:00", "s") == 60_000
+
+
+@pytest.mark.parametrize("value", [True, "soon", b"nan", None, math.nan, math.inf, [1]])
 def test_a_bad_event_time_is_poison(value: object) -> None:
     with pytest.raises(DecodeError, match="stream 'orders'") as info:
         event_time_millis(value, "stream 'orders'")
