@@ -21,6 +21,7 @@ from ._actors import ActorSettings, ActorSpec, Form
 from ._core import keys as _keys
 from ._core.errors import ConfigError
 from ._core.settings import Settings
+from ._core.windows import WindowSpec
 from ._middleware import ErrorHook, Middleware
 from ._records import Record
 from ._streams import Retention, Stream
@@ -31,6 +32,7 @@ from ._tree.root import Worker, WorkerPlan
 from ._tree.scheduler import TaskSpec, _zone
 from ._tree.startup import say, wait_for_redis_or_signal
 from ._tree.telemetry import WorkerStatistics
+from ._windows import WindowedTable, check_windowed_actor
 
 __all__ = ["DEFAULT_URL", "Settings", "System", "WorkerStatistics", "default_redis_url", "running"]
 
@@ -203,6 +205,7 @@ class System:
                 wait_replicas=wait_replicas,
                 wait_timeout=wait_timeout,
             )
+            check_windowed_actor(spec)
             self._bind_tables(actor_name, stream, tables)
             self.actors[actor_name] = spec
             return fn
@@ -225,13 +228,27 @@ class System:
         value: type[V],
         default: Any = _NO_DEFAULT,
         codec: str = "json",
+        window: WindowSpec | None = None,
+        retention: float = 0.0,
+        merge: Callable[[Any, Any], Any] | None = None,
     ) -> Table[V]:
         """Declare a table: per-key state of one actor, kept beside its partitions and committed
         with its acks (docs/state.md). ``value``: int, float, str, bool or a Record subclass;
-        ``default``: the value of a missing key, or a zero-argument callable making it."""
+        ``default``: the value of a missing key, or a zero-argument callable making it.
+
+        ``window``: ``Tumbling``, ``Hopping`` or ``Session``: values per key and window of event
+        time, each closed window emitted once (``retention``, ``merge``: docs/windows.md)."""
         if name in self.tables:
             raise ConfigError(f"table {name!r} is already declared in system {self.name!r}")
-        table: Table[V] = Table(self, name, value=value, default=default, codec=codec)
+        table: Table[V]
+        if window is None:
+            if retention or merge is not None:
+                raise ConfigError(f"table {name!r}: retention= and merge= apply to windowed "
+                                  "tables (pass window=...)")  # fmt: skip
+            table = Table(self, name, value=value, default=default, codec=codec)
+        else:
+            table = WindowedTable(self, name, value=value, default=default, codec=codec,
+                                  window=window, retention=retention, merge=merge)  # fmt: skip
         self.tables[name] = table
         return table
 

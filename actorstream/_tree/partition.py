@@ -56,6 +56,7 @@ from .handling import FENCE_CHECK_EVERY, Handling
 from .link import PartitionLink
 from .supervisor import ChildContext
 from .tables import restore
+from .windows import WindowsOfPartition, windowed_tables
 
 __all__ = ["FENCE_CHECK_EVERY", "HandlerCrashed", "PartitionActor", "PartitionContext"]
 
@@ -132,6 +133,7 @@ class PartitionActor:
             and self.settings.timeout is None
             and self.settings.retries == 0
             and self.tracer is None
+            and not windowed_tables(spec.tables)  # windows need the entry id (EventInfo)
         )
         self._failing: bytes | None = None  # the entry whose handler call raised last
         self.handling = Handling(
@@ -160,6 +162,11 @@ class PartitionActor:
         )
         self.handler = tables.wrap(self.handler)
         self.chain = tables.wrap(self.chain)
+        if windowed_tables(spec.tables):
+            self.chain = WindowsOfPartition(
+                tables, windowed_tables(spec.tables), spec.stream.event_time_ms,
+                context.counters.late,
+            ).wrap(self.chain)
         self.link.tables = tables
         if spec.wait_replicas:
             self.link.wait = (spec.wait_replicas, max(1, int(spec.wait_timeout * 1000)))

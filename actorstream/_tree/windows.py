@@ -1,0 +1,186 @@
+"""Windowed tables at run time: one partition's stream time, its open windows, closing them.
+
+Around each handler call (inside the event's retries, outside its table scope):
+
+1. the event's time moves the partition's stream time; windows it closes are emitted first,
+   ``on_close`` running in a table scope of their own, so the sends it makes are held and
+   committed together with the deletion of the closed windows and the new stream time, in the
+   commit that carries the event's ack. A failing ``on_close`` fails the event (it is retried,
+   like a handler error) and the closed windows stay queued: none is lost or emitted twice;
+2. the handler runs; ``table[k]`` goes to k's window(s) at that stream time;
+3. if it returned and its writes were kept, the windows it wrote are tracked (so they close in
+   turn); late keys are counted and given to ``on_late``.
+
+The tracker is rebuilt from the table's loaded data whenever the partition reloads it (a new
+lease, or a commit whose outcome is unknown): Redis is the truth, stream time included.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Callable
+from typing import Any
+
+from .._core.commit import key_of_field
+from .._core.windows import Closing, WindowTracker
+from .._tables import _DELETED, PartitionTable, PartitionTables
+from .._windows import (
+    ST_FIELD,
+    StreamTime,
+    WindowedTable,
+    WindowEvent,
+    current_event,
+    parse_window_field,
+    window_field,
+)
+
+__all__ = ["PartitionWindows", "WindowsOfPartition", "windowed_tables"]
+
+
+def windowed_tables(tables: tuple[Any, ...]) -> tuple[WindowedTable[Any], ...]:
+    return tuple(t for t in tables if isinstance(t, WindowedTable))
+
+
+class PartitionWindows:
+    """One windowed table on one partition: its tracker, and closings not yet emitted."""
+
+    def __init__(self, table: WindowedTable[Any], local: PartitionTable) -> None:
+        self.table = table
+        self.local = local
+        self.tracker = WindowTracker(table.window, retention=table.retention)
+        self._data: dict[str, Any] | None = None
+        self.closing: list[Closing] = []
+        self.expired: list[Closing] = []
+        self.saved: int | None = None  # the stream time the table holds (committed or pending)
+
+    def sync(self) -> None:
+        """Rebuild from the table's data if the partition (re)loaded it."""
+        data = self.local.data
+        if data is self._data:
+            return
+        stored = data.get(ST_FIELD)
+        st = None if stored is None else int(stored)
+        tracker = WindowTracker(self.table.window, retention=self.table.retention,
+                                stream_time_ms=st)  # fmt: skip
+        expired: list[Closing] = []
+        for field in data:
+            if field == ST_FIELD:
+                continue
+            key_field, window = parse_window_field(field)
+            if not tracker.restore(key_field, window):
+                expired.append(Closing(key_field, window))
+        self.tracker, self._data, self.saved = tracker, data, st
+        self.closing, self.expired = [], expired
+
+    def advance(self, t_ms: int) -> None:
+        closed, expired = self.tracker.advance(t_ms)
+        if closed:
+            self.closing.extend(closed)
+        if expired:
+            self.expired.extend(expired)
+
+
+class WindowsOfPartition:
+    """The windowed tables of one partition actor; ``wrap`` puts them around its handler."""
+
+    def __init__(
+        self,
+        tables: PartitionTables,
+        windowed: tuple[WindowedTable[Any], ...],
+        time_of: Callable[[Any, str], int],
+        late: collections.Counter[str],
+    ) -> None:
+        self.tables = tables
+        self.parts = {t: PartitionWindows(t, tables.tables[t]) for t in windowed}
+        self.time_of = time_of
+        self.late = late  # late events by table name (statistics, top, metrics)
+
+    def wrap(self, chain: Callable[..., Any]) -> Callable[..., Any]:
+        """``chain(event, info)`` (with its table scope inside) with the windows around it."""
+        parts = self.parts
+        variable = current_event()
+
+        async def with_windows(event: Any, info: Any) -> Any:
+            t_ms = self.time_of(event, info.entry_id)
+            for part in parts.values():
+                part.sync()
+                part.advance(t_ms)
+            await self._settle(parts)
+            window_event = WindowEvent(t_ms, parts)
+            token = variable.set(window_event)
+            try:
+                result = await chain(event, info)
+            finally:
+                variable.reset(token)
+            self._applied(window_event)
+            if window_event.late:
+                await self._late(window_event)
+            return result
+
+        return with_windows
+
+    async def _settle(self, parts: dict[WindowedTable[Any], PartitionWindows]) -> None:
+        """Save a moved stream time with the next commit; emit what closed (in a scope)."""
+        if any(part.closing or part.expired for part in parts.values()):
+            await self._close(parts)
+            return
+        for part in parts.values():
+            st = part.tracker.stream_time_ms
+            if st is not None and part.saved != st:
+                local = part.local
+                value = StreamTime(st)
+                local.data[ST_FIELD] = value
+                encoded = part.table.codec.encode(value)
+                self.tables.pending.add([(local.hash_key, {ST_FIELD: encoded})])
+                part.saved = st
+
+    async def _close(self, parts: dict[WindowedTable[Any], PartitionWindows]) -> None:
+        """Emit what closed and save the stream time, in one scope (all of it or none)."""
+        scope, token = self.tables.begin()
+        try:
+            for table, part in parts.items():
+                local = part.local
+                written = scope.written.setdefault(local, {})
+                for closing in part.closing:
+                    field = window_field(str(closing.key), closing.window)
+                    value = local.data.get(field, _DELETED)
+                    if value is not _DELETED and table.closer is not None:
+                        await table.closer(_key(closing.key), closing.window, value)
+                for gone in part.expired:
+                    field = window_field(str(gone.key), gone.window)
+                    if field in local.data:
+                        written[field] = _DELETED
+                st = part.tracker.stream_time_ms
+                if st is not None:
+                    written[ST_FIELD] = StreamTime(st)
+            scope.complete()
+        finally:
+            self.tables.end(token)
+        for part in parts.values():
+            part.closing, part.expired = [], []
+            part.saved = part.tracker.stream_time_ms
+
+    def _applied(self, event: WindowEvent) -> None:
+        parts = event.parts
+        for table, key_field in event.written:
+            placement = event.placements[table, key_field]
+            parts[table].tracker.apply(key_field, placement)
+        for table in {table for table, _ in event.late}:
+            self.late[table.name] += 1
+
+    async def _late(self, event: WindowEvent) -> None:
+        hooked = [(t, k, p) for (t, k), p in event.late.items() if t.late_hook is not None]
+        if not hooked:
+            return
+        scope, token = self.tables.begin()
+        try:
+            for table, key_field, placement in hooked:
+                assert table.late_hook is not None
+                await table.late_hook(_key(key_field), event.t_ms / 1000, placement.missed)
+            scope.complete()
+        finally:
+            self.tables.end(token)
+
+
+def _key(key_field: object) -> Any:
+    return key_of_field(str(key_field))
