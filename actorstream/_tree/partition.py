@@ -99,8 +99,7 @@ class PartitionActor:
         self.report = worker.report
         self.dead_letters = context.dead_letters
         self.spec = spec
-        self.partition = context.partition
-        self.fence = context.fence
+        self.partition, self.fence = context.partition, context.fence
         self.counters = context.counters
         self.on_fenced = context.on_fenced
         self.group = spec.name
@@ -133,7 +132,7 @@ class PartitionActor:
             and self.settings.timeout is None
             and self.settings.retries == 0
             and self.tracer is None
-            and not windowed_tables(spec.tables)  # windows need the entry id (EventInfo)
+            and not windowed_tables(spec.tables)
         )
         self._failing: bytes | None = None  # the entry whose handler call raised last
         self.handling = Handling(

@@ -11,7 +11,8 @@ Around each handler call (inside the event's retries, outside its table scope):
 3. if it returned and its writes were kept, the windows it wrote are tracked (so they close in
    turn); late keys are counted and given to ``on_late``.
 
-The tracker is rebuilt from the table's loaded data whenever the partition reloads it (a new
+The handler goes through the chain (never the plain fast path) because the event's entry id
+is its default time. The tracker is rebuilt from the table's loaded data whenever the partition reloads it (a new
 lease, or a commit whose outcome is unknown): Redis is the truth, stream time included.
 """
 
