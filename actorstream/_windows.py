@@ -55,17 +55,18 @@ class StreamTime(int):
     """A stored stream time (epoch milliseconds), told apart from the table's values."""
 
 
+def encode_stream_time(st: int) -> bytes:
+    return _ST_PREFIX + str(st).encode()
+
+
 class WindowCodec:
-    """The table's value codec, plus the stream time stored among the values."""
+    """The table's value codec; decoding also knows the stream time stored among the values
+    (written by ``encode_stream_time``, straight into the commit)."""
 
     def __init__(self, inner: ValueCodec) -> None:
         self.inner = inner
         self.check = inner.check
-
-    def encode(self, value: Any) -> bytes:
-        if type(value) is StreamTime:
-            return _ST_PREFIX + str(int(value)).encode()
-        return self.inner.encode(value)
+        self.encode = inner.encode
 
     def decode(self, data: bytes) -> Any:
         if data.startswith(_ST_PREFIX):
@@ -112,13 +113,16 @@ for _name, _op in (("add", operator.add), ("sub", operator.sub), ("mul", operato
 class WindowEvent:
     """The handler call's event time and where its keys went (applied if it returned)."""
 
-    __slots__ = ("late", "parts", "placements", "t_ms", "written")
+    __slots__ = ("fresh", "late", "parts", "placements", "t_ms", "written")
 
     def __init__(self, t_ms: int, parts: dict[WindowedTable[Any], Any]) -> None:
         self.t_ms = t_ms
         self.parts = parts  # table -> its _tree.windows.PartitionWindows
-        self.placements: dict[tuple[WindowedTable[Any], str], Placement] = {}
+        self.placements: dict[
+            tuple[WindowedTable[Any], str], tuple[Placement, tuple[str, ...]]
+        ] = {}
         self.written: set[tuple[WindowedTable[Any], str]] = set()
+        self.fresh: set[tuple[WindowedTable[Any], str]] = set()
         self.late: dict[tuple[WindowedTable[Any], str], Placement] = {}
 
 
@@ -239,17 +243,23 @@ class WindowedTable(Table[V]):
         return scope, local, event
 
     def _placement(self, local: PartitionTable, event: WindowEvent, key: object) -> tuple[
-        str, Placement
+        str, Placement, tuple[str, ...]
     ]:  # fmt: skip
+        """Where ``key`` goes for this event, and the hash fields of its windows (cached for
+        the handler call: the same windows however often the handler touches the key)."""
         key_field = key if type(key) is str else field_of(key)
-        placement = event.placements.get((self, key_field))
-        if placement is None:
-            local.check_partition(key_field)
+        found = event.placements.get((self, key_field))
+        if found is None:
             placement = event.parts[self].tracker.plan(key_field, event.t_ms)
-            event.placements[self, key_field] = placement
-        if placement.late:
-            event.late[self, key_field] = placement
-        return key_field, placement
+            fields = tuple(window_field(key_field, w) for w in placement.windows)
+            data = local.data
+            if placement.merged or not all(f in data for f in fields):
+                local.check_partition(key_field)
+                event.fresh.add((self, key_field))  # windows to track if it writes them
+            found = event.placements[self, key_field] = (placement, fields)
+            if placement.late:
+                event.late[self, key_field] = placement
+        return key_field, found[0], found[1]
 
     def _stored(self, scope: EventScope, local: PartitionTable, field: str) -> Any:
         written = scope.written.get(local)
@@ -261,42 +271,53 @@ class WindowedTable(Table[V]):
 
     def _value(
         self, scope: EventScope, local: PartitionTable, key_field: str, placement: Placement,
-        window: Window,
+        field: str,
     ) -> Any:  # fmt: skip
-        if placement.merged and window == placement.windows[0]:
+        if placement.merged:  # a session merged from others: its value combines theirs
             fields = [window_field(key_field, w) for w in placement.merged]
             found = [v for f in fields if (v := self._stored(scope, local, f)) is not _MISSING]
             if found:
                 assert self.merge is not None
                 return functools.reduce(self.merge, found)
         else:
-            value = self._stored(scope, local, window_field(key_field, window))
+            value = self._stored(scope, local, field)
             if value is not _MISSING:
                 return value
-        return self.make_default(window_field(key_field, window))
+        return self.make_default(field)
 
     def __getitem__(self, key: object) -> V:
         scope, local, event = self._here()
-        key_field, placement = self._placement(local, event, key)
-        values = {w: self._value(scope, local, key_field, placement, w) for w in placement.windows}
+        key_field, placement, fields = self._placement(local, event, key)
         if isinstance(self.window, Hopping):
-            return PerWindow(values)  # type: ignore[return-value]
-        if not values:  # late: its window closed already
+            return PerWindow(  # type: ignore[return-value]
+                {
+                    w: self._value(scope, local, key_field, placement, f)
+                    for w, f in zip(placement.windows, fields, strict=True)
+                }
+            )
+        if not fields:  # late: its window closed already
             return self.make_default(key_field)  # type: ignore[no-any-return]
-        return values[placement.windows[0]]  # type: ignore[no-any-return]
+        return self._value(scope, local, key_field, placement, fields[0])  # type: ignore[no-any-return]
 
     def __setitem__(self, key: object, value: V) -> None:
         scope, local, event = self._here()
-        key_field, placement = self._placement(local, event, key)
-        if not placement.windows:
+        key_field, placement, fields = self._placement(local, event, key)
+        if not fields:
             return  # a late event is not counted (it is counted as late)
-        per = value.values if isinstance(value, PerWindow) else None
-        written = scope.written.setdefault(local, {})
-        for window in placement.windows:
-            one = value if per is None else per.get(window, _MISSING)
-            if one is _MISSING:
-                continue
-            written[window_field(key_field, window)] = self.codec.check(one)
+        written = scope.written.get(local)
+        if written is None:
+            written = scope.written[local] = {}
+        check = self.codec.check
+        if type(value) is not PerWindow:
+            checked = value if type(value) is self.value else check(value)
+            for field in fields:
+                written[field] = checked
+        else:
+            per = value.values  # type: ignore[attr-defined]
+            for window, field in zip(placement.windows, fields, strict=True):
+                one = per.get(window, _MISSING)
+                if one is not _MISSING:
+                    written[field] = check(one)
         for window in placement.merged:
             if window != placement.windows[0]:
                 written[window_field(key_field, window)] = _DELETED
@@ -311,14 +332,14 @@ class WindowedTable(Table[V]):
     def __delitem__(self, key: object) -> None:
         """Drop ``key``'s current window(s): nothing is emitted for them."""
         scope, local, event = self._here()
-        key_field, placement = self._placement(local, event, key)
+        key_field, placement, _fields = self._placement(local, event, key)
         written = scope.written.setdefault(local, {})
         for window in (*placement.windows, *placement.merged):
             written[window_field(key_field, window)] = _DELETED
 
     def __contains__(self, key: object) -> bool:
         scope, local, event = self._here()
-        key_field, placement = self._placement(local, event, key)
+        key_field, placement, _fields = self._placement(local, event, key)
         return any(
             self._stored(scope, local, window_field(key_field, w)) is not _MISSING
             for w in (*placement.windows, *placement.merged)

@@ -199,6 +199,8 @@ def event_time_millis(value: object, where: str) -> int:
     naive datetime is taken as UTC, so that every worker reads it the same whatever its
     local time zone. A value that is no time raises DecodeError (the event is poison).
     """
+    if type(value) is float and value - value == 0.0:  # finite: the common case first
+        return round(value * 1000)
     if isinstance(value, bytes | str):
         value = _parse_time(value.decode() if isinstance(value, bytes) else value, where)
     if isinstance(value, datetime):
@@ -300,6 +302,12 @@ class WindowTracker:
         self._closed: dict[Hashable, set[Window]] = {}
         self._heap: list[tuple[int, int, Hashable, Window]] = []
         self._seq = itertools.count()
+        size = to_millis(spec.gap if isinstance(spec, Session) else spec.size)
+        self._size = size
+        self._step = to_millis(spec.step) if isinstance(spec, Hopping) else size
+        # The last time-window placement: every event of the same windows gets it until the
+        # first of them closes (the windows of an event depend on its time only).
+        self._cached: tuple[int, int, int, Placement] | None = None
 
     @property
     def stream_time_ms(self) -> int | None:
@@ -352,6 +360,8 @@ class WindowTracker:
         if self._stream_time is not None and t_ms <= self._stream_time:
             return (), ()
         self._stream_time = t_ms
+        if not self._heap or self._heap[0][0] > t_ms:
+            return (), ()  # nothing due: the common case
         closed: list[Closing] = []
         expired: list[Closing] = []
         for key, window in self._due(t_ms):
@@ -380,11 +390,26 @@ class WindowTracker:
         nothing until ``apply`` (a handler that raises leaves the tracker as it was)."""
         if isinstance(self.spec, Session):
             return self._plan_session(key, t_ms)
+        step, size = self._step, self._size
+        first, last = (t_ms - size) // step + 1, t_ms // step
+        cached = self._cached
+        st = self._stream_time
+        if (
+            cached is not None
+            and cached[0] == first
+            and cached[1] == last
+            and (st is None or st < cached[2])
+        ):
+            return cached[3]
         fresh: list[Window] = []
         missed: list[Window] = []
-        for window in self.spec.windows_for(t_ms):
+        for k in range(first, last + 1):
+            window = Window(k * step, k * step + size)
             (missed if self.is_closed(window) else fresh).append(window)
-        return Placement(tuple(fresh), missed=tuple(missed))
+        placement = Placement(tuple(fresh), missed=tuple(missed))
+        valid_until = min((w.end_ms + self._grace for w in fresh), default=math.inf)
+        self._cached = (first, last, int(min(valid_until, 2**62)), placement)
+        return placement
 
     def apply(self, key: Hashable, placement: Placement) -> None:
         """Track the windows a handled event wrote (a merged session replaces its parts)."""

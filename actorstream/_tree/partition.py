@@ -56,7 +56,7 @@ from .handling import FENCE_CHECK_EVERY, Handling
 from .link import PartitionLink
 from .supervisor import ChildContext
 from .tables import restore
-from .windows import WindowsOfPartition, windowed_tables
+from .windows import WindowsOfPartition, plain_windows, windowed_tables
 
 __all__ = ["FENCE_CHECK_EVERY", "HandlerCrashed", "PartitionActor", "PartitionContext"]
 
@@ -132,7 +132,7 @@ class PartitionActor:
             and self.settings.timeout is None
             and self.settings.retries == 0
             and self.tracer is None
-            and not windowed_tables(spec.tables)
+            and plain_windows(spec)
         )
         self._failing: bytes | None = None  # the entry whose handler call raised last
         self.handling = Handling(
@@ -162,10 +162,11 @@ class PartitionActor:
         self.handler = tables.wrap(self.handler)
         self.chain = tables.wrap(self.chain)
         if windowed_tables(spec.tables):
-            self.chain = WindowsOfPartition(
+            windows = WindowsOfPartition(
                 tables, windowed_tables(spec.tables), spec.stream.event_time_ms,
                 context.counters.late,
-            ).wrap(self.chain)
+            )
+            self.handler, self.chain = windows.wrap(self.handler), windows.wrap(self.chain)
         self.link.tables = tables
         if spec.wait_replicas:
             self.link.wait = (spec.wait_replicas, max(1, int(spec.wait_timeout * 1000)))

@@ -11,9 +11,9 @@ Around each handler call (inside the event's retries, outside its table scope):
 3. if it returned and its writes were kept, the windows it wrote are tracked (so they close in
    turn); late keys are counted and given to ``on_late``.
 
-The handler goes through the chain (never the plain fast path) because the event's entry id
-is its default time. The tracker is rebuilt from the table's loaded data whenever the partition reloads it (a new
-lease, or a commit whose outcome is unknown): Redis is the truth, stream time included.
+The tracker is rebuilt from the table's loaded data whenever the partition
+reloads it (a new lease, or a commit whose outcome is unknown): Redis is the truth, stream time
+included.
 """
 
 from __future__ import annotations
@@ -27,10 +27,10 @@ from .._core.windows import Closing, WindowTracker
 from .._tables import _DELETED, PartitionTable, PartitionTables
 from .._windows import (
     ST_FIELD,
-    StreamTime,
     WindowedTable,
     WindowEvent,
     current_event,
+    encode_stream_time,
     parse_window_field,
     window_field,
 )
@@ -40,6 +40,12 @@ __all__ = ["PartitionWindows", "WindowsOfPartition", "windowed_tables"]
 
 def windowed_tables(tables: tuple[Any, ...]) -> tuple[WindowedTable[Any], ...]:
     return tuple(t for t in tables if isinstance(t, WindowedTable))
+
+
+def plain_windows(spec: Any) -> bool:
+    """Whether the handler can take the plain fast path: it is called without the entry id,
+    which is the event time of a stream declared without ``time=``."""
+    return spec.stream.time is not None or not windowed_tables(spec.tables)
 
 
 class PartitionWindows:
@@ -97,12 +103,13 @@ class WindowsOfPartition:
         self.late = late  # late events by table name (statistics, top, metrics)
 
     def wrap(self, chain: Callable[..., Any]) -> Callable[..., Any]:
-        """``chain(event, info)`` (with its table scope inside) with the windows around it."""
+        """``chain(event, info)`` or ``handler(event)`` (its table scope inside) with the
+        windows around it; the plain handler only for a stream whose events carry a time."""
         parts = self.parts
         variable = current_event()
 
-        async def with_windows(event: Any, info: Any) -> Any:
-            t_ms = self.time_of(event, info.entry_id)
+        async def with_windows(event: Any, *info: Any) -> Any:
+            t_ms = self.time_of(event, info[0].entry_id if info else "")
             for part in parts.values():
                 part.sync()
                 part.advance(t_ms)
@@ -110,7 +117,7 @@ class WindowsOfPartition:
             window_event = WindowEvent(t_ms, parts)
             token = variable.set(window_event)
             try:
-                result = await chain(event, info)
+                result = await chain(event, *info)
             finally:
                 variable.reset(token)
             self._applied(window_event)
@@ -124,15 +131,21 @@ class WindowsOfPartition:
         """Save a moved stream time with the next commit; emit what closed (in a scope)."""
         if any(part.closing or part.expired for part in parts.values()):
             await self._close(parts)
-            return
+        else:
+            self._save_times(parts)
+
+    def _save_times(self, parts: dict[WindowedTable[Any], PartitionWindows]) -> None:
+        writes = self.tables.pending.writes
         for part in parts.values():
             st = part.tracker.stream_time_ms
             if st is not None and part.saved != st:
-                local = part.local
-                value = StreamTime(st)
-                local.data[ST_FIELD] = value
-                encoded = part.table.codec.encode(value)
-                self.tables.pending.add([(local.hash_key, {ST_FIELD: encoded})])
+                # Straight into the pending commit (one field, the last write wins): the
+                # in-memory data need not hold it, a reload reads it back from Redis.
+                hash_key = part.local.hash_key
+                held = writes.get(hash_key)
+                if held is None:
+                    held = writes[hash_key] = {}
+                held[ST_FIELD] = encode_stream_time(st)
                 part.saved = st
 
     async def _close(self, parts: dict[WindowedTable[Any], PartitionWindows]) -> None:
@@ -151,21 +164,21 @@ class WindowsOfPartition:
                     field = window_field(str(gone.key), gone.window)
                     if field in local.data:
                         written[field] = _DELETED
-                st = part.tracker.stream_time_ms
-                if st is not None:
-                    written[ST_FIELD] = StreamTime(st)
             scope.complete()
         finally:
             self.tables.end(token)
         for part in parts.values():
             part.closing, part.expired = [], []
-            part.saved = part.tracker.stream_time_ms
+        self._save_times(parts)
 
     def _applied(self, event: WindowEvent) -> None:
         parts = event.parts
-        for table, key_field in event.written:
-            placement = event.placements[table, key_field]
-            parts[table].tracker.apply(key_field, placement)
+        fresh = event.fresh
+        for written in event.written:
+            if written in fresh:  # a window not tracked yet, or a session that merged
+                table, key_field = written
+                placement, _fields = event.placements[written]
+                parts[table].tracker.apply(key_field, placement)
         for table in {table for table, _ in event.late}:
             self.late[table.name] += 1
 
