@@ -118,8 +118,9 @@ class WindowEvent:
     def __init__(self, t_ms: int, parts: dict[WindowedTable[Any], Any]) -> None:
         self.t_ms = t_ms
         self.parts = parts  # table -> its _tree.windows.PartitionWindows
+        #: (table, key as the handler gave it) -> (key field, placement, window fields)
         self.placements: dict[
-            tuple[WindowedTable[Any], str], tuple[Placement, tuple[str, ...]]
+            tuple[WindowedTable[Any], object], tuple[str, Placement, tuple[str, ...]]
         ] = {}
         self.written: set[tuple[WindowedTable[Any], str]] = set()
         self.fresh: set[tuple[WindowedTable[Any], str]] = set()
@@ -247,19 +248,25 @@ class WindowedTable(Table[V]):
     ]:  # fmt: skip
         """Where ``key`` goes for this event, and the hash fields of its windows (cached for
         the handler call: the same windows however often the handler touches the key)."""
-        key_field = key if type(key) is str else field_of(key)
-        found = event.placements.get((self, key_field))
+        try:
+            found = event.placements.get((self, key))
+        except TypeError:  # unhashable: field_of says what a key may be
+            found = None
         if found is None:
+            key_field = key if type(key) is str else field_of(key)
             placement = event.parts[self].tracker.plan(key_field, event.t_ms)
             fields = tuple(window_field(key_field, w) for w in placement.windows)
             data = local.data
-            if placement.merged or not all(f in data for f in fields):
+            untracked = bool(placement.merged) or not fields
+            for field in fields:
+                untracked = untracked or field not in data
+            if untracked:
                 local.check_partition(key_field)
                 event.fresh.add((self, key_field))  # windows to track if it writes them
-            found = event.placements[self, key_field] = (placement, fields)
+            found = event.placements[self, key] = (key_field, placement, fields)
             if placement.late:
                 event.late[self, key_field] = placement
-        return key_field, found[0], found[1]
+        return found
 
     def _stored(self, scope: EventScope, local: PartitionTable, field: str) -> Any:
         written = scope.written.get(local)

@@ -90,6 +90,7 @@ class PartitionStatus:
     handler_p50: float | None = None
     handler_p99: float | None = None
     backoff: float = 0.0
+    late_events: int = 0  # events after their window closed (windowed tables)
 
     @property
     def active(self) -> bool:
@@ -113,6 +114,7 @@ class PartitionStatus:
             handler_p50=_opt_float(item.get("handler_p50")),
             handler_p99=_opt_float(item.get("handler_p99")),
             backoff=_float(item.get("backoff")),
+            late_events=_int(item.get("late_events")),
         )
 
 

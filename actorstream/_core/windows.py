@@ -327,6 +327,26 @@ class WindowTracker:
         st = self._stream_time
         return st is not None and window.end_ms + self._grace <= st
 
+    def decides_between(self, old: int | None, new: int) -> bool:
+        """Whether stream time ``old`` and ``new`` could decide anything differently, so that
+        ``new`` must be saved for a restart to decide the same as this run.
+
+        Time windows decide at fixed instants (each window's end + grace, and + retention), so
+        a stream time that has crossed none of them need not be saved yet; a session's
+        instants depend on its events' times, so any change counts.
+        """
+        if old is None:
+            return True
+        if new <= old:
+            return False
+        if isinstance(self.spec, Session):
+            return True
+        step, reach = self._step, self._size + self._grace
+        if (new - reach) // step != (old - reach) // step:
+            return True
+        reach += self._retention
+        return (new - reach) // step != (old - reach) // step
+
     def restore(self, key: Hashable, window: Window) -> bool:
         """Track a stored window; returns False when its retention ended (delete it)."""
         st = self._stream_time

@@ -30,6 +30,7 @@ class PartitionView:
     errors: Mapping[str, int] = attrs.field(factory=dict)
     dead_letters: Mapping[str, int] = attrs.field(factory=dict)
     durations: Durations | None = None
+    late: Mapping[str, int] = attrs.field(factory=dict)  # late events by windowed table
 
 
 @frozen
@@ -67,6 +68,7 @@ def worker_view(worker: Worker, backlog: Mapping[tuple[str, int], Backlog]) -> W
                 errors=dict(c.errors),
                 dead_letters=dict(c.dead_letters),
                 durations=c.durations,
+                late=dict(c.late),
             )
         )
         redis_errors.update(c.redis_errors)

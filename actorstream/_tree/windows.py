@@ -79,12 +79,14 @@ class PartitionWindows:
         self.tracker, self._data, self.saved = tracker, data, st
         self.closing, self.expired = [], expired
 
-    def advance(self, t_ms: int) -> None:
+    def advance(self, t_ms: int) -> bool:
+        """Move stream time; whether windows are waiting to close or leave."""
         closed, expired = self.tracker.advance(t_ms)
         if closed:
             self.closing.extend(closed)
         if expired:
             self.expired.extend(expired)
+        return bool(self.closing or self.expired)
 
 
 class WindowsOfPartition:
@@ -110,10 +112,14 @@ class WindowsOfPartition:
 
         async def with_windows(event: Any, *info: Any) -> Any:
             t_ms = self.time_of(event, info[0].entry_id if info else "")
+            closing = False
             for part in parts.values():
                 part.sync()
-                part.advance(t_ms)
-            await self._settle(parts)
+                closing = part.advance(t_ms) or closing
+            if closing:
+                await self._close(parts)  # emits what closed, then saves the stream time
+            else:
+                self._save_times(parts)
             window_event = WindowEvent(t_ms, parts)
             token = variable.set(window_event)
             try:
@@ -127,18 +133,11 @@ class WindowsOfPartition:
 
         return with_windows
 
-    async def _settle(self, parts: dict[WindowedTable[Any], PartitionWindows]) -> None:
-        """Save a moved stream time with the next commit; emit what closed (in a scope)."""
-        if any(part.closing or part.expired for part in parts.values()):
-            await self._close(parts)
-        else:
-            self._save_times(parts)
-
     def _save_times(self, parts: dict[WindowedTable[Any], PartitionWindows]) -> None:
         writes = self.tables.pending.writes
         for part in parts.values():
             st = part.tracker.stream_time_ms
-            if st is not None and part.saved != st:
+            if st is not None and part.tracker.decides_between(part.saved, st):
                 # Straight into the pending commit (one field, the last write wins): the
                 # in-memory data need not hold it, a reload reads it back from Redis.
                 hash_key = part.local.hash_key
@@ -173,12 +172,11 @@ class WindowsOfPartition:
 
     def _applied(self, event: WindowEvent) -> None:
         parts = event.parts
-        fresh = event.fresh
-        for written in event.written:
-            if written in fresh:  # a window not tracked yet, or a session that merged
-                table, key_field = written
-                placement, _fields = event.placements[written]
-                parts[table].tracker.apply(key_field, placement)
+        if event.fresh:  # windows not tracked yet, or sessions that merged
+            for table, _key in event.placements:
+                key_field, placement, _fields = event.placements[table, _key]
+                if (table, key_field) in event.fresh and (table, key_field) in event.written:
+                    parts[table].tracker.apply(key_field, placement)
         for table in {table for table, _ in event.late}:
             self.late[table.name] += 1
 

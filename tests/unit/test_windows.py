@@ -227,6 +227,34 @@ def test_restore_rebuilds_open_and_retained_windows() -> None:
     assert expired == (Closing("k", Window(10_000, 20_000)),)
 
 
+def test_a_plan_changes_nothing_until_applied() -> None:
+    tr = WindowTracker(Session(10, grace=100))
+    tr.on_event("u", 0)
+    tr.on_event("u", 30_000)
+    plan = tr.plan("u", 12_000)  # would bridge [0, 10) and [30, 40)? no: [12, 22) alone
+    assert plan.windows == (Window(12_000, 22_000),) and tr.open_windows("u") == [
+        Window(0, 10_000),
+        Window(30_000, 40_000),
+    ]
+    bridge = tr.plan("u", 5_000)  # [5, 15) overlaps [0, 10) only
+    assert bridge.merged == (Window(0, 10_000),) and len(tr) == 2  # a failed handler: as was
+    tr.apply("u", bridge)
+    assert tr.open_windows("u") == [Window(0, 15_000), Window(30_000, 40_000)]
+
+
+def test_stream_time_is_saved_only_when_it_could_decide() -> None:
+    tumbling = WindowTracker(Tumbling(60, grace=5))
+    assert tumbling.decides_between(None, 1)
+    assert tumbling.decides_between(1_000, 6_000)  # [-60, 0) closes at 5
+    assert not tumbling.decides_between(6_000, 64_999)  # no window closes in between
+    assert tumbling.decides_between(1_000, 65_000)  # [0, 60) closes at 65
+    assert not tumbling.decides_between(65_000, 124_999)
+    assert not tumbling.decides_between(70_000, 70_000)
+    retained = WindowTracker(Tumbling(60, grace=5), retention=10)
+    assert retained.decides_between(66_000, 75_000)  # [0, 60) leaves at 75
+    assert WindowTracker(Session(10)).decides_between(1, 2)
+
+
 # ---- tracking against a model ----------------------------------------------------------------
 
 
@@ -238,8 +266,12 @@ class Table:
         self.tracker = WindowTracker(spec, retention=retention)
         self.values: dict[tuple[Hashable, Window], int] = {}
         self.emitted: list[tuple[Hashable, Window, int]] = []
+        self.saved: int | None = None  # the stream time stored (only when it decides)
 
     def apply(self, closed: tuple[Closing, ...], expired: tuple[Closing, ...]) -> None:
+        st = self.tracker.stream_time_ms
+        if st is not None and self.tracker.decides_between(self.saved, st):
+            self.saved = st
         for c in closed:
             self.emitted.append((c.key, c.window, self.values[c.key, c.window]))
         for c in expired:
@@ -257,9 +289,7 @@ class Table:
 
     def move(self) -> None:
         """The partition moves: a new tracker from what is stored (stream time and windows)."""
-        tracker = WindowTracker(
-            self.spec, retention=self.retention, stream_time_ms=self.tracker.stream_time_ms
-        )
+        tracker = WindowTracker(self.spec, retention=self.retention, stream_time_ms=self.saved)
         for key, window in list(self.values):
             if not tracker.restore(key, window):
                 del self.values[key, window]
