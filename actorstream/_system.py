@@ -231,24 +231,27 @@ class System:
         window: WindowSpec | None = None,
         retention: float = 0.0,
         merge: Callable[[Any, Any], Any] | None = None,
+        idle: float | None = None,
     ) -> Table[V]:
         """Declare a table: per-key state of one actor, kept beside its partitions and committed
         with its acks (docs/state.md). ``value``: int, float, str, bool or a Record subclass;
         ``default``: the value of a missing key, or a zero-argument callable making it.
 
         ``window``: ``Tumbling``, ``Hopping`` or ``Session``: values per key and window of event
-        time, each closed window emitted once (``retention``, ``merge``: docs/windows.md)."""
+        time, each closed window emitted once (``retention``, ``merge``, ``idle``:
+        docs/windows.md)."""
         if name in self.tables:
             raise ConfigError(f"table {name!r} is already declared in system {self.name!r}")
         table: Table[V]
         if window is None:
-            if retention or merge is not None:
-                raise ConfigError(f"table {name!r}: retention= and merge= apply to windowed "
-                                  "tables (pass window=...)")  # fmt: skip
+            if retention or merge is not None or idle is not None:
+                raise ConfigError(f"table {name!r}: retention=, merge= and idle= apply to "
+                                  "windowed tables (pass window=...)")  # fmt: skip
             table = Table(self, name, value=value, default=default, codec=codec)
         else:
             table = WindowedTable(self, name, value=value, default=default, codec=codec,
-                                  window=window, retention=retention, merge=merge)  # fmt: skip
+                                  window=window, retention=retention, merge=merge,
+                                  idle=idle)  # fmt: skip
         self.tables[name] = table
         return table
 

@@ -179,7 +179,9 @@ class WindowedTable(Table[V]):
 
     ``retention``: how long (seconds of stream time) a closed window stays readable in the
     table after it was emitted (default: it leaves at once). ``merge(a, b)``: how the values of
-    two sessions combine when an event bridges them (numbers: added).
+    two sessions combine when an event bridges them (numbers: added). ``idle``: after this many
+    seconds without an event, a partition's stream time moves on with the wall clock, so its
+    last windows close (events that come later for them are then late).
     """
 
     def __init__(
@@ -193,10 +195,14 @@ class WindowedTable(Table[V]):
         window: WindowSpec,
         retention: float = 0.0,
         merge: Callable[[Any, Any], Any] | None = None,
+        idle: float | None = None,
     ) -> None:
         super().__init__(system, name, value=value, default=default, codec=codec)
         self.window = check_spec(window, f"table {name!r}")
         self.retention = _check_seconds(name, "retention", retention)
+        self.idle = None if idle is None else _check_seconds(name, "idle", idle)
+        if self.idle == 0:
+            raise ConfigError(f"table {name!r}: idle must be > 0 seconds (or None), got {idle!r}")
         if abs(to_millis(self.retention) - self.retention * 1000) > 1e-6:
             raise ConfigError(f"table {name!r}: retention must be a whole number of milliseconds")
         if merge is None and isinstance(window, Session):

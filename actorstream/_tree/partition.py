@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
@@ -90,6 +90,9 @@ class PartitionContext:
 
 class PartitionActor:
     """Runs one (actor, partition) for one lease epoch. Created afresh for each restart."""
+
+    #: Called when a read found nothing new (windowed tables with ``idle=``).
+    on_idle: Callable[[], Awaitable[None]] | None = None
 
     def __init__(self, context: PartitionContext) -> None:
         worker = context.worker
@@ -167,6 +170,7 @@ class PartitionActor:
                 context.counters.late,
             )
             self.handler, self.chain = windows.wrap(self.handler), windows.wrap(self.chain)
+            self.on_idle = windows.on_idle if windows.idle else None
         self.link.tables = tables
         if spec.wait_replicas:
             self.link.wait = (spec.wait_replicas, max(1, int(spec.wait_timeout * 1000)))
@@ -306,6 +310,8 @@ class PartitionActor:
                 return read.entries
             if ctx.stop_requested:
                 return None
+            if self.on_idle is not None:  # windows: stream time may move on when quiet
+                await self.on_idle()
             # Nothing new: wait for an append after the tail with a side-effect-free XREAD.
             # A graceful stop interrupts the wait (closing this connection; nothing is unacked).
             if not await self.link.wait_for_append(conn, ctx, read.tail, WAIT_BLOCK_MS):

@@ -22,6 +22,8 @@ import collections
 from collections.abc import Callable
 from typing import Any
 
+import trio
+
 from .._core.commit import key_of_field
 from .._core.windows import Closing, WindowTracker
 from .._tables import _DELETED, PartitionTable, PartitionTables
@@ -103,6 +105,28 @@ class WindowsOfPartition:
         self.parts = {t: PartitionWindows(t, tables.tables[t]) for t in windowed}
         self.time_of = time_of
         self.late = late  # late events by table name (statistics, top, metrics)
+        self.idle = [p for p in self.parts.values() if p.table.idle is not None]
+        self.last_event = trio.current_time()  # quiet since (a restart starts it afresh)
+        self.last_time: int | None = None  # the highest event time since (re)start
+
+    async def on_idle(self) -> None:
+        """The partition read nothing: after a table's ``idle`` seconds of quiet, its stream
+        time moves on with the wall clock from the last event's time, closing what is due."""
+        now = trio.current_time()
+        quiet = now - self.last_event
+        moved = False
+        for part in self.idle:
+            assert part.table.idle is not None
+            part.sync()
+            st = part.tracker.stream_time_ms
+            if quiet < part.table.idle or st is None:
+                continue
+            base = self.last_time if self.last_time is not None else st
+            moved = part.advance(base + int(quiet * 1000)) or moved
+        if moved:
+            await self._close(self.parts)
+        elif self.idle:
+            self._save_times(self.parts)
 
     def wrap(self, chain: Callable[..., Any]) -> Callable[..., Any]:
         """``chain(event, info)`` or ``handler(event)`` (its table scope inside) with the
@@ -112,6 +136,10 @@ class WindowsOfPartition:
 
         async def with_windows(event: Any, *info: Any) -> Any:
             t_ms = self.time_of(event, info[0].entry_id if info else "")
+            if self.idle:
+                last = self.last_time
+                self.last_event = trio.current_time()
+                self.last_time = t_ms if last is None or t_ms > last else last
             closing = False
             for part in parts.values():
                 part.sync()

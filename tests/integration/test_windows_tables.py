@@ -139,14 +139,45 @@ async def test_sessions_merge_and_hopping_updates_each_window(redis_url: str) ->
     assert sorted(closed) == [("u", 0.0, 13.0, 2), ("u", 16.0, 43.0, 4)]
 
 
+async def test_an_idle_partition_closes_its_last_windows_by_the_wall_clock(
+    redis_url: str,
+) -> None:
+    system = System("win3", redis_url, install_signal_handlers=False, lease_timing=FAST)
+    sales = system.stream("sales", record=Sale, partitions=1, key="customer", time="ts")
+    per_second = system.table(
+        "per_second", value=int, default=0, window=Tumbling(1, grace=0.5), idle=0.3
+    )
+    closed: list[tuple[str, float, int]] = []
+
+    @system.actor(sales, tables=[per_second])
+    async def tally(sale: Sale) -> None:
+        per_second[sale.customer] += sale.amount
+
+    @per_second.on_close
+    async def emit(customer: str, window: Window, amount: int) -> None:
+        closed.append((customer, window.start, amount))
+
+    async with system:
+        await sales.send_many([Sale("a", 2, 100.2), Sale("a", 3, 100.9)])
+        async with running(system):
+            # no event moves stream time past 101.5: after 0.3 s of quiet the wall clock does
+            await wait_for(lambda: bool(closed))
+            with trio.fail_after(20):  # committed with the next read round trip
+                while await per_second.read("a"):
+                    await trio.sleep(0.1)
+    assert closed == [("a", 100.0, 5)]
+
+
 def test_windowed_declarations_are_checked() -> None:
     system = System("wincfg", "redis://127.0.0.1:1/0")
     sales = system.stream("sales", record=Sale, partitions=2, key="customer", time="ts")
     with pytest.raises(ConfigError, match="window must be Tumbling"):
         system.table("t1", value=int, window=60)
+    with pytest.raises(ConfigError, match="idle must be > 0 seconds"):
+        system.table("t0", value=int, window=Tumbling(60), idle=0)
     with pytest.raises(ConfigError, match="needs merge="):
         system.table("t2", value=str, window=Session(30))
-    with pytest.raises(ConfigError, match="retention= and merge= apply to windowed tables"):
+    with pytest.raises(ConfigError, match="idle= apply to windowed tables"):
         system.table("t3", value=int, retention=5)
     per_minute = system.table("t4", value=int, default=0, window=Tumbling(60))
     with pytest.raises(ConfigError, match="need the event form"):
