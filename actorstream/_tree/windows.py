@@ -19,6 +19,7 @@ included.
 from __future__ import annotations
 
 import collections
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -38,6 +39,8 @@ from .._windows import (
 )
 
 __all__ = ["PartitionWindows", "WindowsOfPartition", "windowed_tables"]
+
+log = logging.getLogger("actorstream.partition")
 
 
 def windowed_tables(tables: tuple[Any, ...]) -> tuple[WindowedTable[Any], ...]:
@@ -209,6 +212,12 @@ class WindowsOfPartition:
             self.late[table.name] += 1
 
     async def _late(self, event: WindowEvent) -> None:
+        """Give late keys to ``on_late``, in a scope of their own (committed with the event).
+
+        The event's own writes are kept already, so a failing hook cannot fail the event (it
+        would be handled twice): it is logged and its sends dropped, the event still counted
+        as late.
+        """
         hooked = [(t, k, p) for (t, k), p in event.late.items() if t.late_hook is not None]
         if not hooked:
             return
@@ -218,6 +227,9 @@ class WindowsOfPartition:
                 assert table.late_hook is not None
                 await table.late_hook(_key(key_field), event.t_ms / 1000, placement.missed)
             scope.complete()
+        except Exception:
+            log.exception("on_late of table(s) %s failed; its sends are dropped",
+                          ", ".join(sorted({t.name for t, _k, _p in hooked})))  # fmt: skip
         finally:
             self.tables.end(token)
 
