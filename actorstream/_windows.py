@@ -15,7 +15,7 @@ import functools
 import inspect
 import math
 import operator
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any, TypeVar
 
@@ -31,7 +31,7 @@ from ._core.windows import (
     check_spec,
     to_millis,
 )
-from ._tables import _DELETED, _MISSING, EventScope, PartitionTable, Table, ValueCodec
+from ._tables import _MISSING, EventScope, PartitionTable, Table, ValueCodec
 
 __all__ = ["ST_FIELD", "PerWindow", "StreamTime", "WindowEvent", "WindowedTable", "window_field"]
 
@@ -67,6 +67,7 @@ class WindowCodec:
         self.inner = inner
         self.check = inner.check
         self.encode = inner.encode
+        self.deferred = inner.deferred
 
     def decode(self, data: bytes) -> Any:
         if data.startswith(_ST_PREFIX):
@@ -275,12 +276,7 @@ class WindowedTable(Table[V]):
         return found
 
     def _stored(self, scope: EventScope, local: PartitionTable, field: str) -> Any:
-        written = scope.written.get(local)
-        if written is not None:
-            value = written.get(field, _MISSING)
-            if value is not _MISSING:
-                return _MISSING if value is _DELETED else value
-        return local.data.get(field, _MISSING)
+        return local.data.get(field, _MISSING)  # written through: this call's writes included
 
     def _value(
         self, scope: EventScope, local: PartitionTable, key_field: str, placement: Placement,
@@ -317,23 +313,20 @@ class WindowedTable(Table[V]):
         key_field, placement, fields = self._placement(local, event, key)
         if not fields:
             return  # a late event is not counted (it is counted as late)
-        written = scope.written.get(local)
-        if written is None:
-            written = scope.written[local] = {}
         check = self.codec.check
         if type(value) is not PerWindow:
             checked = value if type(value) is self.value else check(value)
             for field in fields:
-                written[field] = checked
+                write(scope, local, field, checked)
         else:
             per = value.values  # type: ignore[attr-defined]
             for window, field in zip(placement.windows, fields, strict=True):
                 one = per.get(window, _MISSING)
                 if one is not _MISSING:
-                    written[field] = check(one)
+                    write(scope, local, field, check(one))
         for window in placement.merged:
             if window != placement.windows[0]:
-                written[window_field(key_field, window)] = _DELETED
+                write(scope, local, window_field(key_field, window), _MISSING)
         event.written.add((self, key_field))
 
     def update(self, key: object, fn: Callable[[V], V]) -> None:
@@ -346,9 +339,8 @@ class WindowedTable(Table[V]):
         """Drop ``key``'s current window(s): nothing is emitted for them."""
         scope, local, event = self._here()
         key_field, placement, _fields = self._placement(local, event, key)
-        written = scope.written.setdefault(local, {})
         for window in (*placement.windows, *placement.merged):
-            written[window_field(key_field, window)] = _DELETED
+            write(scope, local, window_field(key_field, window), _MISSING)
 
     def __contains__(self, key: object) -> bool:
         scope, local, event = self._here()
@@ -358,15 +350,15 @@ class WindowedTable(Table[V]):
             for w in (*placement.windows, *placement.merged)
         )
 
-    def items(self) -> Iterator[tuple[Any, V]]:
+    def items(self) -> list[tuple[Any, V]]:
         """``((key, window), value)`` of the current partition's stored windows."""
-        scope, local, _event = self._here()
-        written = scope.written.get(local) or {}
-        merged = {**local.data, **written}
-        for field, value in merged.items():
-            if field != ST_FIELD and value is not _DELETED:
+        _scope, local, _event = self._here()
+        out: list[tuple[Any, V]] = []
+        for field, value in local.data.items():
+            if field != ST_FIELD:
                 key_field, window = parse_window_field(field)
-                yield (key_of_field(key_field), window), value
+                out.append(((key_of_field(key_field), window), value))
+        return out
 
     # -- outside handlers: committed values from Redis ------------------------------------------
 
@@ -418,6 +410,21 @@ class WindowedTable(Table[V]):
                 yield flat[i].decode(), flat[i + 1]
             if cursor in (b"0", "0", 0):
                 break
+
+
+def write(scope: EventScope, local: PartitionTable, field: str, value: Any) -> None:
+    """Write through to the partition's table (``_MISSING`` deletes), keeping the first
+    previous value so that the table's scope can undo it if the handler does not return."""
+    undo = scope.undo.get(local)
+    if undo is None:
+        undo = scope.undo[local] = {}
+    data = local.data
+    if field not in undo:
+        undo[field] = data.get(field, _MISSING)
+    if value is _MISSING:
+        data.pop(field, None)
+    else:
+        data[field] = value
 
 
 def _glob_escape(text: str) -> str:

@@ -27,7 +27,7 @@ import trio
 
 from .._core.commit import key_of_field
 from .._core.windows import Closing, WindowTracker
-from .._tables import _DELETED, PartitionTable, PartitionTables
+from .._tables import _MISSING, PartitionTable, PartitionTables, current_scope
 from .._windows import (
     ST_FIELD,
     WindowedTable,
@@ -36,6 +36,7 @@ from .._windows import (
     encode_stream_time,
     parse_window_field,
     window_field,
+    write,
 )
 
 __all__ = ["PartitionWindows", "WindowsOfPartition", "windowed_tables"]
@@ -180,23 +181,23 @@ class WindowsOfPartition:
 
     async def _close(self, parts: dict[WindowedTable[Any], PartitionWindows]) -> None:
         """Emit what closed and save the stream time, in one scope (all of it or none)."""
-        scope, token = self.tables.begin()
-        try:
+
+        async def emit() -> None:
+            scope = current_scope()
+            assert scope is not None
             for table, part in parts.items():
                 local = part.local
-                written = scope.written.setdefault(local, {})
                 for closing in part.closing:
                     field = window_field(str(closing.key), closing.window)
-                    value = local.data.get(field, _DELETED)
-                    if value is not _DELETED and table.closer is not None:
+                    value = local.data.get(field, _MISSING)
+                    if value is not _MISSING and table.closer is not None:
                         await table.closer(_key(closing.key), closing.window, value)
                 for gone in part.expired:
                     field = window_field(str(gone.key), gone.window)
                     if field in local.data:
-                        written[field] = _DELETED
-            scope.complete()
-        finally:
-            self.tables.end(token)
+                        write(scope, local, field, _MISSING)
+
+        await self.tables.wrap(emit)()
         for part in parts.values():
             part.closing, part.expired = [], []
         self._save_times(parts)
@@ -221,17 +222,17 @@ class WindowsOfPartition:
         hooked = [(t, k, p) for (t, k), p in event.late.items() if t.late_hook is not None]
         if not hooked:
             return
-        scope, token = self.tables.begin()
-        try:
+
+        async def report() -> None:
             for table, key_field, placement in hooked:
                 assert table.late_hook is not None
                 await table.late_hook(_key(key_field), event.t_ms / 1000, placement.missed)
-            scope.complete()
+
+        try:
+            await self.tables.wrap(report)()
         except Exception:
             log.exception("on_late of table(s) %s failed; its sends are dropped",
                           ", ".join(sorted({t.name for t, _k, _p in hooked})))  # fmt: skip
-        finally:
-            self.tables.end(token)
 
 
 def _key(key_field: object) -> Any:
