@@ -260,9 +260,25 @@ class WindowedTable(Table[V]):
         except TypeError:  # unhashable: field_of says what a key may be
             found = None
         if found is None:
-            key_field = key if type(key) is str else field_of(key)
-            placement = event.parts[self].tracker.plan(key_field, event.t_ms)
-            fields = tuple(window_field(key_field, w) for w in placement.windows)
+            part = event.parts[self]
+            fields_of = part.fields_of  # key -> (placement, key field, fields): across events
+            hit = fields_of.get(key) if type(key) is str or type(key) is int else None
+            if hit is not None and not isinstance(self.window, Session):
+                placement = part.tracker.plan(hit[1], event.t_ms)  # time windows: by time
+                if placement is hit[0]:
+                    key_field, fields = hit[1], hit[2]
+                else:
+                    hit = None
+            if hit is None:
+                key_field = key if type(key) is str else field_of(key)
+                placement = part.tracker.plan(key_field, event.t_ms)
+                fields = tuple(window_field(key_field, w) for w in placement.windows)
+                if (type(key) is str or type(key) is int) and not isinstance(
+                    self.window, Session
+                ):
+                    if len(fields_of) >= 65_536:  # bounded: a hint, not state
+                        fields_of.clear()
+                    fields_of[key] = (placement, key_field, fields)
             data = local.data
             untracked = bool(placement.merged) or not fields
             for field in fields:
