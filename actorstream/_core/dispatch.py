@@ -28,8 +28,10 @@ from .hashing import key_bytes
 __all__ = ["Dispatch", "Held", "Ordering", "Start", "lane_key"]
 
 
-class Ordering(enum.Enum):
-    """What order a partition's events are handled in (``@system.actor(ordering=...)``)."""
+class Ordering(enum.StrEnum):
+    """What order a partition's events are handled in (``@system.actor(ordering=...)``).
+
+    A ``str`` enum: ``settings.ordering == "key"`` holds, as the declaration was written."""
 
     PARTITION = "partition"  # one at a time, in stream order
     KEY = "key"  # one event of a key at a time, in stream order; keys concurrently

@@ -99,6 +99,7 @@ class PartitionStatus:
     backoff: float = 0.0
     in_flight: int = 0
     concurrency: int = 1
+    late_events: int = 0  # events after their window closed (windowed tables)
     table_keys: int | None = None  # keys held in its tables (None: a stateless actor)
 
     @property
@@ -125,6 +126,7 @@ class PartitionStatus:
             backoff=_float(item.get("backoff")),
             in_flight=_int(item.get("in_flight")),
             concurrency=_int(item.get("concurrency"), 1),
+            late_events=_int(item.get("late_events")),
             table_keys=_table_keys(item.get("table_keys")),
         )
 

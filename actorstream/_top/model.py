@@ -163,6 +163,7 @@ class PartitionView:
     last_error: str | None
     in_flight: int | None = None  # events handed to the handler, not finished
     concurrency: int = 1  # what it may have in flight (1: one event at a time)
+    late: int = 0  # events after their window closed (windowed tables)
     table_keys: int | None = None  # keys in its tables; None for a stateless actor
 
     @property
@@ -280,6 +281,7 @@ def _partition_view(reading: Reading, actor: str, stream: str, p: int,
         last_error=status.last_error if status else None,
         in_flight=status.in_flight if status else None,
         concurrency=status.concurrency if status else 1,
+        late=status.late_events if status else 0,
         table_keys=status.table_keys if status else None,
     )
 

@@ -116,7 +116,7 @@ class LaneLoop:
             if not want:
                 await self._wait_for(has_room, room)  # enough held: wait for units to finish
                 continue
-            if drained is not None and not dispatch.blocked:
+            if drained is not None and not dispatch.blocked and not reader.writes_pending:
                 # Wait for an append at once; what finishes meanwhile rides on the next read.
                 await reader.linger(drained, LINGER)
             drained = None

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import trio
 from attrs import frozen
@@ -62,6 +62,7 @@ from .reader import FormLoop, Reader
 from .serial import SerialLoop
 from .supervisor import ChildContext
 from .tables import restore
+from .windows import WindowsOfPartition, plain_windows, windowed_tables
 
 __all__ = ["FENCE_CHECK_EVERY", "LOOPS", "HandlerCrashed", "PartitionActor", "PartitionContext"]
 
@@ -101,6 +102,9 @@ class PartitionContext:
 class PartitionActor:
     """Runs one (actor, partition) for one lease epoch. Created afresh for each restart."""
 
+    #: Called when a read found nothing new (windowed tables with ``idle=``).
+    on_idle: Callable[[], Awaitable[None]] | None = None
+
     def __init__(self, context: PartitionContext) -> None:
         worker = context.worker
         spec = context.spec
@@ -109,8 +113,7 @@ class PartitionActor:
         self.report = worker.report
         self.dead_letters = context.dead_letters
         self.spec = spec
-        self.partition = context.partition
-        self.fence = context.fence
+        self.partition, self.fence = context.partition, context.fence
         self.counters = context.counters
         self.on_fenced = context.on_fenced
         self.group = spec.name
@@ -143,6 +146,7 @@ class PartitionActor:
             and self.settings.timeout is None
             and self.settings.retries == 0
             and self.tracer is None
+            and plain_windows(spec)
         )
         self.handling = Handling(
             app=worker.app,
@@ -170,6 +174,13 @@ class PartitionActor:
         )
         self.handler = tables.wrap(self.handler)
         self.chain = tables.wrap(self.chain)
+        if windowed_tables(spec.tables):
+            windows = WindowsOfPartition(
+                tables, windowed_tables(spec.tables), spec.stream.event_time_ms,
+                context.counters.late,
+            )
+            self.handler, self.chain = windows.wrap(self.handler), windows.wrap(self.chain)
+            self.on_idle = windows.on_idle if windows.idle else None
         self.link.tables = tables
         if spec.wait_replicas:
             self.link.wait = (spec.wait_replicas, max(1, int(spec.wait_timeout * 1000)))
@@ -252,7 +263,7 @@ class PartitionActor:
             began = trio.current_time()
             await restore(self.tables, conn, self.fence, self.report)
             self.counters.restore_seconds = trio.current_time() - began
-        reader = Reader(self.link, conn, ctx, self.settings.batch_size)
+        reader = Reader(self.link, conn, ctx, self.settings.batch_size, self.on_idle)
         concurrent = self.settings.ordering is not Ordering.PARTITION
         loop = LOOPS[self.spec.form, concurrent](reader, self.handling, self.counters)
         self._set_state(PartitionState.REPLAYING)

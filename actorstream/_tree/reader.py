@@ -12,7 +12,7 @@ interface, so a new form or ordering is one module and none reaches into the par
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .._core.protocol import ReadResult
@@ -35,24 +35,37 @@ ACK_LINGER = 0.05
 class Reader:
     """The fenced entries of one partition actor's session (one connection, one epoch)."""
 
-    __slots__ = ("batch_size", "conn", "ctx", "drained", "link")
+    __slots__ = ("batch_size", "conn", "ctx", "drained", "link", "on_idle")
 
     def __init__(
-        self, link: PartitionLink, conn: Connection, ctx: ChildContext, batch_size: int
+        self,
+        link: PartitionLink,
+        conn: Connection,
+        ctx: ChildContext,
+        batch_size: int,
+        on_idle: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.link = link
         self.conn = conn
         self.ctx = ctx
         self.batch_size = batch_size
+        #: Called when a read found nothing new, before a long wait (windowed tables with
+        #: ``idle=``: stream time may move on when quiet).
+        self.on_idle = on_idle
         #: The last id of a read that returned fewer entries than asked (the partition was
         #: empty after it): the next wait starts there, without a read of its own.
         self.drained: bytes | None = None
 
     @property
+    def writes_pending(self) -> bool:
+        """Table writes or held outputs waiting for the next round trip?"""
+        tables = self.link.tables
+        return tables is not None and bool(tables.pending)
+
+    @property
     def uncommitted(self) -> bool:
         """Is anything waiting for the next round trip (acks, table writes, outputs)?"""
-        link = self.link
-        return bool(link.acks) or (link.tables is not None and bool(link.tables.pending))
+        return bool(self.link.acks) or self.writes_pending
 
     def commit(self, ids: Iterable[bytes]) -> None:
         """Handled ids: acked by the next fenced round trip (never a round trip of their own)."""
@@ -70,11 +83,12 @@ class Reader:
         """
         count = count or self.batch_size
         ctx = self.ctx
-        if self.drained is not None and not ctx.stop_requested:
+        if self.drained is not None and not ctx.stop_requested and not self.writes_pending:
             # The last read emptied the partition: wait for an append right away, the acks in
-            # hand riding on the read that follows it (not interruptible: it is short).
-            tail, self.drained = self.drained, None
-            await self.linger(tail, ACK_LINGER)
+            # hand riding on the read that follows it (not interruptible: it is short). Table
+            # writes are committed at once instead: what a handler wrote is visible promptly.
+            await self.linger(self.drained, ACK_LINGER)
+        self.drained = None
         while True:
             read = await self.link.read(self.conn, ">", count)
             if read.entries:
@@ -88,6 +102,8 @@ class Reader:
 
     async def wait_for_append(self, tail: Any, block_ms: int = WAIT_BLOCK_MS) -> bool:
         """Wait for an append after ``tail``; False if a stop was requested meanwhile."""
+        if self.on_idle is not None:
+            await self.on_idle()
         return await self.link.wait_for_append(self.conn, self.ctx, tail, block_ms)
 
     async def linger(self, tail: Any, seconds: float) -> None:
