@@ -21,7 +21,7 @@ from attrs import frozen
 __all__ = [
     "ACTIVE_STATES",
     "CoordinatorStatus",
-    "LayoutItem",
+    "LayoutEntry",
     "PartitionStatus",
     "StatusDocument",
     "StatusFormatError",
@@ -137,15 +137,16 @@ class CoordinatorStatus:
 
 
 @frozen
-class LayoutItem:
-    """An actor of the app and the stream it reads: lets ``top APP`` work without the code."""
+class LayoutEntry:
+    """An actor of the app, the stream it reads and the stream's partition count: from the app,
+    or from its workers' telemetry, so ``top APP`` works without the code."""
 
     actor: str
     stream: str
     partitions: int
 
     @classmethod
-    def from_json(cls, data: Any) -> LayoutItem:
+    def from_json(cls, data: Any) -> LayoutEntry:
         item = _object(data, "a layout item")
         try:
             partitions = int(item["partitions"])
@@ -184,7 +185,7 @@ class StatusDocument:
     coordinator: CoordinatorStatus = attrs.field(factory=CoordinatorStatus)
     restarts: int = 0
     dead_lettered: int = 0
-    layout: tuple[LayoutItem, ...] = ()
+    layout: tuple[LayoutEntry, ...] = ()
 
     @property
     def owned(self) -> int:
@@ -217,7 +218,7 @@ class StatusDocument:
             coordinator=CoordinatorStatus.from_json(doc.get("coordinator")),
             restarts=_int(supervisor.get("restarts") if isinstance(supervisor, Mapping) else 0),
             dead_lettered=_int(doc.get("dead_lettered")),
-            layout=_parse_all(LayoutItem, doc.get("layout")),
+            layout=_parse_all(LayoutEntry, doc.get("layout")),
         )
 
     def to_json(self) -> dict[str, Any]:

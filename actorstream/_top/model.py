@@ -16,7 +16,7 @@ from typing import Any
 import attrs
 from attrs import frozen
 
-from .._core.status import StatusDocument, WorkerEvent
+from .._core.status import LayoutEntry, StatusDocument, WorkerEvent
 
 __all__ = [
     "CoordinatorView",
@@ -41,15 +41,6 @@ __all__ = [
 STALE_AFTER = 5.0
 
 EventView = WorkerEvent
-
-
-@frozen
-class LayoutEntry:
-    """An actor, its stream and the stream's partition count (from the app or its telemetry)."""
-
-    actor: str
-    stream: str
-    partitions: int
 
 
 @frozen

@@ -8,7 +8,7 @@ import pytest
 
 from actorstream._core.status import (
     CoordinatorStatus,
-    LayoutItem,
+    LayoutEntry,
     PartitionStatus,
     StatusDocument,
     StatusFormatError,
@@ -36,7 +36,7 @@ def doc(processed: int, states: tuple[str, str] = ("running", "running"),
             for p in range(2)
         ),
         coordinator=CoordinatorStatus(owned=owned, rebalances=1),
-        layout=(LayoutItem("bill", "orders", 2),),
+        layout=(LayoutEntry("bill", "orders", 2),),
     )
 
 
