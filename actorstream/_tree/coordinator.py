@@ -28,7 +28,8 @@ from redis.exceptions import OutOfMemoryError
 
 from .._core import keys as _keys
 from .._core.assignment import Slot, plan_step
-from .._core.classify import TRANSIENT_REDIS_ERRORS, describe_error
+from .._core.classify import TRANSIENT_REDIS_ERRORS
+from .._core.crashes import describe_error
 from .._core.fence import Fence
 from .._core.leasetiming import Lease
 from .._transport import Arg

@@ -17,6 +17,7 @@ from typing import TypeAlias
 
 import trio
 
+from .._core.crashes import describe_error
 from .._core.errors import ConfigError, SupervisorGaveUp
 from .._core.policy import Backoff, RestartIntensity, RestartPolicy
 from .children import (
@@ -42,11 +43,6 @@ __all__ = [
     "Supervisor",
     "SupervisorStatistics",
 ]
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _check_grace(grace: float) -> None:
@@ -326,7 +322,7 @@ class Supervisor:
         child.scope = None
         child.ctx = None
         if event.error is not None:
-            child.last_error = _describe(event.error)
+            child.last_error = describe_error(event.error)
         if child.removing:
             self._remove(child, ChildState.STOPPED)
             return None
