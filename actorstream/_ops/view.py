@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import collections
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import attrs
 from attrs import frozen
 
+from .._core.replies import pairs, text
 from .durations import Durations
 from .sent import sent_for
 
@@ -117,8 +118,8 @@ async def read_backlog(worker: Worker) -> dict[tuple[str, int], Backlog]:
             continue  # no stream yet (nothing sent): nothing to report
         best: Backlog | None = None
         for group in reply:
-            info = _pairs(group)
-            if info.get("name") not in wanted[key]:
+            info = pairs(group)
+            if text(info.get("name", b"")) not in wanted[key]:
                 continue
             lag = info.get("lag")
             found = Backlog(
@@ -133,15 +134,4 @@ async def read_backlog(worker: Worker) -> dict[tuple[str, int], Backlog]:
                 )
         if best is not None:
             out[key] = best
-    return out
-
-
-def _pairs(flat: Any) -> dict[str, Any]:
-    it = iter(flat)
-    out: dict[str, Any] = {}
-    for name in it:
-        value = next(it)
-        out[name.decode() if isinstance(name, bytes) else str(name)] = (
-            value.decode() if isinstance(value, bytes) else value
-        )
     return out
