@@ -167,8 +167,6 @@ class Stream(Generic[E]):
                 max_payload_bytes=max_payload_bytes,
             )
         except (ValueError, TypeError, LookupError) as exc:
-            if isinstance(exc, ConfigError):
-                raise ConfigError(f"stream {name!r}: {exc}") from None
             raise ConfigError(f"stream {name!r}: {exc}") from None
         self.format_decoder = self.format.entry_decoder()
         self._key_of = self._make_key_getter(key)
@@ -196,9 +194,6 @@ class Stream(Generic[E]):
 
             return from_dict
         return lambda event: getattr(event, field)
-
-    def key_of(self, event: E) -> object:
-        return self._key_of(event)
 
     def partition_of(self, event: E) -> int:
         if self.partitions == 1:

@@ -263,7 +263,6 @@ class PartitionFailures:
         self.failing: Hashable | None = None  # the event failing now (None: none)
         self.backing_off = False
         self.delay = 0.0  # the last backoff chosen
-        self.last_reason: str | None = None
         self._level = 0  # backoffs in a row
         self._event_mark = 0  # board.successes when the failing event first failed
         self._decision_mark = 0  # board.successes at the last decision
@@ -327,7 +326,6 @@ class PartitionFailures:
 
     def _decide(self, action: Action, reason: str, delay: float = 0.0) -> Decision:
         self.backing_off = action is Action.BACK_OFF
-        self.last_reason = reason
         return Decision(action, delay, reason)
 
     def _back_off(self, reason: str) -> Decision:

@@ -248,13 +248,6 @@ class RedisCluster(Managed):
         """A plain URL to the first node; clients find the rest with CLUSTER SHARDS."""
         return self.nodes[0].url
 
-    @property
-    def seeds_url(self) -> str:
-        """A URL naming every node (``?cluster_nodes=``), for clients that must survive the
-        first node being down."""
-        others = ",".join(f"{n.host}:{n.port}" for n in self.nodes[1:])
-        return f"{self.nodes[0].url}/0?cluster_nodes={others}" if others else self.url
-
     def node(self, port: int) -> ClusterNode:
         return next(n for n in self.nodes if n.port == port)
 

@@ -168,7 +168,6 @@ class Topology:
         self.map = SlotMap()
         self.pools: dict[Addr, Client] = {}
         self.stale = True
-        self.refreshes = 0
         self.redirects = 0
         self.rng = random.Random()
         self._refresh_lock = trio.Lock()
@@ -254,7 +253,6 @@ class Topology:
         self.map = smap
         self.stale = False
         self._refreshed_at = trio.current_time()
-        self.refreshes += 1
         keep = set(smap.primaries) | set(self.seeds)
         for replicas in smap.replicas.values():
             keep.update(replicas)

@@ -357,11 +357,8 @@ class Supervisor:
     def _give_up(
         self, child: _Child, window: deque[tuple[float, Exception]]
     ) -> tuple[SupervisorGaveUp, ExceptionGroup[Exception]]:
-        """``child`` exceeded the intensity (its own, or the shared one): escalate.
-
-        The one place that decides what "past intensity" means; containment (issue 11) hooks
-        in here to back a partition off instead of ending the worker.
-        """
+        """``child`` exceeded the intensity (its own, or the shared one): escalate with the
+        crashes of the window."""
         child.state = ChildState.FAILED
         self._gave_up = True
         name = self._name if child.intensity is None else f"{self._name}/{child.child_id}"
