@@ -9,8 +9,8 @@ from __future__ import annotations
 from types import TracebackType
 from typing import Self
 
-from ._testkit.process import find_redis_server
-from ._testkit.server import RedisServer
+from ._servers.process import find_redis_server
+from ._servers.server import RedisServer
 
 __all__ = ["EmbeddedRedis", "find_redis_server"]
 

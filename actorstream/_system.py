@@ -28,7 +28,7 @@ from ._tables import _MISSING as _NO_DEFAULT
 from ._tables import Table
 from ._transport import Client, default_client_name, redact_url
 from ._tree.root import Worker, WorkerPlan
-from ._tree.scheduler import TaskSpec, _zone
+from ._tree.scheduler import TaskSpec, time_zone
 from ._tree.startup import say, wait_for_redis_or_signal
 from ._tree.telemetry import WorkerStatistics
 
@@ -281,7 +281,7 @@ class System:
         overlap: bool = False,
     ) -> Callable[[T], T]:
         """Run at the times of a cron expression (``"*/5 * * * *"``) in time zone ``tz``."""
-        zone = _zone(tz)
+        zone = time_zone(tz)
 
         def decorate(f: T) -> T:
             self._schedule(TaskSpec(name or f.__name__, f, "cron", cron=expr, tz=zone,
@@ -365,7 +365,7 @@ class System:
         if self.settings.metrics_port is None:
             await self._start(task_status=task_status)
             return
-        from ._ops.server import serve_ops
+        from ._endpoints.server import serve_ops
 
         async with trio.open_nursery() as nursery:
             self.ops_port = await nursery.start(

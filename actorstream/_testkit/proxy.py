@@ -13,7 +13,7 @@ from urllib.parse import urlsplit, urlunsplit
 import trio
 from attrs import frozen
 
-from .process import START_TIMEOUT, Managed
+from .._servers.process import START_TIMEOUT, Managed
 from .proxy_link import Faults, Link
 
 __all__ = ["FaultProxy", "ProxyStatistics"]

@@ -14,7 +14,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from .process import Owned, signal_process, wait_state
+from .._servers.process import Owned, signal_process, wait_state
 
 __all__ = ["WorkerProcess"]
 

@@ -1,8 +1,8 @@
 """What ``top`` shows, as frozen values, and how one refresh's readings become a ``Snapshot``.
 
 Pure: ``build_snapshot`` takes a typed ``Reading`` (what the poller read from Redis, already
-parsed, see ``poll``) and the previous refresh's ``Counters``, and returns the snapshot plus the
-counters for the next refresh. Rates are counter deltas over server time (``TIME``), so they do
+parsed, see ``poll``) and the previous refresh's ``RefreshCounts``, and returns the snapshot plus
+the counts for the next refresh. Rates are counter deltas over server time (``TIME``), so they do
 not depend on the clock of the machine running ``top``.
 """
 
@@ -20,13 +20,13 @@ from .._core.status import LayoutEntry, StatusDocument, WorkerEvent
 
 __all__ = [
     "CoordinatorView",
-    "Counters",
     "EventView",
     "GroupRead",
     "LayoutEntry",
     "PartitionRead",
     "PartitionView",
     "Reading",
+    "RefreshCounts",
     "SlotRead",
     "Snapshot",
     "StreamLayout",
@@ -101,7 +101,7 @@ class Reading:
 
 
 @frozen
-class Counters:
+class RefreshCounts:
     """The raw counters of the previous refresh, for rates."""
 
     time: float
@@ -318,8 +318,8 @@ def _coordinator_view(reading: Reading, partitions: Sequence[PartitionView]) -> 
     )
 
 
-def build_snapshot(reading: Reading, previous: Counters | None, *, app: str, url: str
-                   ) -> tuple[Snapshot, Counters]:
+def build_snapshot(reading: Reading, previous: RefreshCounts | None, *, app: str, url: str
+                   ) -> tuple[Snapshot, RefreshCounts]:
     """The snapshot of one refresh, and the counters the next refresh computes rates from."""
     processed = {
         (w, p.actor, p.partition): p.processed
@@ -354,4 +354,4 @@ def build_snapshot(reading: Reading, previous: Counters | None, *, app: str, url
         streams=tuple(streams), coordinator=_coordinator_view(reading, partitions),
         events=reading.events, layout_known=bool(reading.streams),
     )
-    return snapshot, Counters(reading.now, processed, appended)
+    return snapshot, RefreshCounts(reading.now, processed, appended)

@@ -27,11 +27,11 @@ from .._core.replies import pairs, text
 from .._core.status import StatusDocument, StatusFormatError, WorkerEvent
 from .._transport import Arg, Client
 from .model import (
-    Counters,
     GroupRead,
     LayoutEntry,
     PartitionRead,
     Reading,
+    RefreshCounts,
     SlotRead,
     Snapshot,
     StreamLayout,
@@ -247,7 +247,7 @@ class Poller:
         self.fixed = stream_layouts(layout) if layout is not None else None
         self.streams: tuple[StreamLayout, ...] = self.fixed or ()
         self.known_workers: tuple[str, ...] = ()
-        self._counters: Counters | None = None
+        self._counters: RefreshCounts | None = None
         self._next_discovery = -math.inf
         self.pipelines = 0
 

@@ -45,7 +45,7 @@ log = logging.getLogger("actorstream.scheduler")
 TaskFn = Callable[[], Awaitable[Any]]
 
 
-def _zone(tz: str | tzinfo) -> tzinfo:
+def time_zone(tz: str | tzinfo) -> tzinfo:
     if isinstance(tz, tzinfo):
         return tz
     try:

@@ -251,7 +251,7 @@ async def test_readyz_503_when_redis_is_unreachable(redis_server: RedisServer) -
 
 
 async def test_http_server_rejects_bad_requests(redis_url: str) -> None:
-    from actorstream._ops.server import serve_ops
+    from actorstream._endpoints.server import serve_ops
 
     async with trio.open_nursery() as nursery:
         port = await nursery.start(serve_ops, "http", lambda: None, 0, "127.0.0.1")

@@ -82,7 +82,7 @@ def test_without_extras_nothing_is_imported_and_no_logging_is_configured() -> No
         "from actorstream._ops import tracing\n"
         "assert not logging.getLogger().handlers, logging.getLogger().handlers\n"
         "assert tracing.tracer() is None\n"
-        "mine = [m for m in sys.modules if m in ('actorstream._ops.metrics',)]\n"
+        "mine = [m for m in sys.modules if m in ('actorstream._endpoints.metrics',)]\n"
         "assert not mine, mine\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
@@ -108,18 +108,18 @@ def test_collector_exposes_exactly_the_contract() -> None:
     pytest.importorskip("prometheus_client")
     from prometheus_client.parser import text_string_to_metric_families
 
-    from actorstream._ops.metrics import METRICS, exposition
-    from actorstream._ops.view import Backlog, PartitionView, WorkerView
+    from actorstream._endpoints.metrics import METRICS, exposition
+    from actorstream._endpoints.view import Backlog, PartitionSample, WorkerSample
 
     d = Durations()
     d.observe(0.002)
-    view = WorkerView(
+    view = WorkerSample(
         app="shop",
         partitions=(
-            PartitionView("bill", "orders", 0, handled=5, restarts=1,
+            PartitionSample("bill", "orders", 0, handled=5, restarts=1,
                           errors={"ValueError": 2}, dead_letters={"max_deliveries": 1},
                           durations=d),
-            PartitionView("bill", "orders", 1, handled=7, restarts=0, durations=d),
+            PartitionSample("bill", "orders", 1, handled=7, restarts=0, durations=d),
         ),
         owned=2, rebalances=3, leases_lost=1, redis_errors={"ConnectionError": 4},
         sent={"orders": 12},

@@ -21,7 +21,8 @@ def test_cli_and_embedded_server_do_not_import_the_test_helpers() -> None:
 def test_testing_carries_no_redis_protocol_client_of_its_own() -> None:
     import inspect
 
-    from actorstream._testkit import ping, process, server, worker
+    from actorstream._servers import ping, process, server
+    from actorstream._testkit import worker
 
     for module in (ping, process, server, worker):
         source = inspect.getsource(module)

@@ -1,4 +1,4 @@
-"""Child processes for tests: finding redis-server, free ports, signals, reaping, cleanup.
+"""Child processes: finding redis-server, free ports, signals, reaping, cleanup.
 
 Shared by ``RedisServer``, ``WorkerProcess`` and the demo's embedded server.
 """

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from .http import Response, Route, serve_http
-from .view import Backlog, idle_view, read_backlog, worker_view
+from .._ops.http import Response, Route, serve_http
+from .view import Backlog, idle_sample, read_backlog, worker_sample
 
 if TYPE_CHECKING:
     from .._tree.root import Worker
@@ -66,7 +66,7 @@ def worker_routes(app: str, source: WorkerSource) -> dict[str, Route]:
             return Response.text(501, METRICS_HINT)
         worker = source()
         if worker is None:
-            view = idle_view(app)
+            view = idle_sample(app)
         else:
             backlog: dict[tuple[str, int], Backlog] = {}
             try:
@@ -75,7 +75,7 @@ def worker_routes(app: str, source: WorkerSource) -> dict[str, Route]:
             except (Exception, trio.TooSlowError) as exc:
                 # Redis is down: serve the counters anyway; lag/pending are absent.
                 log.debug("metrics: lag/pending not read: %s", exc)
-            view = worker_view(worker, backlog)
+            view = worker_sample(worker, backlog)
         return Response(200, metrics.exposition(view), content_type=metrics.CONTENT_TYPE)
 
     return {"/healthz": healthz, "/readyz": readyz, "/metrics": metrics_route}

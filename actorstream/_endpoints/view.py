@@ -1,6 +1,6 @@
-"""What the metrics and health endpoints read: a frozen view of one running worker.
+"""What the metrics and health endpoints read: a frozen sample of one running worker.
 
-``worker_view`` is the one place that knows where the runtime keeps its counters, so the
+``worker_sample`` is the one place that knows where the runtime keeps its counters, so the
 collector and the HTTP server never reach into the supervision tree themselves. Everything is
 read at scrape time from counters the runtime keeps anyway: the per-event path pays nothing.
 """
@@ -9,20 +9,18 @@ from __future__ import annotations
 
 import collections
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
 
 import attrs
 from attrs import frozen
 
 from .._core.replies import pairs, text
-from .durations import Durations
-from .sent import sent_for
+from .._ops.durations import Durations
+from .._ops.sent import sent_for
+from .._tree.root import Worker
 
-if TYPE_CHECKING:
-    from .._tree.root import Worker
 
 @frozen
-class PartitionView:
+class PartitionSample:
     actor: str
     stream: str
     partition: int
@@ -42,9 +40,9 @@ class Backlog:
 
 
 @frozen
-class WorkerView:
+class WorkerSample:
     app: str
-    partitions: tuple[PartitionView, ...]
+    partitions: tuple[PartitionSample, ...]
     owned: int
     rebalances: int
     leases_lost: int
@@ -53,13 +51,13 @@ class WorkerView:
     backlog: Mapping[tuple[str, int], Backlog] = attrs.field(factory=dict)
 
 
-def worker_view(worker: Worker, backlog: Mapping[tuple[str, int], Backlog]) -> WorkerView:
+def worker_sample(worker: Worker, backlog: Mapping[tuple[str, int], Backlog]) -> WorkerSample:
     actors = worker.plan.actors
     parts = []
     redis_errors: collections.Counter[str] = collections.Counter(worker.ownership.redis_errors)
     for slot, c in sorted(worker.partitions.counters.items()):
         parts.append(
-            PartitionView(
+            PartitionSample(
                 actor=slot.actor,
                 stream=actors[slot.actor].stream.name,
                 partition=slot.partition,
@@ -72,7 +70,7 @@ def worker_view(worker: Worker, backlog: Mapping[tuple[str, int], Backlog]) -> W
         )
         redis_errors.update(c.redis_errors)
     own = worker.ownership
-    return WorkerView(
+    return WorkerSample(
         app=worker.app,
         partitions=tuple(parts),
         owned=len(own.leases),
@@ -84,9 +82,9 @@ def worker_view(worker: Worker, backlog: Mapping[tuple[str, int], Backlog]) -> W
     )
 
 
-def idle_view(app: str) -> WorkerView:
+def idle_sample(app: str) -> WorkerSample:
     """Before the worker runs (or after): producers' counts only."""
-    return WorkerView(
+    return WorkerSample(
         app=app, partitions=(), owned=0, rebalances=0, leases_lost=0,
         redis_errors={}, sent=sent_for(app),
     )
