@@ -36,7 +36,7 @@ def chaos(session: nox.Session) -> None:
 def lint(session: nox.Session) -> None:
     """ruff, import-linter's layer contracts (pyproject.toml: layers only point down), and the
     size limits (modules <= 500 lines, functions <= 60, or a '# Over N lines:' reason)."""
-    session.install("ruff", "import-linter", "-e", ".")
+    session.install("ruff", "import-linter>=2.6", "-e", ".")
     session.run("ruff", "check", ".")
     session.run("lint-imports")
     session.run("python", "tools/check_sizes.py", "actorstream")
