@@ -20,8 +20,14 @@ import re
 from collections.abc import Callable, Iterator
 
 import pytest
+from hypothesis import settings
 
 from actorstream.testing import RedisCluster, RedisServer, WorkerProcess
+
+# No per-example deadline: a timing is no pass/fail criterion, and on a shared 2-core machine
+# running the suite in parallel a pure example can take longer than Hypothesis' 200 ms.
+settings.register_profile("actorstream", deadline=None)
+settings.load_profile("actorstream")
 
 #: ACL users of ``acl_redis_server``: ``app`` may do everything, ``reader`` only read.
 ACL_USERS = (
