@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from attrs import frozen
 from redis import exceptions as rex
@@ -17,11 +17,19 @@ from ._ops import tracing as _tracing
 from ._ops.sent import count_sent
 from ._records import Record, check_record_type, record_fields
 from ._tables import current_scope
-
-if TYPE_CHECKING:
-    from ._system import System
+from ._transport import Client
 
 E = TypeVar("E")
+
+
+class Owner(Protocol):
+    """What a stream needs of the System that declared it: the app's name (its keys and
+    telemetry) and the client to send with."""
+
+    @property
+    def name(self) -> str: ...
+
+    def client(self) -> Client: ...
 
 MAX_PIPELINE = 1000
 
@@ -141,7 +149,7 @@ class Stream(Generic[E]):
 
     def __init__(
         self,
-        system: System,
+        system: Owner,
         name: str,
         *,
         record: type[E] | None,
