@@ -228,7 +228,9 @@ class System:
         return table
 
     def middleware(self, mw: M) -> M:
-        """Register middleware around every actor's handler (outermost first)."""
+        """Register middleware around the handler of every event- and batch-form actor
+        (outermost first). An iterator-form handler takes all of its partition's events in one
+        call, so there is no per-event call to wrap (docs/features.md)."""
         if not callable(mw):
             raise ConfigError(f"middleware {mw!r} is not callable")
         self._middleware.append(mw)
