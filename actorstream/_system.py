@@ -6,6 +6,7 @@ supervision tree (``actorstream._tree.root``); nothing in the tree imports this 
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 import os
@@ -371,7 +372,8 @@ class System:
 
         async with trio.open_nursery() as nursery:
             self.ops_port = await nursery.start(
-                serve_ops, self.name, lambda: self._worker, self.settings.metrics_port,
+                functools.partial(serve_ops, streams=tuple(self.streams)),
+                self.name, lambda: self._worker, self.settings.metrics_port,
                 self.settings.metrics_host,
             )
             try:

@@ -9,7 +9,17 @@ from __future__ import annotations
 
 from attrs import frozen
 
-__all__ = ["META_FIELDS", "ORIGINAL_PREFIX", "DeadLetter"]
+from .errors import DECODE_KINDS
+
+__all__ = ["DEAD_LETTER_KINDS", "META_FIELDS", "ORIGINAL_PREFIX", "DeadLetter"]
+
+#: Every ``kind`` of dead letter (docs/dead-letters.md): /metrics exports each at zero.
+DEAD_LETTER_KINDS = (
+    "max_deliveries",
+    "poison_error",
+    "handler",
+    *(f"decode:{kind}" for kind in DECODE_KINDS),
+)
 
 ORIGINAL_PREFIX = b"o."
 

@@ -8,11 +8,13 @@ read at scrape time from counters the runtime keeps anyway: the per-event path p
 from __future__ import annotations
 
 import collections
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 import attrs
 from attrs import frozen
 
+from .._core.classify import TRANSIENT_REDIS_ERRORS
+from .._core.deadletter import DEAD_LETTER_KINDS
 from .._core.replies import pairs, text
 from .._ops.durations import Durations
 from .._ops.sent import sent_for
@@ -64,7 +66,7 @@ def worker_sample(worker: Worker, backlog: Mapping[tuple[str, int], Backlog]) ->
                 handled=c.processed,
                 restarts=c.restarts,
                 errors=dict(c.errors),
-                dead_letters=dict(c.dead_letters),
+                dead_letters=_known_at_zero(DEAD_LETTER_KINDS, c.dead_letters),
                 durations=c.durations,
             )
         )
@@ -76,18 +78,29 @@ def worker_sample(worker: Worker, backlog: Mapping[tuple[str, int], Backlog]) ->
         owned=len(own.leases),
         rebalances=own.rebalances,
         leases_lost=own.leases_lost,
-        redis_errors=dict(redis_errors),
-        sent=sent_for(worker.app),
+        redis_errors=_known_at_zero(REDIS_ERROR_NAMES, redis_errors),
+        sent=_known_at_zero([s.name for s in worker.plan.streams], sent_for(worker.app)),
         backlog=backlog,
     )
 
 
-def idle_sample(app: str) -> WorkerSample:
+def idle_sample(app: str, streams: Sequence[str] = ()) -> WorkerSample:
     """Before the worker runs (or after): producers' counts only."""
     return WorkerSample(
         app=app, partitions=(), owned=0, rebalances=0, leases_lost=0,
-        redis_errors={}, sent=sent_for(app),
+        redis_errors=_known_at_zero(REDIS_ERROR_NAMES, {}),
+        sent=_known_at_zero(streams, sent_for(app)),
     )
+
+
+#: The Redis errors the runtime counts and recovers from, by class name.
+REDIS_ERROR_NAMES = tuple(cls.__name__ for cls in TRANSIENT_REDIS_ERRORS)
+
+
+def _known_at_zero(known: Iterable[str], counted: Mapping[str, int]) -> dict[str, int]:
+    """Every known label at 0 unless counted: a labelled counter has its series from the first
+    scrape, so ``rate()`` and alerts work before the first event of a kind."""
+    return {**dict.fromkeys(known, 0), **counted}
 
 
 async def read_backlog(worker: Worker) -> dict[tuple[str, int], Backlog]:

@@ -146,6 +146,26 @@ def test_collector_exposes_exactly_the_contract() -> None:
             (("app", "shop"), ("partition", "1"), ("stream", "orders"))) not in values
 
 
+def test_known_label_sets_are_exported_at_zero_from_the_first_scrape() -> None:
+    pytest.importorskip("prometheus_client")
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from actorstream._core.classify import TRANSIENT_REDIS_ERRORS
+    from actorstream._endpoints.metrics import exposition
+    from actorstream._endpoints.view import idle_sample
+
+    text = exposition(idle_sample("zeros", ["orders", "audit"]), include_default=False).decode()
+    by_name: dict[str, dict[str, float]] = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            label = s.labels.get("stream") or s.labels.get("error") or ""
+            by_name.setdefault(s.name, {})[label] = s.value
+    assert by_name["actorstream_events_sent_total"] == {"orders": 0.0, "audit": 0.0}
+    assert by_name["actorstream_redis_errors_total"] == {
+        cls.__name__: 0.0 for cls in TRANSIENT_REDIS_ERRORS
+    }
+
+
 def test_parent_aggregate_sums_maxes_and_stays_monotonic_across_restarts() -> None:
     pytest.importorskip("prometheus_client")
     from prometheus_client.parser import text_string_to_metric_families
