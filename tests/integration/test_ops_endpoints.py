@@ -1,4 +1,4 @@
-"""Issue 13: /metrics, /healthz and /readyz of a real worker against a real Redis."""
+"""/metrics, /healthz and /readyz of a real worker against a real Redis."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Issue 13 pieces that need no Redis: log formats, duration buckets, scrape merging, tracing."""
+"""Ops pieces that need no Redis: log formats, duration buckets, scrape merging, tracing."""
 
 from __future__ import annotations
 
