@@ -143,7 +143,7 @@ def _cached_partitioner(partitions: int) -> Callable[[object], int]:
 class Stream(Generic[E]):
     """A declared stream of events, split into ``partitions`` Redis stream keys.
 
-    The partition of an event is ``xxh32(normalised key) % partitions`` (see ``_hashing``):
+    The partition of an event is ``xxh32(normalised key) % partitions`` (see ``_core.hashing``):
     the same in every process, host and Python version.
     """
 
