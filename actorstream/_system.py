@@ -13,7 +13,6 @@ import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import tzinfo
-from types import TracebackType
 from typing import Any, TypeVar, overload
 
 import trio
@@ -340,12 +339,7 @@ class System:
         self._context_depth += 1
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         self._context_depth -= 1
         if self._context_depth == 0 and self._client is not None:
             client, self._client = self._client, None
