@@ -24,8 +24,7 @@ from ._core.settings import Settings
 from ._middleware import ErrorHook, Middleware
 from ._records import Record
 from ._streams import Retention, Stream
-from ._tables import _MISSING as _NO_DEFAULT
-from ._tables import Table
+from ._tables import NO_DEFAULT, Table
 from ._transport import Client, default_client_name, redact_url
 from ._tree.root import Worker, WorkerPlan
 from ._tree.scheduler import TaskSpec, time_zone
@@ -215,7 +214,7 @@ class System:
         name: str,
         *,
         value: type[V],
-        default: Any = _NO_DEFAULT,
+        default: Any = NO_DEFAULT,
         codec: str = "json",
     ) -> Table[V]:
         """Declare a table: per-key state of one actor, kept beside its partitions and committed

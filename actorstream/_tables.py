@@ -31,7 +31,7 @@ __all__ = ["EventScope", "PartitionTable", "PartitionTables", "Table", "current_
 V = TypeVar("V")
 
 SCALARS = (int, float, str, bool)
-_MISSING: Any = object()
+NO_DEFAULT: Any = object()
 _DELETED: Any = object()
 
 _SCOPE: ContextVar[EventScope | None] = ContextVar("actorstream_table_scope", default=None)
@@ -107,7 +107,7 @@ class Table(Generic[V]):
             self.codec = ValueCodec(name, value, codec)
         except ConfigError as exc:
             raise ConfigError(f"table {name!r}: {exc}") from None
-        if default is not _MISSING and not callable(default):
+        if default is not NO_DEFAULT and not callable(default):
             try:
                 default = self.codec.check(default)
             except TypeError as exc:
@@ -150,7 +150,7 @@ class Table(Generic[V]):
 
     def make_default(self, field: str) -> Any:
         default = self.default
-        if default is _MISSING:
+        if default is NO_DEFAULT:
             raise KeyError(key_of_field(field))
         if callable(default):
             return self.codec.check(default())
@@ -180,13 +180,13 @@ class Table(Generic[V]):
         field = key if type(key) is str else field_of(key)
         written = scope.written.get(local)
         if written is not None:
-            value = written.get(field, _MISSING)
-            if value is not _MISSING:
+            value = written.get(field, NO_DEFAULT)
+            if value is not NO_DEFAULT:
                 if value is _DELETED:
                     return self.make_default(field)  # type: ignore[no-any-return]
                 return value  # type: ignore[no-any-return]
-        value = local.data.get(field, _MISSING)
-        if value is _MISSING:
+        value = local.data.get(field, NO_DEFAULT)
+        if value is NO_DEFAULT:
             local.check_partition(field)
             return self.make_default(field)  # type: ignore[no-any-return]
         return value  # type: ignore[no-any-return]
