@@ -117,6 +117,7 @@ def _partition_status(p: PartitionStatistics, restart_backoff: float) -> Partiti
         handler_p50=p.handler_p50,
         handler_p99=p.handler_p99,
         backoff=max(p.backoff or 0.0, restart_backoff),
+        table_keys=None if p.table_keys is None else sum(p.table_keys.values()),
     )
 
 
