@@ -12,7 +12,7 @@ class ConfigError(ActorstreamError, ValueError):
 
 
 #: Why an entry could not be decoded (``DecodeError.kind``; dead-letter kind ``decode:<kind>``).
-DECODE_KINDS = ("json", "schema", "oversize", "utf8", "format", "compression")
+DECODE_KINDS = ("json", "schema", "oversize", "utf8", "format", "compression", "time")
 
 
 class DecodeError(ActorstreamError):

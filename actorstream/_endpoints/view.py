@@ -31,6 +31,7 @@ class PartitionSample:
     errors: Mapping[str, int] = attrs.field(factory=dict)
     dead_letters: Mapping[str, int] = attrs.field(factory=dict)
     durations: Durations | None = None
+    late: Mapping[str, int] = attrs.field(factory=dict)  # late events by windowed table
     table_keys: Mapping[str, int] = attrs.field(factory=dict)  # keys held per table
 
 
@@ -69,6 +70,7 @@ def worker_sample(worker: Worker, backlog: Mapping[tuple[str, int], Backlog]) ->
                 errors=dict(c.errors),
                 dead_letters=_known_at_zero(DEAD_LETTER_KINDS, c.dead_letters),
                 durations=c.durations,
+                late=dict(c.late),
                 table_keys=c.tables() if c.tables is not None else {},
             )
         )

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import attrs
 import trio
 from attrs import frozen
 
@@ -102,23 +103,22 @@ def status_document(context: TelemetryContext) -> StatusDocument:
 
 
 def _partition_status(p: PartitionStatistics, restart_backoff: float) -> PartitionStatus:
-    """``backoff``: the longer of the partition's own backing-off wait and its supervisor's
-    restart backoff."""
+    """What the schema shares with the statistics is copied by name; two fields are converted:
+    ``backoff`` (the longer of the partition's own backing-off wait and its supervisor's
+    restart backoff) and ``table_keys`` (summed over the partition's tables)."""
+    shared = {
+        f.name: getattr(p, f.name)
+        for f in attrs.fields(PartitionStatus)
+        if f.name not in _CONVERTED and hasattr(p, f.name)
+    }
     return PartitionStatus(
-        actor=p.actor,
-        partition=p.partition,
-        stream=p.stream,
-        state=p.state,
-        epoch=p.epoch,
-        processed=p.processed,
-        restarts=p.restarts,
-        dead_lettered=p.dead_lettered,
-        last_error=p.last_error,
-        handler_p50=p.handler_p50,
-        handler_p99=p.handler_p99,
+        **shared,
         backoff=max(p.backoff or 0.0, restart_backoff),
         table_keys=None if p.table_keys is None else sum(p.table_keys.values()),
     )
+
+
+_CONVERTED = frozenset({"backoff", "table_keys"})
 
 
 async def publish_once(context: TelemetryContext) -> None:
