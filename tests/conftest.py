@@ -14,9 +14,11 @@ two slots fails with CROSSSLOT. ``redis_url`` does so only for tests that do not
 
 from __future__ import annotations
 
+import gc
 import inspect
 import itertools
 import re
+import warnings
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -34,6 +36,22 @@ ACL_USERS = (
     "user app on >secret ~* &* +@all",
     "user reader on >readpw ~* &* -@all +@read +ping +hello +client +select +acl|whoami",
 )
+
+
+@pytest.fixture(autouse=True)
+def _garbage_of_its_own(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A test that turns warnings into errors answers for its own unclosed sockets, not for
+    another test's that the garbage collector happens to finalize during it (with ``-n``, any
+    test may have run before it in the same process): earlier garbage is collected quietly
+    first, its own at its teardown, under its warning filters."""
+    strict = any(m.args[:1] == ("error",) for m in request.node.iter_markers("filterwarnings"))
+    if strict:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            gc.collect()
+    yield
+    if strict:
+        gc.collect()
 
 
 @pytest.fixture
