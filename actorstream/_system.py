@@ -20,14 +20,16 @@ import trio
 from ._actors import ActorSettings, ActorSpec, Form
 from ._core import keys as _keys
 from ._core.errors import ConfigError
+from ._core.exits import classify_exit
 from ._core.settings import Settings
 from ._middleware import ErrorHook, Middleware
 from ._records import Record
+from ._signature import check_handler
 from ._streams import Retention, Stream
 from ._transport import Client, default_client_name, redact_url
 from ._tree.root import Worker, WorkerPlan
 from ._tree.scheduler import TaskSpec, _zone
-from ._tree.startup import say, wait_for_redis_or_signal
+from ._tree.startup import exit_with, is_main_task, plain_error, say, wait_for_redis_or_signal
 from ._tree.telemetry import WorkerStatistics
 
 __all__ = ["DEFAULT_URL", "Settings", "System", "WorkerStatistics", "default_redis_url", "running"]
@@ -171,6 +173,8 @@ class System:
             if actor_name in self.actors:
                 raise ConfigError(f"actor {actor_name!r} is already declared")
             form = Form.BATCH if batch else Form.ITERATOR if iterator else Form.EVENT
+            check_handler(fn, actor=actor_name, form=form.value, stream=stream.name,
+                          record=stream.record)
             self.actors[actor_name] = ActorSpec(
                 name=actor_name,
                 stream=stream,
@@ -318,7 +322,25 @@ class System:
         second one cancels at once. Raises ``SupervisorGaveUp`` when the system gave up.
         With ``metrics_port`` set, /metrics, /healthz and /readyz are served from the start
         (also while waiting for Redis) to the end (docs/operations.md).
+
+        Bad configuration and a Redis that refuses us raise one plain exception; when this is
+        the program's main task (``trio.run(system.start)``) with signal handlers installed,
+        it prints the one line ``actorstream worker`` prints and exits with the same code
+        (docs/running.md, "Exit codes"; ``ACTORSTREAM_TRACEBACK=1`` adds the traceback).
         """
+        owns_process = self.settings.install_signal_handlers and is_main_task()
+        try:
+            await self._start_serving(task_status=task_status)
+        except Exception as exc:
+            found = classify_exit(exc, redact_url(self.redis_url))
+            if found is None:
+                raise
+            if owns_process:
+                # `python app.py` ends as `actorstream worker` does: one line, its exit code.
+                exit_with(found, exc)
+            raise plain_error(found, exc) from None
+
+    async def _start_serving(self, *, task_status: trio.TaskStatus[Worker]) -> None:
         if self.settings.metrics_port is None:
             await self._start(task_status=task_status)
             return

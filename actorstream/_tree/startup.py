@@ -18,11 +18,13 @@ import logging
 import random
 import signal
 import sys
-import time
+import traceback
+from typing import NoReturn
 
 import trio
 from redis import exceptions as rex
 
+from .._core.exits import Exit, wants_traceback
 from .._ops import logs as _logs
 from .._transport import Client, redact_url
 
@@ -35,12 +37,10 @@ _UNREACHABLE = (rex.ConnectionError, rex.TimeoutError, rex.BusyLoadingError, OSE
 
 
 def say(message: str, *, announce: bool, level: int = logging.INFO) -> None:
-    """One line for the operator: on stderr (timestamped) if ``announce``, else to the log."""
-    if announce and _logs.announce_format() == "json":
-        _logs.announce(f"actorstream: {message}", fmt="json")  # --log-format json: JSON too
-    elif announce:
-        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-        print(f"{stamp} actorstream: {message}", file=sys.stderr, flush=True)
+    """One line for the operator: on stderr if ``announce`` (in the log format of every other
+    line, whatever the level), else to the log."""
+    if announce:
+        _logs.announce(message, level=level)
     else:
         log.log(level, "%s", message)
 
@@ -109,3 +109,33 @@ async def wait_for_redis_or_signal(url: str, *, announce: bool, signals: bool) -
             nursery.cancel_scope.cancel()
             return True
     return False
+
+
+def is_main_task() -> bool:
+    """True in the task ``trio.run`` was given: the one whose end is the program's end."""
+    task = trio.lowlevel.current_task()
+    return task.parent_nursery is not None and (
+        task.parent_nursery.parent_task is trio.lowlevel.current_root_task()
+    )
+
+
+def error_line(found: Exit) -> str:
+    return f"actorstream: error: {found.message}"
+
+
+def exit_with(found: Exit, exc: BaseException) -> NoReturn:
+    """End the program as the CLI does: the traceback if asked for, one line, the exit code."""
+    if wants_traceback():
+        traceback.print_exception(exc, file=sys.stderr)
+    if _logs.announce_format() == "json":
+        _logs.announce(error_line(found), fmt="json", level=logging.ERROR)
+    else:
+        print(error_line(found), file=sys.stderr, flush=True)
+    raise SystemExit(found.code)
+
+
+def plain_error(found: Exit, exc: BaseException) -> BaseException:
+    """The one exception to raise in place of a group (its own cause and traceback kept)."""
+    error = found.error if found.error is not None else exc
+    error.__suppress_context__ = True
+    return error
