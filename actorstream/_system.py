@@ -12,6 +12,7 @@ import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import tzinfo
+from functools import partial
 from types import TracebackType
 from typing import Any, TypeVar, overload
 
@@ -20,16 +21,24 @@ import trio
 from ._actors import ActorSettings, ActorSpec, Form
 from ._core import keys as _keys
 from ._core.errors import ConfigError
-from ._core.exits import classify_exit
+from ._core.exits import EXIT_INTERRUPTED, classify_exit
 from ._core.settings import Settings
 from ._middleware import ErrorHook, Middleware
+from ._ops.logs import configure_logging
 from ._records import Record
 from ._signature import check_handler
 from ._streams import Retention, Stream
 from ._transport import Client, default_client_name, redact_url
 from ._tree.root import Worker, WorkerPlan
 from ._tree.scheduler import TaskSpec, _zone
-from ._tree.startup import exit_with, is_main_task, plain_error, say, wait_for_redis_or_signal
+from ._tree.startup import (
+    exit_with,
+    is_main_task,
+    plain_error,
+    run_owning_signals,
+    say,
+    wait_for_redis_or_signal,
+)
 from ._tree.telemetry import WorkerStatistics
 
 __all__ = ["DEFAULT_URL", "Settings", "System", "WorkerStatistics", "default_redis_url", "running"]
@@ -329,8 +338,14 @@ class System:
         (docs/running.md, "Exit codes"; ``ACTORSTREAM_TRACEBACK=1`` adds the traceback).
         """
         owns_process = self.settings.install_signal_handlers and is_main_task()
+        if owns_process and not logging.getLogger().handlers:
+            configure_logging()  # `python app.py`: the CLI's format, not Python's bare lines
         try:
-            await self._start_serving(task_status=task_status)
+            if owns_process:
+                await run_owning_signals(partial(self._start_serving, task_status=task_status),
+                                         self._on_late_signal)
+            else:
+                await self._start_serving(task_status=task_status)
         except Exception as exc:
             found = classify_exit(exc, redact_url(self.redis_url))
             if found is None:
@@ -339,6 +354,17 @@ class System:
                 # `python app.py` ends as `actorstream worker` does: one line, its exit code.
                 exit_with(found, exc)
             raise plain_error(found, exc) from None
+        if owns_process and self.forced_exit:
+            raise SystemExit(EXIT_INTERRUPTED)
+
+    def _on_late_signal(self) -> bool:
+        """A signal the worker's own watcher did not get: True to stop at once."""
+        worker = self._worker
+        if worker is not None and not worker.stopping:
+            worker.request_stop()
+            return False
+        self.forced_exit = True
+        return True
 
     async def _start_serving(self, *, task_status: trio.TaskStatus[Worker]) -> None:
         if self.settings.metrics_port is None:

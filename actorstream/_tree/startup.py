@@ -14,17 +14,21 @@ while it waits. Embedded workers (tests, the demo) only log them.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import logging
+import os
 import random
 import signal
 import sys
 import traceback
+from collections.abc import Awaitable, Callable
 from typing import NoReturn
 
 import trio
 from redis import exceptions as rex
 
-from .._core.exits import Exit, wants_traceback
+from .._core.exits import EXIT_INTERRUPTED, Exit, wants_traceback
 from .._ops import logs as _logs
 from .._transport import Client, redact_url
 
@@ -96,6 +100,9 @@ async def wait_for_redis_or_signal(url: str, *, announce: bool, signals: bool) -
     if not signals:
         await wait_for_redis(url, announce=announce)
         return True
+    # What trio restores when the receiver closes, and redelivers an unconsumed signal to.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _exit_interrupted)
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as received:
         async with trio.open_nursery() as nursery:
 
@@ -139,3 +146,40 @@ def plain_error(found: Exit, exc: BaseException) -> BaseException:
     error = found.error if found.error is not None else exc
     error.__suppress_context__ = True
     return error
+
+
+async def run_owning_signals(start: Callable[[], Awaitable[None]],
+                             on_signal: Callable[[], bool]) -> None:
+    """Run ``start`` (a worker that owns its process) with SIGINT and SIGTERM never left to
+    their default handlers, so that a second signal always exits with 130, never 143.
+
+    The worker's own watcher handles signals while it runs; this one gets those that arrive
+    around it (the moment between Redis answering and the watcher starting, and the end of a
+    drain). ``on_signal`` says whether to stop at once. Once ``start`` is over, a signal
+    during the process's last moments exits with 130 at once: it asks for what is happening.
+    """
+    # What trio restores when the receiver closes, and redelivers an unconsumed signal to.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _exit_interrupted)
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as received:
+        async with trio.open_nursery() as nursery:
+
+            async def watch() -> None:
+                async for _ in received:
+                    if on_signal():
+                        nursery.cancel_scope.cancel()
+                        return
+
+            nursery.start_soon(watch)
+            await start()
+            nursery.cancel_scope.cancel()
+    # The interpreter's shutdown puts the default handlers back (a signal then kills: 143);
+    # hold these signals from the last atexit hook on: the exit code is already decided.
+    atexit.register(signal.pthread_sigmask, signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+
+
+def _exit_interrupted(signum: int, frame: object) -> None:
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError, RuntimeError):
+            stream.flush()
+    os._exit(EXIT_INTERRUPTED)
