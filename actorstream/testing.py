@@ -15,6 +15,15 @@ a real server. These helpers are public so that you can test your own actors the
                 redis.restart()     # same port, same dir: the AOF comes back
                 ...
 
+``FaultProxy`` sits between a worker and a Redis and injects network faults at run time
+(partition and heal, half-open sockets, resets, latency, bandwidth)::
+
+    with RedisServer() as redis, FaultProxy(redis.url) as proxy:
+        with WorkerProcess("-m", "actorstream", "worker", "app:system",
+                           redis_url=proxy.url) as worker:
+            proxy.partition()   # bytes held both ways; heal() delivers them late, in order
+            ...
+
 Every server runs on a free port with a temporary directory of its own, so tests are isolated and
 can run in parallel. Starting one takes a few milliseconds; the blocking waits in this module are
 short and bounded, so the synchronous API can be used from trio tests as well. Readiness is
@@ -25,11 +34,14 @@ Nothing here depends on pytest. ``trustme`` is needed only for ``RedisServer(tls
 
 from ._testkit.cluster import ClusterNode, RedisCluster, SlotMove
 from ._testkit.process import find_redis_server
+from ._testkit.proxy import FaultProxy, ProxyStatistics
 from ._testkit.server import RedisServer
 from ._testkit.worker import WorkerProcess
 
 __all__ = [
     "ClusterNode",
+    "FaultProxy",
+    "ProxyStatistics",
     "RedisCluster",
     "RedisServer",
     "SlotMove",
