@@ -23,6 +23,7 @@ from ._core.settings import Settings
 from ._middleware import ErrorHook, EventInfo, Middleware, Next, Outcome
 from ._ops.logs import configure_logging
 from ._records import Record
+from ._redis import Pipeline, RedisClient
 from ._streams import Retention, SendError, Stream
 from ._system import System, WorkerStatistics, running
 from ._tables import Table
@@ -59,7 +60,9 @@ __all__ = [
     "Outcome",
     "PartitionState",
     "PartitionStatistics",
+    "Pipeline",
     "Record",
+    "RedisClient",
     "Restart",
     "RestartPolicy",
     "Retention",

@@ -26,6 +26,7 @@ from ._core.settings import Settings
 from ._middleware import ErrorHook, Middleware
 from ._ops.logs import configure_logging
 from ._records import Record
+from ._redis import RedisClient, run_client
 from ._signature import check_handler
 from ._streams import Retention, Stream
 from ._tables import _MISSING as _NO_DEFAULT
@@ -84,6 +85,7 @@ class System:
         self.actors: dict[str, ActorSpec] = {}
         self.tables: dict[str, Table[Any]] = {}
         self._client: Client | None = None
+        self._redis = RedisClient(self.client)
         self._worker: Worker | None = None
         self._context_depth = 0
         self._scheduled: list[Any] = []
@@ -319,23 +321,12 @@ class System:
             return self._worker.client
         if self._client is not None:
             return self._client
-        try:
-            return _RUN_CLIENTS.get()[self]
-        except (LookupError, KeyError):
-            pass
-        try:
-            table = _RUN_CLIENTS.get()
-        except LookupError:
-            table = {}
-            _RUN_CLIENTS.set(table)
-        client = self._new_client("producer")
-        table[self] = client
-        # Nobody owns this client: close its sockets when the trio run ends (system tasks are
-        # cancelled once the main task has returned), instead of leaving them to the GC.
-        trio.lowlevel.spawn_system_task(
-            _close_at_run_end, client, name="actorstream: close the producer client"
-        )
-        return client
+        return run_client(self, partial(self._new_client, "producer"))
+
+    @property
+    def redis(self) -> RedisClient:
+        """Redis for handlers, tasks and producers, on this System's connection pool."""
+        return self._redis
 
     def _new_client(self, role: str) -> Client:
         return Client.from_url(
@@ -467,18 +458,6 @@ class System:
 
     def statistics(self) -> WorkerStatistics | None:
         return self._worker.statistics() if self._worker is not None else None
-
-
-async def _close_at_run_end(client: Client) -> None:
-    try:
-        await trio.sleep_forever()
-    finally:
-        client.close_nowait()
-
-
-_RUN_CLIENTS: trio.lowlevel.RunVar[dict[System, Client]] = trio.lowlevel.RunVar(
-    "actorstream_clients"
-)
 
 
 @asynccontextmanager
