@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import trio
 
 from actorstream.testing import RedisServer
 
@@ -233,3 +234,48 @@ def test_ctrl_c_quits_top_cleanly_in_a_terminal(app_dir: Path, redis_server: Red
     output = (screen + rest).decode(errors="replace")
     assert code == 0, output[-3000:]
     assert "Traceback" not in output and "KeyboardInterrupt" not in output, output[-3000:]
+
+
+POISON_APP = textwrap.dedent(
+    """
+    from actorstream import Record, System
+
+    system = System("poisonshop")
+
+    class Order(Record):
+        order_id: int
+        amount: int
+
+    orders = system.stream("orders", record=Order, partitions=2, key="order_id")
+
+    @system.actor(orders, max_deliveries=2)
+    async def bill(order: Order) -> None:
+        if order.amount < 0:
+            raise ValueError(f"negative amount {order.amount}")
+    """
+)
+
+
+async def test_dlq_show_prints_the_failure_once_without_our_frames(
+    tmp_path: Path, actorstream_harness,  # type: ignore[no-untyped-def]
+) -> None:
+    (tmp_path / "poisonapp.py").write_text(POISON_APP)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        import poisonapp  # type: ignore[import-not-found]
+
+        async with actorstream_harness(poisonapp.system) as h:
+            await poisonapp.orders.send(poisonapp.Order(order_id=1, amount=-5))
+            await h.wait_idle()
+            [letter] = await h.dead_letters()
+            result = await trio.to_thread.run_sync(lambda: run(
+                tmp_path, "-m", "actorstream", "dlq", "show", "poisonapp:system",
+                letter.dlq_id, url=h.url))
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("poisonapp", None)
+    assert result.returncode == 0, result.stderr
+    trace = result.stdout.split("trace:", 1)[1]
+    assert trace.count("ValueError: negative amount -5") == 1, trace
+    assert "During handling" not in trace and "actorstream/_tree" not in trace, trace
+    assert 'poisonapp.py", line 15, in bill' in trace, trace
