@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import pty
 import select
@@ -279,3 +280,41 @@ async def test_dlq_show_prints_the_failure_once_without_our_frames(
     assert trace.count("ValueError: negative amount -5") == 1, trace
     assert "During handling" not in trace and "actorstream/_tree" not in trace, trace
     assert 'poisonapp.py", line 15, in bill' in trace, trace
+
+
+def _status(app_dir: Path, url: str) -> dict:  # type: ignore[type-arg]
+    result = run(app_dir, "-m", "actorstream", "status", "--json", "app:system", url=url)
+    assert result.returncode == 0, result.stderr
+    doc: dict = json.loads(result.stdout)  # type: ignore[type-arg]
+    return doc
+
+
+def test_a_killed_worker_is_reported_before_its_partitions_move(
+    app_dir: Path, redis_server: RedisServer, worker_process,  # type: ignore[no-untyped-def]
+) -> None:
+    """kill -9 leaves a worker no chance to say anything: `top` and `status` say it missed its
+    heartbeats while it still holds its partitions, then another worker reports it lost."""
+    workers = [worker_process(*("-m", "actorstream", "worker", "app:system"),
+                              redis_url=redis_server.url, cwd=app_dir) for _ in range(2)]
+    deadline = time.monotonic() + 60
+    while True:  # both members, each with a share of the 4 partitions
+        doc = _status(app_dir, redis_server.url)
+        owners = {p["owner"] for p in doc["partitions"]}
+        if len(owners) == 2 and None not in owners and len(doc["workers"]) == 2:
+            break
+        assert time.monotonic() < deadline, doc
+        time.sleep(0.3)
+    victim = next(w for w in doc["workers"] if w["pid"] == workers[0].pid)["worker_id"]
+    workers[0].kill()
+    missed_while_owning = lost = False
+    while not lost:
+        doc = _status(app_dir, redis_server.url)
+        kinds = {e["kind"] for e in doc["events"] if victim in e["msg"]}
+        still_owns = any(p["owner"] == victim for p in doc["partitions"])
+        missed_while_owning |= "missed" in kinds and still_owns
+        lost = "lost" in kinds
+        assert time.monotonic() < deadline + 60, doc["events"]
+        time.sleep(0.2)
+    assert missed_while_owning, doc["events"]
+    [line] = [e["msg"] for e in doc["events"] if e["kind"] == "lost"]
+    assert line.startswith(f"worker {victim} missed its heartbeats"), line
