@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import math
 import signal
 import sys
@@ -20,6 +21,7 @@ import attrs
 import trio
 
 from .._embedded import EmbeddedRedis
+from .._ops.logs import announce
 from .._system import System
 from .._top import LayoutEntry, Poller, ViewOptions
 from .._transport import Client, redact_url
@@ -82,8 +84,8 @@ def _check_args(args: argparse.Namespace) -> None:
     if not args.rate > 0:
         raise CliError(f"--rate must be positive, got {args.rate}")
     if not args.no_top and not sys.stdout.isatty():
-        print("actorstream: stdout is not a terminal, so no live view: running as --no-top "
-              "(a summary at the end)", file=sys.stderr)
+        announce("stdout is not a terminal, so no live view: running as --no-top "
+                 "(a summary at the end)")
         args.no_top = True
     if args.no_top and args.duration is None:
         args.duration = NO_TOP_DURATION
@@ -111,8 +113,8 @@ def _usable_url(args: argparse.Namespace) -> str | None:
     except CliError as exc:
         if getattr(args, "url", None) or not exc.transient:
             raise
-        print(f"actorstream: {exc.message}; starting an embedded redis-server instead",
-              file=sys.stderr)
+        announce(f"{exc.message}; starting an embedded redis-server instead",
+                 level=logging.WARNING)
         return None
     return url
 
@@ -133,8 +135,7 @@ def run(args: argparse.Namespace) -> int:
             except RuntimeError:
                 raise CliError(NO_REDIS, EXIT_FAILURE) from None
             url = embedded.url
-            print(f"actorstream: embedded redis-server at {url} ({embedded.binary})",
-                  file=sys.stderr)
+            announce(f"embedded redis-server at {url} ({embedded.binary})")
         system.redis_url = url
         # The demo owns the signals: it stops producer, top and worker together.
         system.settings = attrs.evolve(system.settings, install_signal_handlers=False)
@@ -176,8 +177,8 @@ async def _demo(system: System, module: Any, url: str, args: argparse.Namespace)
         outer.start_soon(signals, outer)
         runtime: Worker = await outer.start(worker)
         if args.no_top:
-            print(f"actorstream: demo running on {redact_url(url)} for {args.duration:g}s "
-                  "(Ctrl-C stops it)", file=sys.stderr)
+            announce(f"demo running on {redact_url(url)} for {args.duration:g}s "
+                     "(Ctrl-C stops it)")
         async with trio.open_nursery() as inner:
             inner.start_soon(module.produce, args.rate)
             if not args.no_top:

@@ -9,6 +9,7 @@ import fcntl
 import json
 import os
 import pty
+import re
 import select
 import signal
 import struct
@@ -318,3 +319,68 @@ def test_a_killed_worker_is_reported_before_its_partitions_move(
     assert missed_while_owning, doc["events"]
     [line] = [e["msg"] for e in doc["events"] if e["kind"] == "lost"]
     assert line.startswith(f"worker {victim} missed its heartbeats"), line
+
+
+FAILING_APP = textwrap.dedent(
+    """
+    import trio
+    from actorstream import System
+
+    system = System("failshop")
+    jobs = system.stream("jobs", partitions=8, key="job")
+
+    @system.actor(jobs, max_deliveries=100)
+    async def work(job: dict) -> None:
+        raise ValueError("the gateway says no")
+
+    if __name__ == "__main__":
+        trio.run(system.start)
+    """
+)
+LINE = re.compile(
+    r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (DEBUG|INFO|WARNING|ERROR|CRITICAL) "
+    r"actorstream[\w.]*( \[.+?\])?: \S"
+)
+
+
+def _log_lines(text: str) -> list[str]:
+    """The lines that start a record: a traceback's lines belong to the record above."""
+    out, in_trace = [], False
+    for line in text.splitlines():
+        if line.startswith("Traceback (most recent call last)"):
+            in_trace = True
+        elif in_trace and not line.startswith(" "):
+            in_trace = False  # the exception's own line ends the traceback
+        elif not in_trace:
+            out.append(line)
+    return out
+
+
+@pytest.mark.parametrize("entry", ["app.py", "worker"])
+def test_one_log_format_and_one_traceback_for_many_partitions_failing_alike(
+    entry: str, tmp_path: Path, redis_server: RedisServer,
+    worker_process,  # type: ignore[no-untyped-def]
+) -> None:
+    """Everything a worker writes has one format (start and stop lines, warnings, handler
+    failures), and 8 partitions failing alike log one traceback, then counts."""
+    (tmp_path / "app.py").write_text(FAILING_APP)
+    args = ("app.py",) if entry == "app.py" else ("-m", "actorstream", "worker", "app:system")
+    worker = worker_process(*args, redis_url=redis_server.url, cwd=tmp_path)
+    deadline = time.monotonic() + 30
+    while "Ctrl-C to stop" not in worker.output():
+        assert time.monotonic() < deadline, worker.output()
+        time.sleep(0.1)
+    events = "".join(json.dumps({"job": str(i)}) + "\n" for i in range(64))
+    (tmp_path / "jobs.jsonl").write_text(events)
+    sent = run(tmp_path, "-m", "actorstream", "send", "app:jobs", "--file", "jobs.jsonl",
+               url=redis_server.url)
+    assert sent.returncode == 0, sent.stderr
+    while worker.output().count("backing off") < 8:  # every partition failed, several times
+        assert time.monotonic() < deadline + 30, worker.output()
+        time.sleep(0.2)
+    worker.interrupt()
+    assert worker.wait(30) == 0, worker.output()
+    out = worker.output()
+    assert out.count("Traceback (most recent call last)") == 1, out
+    bad = [line for line in _log_lines(out) if not LINE.match(line)]
+    assert not bad, out
