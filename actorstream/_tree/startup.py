@@ -100,9 +100,6 @@ async def wait_for_redis_or_signal(url: str, *, announce: bool, signals: bool) -
     if not signals:
         await wait_for_redis(url, announce=announce)
         return True
-    # What trio restores when the receiver closes, and redelivers an unconsumed signal to.
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, _exit_interrupted)
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as received:
         async with trio.open_nursery() as nursery:
 
