@@ -387,7 +387,8 @@ class System:
             if owns_process:
                 # `python app.py` ends as `actorstream worker` does: one line, its exit code.
                 exit_with(found, exc)
-            raise plain_error(found, exc) from None
+            error = plain_error(found, exc)
+            raise error from error.__cause__  # its own cause (a SupervisorGaveUp's crashes)
         if owns_process and self.forced_exit:
             raise SystemExit(EXIT_INTERRUPTED)
 

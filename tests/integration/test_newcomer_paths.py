@@ -388,3 +388,17 @@ def test_one_log_format_and_one_traceback_for_many_partitions_failing_alike(
     assert out.count("Traceback (most recent call last)") == 1, out
     bad = [line for line in _log_lines(out) if not LINE.match(line)]
     assert not bad, out
+
+
+async def test_an_embedded_worker_raises_one_plain_exception(
+    password_server: RedisServer,
+) -> None:
+    """Not the program's main task: no exit, but one plain exception, never a group."""
+    from redis import exceptions as rex
+
+    from actorstream import System
+
+    system = System("plain", wrong_password(password_server))
+    with pytest.raises(rex.AuthenticationError, match="WRONGPASS") as caught:
+        await system.start()
+    assert not isinstance(caught.value, BaseExceptionGroup)
