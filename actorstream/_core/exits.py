@@ -88,7 +88,7 @@ def classify_exit(exc: BaseException, url: str | None = None) -> Exit | None:
         if isinstance(leaf, SupervisorGaveUp):
             cause = leaf.__cause__
             last = f"; last crash: {describe_error(leaves(cause)[-1])}" if cause else ""
-            return Exit(f"the system gave up: {leaf}{last}", EXIT_FAILURE, leaf)
+            return Exit(f"{leaf}{last}", EXIT_FAILURE, leaf)
     for leaf in found:
         if isinstance(leaf, ConfigError):
             return Exit(str(leaf), EXIT_USAGE, leaf)

@@ -28,7 +28,13 @@ from typing import NoReturn
 import trio
 from redis import exceptions as rex
 
-from .._core.exits import EXIT_INTERRUPTED, Exit, wants_traceback
+from .._core.exits import (
+    EXIT_FAILURE,
+    EXIT_INTERRUPTED,
+    TRACEBACK_ENV,
+    Exit,
+    wants_traceback,
+)
 from .._ops import logs as _logs
 from .._transport import Client, redact_url
 
@@ -129,12 +135,15 @@ def error_line(found: Exit) -> str:
 
 def exit_with(found: Exit, exc: BaseException) -> NoReturn:
     """End the program as the CLI does: the traceback if asked for, one line, the exit code."""
+    line = error_line(found)
     if wants_traceback():
         traceback.print_exception(exc, file=sys.stderr)
+    elif found.code == EXIT_FAILURE:  # a failure of the runtime: where it happened matters
+        line += f" (-v or {TRACEBACK_ENV}=1 shows the traceback)"
     if _logs.announce_format() == "json":
-        _logs.announce(error_line(found), fmt="json", level=logging.ERROR)
+        _logs.announce(line, fmt="json", level=logging.ERROR)
     else:
-        print(error_line(found), file=sys.stderr, flush=True)
+        print(line, file=sys.stderr, flush=True)
     raise SystemExit(found.code)
 
 
