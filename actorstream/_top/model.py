@@ -172,6 +172,7 @@ class PartitionView:
     restarts: int
     dead_letters: int
     last_error: str | None
+    table_keys: int | None = None  # keys in its tables; None for a stateless actor
 
     @property
     def label(self) -> str:
@@ -286,6 +287,7 @@ def _partition_view(reading: Reading, actor: str, stream: str, p: int,
         dead_letters=part.dead_letters if stream and actor == _first_actor(reading, stream)
         else 0,
         last_error=status.last_error if status else None,
+        table_keys=status.table_keys if status else None,
     )
 
 

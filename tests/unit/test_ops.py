@@ -118,7 +118,7 @@ def test_collector_exposes_exactly_the_contract() -> None:
         partitions=(
             PartitionView("bill", "orders", 0, handled=5, restarts=1,
                           errors={"ValueError": 2}, dead_letters={"max_deliveries": 1},
-                          durations=d),
+                          durations=d, table_keys={"counts": 3}),
             PartitionView("bill", "orders", 1, handled=7, restarts=0, durations=d),
         ),
         owned=2, rebalances=3, leases_lost=1, redis_errors={"ConnectionError": 4},
