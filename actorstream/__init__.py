@@ -20,6 +20,7 @@ from ._core.errors import (
 from ._core.leasetiming import LeaseTiming
 from ._core.policy import RestartPolicy
 from ._core.settings import Settings
+from ._core.windows import Hopping, Session, Tumbling, Window
 from ._middleware import ErrorHook, EventInfo, Middleware, Next, Outcome
 from ._ops.logs import configure_logging
 from ._records import Record
@@ -38,6 +39,7 @@ from ._tree.supervisor import (
     SupervisorStatistics,
 )
 from ._version import __version__
+from ._windows import PerWindow, WindowedTable
 
 __all__ = [
     "ActorSettings",
@@ -54,12 +56,14 @@ __all__ = [
     "Events",
     "FencedError",
     "GroupLostError",
+    "Hopping",
     "LeaseTiming",
     "Middleware",
     "Next",
     "Outcome",
     "PartitionState",
     "PartitionStatistics",
+    "PerWindow",
     "Pipeline",
     "Record",
     "RedisClient",
@@ -68,6 +72,7 @@ __all__ = [
     "Retention",
     "SelfFenced",
     "SendError",
+    "Session",
     "Settings",
     "Strategy",
     "Stream",
@@ -77,6 +82,9 @@ __all__ = [
     "System",
     "Table",
     "TableError",
+    "Tumbling",
+    "Window",
+    "WindowedTable",
     "WorkerStatistics",
     "__version__",
     "configure_logging",
