@@ -22,9 +22,10 @@ import attrs
 import trio
 
 from .._core import keys as _keys
+from .._core.replies import pairs, text
 from .._core.deadletter import DeadLetter
 from .._core.leasetiming import LeaseTiming
-from .server import RedisServer
+from .._servers.server import RedisServer
 
 if TYPE_CHECKING:
     from .._streams import Stream
@@ -223,7 +224,7 @@ class Harness:
         replies = await _atomically(client, commands)
         out = []
         for i, (actor, stream, p) in enumerate(slots):
-            info, groups = _fields(replies[2 * i]), replies[2 * i + 1]
+            info, groups = pairs(replies[2 * i]), replies[2 * i + 1]
             length = int(info.get("length", 0))
             group = _group(groups, actor)
             if group is None:  # not created yet: idle only if nothing was sent
@@ -273,23 +274,12 @@ async def _atomically(client: Client, commands: list[list[Any]]) -> list[Any]:
     return await client.pipeline(commands)
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _fields(reply: Any) -> dict[str, Any]:
-    """A flat XINFO reply as a dict; an error reply (no such key yet) as an empty one."""
-    if not isinstance(reply, list):
-        return {}
-    return {_text(k): v for k, v in zip(reply[::2], reply[1::2], strict=True)}
-
-
 def _group(groups: Any, name: str) -> dict[str, Any] | None:
     if not isinstance(groups, list):
         return None
     for group in groups:
-        fields = _fields(group)
-        if _text(fields.get("name", b"")) == name:
+        fields = pairs(group)
+        if text(fields.get("name", b"")) == name:
             return fields
     return None
 

@@ -27,7 +27,7 @@ import trio
 
 from .._core.commit import key_of_field
 from .._core.windows import Closing, WindowTracker
-from .._tables import _MISSING, PartitionTable, PartitionTables, current_scope
+from .._tables import MISSING, PartitionTable, PartitionTables, current_scope
 from .._windows import (
     ST_FIELD,
     WindowedTable,
@@ -65,6 +65,8 @@ class PartitionWindows:
         self.closing: list[Closing] = []
         self.expired: list[Closing] = []
         self.saved: int | None = None  # the stream time the table holds (committed or pending)
+        #: a key's hash fields for its current windows, reused while they stay the same
+        self.fields_of: dict[object, tuple[Any, str, tuple[str, ...]]] = {}
 
     def sync(self) -> None:
         """Rebuild from the table's data if the partition (re)loaded it."""
@@ -83,6 +85,7 @@ class PartitionWindows:
             if not tracker.restore(key_field, window):
                 expired.append(Closing(key_field, window))
         self.tracker, self._data, self.saved = tracker, data, st
+        self.fields_of = {}
         self.closing, self.expired = [], expired
 
     def advance(self, t_ms: int) -> bool:
@@ -189,13 +192,13 @@ class WindowsOfPartition:
                 local = part.local
                 for closing in part.closing:
                     field = window_field(str(closing.key), closing.window)
-                    value = local.data.get(field, _MISSING)
-                    if value is not _MISSING and table.closer is not None:
+                    value = local.data.get(field, MISSING)
+                    if value is not MISSING and table.closer is not None:
                         await table.closer(_key(closing.key), closing.window, value)
                 for gone in part.expired:
                     field = window_field(str(gone.key), gone.window)
                     if field in local.data:
-                        write(scope, local, field, _MISSING)
+                        write(scope, local, field, MISSING)
 
         await self.tables.wrap(emit)()
         for part in parts.values():
@@ -209,8 +212,9 @@ class WindowsOfPartition:
                 key_field, placement, _fields = event.placements[table, _key]
                 if (table, key_field) in event.fresh and (table, key_field) in event.written:
                     parts[table].tracker.apply(key_field, placement)
-        for table in {table for table, _ in event.late}:
-            self.late[table.name] += 1
+        if event.late:
+            for table in {table for table, _ in event.late}:
+                self.late[table.name] += 1
 
     async def _late(self, event: WindowEvent) -> None:
         """Give late keys to ``on_late``, in a scope of their own (committed with the event).

@@ -145,6 +145,14 @@ def _systems_in(module: Any) -> list[System]:
     return [v for v in vars(module).values() if isinstance(v, System)]
 
 
+def system_of(stream: Stream[Any]) -> System:
+    """The System that declared ``stream`` (a stream knows it only as its ``Owner``)."""
+    owner = stream.system
+    if not isinstance(owner, System):
+        raise CliError(f"{stream!r} was not declared by an actorstream System")
+    return owner
+
+
 def load_system(target: str) -> System:
     """``module:attr`` naming a System."""
     module_name, attr = split_target(target)
@@ -155,7 +163,7 @@ def load_system(target: str) -> System:
         hint = f" (Systems there: {', '.join(found)})" if found else ""
         raise CliError(f"module {module_name!r} has no attribute {attr!r}{hint}")
     if isinstance(value, Stream):
-        names = [k for k, v in vars(module).items() if v is value.system]
+        names = [k for k, v in vars(module).items() if v is system_of(value)]
         suggest = f" ({module_name}:{names[0]})" if names else ""
         raise CliError(f"{target!r} is a Stream, not a System: name its System{suggest}")
     if not isinstance(value, System):

@@ -24,8 +24,8 @@ from typing import Any
 
 import pytest
 
+from .._servers.server import RedisServer
 from .._testkit.harness import Harness
-from .._testkit.server import RedisServer
 
 __all__ = ["actorstream_harness", "actorstream_redis", "actorstream_redis_url"]
 
