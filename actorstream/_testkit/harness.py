@@ -22,9 +22,9 @@ import attrs
 import trio
 
 from .._core import keys as _keys
-from .._core.replies import pairs, text
 from .._core.deadletter import DeadLetter
 from .._core.leasetiming import LeaseTiming
+from .._core.replies import pairs, text
 from .._servers.server import RedisServer
 
 if TYPE_CHECKING:
