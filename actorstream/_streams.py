@@ -16,7 +16,7 @@ from ._core.hashing import partition_for
 from ._ops import tracing as _tracing
 from ._ops.sent import count_sent
 from ._records import Record, check_record_type, record_fields
-from ._tables import current_scope
+from ._scope import current_scope
 
 if TYPE_CHECKING:
     from ._system import System

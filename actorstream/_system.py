@@ -23,8 +23,8 @@ from ._core.errors import ConfigError
 from ._core.settings import Settings
 from ._middleware import ErrorHook, Middleware
 from ._records import Record
+from ._scope import _MISSING as _NO_DEFAULT
 from ._streams import Retention, Stream
-from ._tables import _MISSING as _NO_DEFAULT
 from ._tables import Table
 from ._transport import Client, default_client_name, redact_url
 from ._tree.root import Worker, WorkerPlan

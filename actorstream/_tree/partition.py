@@ -45,7 +45,7 @@ from .._middleware import Middleware, compose
 from .._ops import logs as _logs
 from .._ops import tracing as _tracing
 from .._ops.durations import timed
-from .._tables import PartitionTables
+from .._scope import PartitionTables
 from .._transport import Connection
 from .batches import run_batches
 from .context import WorkerContext

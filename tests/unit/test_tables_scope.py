@@ -160,3 +160,48 @@ def _has_ordering_setting() -> bool:
 
 
 async def _handler(event: Any) -> None: ...
+
+
+def test_calls_in_flight_at_once_never_see_or_overwrite_each_others_changes() -> None:
+    """With many events in flight (ordering='key'), a call reads another call's key as it was
+    before that call (as if it ran first) and may not change it; an aborted call leaves no
+    trace, a completed one releases its keys."""
+    _, counts, totals = declared(partitions=1)
+    tables = PartitionTables("tally", 0, (counts, totals), holds=False, concurrent=True)
+    tables.tables[counts].data = {"a": 1, "b": 10}
+    a_changed = trio.Event()
+    b_may_finish = trio.Event()
+    seen: list[Any] = []
+
+    async def writes_a(_: Any) -> None:
+        counts["a"] += 1
+        a_changed.set()
+        await b_may_finish.wait()
+        raise RuntimeError("a fails: its change is undone")
+
+    async def reads_a_writes_b(_: Any) -> None:
+        await a_changed.wait()
+        seen.append(counts["a"])  # a's change in flight: b sees a as it was
+        seen.append("a" in counts)
+        counts["b"] = counts["a"] + counts["b"]
+        with pytest.raises(TableError, match="'a' is being changed by another event in flight"):
+            counts["a"] = 0
+        b_may_finish.set()
+
+    async def main() -> None:
+        async def guarded(fn: Any) -> None:
+            try:
+                await tables.wrap(fn)(None)
+            except RuntimeError:
+                pass
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(guarded, writes_a)
+            nursery.start_soon(guarded, reads_a_writes_b)
+
+    run(main)
+    assert seen == [1, True]
+    assert tables.tables[counts].data == {"a": 1, "b": 11}
+    assert not tables.tables[counts].owners
+    local = tables.tables[counts]
+    assert tables.pending.plan().commands == [("HSET", local.hash_key, "b", b"11")]
