@@ -123,17 +123,25 @@ class PartitionTables:
 
     def wrap(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         """``fn`` (a handler or a middleware chain) with one event scope per call: what it
-        changed is kept if it returned, undone otherwise (an exception or a cancellation)."""
-        set_scope, reset_scope = _SCOPE.set, _SCOPE.reset
+        changed is kept if it returned, undone otherwise (an exception or a cancellation).
+
+        Nested (the handler inside its middleware chain, both wrapped): the inner call's
+        changes join the outer call's, so a handler that raised leaves nothing behind even when
+        a middleware catches its exception, and a middleware that raises after the handler
+        returned undoes the handler's changes too."""
+        set_scope, reset_scope, get_scope = _SCOPE.set, _SCOPE.reset, _SCOPE.get
         owner = self
 
         async def with_tables(*args: Any) -> Any:
+            parent = get_scope()
             scope = EventScope(self)
             token = set_scope(scope)
             kept = False
             try:
                 result = await fn(*args)
-                if scope.undo:
+                if parent is not None and parent.owner is owner:
+                    parent.absorb(scope)
+                elif scope.undo:
                     if owner.deferred:
                         scope.complete_scalars()
                     else:
@@ -175,6 +183,17 @@ class EventScope:
 
     def hold(self, command: list[Any]) -> None:
         self.outputs.append(tuple(command))
+
+    def absorb(self, inner: EventScope) -> None:
+        """A nested call returned: its changes become this call's (kept or undone with it)."""
+        for local, undo in inner.undo.items():
+            mine = self.undo.setdefault(local, {})
+            owners = local.owners
+            for field, old in undo.items():
+                mine.setdefault(field, old)
+                if owners is not None:
+                    owners[field] = self
+        self.outputs.extend(inner.outputs)
 
     def abort(self) -> None:
         """Put back what this call changed."""

@@ -122,8 +122,8 @@ class PartitionActor:
             spec.handler if durations is None
             else timed(spec.handler, durations.observe, trio.current_time)
         )
-        self.chain = compose(self.handler, middleware)
         self.tables = self._stateful(context) if spec.stateful else None
+        self.chain = self._chain(middleware)
         # OpenTelemetry: a CONSUMER span per handler call when a tracer provider is set.
         self.tracer = _tracing.tracer()
         self.plain = (
@@ -151,6 +151,11 @@ class PartitionActor:
         self.ctx: ChildContext | None = None
         self._rng = random.Random()
 
+    def _chain(self, middleware: tuple[Middleware, ...]) -> Any:
+        """The handler inside its middleware; with tables, one unit with it (``wrap``)."""
+        chain = compose(self.handler, middleware)
+        return chain if self.tables is None else self.tables.wrap(chain)
+
     def _stateful(self, context: PartitionContext) -> PartitionTables:
         """Tables and held outputs: each handler call (with its middleware) gets its own
         event scope; what it did joins the commit of its ack only if it returned."""
@@ -159,7 +164,6 @@ class PartitionActor:
             spec.name, context.partition, spec.tables, holds=spec.exactly_once
         )
         self.handler = tables.wrap(self.handler)
-        self.chain = tables.wrap(self.chain)
         self.link.tables = tables
         if spec.wait_replicas:
             self.link.wait = (spec.wait_replicas, max(1, int(spec.wait_timeout * 1000)))

@@ -204,3 +204,39 @@ def test_calls_in_flight_at_once_never_see_or_overwrite_each_others_changes() ->
     assert not tables.tables[counts].owners
     local = tables.tables[counts]
     assert tables.pending.plan().commands == [("HSET", local.hash_key, "b", b"11")]
+
+
+def test_a_handler_inside_middleware_is_one_unit_with_it() -> None:
+    """The handler and its middleware chain are both wrapped: a handler that raised leaves
+    nothing even if a middleware swallows the error; a middleware raising after the handler
+    returned undoes the handler's changes."""
+    _, counts, totals = declared(partitions=1)
+    tables = PartitionTables("tally", 0, (counts, totals), holds=False)
+
+    async def handler(_: Any) -> None:
+        counts["h"] += 1
+        raise ValueError("handler fails")
+
+    async def good_handler(_: Any) -> None:
+        counts["g"] += 1
+
+    wrapped_handler = tables.wrap(handler)
+    wrapped_good = tables.wrap(good_handler)
+
+    async def swallowing(event: Any) -> None:
+        counts["mw"] += 1
+        with contextlib.suppress(ValueError):
+            await wrapped_handler(event)
+
+    async def raising_after(event: Any) -> None:
+        await wrapped_good(event)
+        raise RuntimeError("middleware fails after the handler returned")
+
+    run(lambda: tables.wrap(swallowing)(None))
+    assert tables.tables[counts].data == {"mw": 1}  # the handler's own change undone
+    with pytest.raises(RuntimeError):
+        run(lambda: tables.wrap(raising_after)(None))
+    assert tables.tables[counts].data == {"mw": 1}
+    assert tables.pending.plan().commands == [
+        ("HSET", tables.tables[counts].hash_key, "mw", b"1")
+    ]
