@@ -101,6 +101,7 @@ class PartitionTables:
         self.actor = actor
         self.partition = partition
         self.holds = holds  # exactly_once: events sent by the handler are held for the commit
+        self.concurrent = concurrent  # calls in flight at once (``PartitionTable.owners``)
         self.tables = {
             t: PartitionTable(t, partition, concurrent=concurrent) for t in tables
         }
@@ -208,6 +209,8 @@ class EventScope:
 
     def release(self) -> None:
         """This call is over: others may change the keys it changed."""
+        if not self.owner.concurrent:
+            return
         for local, undo in self.undo.items():
             owners = local.owners
             if owners:
