@@ -97,6 +97,7 @@ class PartitionStatus:
     handler_p50: float | None = None
     handler_p99: float | None = None
     backoff: float = 0.0
+    late_events: int = 0  # events after their window closed (windowed tables)
     table_keys: int | None = None  # keys held in its tables (None: a stateless actor)
 
     @property
@@ -121,6 +122,7 @@ class PartitionStatus:
             handler_p50=_opt_float(item.get("handler_p50")),
             handler_p99=_opt_float(item.get("handler_p99")),
             backoff=_float(item.get("backoff")),
+            late_events=_int(item.get("late_events")),
             table_keys=_table_keys(item.get("table_keys")),
         )
 

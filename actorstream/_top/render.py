@@ -234,6 +234,10 @@ def render_partitions(
     table.columns[3].max_width = 13
     if pages > 1:
         table.caption = f"page {options.page + 1}/{pages} (n/p)"
+    late = [f"{p.label} {p.late}" for p in parts if p.late]
+    if late:  # windowed tables: events that came after their window closed
+        shown = "late events: " + ", ".join(late[:6]) + (" ..." if len(late) > 6 else "")
+        table.caption = f"{table.caption}; {shown}" if table.caption else shown
     names = snap.worker_names()
     for p in parts:
         table.add_row(

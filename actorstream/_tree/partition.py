@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
@@ -56,6 +56,7 @@ from .handling import FENCE_CHECK_EVERY, Handling
 from .link import PartitionLink
 from .supervisor import ChildContext
 from .tables import restore
+from .windows import WindowsOfPartition, plain_windows, windowed_tables
 
 __all__ = ["FENCE_CHECK_EVERY", "HandlerCrashed", "PartitionActor", "PartitionContext"]
 
@@ -90,6 +91,9 @@ class PartitionContext:
 class PartitionActor:
     """Runs one (actor, partition) for one lease epoch. Created afresh for each restart."""
 
+    #: Called when a read found nothing new (windowed tables with ``idle=``).
+    on_idle: Callable[[], Awaitable[None]] | None = None
+
     def __init__(self, context: PartitionContext) -> None:
         worker = context.worker
         spec = context.spec
@@ -98,8 +102,7 @@ class PartitionActor:
         self.report = worker.report
         self.dead_letters = context.dead_letters
         self.spec = spec
-        self.partition = context.partition
-        self.fence = context.fence
+        self.partition, self.fence = context.partition, context.fence
         self.counters = context.counters
         self.on_fenced = context.on_fenced
         self.group = spec.name
@@ -122,8 +125,8 @@ class PartitionActor:
             spec.handler if durations is None
             else timed(spec.handler, durations.observe, trio.current_time)
         )
-        self.tables = self._stateful(context) if spec.stateful else None
-        self.chain = self._chain(middleware)
+        self.chain = compose(self.handler, middleware)
+        self.tables = self._stateful(context, middleware) if spec.stateful else None
         # OpenTelemetry: a CONSUMER span per handler call when a tracer provider is set.
         self.tracer = _tracing.tracer()
         self.plain = (
@@ -132,6 +135,7 @@ class PartitionActor:
             and self.settings.timeout is None
             and self.settings.retries == 0
             and self.tracer is None
+            and plain_windows(spec)
         )
         self._failing: bytes | None = None  # the entry whose handler call raised last
         self.handling = Handling(
@@ -151,19 +155,25 @@ class PartitionActor:
         self.ctx: ChildContext | None = None
         self._rng = random.Random()
 
-    def _chain(self, middleware: tuple[Middleware, ...]) -> Any:
-        """The handler inside its middleware; with tables, one unit with it (``wrap``)."""
-        chain = compose(self.handler, middleware)
-        return chain if self.tables is None else self.tables.wrap(chain)
-
-    def _stateful(self, context: PartitionContext) -> PartitionTables:
+    def _stateful(
+        self, context: PartitionContext, middleware: tuple[Middleware, ...]
+    ) -> PartitionTables:
         """Tables and held outputs: each handler call (with its middleware) gets its own
-        event scope; what it did joins the commit of its ack only if it returned."""
+        event scope; what it did joins the commit of its ack only if it returned. The
+        handler inside the chain has a scope too (one unit with it: ``wrap``)."""
         spec = self.spec
         tables = PartitionTables(
             spec.name, context.partition, spec.tables, holds=spec.exactly_once
         )
         self.handler = tables.wrap(self.handler)
+        self.chain = tables.wrap(compose(self.handler, middleware))
+        if windowed_tables(spec.tables):
+            windows = WindowsOfPartition(
+                tables, windowed_tables(spec.tables), spec.stream.event_time_ms,
+                context.counters.late,
+            )
+            self.handler, self.chain = windows.wrap(self.handler), windows.wrap(self.chain)
+            self.on_idle = windows.on_idle if windows.idle else None
         self.link.tables = tables
         if spec.wait_replicas:
             self.link.wait = (spec.wait_replicas, max(1, int(spec.wait_timeout * 1000)))
@@ -303,6 +313,8 @@ class PartitionActor:
                 return read.entries
             if ctx.stop_requested:
                 return None
+            if self.on_idle is not None:  # windows: stream time may move on when quiet
+                await self.on_idle()
             # Nothing new: wait for an append after the tail with a side-effect-free XREAD.
             # A graceful stop interrupts the wait (closing this connection; nothing is unacked).
             if not await self.link.wait_for_append(conn, ctx, read.tail, WAIT_BLOCK_MS):
