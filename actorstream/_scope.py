@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 __all__ = ["EventScope", "PartitionTable", "PartitionTables", "current_scope"]
 
-_MISSING: Any = object()
+MISSING: Any = object()
 _DELETED: Any = object()
 
 _SCOPE: ContextVar[EventScope | None] = ContextVar("actorstream_table_scope", default=None)
@@ -53,8 +53,8 @@ class PartitionTable:
         if owners:
             owner = owners.get(field)
             if owner is not None and owner is not _SCOPE.get():
-                return owner.undo[self].get(field, _MISSING)
-        return self.data.get(field, _MISSING)
+                return owner.undo[self].get(field, MISSING)
+        return self.data.get(field, MISSING)
 
     def claim(self, field: str, scope: EventScope) -> None:
         """``scope`` changes ``field``: refused while another call in flight has changed it."""
@@ -169,7 +169,7 @@ class EventScope:
     def __init__(self, owner: PartitionTables) -> None:
         self.owner = owner
         self.tables = owner.tables
-        #: per table, the value each changed key had before this call (_MISSING: none)
+        #: per table, the value each changed key had before this call (MISSING: none)
         self.undo: dict[PartitionTable, dict[str, Any]] = {}
         self.outputs: list[tuple[Any, ...]] = []
 
@@ -201,7 +201,7 @@ class EventScope:
         for local, undo in self.undo.items():
             data = local.data
             for field, old in undo.items():
-                if old is _MISSING:
+                if old is MISSING:
                     data.pop(field, None)
                 else:
                     data[field] = old

@@ -22,12 +22,19 @@ from ._core import keys as _keys
 from ._core.commit import field_of, key_of_field, partition_of_field
 from ._core.errors import ConfigError, DecodeError, TableError
 from ._records import Record, check_record_type, record_decoder, record_encoder
-from ._scope import _MISSING, _SCOPE, EventScope, PartitionTable, PartitionTables, current_scope
+from ._scope import _SCOPE, MISSING, EventScope, PartitionTable, PartitionTables, current_scope
 
 if TYPE_CHECKING:
     from ._streams import Stream
 
-__all__ = ["EventScope", "PartitionTable", "PartitionTables", "Table", "current_scope"]
+__all__ = [
+    "MISSING",
+    "EventScope",
+    "PartitionTable",
+    "PartitionTables",
+    "Table",
+    "current_scope",
+]
 
 V = TypeVar("V")
 
@@ -124,7 +131,7 @@ class Table(Generic[V]):
             self.codec = ValueCodec(name, value, codec)
         except ConfigError as exc:
             raise ConfigError(f"table {name!r}: {exc}") from None
-        if default is not _MISSING and not callable(default):
+        if default is not MISSING and not callable(default):
             try:
                 default = self.codec.check(default)
             except TypeError as exc:
@@ -168,7 +175,7 @@ class Table(Generic[V]):
 
     def make_default(self, field: str) -> Any:
         default = self.default
-        if default is _MISSING:
+        if default is MISSING:
             raise KeyError(key_of_field(field))
         if callable(default):
             return self.codec.check(default())
@@ -210,8 +217,8 @@ class Table(Generic[V]):
             raise self._undeclared(scope)
         kind = type(key)
         field: str = key if kind is str else str(key) if kind is int else field_of(key)  # type: ignore[assignment]
-        value = local.data.get(field, _MISSING) if local.owners is None else local.before(field)
-        if value is _MISSING:
+        value = local.data.get(field, MISSING) if local.owners is None else local.before(field)
+        if value is MISSING:
             local.check_partition(field)
             return self.make_default(field)  # type: ignore[no-any-return]
         return value  # type: ignore[no-any-return]
@@ -232,8 +239,8 @@ class Table(Generic[V]):
         if undo is None:
             undo = scope.undo[local] = {}
         if field not in undo:
-            old = data.get(field, _MISSING)
-            if old is _MISSING:
+            old = data.get(field, MISSING)
+            if old is MISSING:
                 local.check_partition(field)
             if local.owners is not None:
                 local.claim(field, scope)
@@ -244,7 +251,7 @@ class Table(Generic[V]):
         scope, local = self._local()
         field = key if type(key) is str else field_of(key)
         data = local.data
-        if local.before(field) is _MISSING:
+        if local.before(field) is MISSING:
             local.check_partition(field)
             raise KeyError(key)
         undo = scope.undo.setdefault(local, {})
@@ -256,7 +263,7 @@ class Table(Generic[V]):
     def __contains__(self, key: object) -> bool:
         _scope, local = self._local()
         field = key if type(key) is str else field_of(key)
-        if local.before(field) is not _MISSING:
+        if local.before(field) is not MISSING:
             return True
         local.check_partition(field)
         return False
