@@ -1,7 +1,7 @@
 -- Membership heartbeat on the server's clock (a worker's clock step cannot matter).
 -- KEYS[1] members zset, KEYS[2] this worker's info hash
 -- ARGV[1] worker id, ARGV[2] member timeout ms, ARGV[3] 'leave' or 'beat', ARGV[4..] info pairs
--- Returns the live members, sorted.
+-- Returns {live members (sorted), members that expired just now (missed their heartbeats)}.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 if ARGV[3] == 'leave' then
@@ -14,5 +14,8 @@ else
   end
   redis.call('PEXPIRE', KEYS[2], ARGV[2])
 end
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-return redis.call('ZRANGE', KEYS[1], 0, -1)
+local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)
+if #expired > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+end
+return {redis.call('ZRANGE', KEYS[1], 0, -1), expired}

@@ -194,12 +194,17 @@ class Coordinator:
         info: list[Any] = [
             "host", rt.host, "pid", rt.pid, "started", rt.started_wall_ms, "version", __version__,
         ]
-        members = await rt.client.evalsha(
+        members, expired = await rt.client.evalsha(
             _scripts.HEARTBEAT,
             [_keys.members_key(rt.app), _keys.worker_key(rt.app, rt.worker_id)],
             [rt.worker_id, int(self.timing.member_timeout * 1000),
              "leave" if leave else "beat", *info],
         )
+        for gone in expired:
+            # Exactly one member's heartbeat removes it: one report, as soon as it is known.
+            rt.report("lost", f"worker {gone.decode()} missed its heartbeats for "
+                      f"{self.timing.member_timeout:g}s: gone from the membership; its "
+                      "partitions are taken over as their leases expire")
         return [m.decode() for m in members]
 
     async def step(self) -> None:
