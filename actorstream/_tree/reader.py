@@ -27,15 +27,12 @@ __all__ = ["WAIT_BLOCK_MS", "FormLoop", "Reader"]
 
 #: The longest wait for an append when the partition is idle (side-effect free XREAD BLOCK).
 WAIT_BLOCK_MS = 2000
-#: After a read that drained the partition: how long the acks it leaves to commit may wait for
-#: the next entry to ride with (then a round trip commits them alone, before a long wait).
-ACK_LINGER = 0.05
 
 
 class Reader:
     """The fenced entries of one partition actor's session (one connection, one epoch)."""
 
-    __slots__ = ("batch_size", "conn", "ctx", "drained", "link", "on_idle")
+    __slots__ = ("batch_size", "conn", "ctx", "link", "on_idle")
 
     def __init__(
         self,
@@ -52,9 +49,6 @@ class Reader:
         #: Called when a read found nothing new, before a long wait (windowed tables with
         #: ``idle=``: stream time may move on when quiet).
         self.on_idle = on_idle
-        #: The last id of a read that returned fewer entries than asked (the partition was
-        #: empty after it): the next wait starts there, without a read of its own.
-        self.drained: bytes | None = None
 
     @property
     def writes_pending(self) -> bool:
@@ -83,17 +77,9 @@ class Reader:
         """
         count = count or self.batch_size
         ctx = self.ctx
-        if self.drained is not None and not ctx.stop_requested and not self.writes_pending:
-            # The last read emptied the partition: wait for an append right away, the acks in
-            # hand riding on the read that follows it (not interruptible: it is short). Table
-            # writes are committed at once instead: what a handler wrote is visible promptly.
-            await self.linger(self.drained, ACK_LINGER)
-        self.drained = None
         while True:
             read = await self.link.read(self.conn, ">", count)
             if read.entries:
-                if len(read.entries) < count:
-                    self.drained = read.entries[-1][0]
                 return read.entries
             if ctx.stop_requested:
                 return None
