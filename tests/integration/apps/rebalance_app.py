@@ -24,7 +24,7 @@ import trio
 from actorstream import LeaseTiming, Record, System
 from actorstream._core.assignment import Slot
 
-logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
 
 APP = os.environ.get("APP_NAME", "rebalance")
 DELAY = float(os.environ.get("HANDLE_DELAY", "0"))
