@@ -15,6 +15,7 @@ from ._core.errors import (
     GroupLostError,
     SelfFenced,
     SupervisorGaveUp,
+    TableError,
 )
 from ._core.leasetiming import LeaseTiming
 from ._core.policy import RestartPolicy
@@ -24,6 +25,7 @@ from ._ops.logs import configure_logging
 from ._records import Record
 from ._streams import Retention, SendError, Stream
 from ._system import System, WorkerStatistics, running
+from ._tables import Table
 from ._tree.counters import PartitionState, PartitionStatistics
 from ._tree.events import Events
 from ._tree.supervisor import (
@@ -70,6 +72,8 @@ __all__ = [
     "SupervisorGaveUp",
     "SupervisorStatistics",
     "System",
+    "Table",
+    "TableError",
     "WorkerStatistics",
     "__version__",
     "configure_logging",

@@ -14,6 +14,7 @@ from ._core import keys as _keys
 from ._core.errors import ConfigError
 from ._core.failures import Classification, ContainmentPolicy, error_types
 from ._middleware import ErrorHook, Middleware
+from ._tables import Table
 
 if TYPE_CHECKING:
     from ._streams import Stream
@@ -112,6 +113,8 @@ class ActorSettings:
 
 Handler = Callable[..., Any]
 
+PROCESSING = ("at_least_once", "exactly_once")
+
 
 @attrs.define(eq=False)
 class ActorSpec:
@@ -124,8 +127,61 @@ class ActorSpec:
     settings: ActorSettings
     on_error: ErrorHook | None = None
     middleware: tuple[Middleware, ...] = ()
+    #: tables this actor writes (``_tables.Table``), committed with its acks
+    tables: tuple[Any, ...] = ()
+    #: "at_least_once" or "exactly_once" (events sent by the handler held for the commit)
+    processing: str = "at_least_once"
+    #: after a commit, WAIT for this many replicas (0: do not wait), up to ``wait_timeout`` s
+    wait_replicas: int = 0
+    wait_timeout: float = 1.0
+
+    @property
+    def exactly_once(self) -> bool:
+        return self.processing == "exactly_once"
+
+    @property
+    def stateful(self) -> bool:
+        """Whether handling an event may commit more than its ack."""
+        return bool(self.tables) or self.exactly_once
 
     def __attrs_post_init__(self) -> None:
+        self._check_handler()
+        self._check_state()
+
+    def _check_state(self) -> None:
+        name = self.name
+        if self.processing not in PROCESSING:
+            raise ConfigError(
+                f"actor {name!r}: processing must be one of {', '.join(map(repr, PROCESSING))}, "
+                f"got {self.processing!r}"
+            )
+        if self.stateful and self.form is Form.ITERATOR:
+            raise ConfigError(
+                f"actor {name!r}: tables and processing='exactly_once' need the event or batch "
+                "form (an iterator's handler owns its loop, so an event has no commit point)"
+            )
+        if self.tables and getattr(self.settings, "ordering", "partition") == "none":
+            raise ConfigError(
+                f"actor {name!r}: tables need ordering='partition' or 'key' (with 'none' two "
+                "events of one key could change it at once)"
+            )
+        replicas = self.wait_replicas
+        if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
+            raise ConfigError(f"actor {name!r}: wait_replicas must be an integer >= 0, got "
+                              f"{replicas!r}")
+        if replicas and not self.stateful:
+            raise ConfigError(f"actor {name!r}: wait_replicas applies to commits: declare "
+                              "tables or processing='exactly_once'")
+        timeout = self.wait_timeout
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
+            raise ConfigError(f"actor {name!r}: wait_timeout must be a positive number of "
+                              f"seconds, got {timeout!r}")
+        for table in self.tables:
+            if not isinstance(table, Table):
+                raise ConfigError(f"actor {name!r}: tables must be declared with "
+                                  f"system.table(...), got {table!r}")
+
+    def _check_handler(self) -> None:
         if not inspect.iscoroutinefunction(self.handler):
             raise ConfigError(
                 f"actor {self.name!r}: the handler must be an `async def` function, "

@@ -16,6 +16,7 @@ from ._core.hashing import partition_for
 from ._ops import tracing as _tracing
 from ._ops.sent import count_sent
 from ._records import Record, check_record_type, record_fields
+from ._tables import current_scope
 
 if TYPE_CHECKING:
     from ._system import System
@@ -217,8 +218,16 @@ class Stream(Generic[E]):
         return ["XADD", self._keys[self.partition_of(event)], "*", *fields]
 
     async def send(self, event: E) -> str:
-        """Append one event to its partition; returns the entry id. Not retried on failure."""
+        """Append one event to its partition; returns the entry id. Not retried on failure.
+
+        In the handler of an actor with ``processing="exactly_once"`` the event is held and
+        appended with the commit of the event being handled (returns "": no id yet).
+        """
         command = self._command(event)
+        scope = current_scope()
+        if scope is not None and scope.holds:
+            scope.hold(command)
+            return ""
         client = self.system.client()
         if _tracing.tracer() is None:
             reply = await client.execute(*command)
@@ -234,9 +243,15 @@ class Stream(Generic[E]):
         """Append events in pipelines (one round trip per 1000); returns their entry ids.
 
         Every event is encoded and validated before anything is sent. If Redis refuses some,
-        raises ``SendError`` naming exactly which were sent and which were not.
+        raises ``SendError`` naming exactly which were sent and which were not. Held for the
+        commit in an exactly-once handler, like ``send``.
         """
         commands = [self._command(e) for e in events]
+        scope = current_scope()
+        if scope is not None and scope.holds:
+            for command in commands:
+                scope.hold(command)
+            return [""] * len(commands)
         if _tracing.tracer() is None:
             return await self._send_commands(commands)
         with _tracing.send_span(self.system.name, self.name, len(commands)) as extra:

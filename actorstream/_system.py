@@ -24,6 +24,8 @@ from ._core.settings import Settings
 from ._middleware import ErrorHook, Middleware
 from ._records import Record
 from ._streams import Retention, Stream
+from ._tables import _MISSING as _NO_DEFAULT
+from ._tables import Table
 from ._transport import Client, default_client_name, redact_url
 from ._tree.root import Worker, WorkerPlan
 from ._tree.scheduler import TaskSpec, _zone
@@ -38,6 +40,7 @@ R = TypeVar("R", bound=Record)
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 M = TypeVar("M", bound=Middleware)
 T = TypeVar("T", bound=Callable[[], Awaitable[Any]])
+V = TypeVar("V")
 
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
 
@@ -68,6 +71,7 @@ class System:
             raise ConfigError(f"System({name!r}): {exc}") from None
         self.streams: dict[str, Stream[Any]] = {}
         self.actors: dict[str, ActorSpec] = {}
+        self.tables: dict[str, Table[Any]] = {}
         self._client: Client | None = None
         self._worker: Worker | None = None
         self._context_depth = 0
@@ -149,13 +153,20 @@ class System:
         iterator: bool = False,
         on_error: ErrorHook | None = None,
         middleware: Sequence[Middleware] = (),
+        tables: Sequence[Table[Any]] = (),
+        processing: str = "at_least_once",
+        wait_replicas: int = 0,
+        wait_timeout: float = 1.0,
         **settings: Any,
     ) -> Callable[[F], F]:
         """Declare an actor on a stream: one partition actor per partition, across all workers.
 
         ``batch=True``: the handler takes a list of events. ``iterator=True``: the handler takes
         an ``Events`` async iterator. Settings: see ``ActorSettings``. ``middleware`` and
-        ``on_error``: see ``actorstream._middleware`` (docs/features.md).
+        ``on_error``: see ``actorstream._middleware`` (docs/features.md). ``tables``: the
+        tables this actor writes, committed with its acks; ``processing="exactly_once"``: the
+        events its handler sends are committed with them too; ``wait_replicas``: WAIT for that
+        many replicas after each commit (docs/state.md).
         """
         if not isinstance(stream, Stream) or stream.system is not self:
             raise ConfigError(f"actor: {stream!r} is not a stream of system {self.name!r}")
@@ -171,7 +182,7 @@ class System:
             if actor_name in self.actors:
                 raise ConfigError(f"actor {actor_name!r} is already declared")
             form = Form.BATCH if batch else Form.ITERATOR if iterator else Form.EVENT
-            self.actors[actor_name] = ActorSpec(
+            spec = ActorSpec(
                 name=actor_name,
                 stream=stream,
                 handler=fn,
@@ -179,10 +190,42 @@ class System:
                 settings=actor_settings,
                 on_error=on_error,
                 middleware=tuple(middleware),
+                tables=tuple(tables),
+                processing=processing,
+                wait_replicas=wait_replicas,
+                wait_timeout=wait_timeout,
             )
+            self._bind_tables(actor_name, stream, tables)
+            self.actors[actor_name] = spec
             return fn
 
         return decorate
+
+    def _bind_tables(self, actor: str, stream: Stream[Any], tables: Sequence[Any]) -> None:
+        for table in tables:
+            if not isinstance(table, Table) or table.system is not self:
+                raise ConfigError(f"actor {actor!r}: {table!r} is not a table of system "
+                                  f"{self.name!r}")
+            table.check_writer(actor)
+        for table in tables:
+            table.bind(actor, stream)
+
+    def table(
+        self,
+        name: str,
+        *,
+        value: type[V],
+        default: Any = _NO_DEFAULT,
+        codec: str = "json",
+    ) -> Table[V]:
+        """Declare a table: per-key state of one actor, kept beside its partitions and committed
+        with its acks (docs/state.md). ``value``: int, float, str, bool or a Record subclass;
+        ``default``: the value of a missing key, or a zero-argument callable making it."""
+        if name in self.tables:
+            raise ConfigError(f"table {name!r} is already declared in system {self.name!r}")
+        table: Table[V] = Table(self, name, value=value, default=default, codec=codec)
+        self.tables[name] = table
+        return table
 
     def middleware(self, mw: M) -> M:
         """Register middleware around every actor's handler (outermost first)."""

@@ -48,3 +48,13 @@ class SupervisorGaveUp(ActorstreamError):
 
 class SelfFenced(FencedError):
     """This worker could not confirm its lease in time and stopped itself before it could lapse."""
+
+
+class CommitError(ActorstreamError):
+    """Redis executed a commit but failed part of it (a key of the wrong type): what it did is
+    not known to be whole, so the partition reloads its tables instead of retrying."""
+
+
+class TableError(ActorstreamError):
+    """A table used where it cannot be: outside a handler of an actor that declared it, or with
+    a key of another partition. The message says how to fix it."""

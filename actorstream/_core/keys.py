@@ -6,6 +6,7 @@
     as:{<app>:<stream>:<p>}:meta              groups we created (to detect a vanished group)
     as:{<app>:<stream>:<p>}:dlq               dead letters of this partition (all actors)
     as:{<app>:<stream>:<p>}:dlqidx            original id -> dead-letter id (idempotent moves)
+    as:{<app>:<stream>:<p>}:t:<table>         a table's keys of this partition (hash: key -> value)
     as:{<app>}:members                        zset worker id -> expiry (server ms)
     as:{<app>}:worker:<id>                    worker info hash (host, pid, started, version)
     as:{<app>}:incarnation                    a token set once, never expiring: if it changes,
@@ -67,6 +68,11 @@ def dlq_key(app: str, stream: str, partition: int) -> str:
 
 def dlq_index_key(app: str, stream: str, partition: int) -> str:
     return f"{partition_tag(app, stream, partition)}:dlqidx"
+
+
+def table_key(app: str, stream: str, partition: int, table: str) -> str:
+    """The hash of one table's keys in one partition: beside its stream, in the same slot."""
+    return f"{partition_tag(app, stream, partition)}:t:{table}"
 
 
 def app_tag(app: str) -> str:

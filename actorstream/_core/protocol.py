@@ -7,9 +7,11 @@ One partition actor holds one lease epoch. Its round trips:
 - **watch** (when its connection does not watch the epoch key yet): ``WATCH epoch, GET epoch``.
   The GET confirms the key still holds our epoch; otherwise we are fenced (and an epoch lower
   than ours means Redis lost data: an epoch regression).
-- **read** (the hot path, one per batch): ``MULTI, [XACK acks], XREADGROUP, XPENDING | XREVRANGE,
-  EXEC, WATCH epoch, GET epoch``. Redis aborts the EXEC if the epoch changed since the WATCH
-  (fenced); the trailing WATCH + GET re-arm the check for the next batch. Acks of handled events
+- **read** (the hot path, one per batch): ``MULTI, [commit], [XACK acks], XREADGROUP,
+  XPENDING | XREVRANGE, EXEC, WATCH epoch, GET epoch, [WAIT]``. The commit (``commit``: the
+  table writes and held outputs of the events acked) is applied with their acks or not at
+  all. Redis aborts the EXEC if the epoch changed since the WATCH (fenced); the trailing
+  WATCH + GET re-arm the check for the next batch. Acks of handled events
   ride on it, so there is no round trip per event. ``count=0`` is an ack-only round trip.
 - **claim**: the fenced ``claim`` script (XAUTOCLAIM of a previous owner's pending entries).
 - **dead-letter move**: the fenced ``deadletter`` script's keys and arguments.
@@ -28,8 +30,9 @@ from attrs import frozen
 from redis import exceptions as rex
 
 from . import keys
+from .commit import CommitPlan, first_commit_error
 from .deadletter import ORIGINAL_PREFIX
-from .errors import FencedError
+from .errors import CommitError, FencedError
 
 __all__ = [
     "ClaimResult",
@@ -94,6 +97,8 @@ class ReadPlan(NamedTuple):
     acks: int  # how many ack ids ride on it
     limit: int  # entries asked for (COUNT); 0: ack only
     history: bool  # replaying our own pending entries (XPENDING gives delivery counts)
+    commit: CommitPlan | None = None  # table writes and held outputs, before the acks
+    wait: int = 0  # replicas to WAIT for after a commit (0: no WAIT)
 
 
 class ReadResult(NamedTuple):
@@ -116,6 +121,8 @@ class ReadResult(NamedTuple):
     fenced: Fenced | None = None
     error: Exception | None = None
     ack_only_retry: bool = False
+    #: a commit was executed but Redis failed part of it at run time: never retry it
+    partial: bool = False
 
     def raise_for_failure(self) -> None:
         if self.fenced is not None:
@@ -163,11 +170,12 @@ def _failed(
     error: Exception | None = None,
     ack_only_retry: bool = False,
     notices: tuple[Notice, ...] = (),
+    partial: bool = False,
 ) -> ReadResult:
     return ReadResult(
         entries=[], deliveries={}, trimmed=(), last=None, tail=None, acked=0,
         notices=notices, watching=watching, fenced=fenced, error=error,
-        ack_only_retry=ack_only_retry,
+        ack_only_retry=ack_only_retry, partial=partial,
     )
 
 
@@ -226,14 +234,27 @@ class PartitionProtocol:
 
     # -- read ----------------------------------------------------------------------------------
 
-    def plan_read(self, acks: list[bytes], start: bytes | str, count: int) -> ReadPlan:
-        """The pipeline of one read: ack ``acks``, read ``count`` entries after ``start``.
+    def plan_read(
+        self,
+        acks: list[bytes],
+        start: bytes | str,
+        count: int,
+        commit: CommitPlan | None = None,
+        wait: tuple[int, int] | None = None,
+    ) -> ReadPlan:
+        """The pipeline of one read: commit, ack ``acks``, read ``count`` entries after ``start``.
 
         ``start`` is ``">"`` for new entries, else a pending id to replay after (history).
+        ``commit`` (the writes and outputs of the events acked) goes first in the transaction;
+        ``wait`` (replicas, milliseconds) adds a WAIT after a non-empty commit.
         """
         stream_key = self.stream_key
         epoch_key = self.epoch_key
         commands: list[Command] = [("MULTI",)]
+        if commit is not None and commit.commands:
+            commands += commit.commands
+        else:
+            commit = None
         if acks:
             commands.append(("XACK", stream_key, self.group, *acks))
         history = start != ">"
@@ -251,23 +272,40 @@ class PartitionProtocol:
             else:
                 commands.append(("XREVRANGE", stream_key, "+", "-", "COUNT", 1))
         commands += [("EXEC",), ("WATCH", epoch_key), ("GET", epoch_key)]
-        return ReadPlan(commands, len(acks), count, history)
+        replicas = 0
+        if wait is not None and commit is not None and wait[0] > 0:
+            replicas = wait[0]
+            commands.append(("WAIT", replicas, wait[1]))
+        return ReadPlan(commands, len(acks), count, history, commit, replicas)
 
     def on_read(self, plan: ReadPlan, replies: list[Any]) -> ReadResult:
         """The result of a read's replies."""
-        exec_at = len(plan.commands) - 3
+        waited: tuple[Notice, ...] = ()
+        if plan.wait:
+            waited = self._waited(plan.wait, replies[-1])
+            replies = replies[:-1]
+        exec_at = len(replies) - 3
         watching = replies[-1] == self.epoch_bytes and not isinstance(replies[-2], Exception)
         result = replies[exec_at]
         if type(result) is not list:  # EXEC did not run the transaction
             return self._not_executed(plan, replies[:exec_at], result, watching)
+        if plan.commit is not None:
+            partly = first_commit_error(plan.commit, result)
+            if partly is not None:
+                failed = CommitError(
+                    f"{self.label}: Redis failed part of a commit ({partly}); the partition "
+                    "reloads its tables"
+                )
+                return _failed(watching, error=failed, partial=True)
+            result = result[len(plan.commit.commands):]
         error = _first_error(result)
         if error is not None:
             return _failed(watching, error=error)
-        notices: tuple[Notice, ...] = ()
+        notices: tuple[Notice, ...] = waited
         if plan.acks and result[0] != plan.acks:
             # Entries we handled were no longer pending: an operator ran XGROUP
             # DELCONSUMER/SETID, or the stream was trimmed. Nothing to undo; make it visible.
-            notices = (
+            notices += (
                 (
                     "acks-lost",
                     f"{self.label}: {plan.acks - int(result[0])} of {plan.acks} handled "
@@ -287,12 +325,28 @@ class PartitionProtocol:
         last = tail[0][0] if tail else b"0-0"
         return ReadResult([], {}, (), None, last, plan.acks, notices, watching)
 
+    def _waited(self, replicas: int, reply: Any) -> tuple[Notice, ...]:
+        acknowledged = reply if isinstance(reply, int) else 0
+        if acknowledged >= replicas:
+            return ()
+        return (
+            (
+                "wait-replicas",
+                f"{self.label}: a commit was acknowledged by {acknowledged} of {replicas} "
+                f"replicas ({reply!r:.80})",
+            ),
+        )
+
     def _not_executed(
         self, plan: ReadPlan, queued: list[Any], result: Any, watching: bool
     ) -> ReadResult:
         refused = _first_error(queued)
         if refused is not None:  # refused while queueing: the EXEC was aborted (EXECABORT)
-            oom = isinstance(refused, rex.OutOfMemoryError) and plan.acks > 0 and plan.limit > 0
+            # The acks may go alone only if no commit rides with them (they are one unit).
+            oom = (
+                isinstance(refused, rex.OutOfMemoryError) and plan.acks > 0 and plan.limit > 0
+                and plan.commit is None
+            )
             return _failed(watching, error=refused, ack_only_retry=oom)
         if result is None:  # the epoch changed since our WATCH: the transaction did nothing
             return _failed(False, fenced=Fenced(self.epoch, None, self.label))

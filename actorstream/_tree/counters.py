@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import collections
 import enum
+from collections.abc import Callable
 
 from attrs import frozen
 
@@ -24,6 +25,7 @@ SAMPLE_EVERY = 16
 
 class PartitionState(enum.Enum):
     STARTING = "starting"
+    RESTORING = "restoring"  # loading the partition's tables after taking its lease
     REPLAYING = "replaying"
     RUNNING = "running"
     DRAINING = "draining"
@@ -54,6 +56,9 @@ class PartitionStatistics:
     handler_p99: float | None = None
     streak: int = 0  # distinct events failed since the last success
     backoff: float | None = None  # the wait of a backing-off partition, seconds
+    table_keys: dict[str, int] | None = None  # keys per table held by this partition (if any)
+    committed: int = 0  # commits with table writes or held outputs
+    restore_seconds: float | None = None  # how long the last load of its tables took
 
 
 class Counters:
@@ -62,6 +67,7 @@ class Counters:
     __slots__ = (
         "acked",
         "backoff",
+        "committed",
         "crash_log",
         "dead_lettered",
         "dead_letters",
@@ -77,7 +83,9 @@ class Counters:
         "processed",
         "redis_errors",
         "restarts",
+        "restore_seconds",
         "state",
+        "tables",
         "trimmed",
     )
 
@@ -104,6 +112,9 @@ class Counters:
         self.redis_errors: collections.Counter[str] = collections.Counter()
         # Every handler duration, only when metrics are served (a histogram is not a sample).
         self.durations: Durations | None = Durations() if timed else None
+        self.committed = 0  # round trips that carried table writes or held outputs
+        self.restore_seconds: float | None = None
+        self.tables: Callable[[], dict[str, int]] | None = None  # keys per table, if stateful
 
 
 def _percentile(ordered: list[float], q: float) -> float | None:
@@ -132,4 +143,7 @@ def snapshot(spec: ActorSpec, partition: int, c: Counters) -> PartitionStatistic
         handler_p99=_percentile(ordered, 0.99),
         streak=c.failures.streak,
         backoff=c.backoff if c.state is PartitionState.BACKING_OFF else None,
+        table_keys=c.tables() if c.tables is not None else None,
+        committed=c.committed,
+        restore_seconds=c.restore_seconds,
     )

@@ -22,6 +22,7 @@ from .._core.classify import TRANSIENT_REDIS_ERRORS, describe_error
 from .._core.errors import FencedError
 from .._core.fence import Fence
 from .._core.protocol import PartitionProtocol, ReadResult
+from .._tables import PartitionTables
 from .._transport import Connection, evalsha_on
 from . import scripts
 from .context import Report
@@ -70,6 +71,10 @@ class PartitionLink:
         self.meta_key = keys.meta_key(app, stream, partition)
         #: Ids handled but not yet acked; acked by the next ``read`` (replaced, not cleared).
         self.acks: list[bytes] = []
+        #: A stateful actor's tables: their pending commit rides with the acks (one unit).
+        self.tables: PartitionTables | None = None
+        #: After a commit: WAIT for (replicas, milliseconds), or None.
+        self.wait: tuple[int, int] | None = None
         self._watched: Connection | None = None
 
     async def ensure_group(self, conn: Connection) -> None:
@@ -92,6 +97,9 @@ class PartitionLink:
         protocol = self.protocol
         if self._watched is not conn:
             await self._watch(conn)
+        tables = self.tables
+        if tables is not None and tables.pending:
+            return await self._commit_and_read(conn, tables, start, count)
         plan = protocol.plan_read(self.acks, start, count)
         result = protocol.on_read(plan, await conn.pipeline(plan.commands))
         if not result.watching:
@@ -99,6 +107,28 @@ class PartitionLink:
         if result.ack_only_retry:
             await self._ack_only(conn)
         result.raise_for_failure()
+        self._settle(plan.acks, result)
+        return result
+
+    async def _commit_and_read(
+        self, conn: Connection, tables: PartitionTables, start: bytes | str, count: int
+    ) -> ReadResult:
+        """``read`` with the tables' pending commit in the same transaction as the acks.
+
+        Refused as a whole (an error reply, EXECABORT): it is put back and rides again. Its
+        outcome unknown (the connection broke): never retried; the next session drops what
+        is held and reloads (``PartitionActor``).
+        """
+        taken = tables.pending.take()
+        protocol = self.protocol
+        plan = protocol.plan_read(self.acks, start, count, taken.plan(), self.wait)
+        result = protocol.on_read(plan, await conn.pipeline(plan.commands))
+        if not result.watching:
+            self._watched = None
+        if result.error is not None and not result.partial:
+            tables.pending.restore(taken)
+        result.raise_for_failure()
+        self.counters.committed += 1
         self._settle(plan.acks, result)
         return result
 
@@ -136,11 +166,11 @@ class PartitionLink:
             self.report(kind, message)
 
     async def flush_acks(self, conn: Connection) -> None:
-        if self.acks:
+        if self.acks or (self.tables is not None and self.tables.pending):
             await self.read(conn, ">", 0)
 
     async def flush_acks_after_crash(self, conn: Connection) -> None:
-        if not self.acks:
+        if not self.acks and not (self.tables is not None and self.tables.pending):
             return
         with trio.move_on_after(5.0) as scope:
             scope.shield = True

@@ -45,6 +45,7 @@ from .._middleware import Middleware, compose
 from .._ops import logs as _logs
 from .._ops import tracing as _tracing
 from .._ops.durations import timed
+from .._tables import PartitionTables
 from .._transport import Connection
 from .batches import run_batches
 from .context import WorkerContext
@@ -54,6 +55,7 @@ from .events import Events
 from .handling import FENCE_CHECK_EVERY, Handling
 from .link import PartitionLink
 from .supervisor import ChildContext
+from .tables import restore
 
 __all__ = ["FENCE_CHECK_EVERY", "HandlerCrashed", "PartitionActor", "PartitionContext"]
 
@@ -113,8 +115,7 @@ class PartitionActor:
             counters=context.counters,
             report=worker.report,
         )
-        self.decode = spec.stream.format_decoder
-        self.settings = spec.settings
+        self.decode, self.settings = spec.stream.format_decoder, spec.settings
         middleware = (*context.middleware, *spec.middleware)
         durations = context.counters.durations  # None unless /metrics is served
         # With /metrics, every handler call is timed for the histogram (a wrapper: the hot loop
@@ -124,6 +125,7 @@ class PartitionActor:
             else timed(spec.handler, durations.observe, trio.current_time)
         )
         self.chain = compose(self.handler, middleware)
+        self.tables = self._stateful(context) if spec.stateful else None
         # OpenTelemetry: a CONSUMER span per handler call when a tracer provider is set.
         self.tracer = _tracing.tracer()
         self.plain = (
@@ -150,6 +152,21 @@ class PartitionActor:
         )
         self.ctx: ChildContext | None = None
         self._rng = random.Random()
+
+    def _stateful(self, context: PartitionContext) -> PartitionTables:
+        """Tables and held outputs: each handler call (with its middleware) gets its own
+        event scope; what it did joins the commit of its ack only if it returned."""
+        spec = self.spec
+        tables = PartitionTables(
+            spec.name, context.partition, spec.tables, holds=spec.exactly_once
+        )
+        self.handler = tables.wrap(self.handler)
+        self.chain = tables.wrap(self.chain)
+        self.link.tables = tables
+        if spec.wait_replicas:
+            self.link.wait = (spec.wait_replicas, max(1, int(spec.wait_timeout * 1000)))
+        context.counters.tables = tables.keys
+        return tables
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -220,6 +237,14 @@ class PartitionActor:
         self._set_state(PartitionState.STARTING)
         await self.link.ensure_group(conn)
         await self.link.claim_previous_owners(conn)
+        if self.tables is not None:
+            # What this actor held (values, writes and acks not known to be committed) is
+            # dropped together: Redis is the truth; unacked events are replayed below.
+            self._set_state(PartitionState.RESTORING)
+            self.link.acks = []
+            began = trio.current_time()
+            await restore(self.tables, conn, self.fence, self.report)
+            self.counters.restore_seconds = trio.current_time() - began
         self._set_state(PartitionState.REPLAYING)
         if self.spec.form is not Form.ITERATOR:  # the iterator replays in its own loop
             await self._replay_own_pending(conn, ctx)

@@ -1,0 +1,162 @@
+"""The table mapping inside a handler's event scope, without Redis: writes buffered per event,
+kept only when the handler returned, refused with a precise message where they cannot go."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import trio
+
+from actorstream import ConfigError, Record, System, TableError
+from actorstream._core.hashing import partition_for
+from actorstream._tables import PartitionTables
+
+
+class Total(Record):
+    orders: int
+    amount: float
+
+
+def declared(partitions: int = 4, **kwargs: Any) -> tuple[System, Any, Any]:
+    system = System("scope", "redis://127.0.0.1:1/0")
+    orders = system.stream("orders", partitions=partitions, key="customer")
+    counts = system.table("counts", value=int, default=0)
+    totals = system.table("totals", value=Total, default=lambda: Total(0, 0.0))
+
+    @system.actor(orders, tables=[counts, totals], **kwargs)
+    async def tally(event: Any) -> None: ...
+
+    return system, counts, totals
+
+
+def key_in(partition: int, partitions: int = 4, prefix: str = "k") -> str:
+    return next(f"{prefix}{i}" for i in range(1000) if partition_for(f"{prefix}{i}", partitions)
+                == partition)
+
+
+def run(fn: Any) -> Any:
+    return trio.run(fn)
+
+
+def test_writes_are_kept_only_when_the_handler_returns() -> None:
+    _, counts, totals = declared()
+    tables = PartitionTables("tally", 1, (counts, totals), holds=False)
+    a, b = key_in(1), key_in(1, prefix="x")
+
+    async def good(_: Any) -> None:
+        counts[a] += 1
+        counts[a] += 1
+        totals[b] = Total(1, 2.5)
+        assert counts[a] == 2 and a in counts and counts.get("nope-" + a) is None
+
+    async def bad(_: Any) -> None:
+        counts[a] = 100
+        del totals[b]
+        raise RuntimeError("boom")
+
+    async def main() -> None:
+        await tables.wrap(good)(None)
+        with pytest.raises(RuntimeError):
+            await tables.wrap(bad)(None)
+
+    run(main)
+    local = tables.tables[counts]
+    assert local.data == {a: 2}
+    assert tables.tables[totals].data == {b: Total(1, 2.5)}
+    plan = tables.pending.plan()
+    assert ("HSET", local.hash_key, a, b"2") in plan.commands
+    assert tables.keys() == {"counts": 1, "totals": 1}
+
+
+def test_del_in_get_setdefault_items_and_defaults() -> None:
+    _, counts, totals = declared(partitions=1)
+    tables = PartitionTables("tally", 0, (counts, totals), holds=False)
+    tables.tables[counts].data = {"a": 5, "b": 1}
+
+    async def handler(_: Any) -> None:
+        del counts["a"]
+        assert "a" not in counts and counts["a"] == 0  # the default again, not written
+        with pytest.raises(KeyError):
+            del counts["a"]
+        assert counts.setdefault("c", 9) == 9
+        assert dict(counts.items()) == {"b": 1, "c": 9}
+        assert len(counts) == 2
+        assert totals["new"] == Total(0, 0.0)
+        assert "new" not in totals
+
+    run(lambda: tables.wrap(handler)(None))
+    assert tables.tables[counts].data == {"b": 1, "c": 9}
+    assert tables.pending.plan().commands[-1] == ("HDEL", tables.tables[counts].hash_key, "a")
+
+
+def test_a_key_of_another_partition_or_another_actor_is_refused_with_the_fix() -> None:
+    system, counts, totals = declared()
+    other = system.table("other", value=str)
+    tables = PartitionTables("tally", 1, (counts, totals), holds=False)
+    foreign = key_in(2)
+
+    async def wrong_key(_: Any) -> None:
+        counts[foreign] += 1
+
+    async def undeclared(_: Any) -> None:
+        other["x"] = "y"
+
+    with pytest.raises(TableError, match=rf"key '{foreign}' belongs to partition 2, this "
+                                         r"handler runs for partition 1"):
+        run(lambda: tables.wrap(wrong_key)(None))
+    with pytest.raises(TableError, match="not declared by actor 'tally'"):
+        run(lambda: tables.wrap(undeclared)(None))
+    assert not tables.pending
+
+
+def test_a_value_the_table_cannot_hold_fails_the_event_and_keeps_nothing() -> None:
+    _, counts, totals = declared(partitions=1)
+    tables = PartitionTables("tally", 0, (counts, totals), holds=False)
+
+    async def wrong_type(_: Any) -> None:
+        counts["a"] = "seven"
+
+    async def unencodable(_: Any) -> None:
+        counts["a"] = 1
+        totals["a"] = Total(1, float("nan"))  # JSON has no NaN: refused when encoded
+
+    with pytest.raises(TypeError, match="holds int values, got str"):
+        run(lambda: tables.wrap(wrong_type)(None))
+    with pytest.raises(TypeError, match="cannot store the value of 'a'"):
+        run(lambda: tables.wrap(unencodable)(None))
+    assert not tables.pending and tables.tables[counts].data == {}
+
+
+def test_outputs_are_held_in_an_exactly_once_scope() -> None:
+    system, counts, _ = declared(partitions=1, processing="exactly_once")
+    out = system.stream("out")
+    tables = PartitionTables("tally", 0, (counts,), holds=True)
+
+    async def handler(_: Any) -> None:
+        assert await out.send({"n": 1}) == ""
+        assert await out.send_many([{"n": 2}, {"n": 3}]) == ["", ""]
+
+    run(lambda: tables.wrap(handler)(None))
+    plan = tables.pending.plan()
+    assert plan.outputs == 3
+    assert [c[0] for c in plan.commands] == ["XADD"] * 3
+
+
+def test_ordering_none_with_tables_is_refused() -> None:
+    system = System("scope2", "redis://127.0.0.1:1/0")
+    orders = system.stream("orders", partitions=2, key="customer")
+    counts = system.table("counts", value=int, default=0)
+    if not _has_ordering_setting():
+        pytest.skip("ordering is not an actor setting yet")
+    with pytest.raises(ConfigError, match="tables need ordering='partition' or 'key'"):
+        system.actor(orders, tables=[counts], ordering="none")(_handler)
+
+
+def _has_ordering_setting() -> bool:
+    from actorstream import ActorSettings
+
+    return "ordering" in {a.name for a in ActorSettings.__attrs_attrs__}
+
+
+async def _handler(event: Any) -> None: ...
