@@ -12,6 +12,8 @@ seconds until the cut-off worker rejoined.
 
 from __future__ import annotations
 
+import collections
+import json
 import os
 import re
 import sys
@@ -22,6 +24,7 @@ import pytest
 import trio
 
 from actorstream import LeaseTiming
+from actorstream._core import keys as _keys
 from actorstream.testing import FaultProxy, RedisServer, WorkerProcess
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "integration" / "apps"))
@@ -95,15 +98,18 @@ def cpu_seconds(worker: WorkerProcess) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def cut_off(server: RedisServer, app: str, *, blackhole: bool, seconds: float) -> None:
-    """One of two workers loses Redis under load; the other takes over; it comes back."""
+async def cut_off(
+    server: RedisServer, app: str, *, blackhole: bool, seconds: float, **env: str
+) -> tuple[LogCheck, Cluster, int]:
+    """One of two workers loses Redis under load; the other takes over; it comes back.
+
+    Returns the log check, the cluster (its client still open) and how many events were sent.
+    """
     async with (
         FaultProxy(server.url) as proxy,
-        open_cluster(server, app, PARTITIONS, BATCH_SIZE=str(BATCH), HANDLE_DELAY="0.001") as (
-            c,
-            producer,
-            nursery,
-        ),
+        open_cluster(
+            server, app, PARTITIONS, BATCH_SIZE=str(BATCH), HANDLE_DELAY="0.001", **env
+        ) as (c, producer, nursery),
     ):
         nursery.start_soon(producer.run, RATE)
         cut = c.start_worker(redis_url=proxy.url)
@@ -128,10 +134,12 @@ async def cut_off(server: RedisServer, app: str, *, blackhole: bool, seconds: fl
         assert cut.running and other.running, "a worker exited"
         result = await finish(c, producer, timeout=60)
         fenced = len(await c.events("fenced"))
+        extra = await exactly_once_figures(c, producer.sent) if env.get("EXACTLY_ONCE") else {}
     bound = BATCH * len(cut_held)
     figures(
         f"{'half-open sockets' if blackhole else f'partition {seconds:g}s'} on one of 2 workers "
-        f"({len(cut_held)} of {PARTITIONS} partitions), {producer.sent} events",
+        f"({len(cut_held)} of {PARTITIONS} partitions), {producer.sent} events"
+        + (f" ({', '.join(f'{k}={v}' for k, v in env.items())})" if env else ""),
         result,
         duplicate_bound=bound,
         seconds_until_the_other_took_over=took_over,
@@ -139,15 +147,65 @@ async def cut_off(server: RedisServer, app: str, *, blackhole: bool, seconds: fl
         balanced_again_after_heal=balanced,
         fenced_events=fenced,
         connections_black_holed=stats.blackholed,
+        **extra,
     )
     assert_clean(result, max_dupes=bound)
     assert took_over <= FAST.t_own() + 1.0
     assert rejoined is not None
+    if extra:
+        assert extra["duplicate_outputs"] == 0 and extra["missing_outputs"] == 0, extra
+        assert extra["wrong_counts"] == 0 and extra["wrong_table_values"] == 0, extra
+    return result, c, producer.sent
+
+
+async def exactly_once_figures(c: Cluster, sent: int) -> dict[str, int]:
+    """With ``EXACTLY_ONCE=1`` the app sends each event's per-key count to "outputs" and keeps
+    the counts in a table, committed with the ack: each seq once in the outputs, the i-th
+    event of a key (in seq order) with count i, and the table's counts exact."""
+    client = c.client
+    outputs: list[tuple[int, int, int]] = []
+    start = "-"
+    while chunk := await client.execute(
+        "XRANGE", _keys.stream_key(c.app, "outputs", 0), start, "+", "COUNT", 5000
+    ):
+        for _id, fields in chunk:
+            doc = json.loads(dict(zip(fields[::2], fields[1::2], strict=True))[b"d"])
+            outputs.append((doc["key"], doc["seq"], doc["count"]))
+        start = "(" + chunk[-1][0].decode()
+    per_seq = collections.Counter(seq for _k, seq, _n in outputs)
+    by_key: dict[int, list[tuple[int, int]]] = collections.defaultdict(list)
+    for key, seq, count in outputs:
+        by_key[key].append((seq, count))
+    wrong_counts = sum(
+        1
+        for pairs in by_key.values()
+        for i, (_seq, count) in enumerate(sorted(pairs))
+        if count != i + 1
+    )
+    table: dict[int, int] = {}
+    for p in range(c.partitions):
+        flat = await client.execute("HGETALL", _keys.table_key(c.app, "orders", p, "counts"))
+        for field, value in zip(flat[::2], flat[1::2], strict=True):
+            table[int(field)] = int(value)
+    expected = collections.Counter(seq % 64 for seq in range(sent))
+    return {
+        "outputs": len(outputs),
+        "duplicate_outputs": sum(n - 1 for n in per_seq.values() if n > 1),
+        "missing_outputs": sent - len(per_seq),
+        "wrong_counts": wrong_counts,
+        "wrong_table_values": sum(1 for k, n in expected.items() if table.get(k) != n),
+    }
 
 
 async def test_partition_20s_then_heal(redis_server: RedisServer) -> None:
     """Scenario 31: held bytes arrive 20 s late; nothing stale is accepted, nothing reordered."""
     await cut_off(redis_server, "netpart", blackhole=False, seconds=20.0)
+
+
+async def test_partition_20s_exactly_once_with_a_table(redis_server: RedisServer) -> None:
+    """Scenario 31 with a table and processing="exactly_once": the cut-off worker's commits
+    arrive late and are refused; outputs once each, counts exact."""
+    await cut_off(redis_server, "netpartx", blackhole=False, seconds=20.0, EXACTLY_ONCE="1")
 
 
 async def test_half_open_sockets_for_good(redis_server: RedisServer) -> None:

@@ -208,7 +208,8 @@ async def test_many_slots_move_at_once_keys_and_all(cluster3: RedisCluster) -> N
                       if int(e[2][1]) == source.port and int(e[0]) <= ours[0] <= int(e[1]))
         slots = sorted({*range(lo, lo + (hi - lo) // 3), *ours})
         moved = await trio.to_thread.run_sync(cluster3.move_slots, slots, target)
-        assert moved == sum(1 for k in keys if slot_of(k) in ours)
+        # Other tests' keys share this cluster: at least ours moved.
+        assert moved >= sum(1 for k in keys if slot_of(k) in ours)
         assert all(cluster3.owner_of(s) is target for s in (slots[0], slots[-1], *ours))
         await trio.to_thread.run_sync(cluster3.wait_ok)
         for key in keys:

@@ -68,6 +68,24 @@ orders = system.stream(
     "orders", record=Order, partitions=int(os.environ.get("PARTITIONS", "8")), key="key"
 )
 
+# EXACTLY_ONCE=1: the handler also counts events per key in a table and sends each event's
+# count to the "outputs" stream, with processing="exactly_once" (the count, the output and the
+# ack are committed together, fenced): the outputs then hold each seq once, with exact counts.
+EXACTLY_ONCE = os.environ.get("EXACTLY_ONCE") == "1"
+
+
+class Output(Record):
+    key: int
+    seq: int
+    count: int
+
+
+options: dict[str, object] = {}
+if EXACTLY_ONCE:
+    outputs = system.stream("outputs", record=Output, partitions=1)
+    counts = system.table("counts", value=int, default=0)
+    options = {"tables": [counts], "processing": "exactly_once"}
+
 
 def _epoch(partition: int) -> int:
     worker = system._worker
@@ -77,10 +95,13 @@ def _epoch(partition: int) -> int:
     return -1 if counters is None else counters.epoch
 
 
-@system.actor(orders, batch_size=int(os.environ.get("BATCH_SIZE", "20")))
+@system.actor(orders, batch_size=int(os.environ.get("BATCH_SIZE", "20")), **options)  # type: ignore[arg-type]
 async def handle(order: Order) -> None:
     if DELAY:
         await trio.sleep(DELAY)
+    if EXACTLY_ONCE:
+        counts[order.key] += 1
+        await outputs.send(Output(key=order.key, seq=order.seq, count=counts[order.key]))
     p = orders.partition_of(order)
     epoch = _epoch(p)
     client = system.client()
