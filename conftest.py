@@ -14,6 +14,9 @@ The blocks of one document share a namespace, top to bottom.
   exactly the lines that follow it. Use it for output that does not change from run to run.
 - ``<!-- skip: next -->`` before a block skips it (Sybil's marker): for fragments that cannot
   run, such as a block that runs a worker forever. Use sparingly.
+
+Under pytest-xdist (``-n 2``) the blocks of one document run on one worker, in order
+(``pytest_xdist_make_scheduler`` below).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sybil import Example, Sybil
 from sybil.evaluators.python import PythonEvaluator, pad
 from sybil.parsers.markdown import SkipParser
@@ -120,6 +124,22 @@ def pytest_configure(config: Any) -> None:
     (the README tells you to), nor the default 127.0.0.1:6379. Whatever forgets to name a test
     server fails to connect instead."""
     os.environ[URL_ENV] = UNREACHABLE_URL
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Under ``-n`` (pytest-xdist), the blocks of one document go to one worker, in order (they
+    share a namespace and a server); every other test is scheduled on its own."""
+    if config.getvalue("dist") not in ("load", "loadgroup"):
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class DocumentsWhole(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            path, _, rest = nodeid.partition("::")
+            return path if rest.startswith("sybil:") else nodeid
+
+    return DocumentsWhole(config, log)
 
 
 def _setup(namespace: dict[str, Any]) -> None:

@@ -7,22 +7,28 @@ import nox
 nox.options.sessions = ["tests"]
 nox.options.default_venv_backend = "venv"
 
+#: pytest-xdist workers: the machine the figures in docs/design.md come from has 2 cores. Every
+#: test starts its own redis-server processes on free ports, so tests share nothing across workers.
+WORKERS = "2"
 
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """Unit and integration tests against real redis-server processes (no chaos/soak)."""
+    """Unit and integration tests against real redis-server processes (no chaos/soak), in
+    parallel; a test that hangs fails after pyproject.toml's per-test `timeout`, by name."""
     session.install("-e", ".[test]")
     # pytest exits 5 when nothing was collected; nox treats any non-zero code as failure.
-    session.run("pytest", "-q", "-p", "no:cacheprovider", *session.posargs)
+    session.run("pytest", "-q", "-p", "no:cacheprovider", "-n", WORKERS, *session.posargs)
 
 
 @nox.session
 def chaos(session: nox.Session) -> None:
-    """Slow fault-injection scenarios and soak tests (marked chaos/soak)."""
+    """Slow fault-injection scenarios and soak tests (marked chaos/soak), with a longer per-test
+    timeout than the default run's."""
     session.install("-e", ".[test]")
     session.run(
-        "pytest", "-q", "-p", "no:cacheprovider", "-m", "chaos or soak", *session.posargs
+        "pytest", "-q", "-p", "no:cacheprovider", "-m", "chaos or soak", "--timeout", "900",
+        *session.posargs,
     )
 
 

@@ -32,6 +32,7 @@ from .cluster_node import (
     START_TIMEOUT,
     ClusterNode,
     CommandError,
+    PortTaken,
     _find_redis_server,
     _free_ports,
 )
@@ -144,10 +145,7 @@ class RedisCluster(Managed):
             *self.extra_args,
         ]  # fmt: skip
         for i in range(total):
-            self.nodes.append(ClusterNode(self.binary, ports[2 * i], ports[2 * i + 1], args,
-                                          self._dir))
-        for node in self.nodes:
-            node.start(timeout)
+            self.nodes.append(self._start_node(ports[2 * i], ports[2 * i + 1], args, timeout))
         primaries = self.nodes[: self.n_primaries]
         per = SLOTS // len(primaries)
         for i, node in enumerate(primaries):
@@ -164,6 +162,22 @@ class RedisCluster(Managed):
         for i, replica in enumerate(replicas):
             replica.call("CLUSTER", "REPLICATE", primaries[i % len(primaries)].id)
         self.wait_ok(max(0.1, deadline - time.monotonic()))
+
+    def _start_node(self, port: int, bus_port: int, args: list[str], timeout: float) -> ClusterNode:
+        """Start a node; if another process took a probed port meanwhile (tests run in parallel),
+        try fresh ports a few times."""
+        assert self._dir is not None
+        for _ in range(4):
+            node = ClusterNode(self.binary, port, bus_port, args, self._dir)
+            try:
+                node.start(timeout)
+                return node
+            except PortTaken:
+                node.close()
+                port, bus_port = _free_ports(2)
+        node = ClusterNode(self.binary, port, bus_port, args, self._dir)
+        node.start(timeout)
+        return node
 
     def _knows_all(self, node: ClusterNode) -> bool:
         listing = node.call("CLUSTER", "NODES").decode()

@@ -52,6 +52,10 @@ class CommandError(RuntimeError):
     """An error reply to an admin command sent by the helper."""
 
 
+class PortTaken(RuntimeError):
+    """Another process bound the node's port (or bus port) between the probe and the spawn."""
+
+
 async def _call_async(port: int, args: tuple[Any, ...], timeout: float) -> Any:
     client = Client.from_url(
         f"redis://127.0.0.1:{port}/0",
@@ -205,7 +209,10 @@ class ClusterNode:
         deadline = time.monotonic() + timeout
         while True:
             if not self.running:
-                raise RuntimeError(f"redis-server :{self.port} exited:\n{self.log()[-2000:]}")
+                log = self.log()
+                if "Address already in use" in log:
+                    raise PortTaken(f"redis-server :{self.port}: address in use")
+                raise RuntimeError(f"redis-server :{self.port} exited:\n{log[-2000:]}")
             try:
                 if _call(self.port, "PING", timeout=1.0) == b"PONG":
                     break
