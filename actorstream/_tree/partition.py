@@ -149,6 +149,7 @@ class PartitionActor:
             plain=self.plain,
             tracer=self.tracer,
             report=worker.report,
+            redis=worker.redis,
         )
         self.ctx: ChildContext | None = None
         self._rng = random.Random()

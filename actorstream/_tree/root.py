@@ -100,7 +100,7 @@ class Worker:
             settings=plan.settings,
             report=self.report,
             stopping=self._stopping,
-            redis=RedisHealth(plan.settings.lease_timing.ttl),
+            redis=RedisHealth(plan.settings.lease_timing.ttl, self.client),
         )
         self.ownership = OwnershipState()
         consumed = {spec.stream.name: spec.stream.partitions for spec in plan.actors.values()}

@@ -208,6 +208,12 @@ async def test_partition_20s_exactly_once_with_a_table(redis_server: RedisServer
     await cut_off(redis_server, "netpartx", blackhole=False, seconds=20.0, EXACTLY_ONCE="1")
 
 
+async def test_partition_20s_ordering_key(redis_server: RedisServer) -> None:
+    """Scenario 31 with ordering="key" (8 events in flight per partition): per key, first
+    deliveries still in order across the late delivery and the take-over."""
+    await cut_off(redis_server, "netpartk", blackhole=False, seconds=20.0, ORDERING="key")
+
+
 async def test_half_open_sockets_for_good(redis_server: RedisServer) -> None:
     """Scenario 32: the worker's connections go silent for good; it notices and reconnects."""
     await cut_off(redis_server, "halfopen", blackhole=True, seconds=0.0)
@@ -268,19 +274,18 @@ def producer_partition(producer: Any, seq: int) -> int:
     return int(producer.stream.partition_of(Order(key=seq % producer.keys, seq=seq)))
 
 
-async def test_resets_every_2s_on_one_link(redis_server: RedisServer) -> None:
+@pytest.mark.parametrize("ordering", ["partition", "key"])
+async def test_resets_every_2s_on_one_link(redis_server: RedisServer, ordering: str) -> None:
     """Every connection of one worker reset (RST) every 2 s under load: nothing lost, duplicates
     bounded by the batches in flight at each reset, and the worker never exits."""
     resets = 10
+    env = {"ORDERING": "key"} if ordering == "key" else {}
     async with (
         FaultProxy(redis_server.url) as proxy,
         open_cluster(
-            redis_server, "resets", PARTITIONS, BATCH_SIZE=str(BATCH), HANDLE_DELAY="0.001"
-        ) as (
-            c,
-            producer,
-            nursery,
-        ),
+            redis_server, f"resets{ordering[0]}", PARTITIONS, BATCH_SIZE=str(BATCH),
+            HANDLE_DELAY="0.001", **env,
+        ) as (c, producer, nursery),
     ):
         nursery.start_soon(producer.run, RATE)
         reset = c.start_worker(redis_url=proxy.url)
@@ -300,7 +305,8 @@ async def test_resets_every_2s_on_one_link(redis_server: RedisServer) -> None:
     reset_held = len(held_by(owners, reset.pid))
     bound = resets * BATCH * reset_held
     figures(
-        f"{resets} resets, one every 2 s, on one of 2 workers ({reset_held} partitions)",
+        f"{resets} resets, one every 2 s, on one of 2 workers ({reset_held} partitions), "
+        f"ordering={ordering}",
         result,
         duplicate_bound=bound,
         lease_moves=moves,
