@@ -66,3 +66,5 @@ def bench(session: nox.Session) -> None:
     session.run("python", "benchmarks/bench_processes.py", *session.posargs)
     session.run("python", "benchmarks/bench_cluster.py", *session.posargs)
     session.run("python", "benchmarks/bench_containment.py")
+    session.run("python", "benchmarks/bench_state.py")
+    session.run("python", "benchmarks/bench_windows.py")

@@ -20,6 +20,7 @@ from ._core.errors import (
 from ._core.leasetiming import LeaseTiming
 from ._core.policy import RestartPolicy
 from ._core.settings import Settings
+from ._core.windows import Hopping, Session, Tumbling, Window
 from ._middleware import ErrorHook, EventInfo, Middleware, Next, Outcome
 from ._ops.logs import configure_logging
 from ._records import Record
@@ -37,6 +38,7 @@ from ._tree.supervisor import (
     SupervisorStatistics,
 )
 from ._version import __version__
+from ._windows import PerWindow, WindowedTable
 
 __all__ = [
     "ActorSettings",
@@ -53,18 +55,21 @@ __all__ = [
     "Events",
     "FencedError",
     "GroupLostError",
+    "Hopping",
     "LeaseTiming",
     "Middleware",
     "Next",
     "Outcome",
     "PartitionState",
     "PartitionStatistics",
+    "PerWindow",
     "Record",
     "Restart",
     "RestartPolicy",
     "Retention",
     "SelfFenced",
     "SendError",
+    "Session",
     "Settings",
     "Strategy",
     "Stream",
@@ -74,6 +79,9 @@ __all__ = [
     "System",
     "Table",
     "TableError",
+    "Tumbling",
+    "Window",
+    "WindowedTable",
     "WorkerStatistics",
     "__version__",
     "configure_logging",

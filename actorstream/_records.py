@@ -370,6 +370,11 @@ def record_fields(cls: type[Record]) -> tuple[str, ...]:
     return tuple(a.name for a in attrs.fields(cls) if a.init)
 
 
+def record_field_type(cls: type[Record], name: str) -> Any:
+    """The resolved type hint of one field (``check_record_type`` has resolved them already)."""
+    return _hints(cls).get(name)
+
+
 def record_encoder(cls: type[R]) -> Callable[[R], dict[str, Any]]:
     """The compiled ``record -> primitive dict`` converter (what :func:`to_primitive` uses).
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterable
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from attrs import frozen
@@ -11,17 +12,20 @@ from redis import exceptions as rex
 
 from ._codecs import RecordFormat
 from ._core import keys as _keys
-from ._core.errors import ActorstreamError, ConfigError
+from ._core.errors import ActorstreamError, ConfigError, DecodeError
 from ._core.hashing import partition_for
+from ._core.windows import entry_id_millis, event_time_millis
 from ._ops import tracing as _tracing
 from ._ops.sent import count_sent
-from ._records import Record, check_record_type, record_fields
+from ._records import Record, check_record_type, record_field_type, record_fields
 from ._tables import current_scope
 
 if TYPE_CHECKING:
     from ._system import System
 
 E = TypeVar("E")
+
+EventTime = str | Callable[[Any], float | datetime] | None
 
 MAX_PIPELINE = 1000
 
@@ -113,6 +117,52 @@ def _check_declaration(
     return record
 
 
+_TIME_TYPES = (int, float, datetime)
+
+
+def _check_time(name: str, record: type[Record] | None, time: object) -> None:
+    """An event-time declaration: a field holding epoch seconds or a datetime, or a callable."""
+    if time is None or callable(time):
+        return
+    if not isinstance(time, str):
+        raise ConfigError(
+            f"stream {name!r}: time must be a field name, a callable of the event or None "
+            f"(the entry id's timestamp), got {time!r}"
+        )
+    if record is None:
+        return
+    if time not in record_fields(record):
+        raise ConfigError(
+            f"stream {name!r}: time field {time!r} is not a field of {record.__name__} "
+            f"(fields: {', '.join(record_fields(record))})"
+        )
+    hint = record_field_type(record, time)
+    if hint not in _TIME_TYPES:
+        shown = getattr(hint, "__name__", None) or str(hint)
+        raise ConfigError(
+            f"stream {name!r}: time field {record.__name__}.{time} must hold epoch seconds "
+            f"(float or int) or a datetime, but is declared as {shown}"
+        )
+
+
+def _time_getter(
+    name: str, record: type[Any] | None, time: str | Callable[[Any], object]
+) -> Callable[[Any], object]:
+    if callable(time):
+        return time
+    field = time
+    if record is not None:
+        return lambda event: getattr(event, field)
+
+    def from_dict(event: Any) -> object:
+        try:
+            return event[field]
+        except (KeyError, TypeError):
+            raise ValueError(f"stream {name!r}: event has no time field {field!r}") from None
+
+    return from_dict
+
+
 def _cached_partitioner(partitions: int) -> Callable[[object], int]:
     # Producers send many events per key: remember recent keys' partitions. typed=True keeps
     # True apart from 1 (bool keys are rejected) and 1.0 apart from 1; unhashable keys fall
@@ -151,8 +201,13 @@ class Stream(Generic[E]):
         compression: str,
         max_payload_bytes: int,
         retention: Retention | None,
+        time: EventTime = None,
     ) -> None:
         checked = _check_declaration(name, record, partitions, key)
+        _check_time(name, checked, time)
+        self.time = time
+        self._time_of = None if time is None else _time_getter(name, record, time)
+        self._time_where = f"stream {name!r}: time {time!r}"
         self.system = system
         self.name = name
         self.record = record
@@ -199,6 +254,17 @@ class Stream(Generic[E]):
 
     def key_of(self, event: E) -> object:
         return self._key_of(event)
+
+    def event_time_ms(self, event: E, entry_id: str | bytes) -> int:
+        """The event's time in epoch milliseconds: its time field or function, else the
+        entry id's timestamp. A value that is no time raises DecodeError (poison)."""
+        if self._time_of is None:
+            return entry_id_millis(entry_id)
+        try:
+            value = self._time_of(event)
+        except Exception as exc:
+            raise DecodeError(f"{self._time_where}: {exc}", kind="time") from exc
+        return event_time_millis(value, self._time_where)
 
     def partition_of(self, event: E) -> int:
         if self.partitions == 1:

@@ -11,7 +11,7 @@ import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from datetime import tzinfo
+from datetime import datetime, tzinfo
 from types import TracebackType
 from typing import Any, TypeVar, overload
 
@@ -21,6 +21,7 @@ from ._actors import ActorSettings, ActorSpec, Form
 from ._core import keys as _keys
 from ._core.errors import ConfigError
 from ._core.settings import Settings
+from ._core.windows import WindowSpec
 from ._middleware import ErrorHook, Middleware
 from ._records import Record
 from ._streams import Retention, Stream
@@ -31,6 +32,7 @@ from ._tree.root import Worker, WorkerPlan
 from ._tree.scheduler import TaskSpec, _zone
 from ._tree.startup import say, wait_for_redis_or_signal
 from ._tree.telemetry import WorkerStatistics
+from ._windows import WindowedTable, check_windowed_actor
 
 __all__ = ["DEFAULT_URL", "Settings", "System", "WorkerStatistics", "default_redis_url", "running"]
 
@@ -99,6 +101,7 @@ class System:
         compression: str = ...,
         max_payload_bytes: int = ...,
         retention: Retention | None = ...,
+        time: str | Callable[[R], float | datetime] | None = ...,
     ) -> Stream[R]: ...
 
     @overload
@@ -113,6 +116,7 @@ class System:
         compression: str = ...,
         max_payload_bytes: int = ...,
         retention: Retention | None = ...,
+        time: str | Callable[[dict[str, Any]], float | datetime] | None = ...,
     ) -> Stream[dict[str, Any]]: ...
 
     def stream(
@@ -126,8 +130,13 @@ class System:
         compression: str = "none",
         max_payload_bytes: int = 1_048_576,
         retention: Retention | None = None,
+        time: str | Callable[[Any], float | datetime] | None = None,
     ) -> Stream[Any]:
-        """Declare a stream. ``record=None`` carries plain dict events (vomero style)."""
+        """Declare a stream. ``record=None`` carries plain dict events (vomero style).
+
+        ``time``: the event time windows use, a field (epoch seconds or a datetime) or a
+        function of the event; None takes the entry id's timestamp (when Redis appended it).
+        """
         if name in self.streams:
             raise ConfigError(f"stream {name!r} is already declared in system {self.name!r}")
         stream: Stream[Any] = Stream(
@@ -140,6 +149,7 @@ class System:
             compression=compression,
             max_payload_bytes=max_payload_bytes,
             retention=retention,
+            time=time,
         )
         self.streams[name] = stream
         return stream
@@ -195,6 +205,7 @@ class System:
                 wait_replicas=wait_replicas,
                 wait_timeout=wait_timeout,
             )
+            check_windowed_actor(spec)
             self._bind_tables(actor_name, stream, tables)
             self.actors[actor_name] = spec
             return fn
@@ -217,13 +228,30 @@ class System:
         value: type[V],
         default: Any = _NO_DEFAULT,
         codec: str = "json",
+        window: WindowSpec | None = None,
+        retention: float = 0.0,
+        merge: Callable[[Any, Any], Any] | None = None,
+        idle: float | None = None,
     ) -> Table[V]:
         """Declare a table: per-key state of one actor, kept beside its partitions and committed
         with its acks (docs/state.md). ``value``: int, float, str, bool or a Record subclass;
-        ``default``: the value of a missing key, or a zero-argument callable making it."""
+        ``default``: the value of a missing key, or a zero-argument callable making it.
+
+        ``window``: ``Tumbling``, ``Hopping`` or ``Session``: values per key and window of event
+        time, each closed window emitted once (``retention``, ``merge``, ``idle``:
+        docs/windows.md)."""
         if name in self.tables:
             raise ConfigError(f"table {name!r} is already declared in system {self.name!r}")
-        table: Table[V] = Table(self, name, value=value, default=default, codec=codec)
+        table: Table[V]
+        if window is None:
+            if retention or merge is not None or idle is not None:
+                raise ConfigError(f"table {name!r}: retention=, merge= and idle= apply to "
+                                  "windowed tables (pass window=...)")  # fmt: skip
+            table = Table(self, name, value=value, default=default, codec=codec)
+        else:
+            table = WindowedTable(self, name, value=value, default=default, codec=codec,
+                                  window=window, retention=retention, merge=merge,
+                                  idle=idle)  # fmt: skip
         self.tables[name] = table
         return table
 

@@ -13,7 +13,8 @@ handler running in its own task (many events in flight) sees its own event's sco
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import math
+from collections.abc import Callable
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -59,6 +60,8 @@ class ValueCodec:
         else:
             self.encode = dumps
             self.decode = self._scalar_decoder(loads)
+        #: encoded when the commit is planned: ``check`` made sure it can be
+        self.deferred = value in SCALARS
 
     def _scalar_decoder(self, loads: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
         def decode(data: bytes) -> Any:
@@ -71,18 +74,42 @@ class ValueCodec:
         return decode
 
     def check(self, value: Any) -> Any:
-        """``value`` if the table can hold it (an int is a float for a float table)."""
+        """``value`` if the table can hold it (an int is a float for a float table).
+
+        A scalar is also checked encodable here (when it is written, so the handler fails),
+        which lets its encoding wait for the commit (``deferred``): ints within 64 bits,
+        finite floats, strings that are valid UTF-8.
+        """
         kind = self.value
-        if type(value) is kind:
-            return value
-        if kind is float and type(value) is int:
-            return float(value)
-        if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
-            return value
-        raise TypeError(
+        if type(value) is kind or (
+            isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+        ):
+            pass
+        elif kind is float and type(value) is int:
+            value = float(value)
+        else:
+            raise self._wrong_type(value)
+        if kind is int and not _INT_MIN <= value <= _UINT_MAX:
+            raise ValueError(f"table {self.table!r}: {value} does not fit in 64 bits")
+        if kind is float and not math.isfinite(value):
+            raise ValueError(f"table {self.table!r}: {value!r} is not a finite float")
+        if kind is str:
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise ValueError(f"table {self.table!r}: not valid UTF-8: {exc}") from None
+        return value
+
+    def _wrong_type(self, value: Any) -> TypeError:
+        kind = self.value
+        return TypeError(
             f"table {self.table!r} holds {kind.__name__} values, got {type(value).__name__} "
             f"{value!r:.80}"
         )
+
+
+_INT_MIN = -(2**63)
+_UINT_MAX = 2**64 - 1
 
 
 class Table(Generic[V]):
@@ -116,6 +143,7 @@ class Table(Generic[V]):
         self.name = name
         self.value = value
         self.default = default
+        self._int = value is int
         self.actor: str | None = None
         self.stream: Stream[Any] | None = None
 
@@ -161,63 +189,78 @@ class Table(Generic[V]):
     def _local(self) -> tuple[EventScope, PartitionTable]:
         scope = _SCOPE.get()
         if scope is None:
-            raise TableError(
-                f"table {self.name!r} used outside a handler: its keys are changed by the "
-                f"handler of actor {self.actor or '(none yet)'!r}; elsewhere use "
-                f"`await {self.name}.read(key)` or `await {self.name}.snapshot()`"
-            )
+            raise self._outside()
         local = scope.tables.get(self)
         if local is None:
-            raise TableError(
-                f"table {self.name!r} is not declared by actor {scope.actor!r}: add it to "
-                f"@system.actor(..., tables=[...]) (a table has one writer: "
-                f"{self.actor or 'none yet'})"
-            )
+            raise self._undeclared(scope)
         return scope, local
 
+    def _outside(self) -> TableError:
+        return TableError(
+            f"table {self.name!r} used outside a handler: its keys are changed by the "
+            f"handler of actor {self.actor or '(none yet)'!r}; elsewhere use "
+            f"`await {self.name}.read(key)` or `await {self.name}.snapshot()`"
+        )
+
+    def _undeclared(self, scope: EventScope) -> TableError:
+        return TableError(
+            f"table {self.name!r} is not declared by actor {scope.actor!r}: add it to "
+            f"@system.actor(..., tables=[...]) (a table has one writer: "
+            f"{self.actor or 'none yet'})"
+        )
+
+    # The two methods below run per access on the hot path: the scope lookup is inlined.
+
     def __getitem__(self, key: object) -> V:
-        scope, local = self._local()
-        field = key if type(key) is str else field_of(key)
-        written = scope.written.get(local)
-        if written is not None:
-            value = written.get(field, _MISSING)
-            if value is not _MISSING:
-                if value is _DELETED:
-                    return self.make_default(field)  # type: ignore[no-any-return]
-                return value  # type: ignore[no-any-return]
+        scope = _SCOPE.get()
+        if scope is None:
+            raise self._outside()
+        local = scope.tables.get(self)
+        if local is None:
+            raise self._undeclared(scope)
+        kind = type(key)
+        field: str = key if kind is str else str(key) if kind is int else field_of(key)  # type: ignore[assignment]
         value = local.data.get(field, _MISSING)
         if value is _MISSING:
             local.check_partition(field)
             return self.make_default(field)  # type: ignore[no-any-return]
         return value  # type: ignore[no-any-return]
 
-    def __setitem__(self, key: object, value: V) -> None:
-        scope, local = self._local()
-        field = key if type(key) is str else field_of(key)
-        if field not in local.data:
-            local.check_partition(field)
-        checked = value if type(value) is self.value else self.codec.check(value)
-        written = scope.written.get(local)
-        if written is None:
-            scope.written[local] = {field: checked}
-        else:
-            written[field] = checked
+    def __setitem__(self, key: object, value: Any) -> None:
+        scope = _SCOPE.get()
+        if scope is None:
+            raise self._outside()
+        local = scope.tables.get(self)
+        if local is None:
+            raise self._undeclared(scope)
+        kind = type(key)
+        field: str = key if kind is str else str(key) if kind is int else field_of(key)  # type: ignore[assignment]
+        if type(value) is not int or not self._int or not _INT_MIN <= value <= _UINT_MAX:
+            value = self.codec.check(value)
+        data = local.data
+        undo = scope.undo.get(local)
+        if undo is None:
+            undo = scope.undo[local] = {}
+        if field not in undo:
+            old = data.get(field, _MISSING)
+            if old is _MISSING:
+                local.check_partition(field)
+            undo[field] = old
+        data[field] = value
 
     def __delitem__(self, key: object) -> None:
         scope, local = self._local()
         field = key if type(key) is str else field_of(key)
-        if not self._has(scope, local, field):
+        data = local.data
+        if field not in data:
+            local.check_partition(field)
             raise KeyError(key)
-        scope.written.setdefault(local, {})[field] = _DELETED
+        scope.undo.setdefault(local, {}).setdefault(field, data[field])
+        del data[field]
 
     def __contains__(self, key: object) -> bool:
-        scope, local = self._local()
-        return self._has(scope, local, key if type(key) is str else field_of(key))
-
-    def _has(self, scope: EventScope, local: PartitionTable, field: str) -> bool:
-        written = scope.written.get(local)
-        if written is not None and field in written:
-            return written[field] is not _DELETED
+        _scope, local = self._local()
+        field = key if type(key) is str else field_of(key)
         if field in local.data:
             return True
         local.check_partition(field)
@@ -235,19 +278,14 @@ class Table(Generic[V]):
         self[key] = default
         return default
 
-    def items(self) -> Iterator[tuple[str | tuple[str, ...], V]]:
+    def items(self) -> list[tuple[str | tuple[str, ...], V]]:
         """The keys and values of the current partition, this event's writes included."""
-        scope, local = self._local()
-        written = scope.written.get(local) or {}
-        for field, value in local.data.items():
-            if field not in written:
-                yield key_of_field(field), value
-        for field, value in written.items():
-            if value is not _DELETED:
-                yield key_of_field(field), value
+        _scope, local = self._local()
+        return [(key_of_field(f), v) for f, v in local.data.items()]
 
     def __len__(self) -> int:
-        return sum(1 for _ in self.items())
+        _scope, local = self._local()
+        return len(local.data)
 
     # -- outside handlers: committed values from Redis -----------------------------------------
 
@@ -309,7 +347,7 @@ class PartitionTable:
 class PartitionTables:
     """The tables of one partition actor and what its handled events have not committed yet.
 
-    ``begin`` makes a fresh ``EventScope`` current for one handler call; ``EventScope.complete``
+    ``wrap`` makes a fresh ``EventScope`` current for each handler call; ``EventScope.complete``
     moves its writes here once the handler returned.
     """
 
@@ -320,84 +358,138 @@ class PartitionTables:
         self.partition = partition
         self.holds = holds  # exactly_once: events sent by the handler are held for the commit
         self.tables = {t: PartitionTable(t, partition) for t in tables}
-        self.pending = PendingCommit()
+        self.encoders = {
+            local.hash_key: t.codec.encode for t, local in self.tables.items()
+            if t.codec.deferred
+        }
+        self.pending = PendingCommit(self.encoders)
+        #: every table holds scalars: nothing to encode per event (``complete_scalars``)
+        self.deferred = all(t.codec.deferred for t in self.tables)
 
     def reset(self) -> None:
         """Forget every value and uncommitted write (before reloading from Redis)."""
         for local in self.tables.values():
             local.data = {}
-        self.pending = PendingCommit()
+        self.pending = PendingCommit(self.encoders)
 
     def keys(self) -> dict[str, int]:
         return {t.name: len(local.data) for t, local in self.tables.items()}
 
-    def begin(self) -> tuple[EventScope, Any]:
-        scope = EventScope(self)
-        return scope, _SCOPE.set(scope)
-
-    @staticmethod
-    def end(token: Any) -> None:
-        _SCOPE.reset(token)
-
     def wrap(self, fn: Callable[..., Any]) -> Callable[..., Any]:
-        """``fn`` (a handler or a middleware chain) with one event scope per call."""
-        begin, end = self.begin, self.end
+        """``fn`` (a handler or a middleware chain) with one event scope per call: what it
+        changed is kept if it returned, undone otherwise (an exception or a cancellation)."""
+        set_scope, reset_scope = _SCOPE.set, _SCOPE.reset
+        owner = self
 
         async def with_tables(*args: Any) -> Any:
-            scope, token = begin()
+            scope = EventScope(self)
+            token = set_scope(scope)
+            kept = False
             try:
                 result = await fn(*args)
-                scope.complete()
+                if scope.undo:
+                    if owner.deferred:
+                        scope.complete_scalars()
+                    else:
+                        scope.complete()
+                elif scope.outputs:
+                    scope.complete()
+                kept = True
             finally:
-                end(token)
+                reset_scope(token)
+                if not kept and scope.undo:
+                    scope.abort()
             return result
 
         return with_tables
 
 
 class EventScope:
-    """One handler call's buffered table writes and held outputs."""
+    """One handler call's changes: written through to the partition's tables (so reads cost a
+    dict lookup), with the first previous value of each key changed kept to undo them if the
+    handler does not return; and the events it sent, held (exactly-once)."""
 
-    __slots__ = ("actor", "holds", "outputs", "owner", "tables", "written")
+    __slots__ = ("outputs", "owner", "tables", "undo")
 
     def __init__(self, owner: PartitionTables) -> None:
         self.owner = owner
-        self.actor = owner.actor
         self.tables = owner.tables
-        self.holds = owner.holds
-        self.written: dict[PartitionTable, dict[str, Any]] = {}
+        #: per table, the value each changed key had before this call (_MISSING: none)
+        self.undo: dict[PartitionTable, dict[str, Any]] = {}
         self.outputs: list[tuple[Any, ...]] = []
+
+    @property
+    def actor(self) -> str:
+        return self.owner.actor
+
+    @property
+    def holds(self) -> bool:
+        """Exactly-once: events sent by the handler are held for the commit."""
+        return self.owner.holds
 
     def hold(self, command: list[Any]) -> None:
         self.outputs.append(tuple(command))
 
+    def abort(self) -> None:
+        """Put back what this call changed."""
+        for local, undo in self.undo.items():
+            data = local.data
+            for field, old in undo.items():
+                if old is _MISSING:
+                    data.pop(field, None)
+                else:
+                    data[field] = old
+
     def complete(self) -> None:
-        """The handler returned: encode its writes (a value the codec refuses fails the event
-        here, before anything is kept), then apply them to the partition's tables and its
-        pending commit."""
-        if not self.written and not self.outputs:
-            return
-        encoded: list[tuple[str, dict[str, bytes | None]]] = []
-        for local, fields in self.written.items():
-            encode = local.table.codec.encode
-            out: dict[str, bytes | None] = {}
-            for field, value in fields.items():
-                if value is _DELETED:
-                    out[field] = None
+        """The handler returned: encode what it changed (a value the codec refuses fails the
+        event here, before anything is kept) into the partition's pending commit. Scalars were
+        checked encodable when written: they are encoded once per commit instead
+        (``PendingCommit.encoders``)."""
+        pending = self.owner.pending
+        staged = self._encoded()
+        writes = pending.writes
+        for local, undo in self.undo.items():
+            held = writes.get(local.hash_key)
+            if held is None:
+                held = writes[local.hash_key] = {}
+            data = local.data
+            encoded = staged.get(local)
+            for field in undo:
+                value = data.get(field)
+                held[field] = value if encoded is None or value is None else encoded[field]
+        if self.outputs:
+            pending.outputs.extend(self.outputs)
+
+    def complete_scalars(self) -> None:
+        """``complete`` when every table holds scalars (checked encodable when written)."""
+        pending = self.owner.pending
+        writes = pending.writes
+        for local, undo in self.undo.items():
+            held = writes.get(local.hash_key)
+            if held is None:
+                held = writes[local.hash_key] = {}
+            get = local.data.get
+            for field in undo:
+                held[field] = get(field)
+        if self.outputs:
+            pending.outputs.extend(self.outputs)
+
+    def _encoded(self) -> dict[PartitionTable, dict[str, bytes]]:
+        staged: dict[PartitionTable, dict[str, bytes]] = {}
+        for local, undo in self.undo.items():
+            codec = local.table.codec
+            if codec.deferred:
+                continue
+            out = staged[local] = {}
+            data = local.data
+            for field in undo:
+                if field not in data:
                     continue
                 try:
-                    out[field] = encode(value)
+                    out[field] = codec.encode(data[field])
                 except (TypeError, ValueError) as exc:
                     raise TypeError(
                         f"table {local.table.name!r}: cannot store the value of "
                         f"{key_of_field(field)!r}: {exc}"
                     ) from None
-            encoded.append((local.hash_key, out))
-        for local, fields in self.written.items():
-            data = local.data
-            for field, value in fields.items():
-                if value is _DELETED:
-                    data.pop(field, None)
-                else:
-                    data[field] = value
-        self.owner.pending.add(encoded, self.outputs)
+        return staged

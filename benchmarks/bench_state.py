@@ -53,6 +53,7 @@ async def one_run(url: str, app: str, n: int, mode: str) -> float:
         batch = [Order(order_id=i % 1000, amount=i, note="x") for i in range(n)]
         for i in range(0, n, 10_000):
             await stream.send_many(batch[i : i + 10_000])
+        cpu0 = await redis_cpu(system)
     done = trio.Event()
     handled = 0
 
@@ -87,13 +88,25 @@ async def one_run(url: str, app: str, n: int, mode: str) -> float:
                 done.set()
 
     t0 = time.perf_counter()
+    c0 = time.process_time()
     async with running(system) as worker:
         await done.wait()
         # the last commit rides on the next round trip: wait until every event is acked
         while sum(p.acked for p in worker.statistics().partitions) < n:
             await trio.sleep(0.001)
         elapsed = time.perf_counter() - t0
+        mine = time.process_time() - c0
+    async with system:
+        theirs = await redis_cpu(system) - cpu0
+    print(f"  {mode}: {n / elapsed:,.0f} ev/s; CPU per event: worker {mine / n * 1e6:.1f} us, "
+          f"Redis {theirs / n * 1e6:.1f} us")
     return n / elapsed
+
+
+async def redis_cpu(system: System) -> float:
+    info = (await system.client().execute("INFO", "cpu")).decode()
+    fields = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
+    return float(fields["used_cpu_user"]) + float(fields["used_cpu_sys"])
 
 
 async def restore_time(url: str, keys: int) -> tuple[float, float]:
@@ -140,13 +153,11 @@ def main() -> None:
     with RedisServer() as server:
         for r in range(args.rounds):
             for mode in modes:
-                server.call("FLUSHALL")
                 rates[mode].append(trio.run(one_run, server.url, f"st{r}{mode[:2]}", args.events,
                                             mode))
             for mode in modes[1:]:
                 ratios[mode].append(rates[mode][-1] / rates["stateless"][-1])
             print(f"round {r + 1}: " + ", ".join(f"{m} {rates[m][-1]:,.0f} ev/s" for m in modes))
-        server.call("FLUSHALL")
         restored, ready = trio.run(restore_time, server.url, args.keys)
     print(f"\nstate ({args.events:,} events, {PARTITIONS} partitions, 1,000 keys; medians of "
           f"{args.rounds} rounds):")

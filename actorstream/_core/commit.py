@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import enum
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
 from .hashing import partition_for
@@ -98,24 +98,28 @@ class PendingCommit:
     """What handled events of one partition did that Redis does not know yet.
 
     Table writes are coalesced per hash field (the last write of a batch wins: values are
-    absolute); held outputs keep their order. ``take`` hands them over for one round trip and
+    absolute); held outputs keep their order. A written value is bytes (encoded already), None
+    (delete the field) or a value that ``encoders[hash key]`` turns into bytes when the commit
+    is planned (once per field and commit, not per event: for values checked encodable when
+    written). ``take`` hands them over for one round trip and
     starts afresh, so events completing during the round trip land in the next one;
     ``restore`` puts back a commit Redis refused as a whole (nothing of it was applied).
     """
 
-    __slots__ = ("outputs", "writes")
+    __slots__ = ("encoders", "outputs", "writes")
 
-    def __init__(self) -> None:
-        #: hash key -> field -> encoded value, or None to delete the field
-        self.writes: dict[str, dict[str, bytes | None]] = {}
+    def __init__(self, encoders: dict[str, Callable[[Any], bytes]] | None = None) -> None:
+        #: hash key -> field -> encoded value (or a value to encode), or None to delete it
+        self.writes: dict[str, dict[str, Any]] = {}
         self.outputs: list[Command] = []
+        self.encoders = encoders if encoders is not None else {}
 
     def __bool__(self) -> bool:
         return bool(self.writes) or bool(self.outputs)
 
     def add(
         self,
-        writes: Iterable[tuple[str, dict[str, bytes | None]]],
+        writes: Iterable[tuple[str, dict[str, Any]]],
         outputs: Iterable[Command] = (),
     ) -> None:
         """One handled event's writes (per hash) and outputs, in the order it completed."""
@@ -130,7 +134,7 @@ class PendingCommit:
 
     def take(self) -> PendingCommit:
         """Hand over what is held (for one round trip); this one starts empty."""
-        taken = PendingCommit()
+        taken = PendingCommit(self.encoders)
         taken.writes, self.writes = self.writes, {}
         taken.outputs, self.outputs = self.outputs, []
         return taken
@@ -149,12 +153,14 @@ class PendingCommit:
         for hash_key, fields in self.writes.items():
             sets: list[Any] = []
             deletes: list[str] = []
+            encode = self.encoders.get(hash_key)
             for field, value in fields.items():
                 if value is None:
                     deletes.append(field)
                 else:
                     sets.append(field)
-                    sets.append(value)
+                    sets.append(value if type(value) is bytes or encode is None
+                                else encode(value))
             if sets:
                 commands.append(("HSET", hash_key, *sets))
             if deletes:

@@ -30,7 +30,7 @@ __all__ = [
 
 #: Partition states in which a worker is working on (or about to work on) a partition.
 ACTIVE_STATES = (
-    "starting", "replaying", "running", "draining", "waiting-redis", "backing-off"
+    "starting", "restoring", "replaying", "running", "draining", "waiting-redis", "backing-off"
 )
 
 
@@ -68,6 +68,13 @@ def _opt_str(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
+def _table_keys(value: Any) -> int | None:
+    """Keys over every table of a partition (the document has them per table)."""
+    if not isinstance(value, Mapping):
+        return None
+    return sum(_int(v) for v in value.values())
+
+
 def _object(value: Any, what: str) -> Mapping[str, Any]:
     if not isinstance(value, Mapping):
         raise StatusFormatError(f"{what} must be a JSON object, got {type(value).__name__}")
@@ -90,6 +97,8 @@ class PartitionStatus:
     handler_p50: float | None = None
     handler_p99: float | None = None
     backoff: float = 0.0
+    late_events: int = 0  # events after their window closed (windowed tables)
+    table_keys: int | None = None  # keys held in its tables (None: a stateless actor)
 
     @property
     def active(self) -> bool:
@@ -113,6 +122,8 @@ class PartitionStatus:
             handler_p50=_opt_float(item.get("handler_p50")),
             handler_p99=_opt_float(item.get("handler_p99")),
             backoff=_float(item.get("backoff")),
+            late_events=_int(item.get("late_events")),
+            table_keys=_table_keys(item.get("table_keys")),
         )
 
 

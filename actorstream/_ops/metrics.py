@@ -46,6 +46,9 @@ METRICS: Final[dict[str, tuple[str, str, tuple[str, ...]]]] = {
     "actorstream_partition_pending": (
         "gauge", "Entries of an owned partition delivered but not yet acknowledged.",
         ("app", "stream", "partition")),
+    "actorstream_table_keys": (
+        "gauge", "Keys a table holds in a partition this worker owns (loaded in memory).",
+        ("app", "stream", "actor", "partition", "table")),
     "actorstream_partitions_owned": (
         "gauge", "Partition leases this worker holds.", ("app",)),
     "actorstream_actor_restarts_total": (
@@ -60,6 +63,9 @@ METRICS: Final[dict[str, tuple[str, str, tuple[str, ...]]]] = {
     "actorstream_redis_errors_total": (
         "counter", "Redis errors seen by the runtime (connection, timeout, OOM, ...), by type.",
         ("app", "error")),
+    "actorstream_late_events_total": (
+        "counter", "Events that came after their window closed, by windowed table (not counted).",
+        ("app", "stream", "actor", "partition", "table")),
     "actorstream_events_sent_total": (
         "counter", "Events written by producers in this process.", ("app", "stream")),
 }
@@ -102,6 +108,10 @@ class WorkerCollector(Collector):
             for kind, n in sorted(p.dead_letters.items()):
                 add("actorstream_dead_letters_total", [app, p.stream, p.actor, part, kind], n)
             add("actorstream_actor_restarts_total", [app, p.actor, part], p.restarts)
+            for table, n in sorted(p.late.items()):
+                add("actorstream_late_events_total", [app, p.stream, p.actor, part, table], n)
+            for table, n in sorted(p.table_keys.items()):
+                add("actorstream_table_keys", [app, p.stream, p.actor, part, table], n)
             if p.durations is not None:
                 durations.setdefault((p.stream, p.actor), []).append(p.durations)
         hist = fams["actorstream_handler_duration_seconds"]

@@ -30,6 +30,8 @@ class PartitionView:
     errors: Mapping[str, int] = attrs.field(factory=dict)
     dead_letters: Mapping[str, int] = attrs.field(factory=dict)
     durations: Durations | None = None
+    late: Mapping[str, int] = attrs.field(factory=dict)  # late events by windowed table
+    table_keys: Mapping[str, int] = attrs.field(factory=dict)  # keys held per table
 
 
 @frozen
@@ -67,6 +69,8 @@ def worker_view(worker: Worker, backlog: Mapping[tuple[str, int], Backlog]) -> W
                 errors=dict(c.errors),
                 dead_letters=dict(c.dead_letters),
                 durations=c.durations,
+                late=dict(c.late),
+                table_keys=c.tables() if c.tables is not None else {},
             )
         )
         redis_errors.update(c.redis_errors)

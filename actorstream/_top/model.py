@@ -161,6 +161,8 @@ class PartitionView:
     restarts: int
     dead_letters: int
     last_error: str | None
+    late: int = 0  # events after their window closed (windowed tables)
+    table_keys: int | None = None  # keys in its tables; None for a stateless actor
 
     @property
     def label(self) -> str:
@@ -275,6 +277,8 @@ def _partition_view(reading: Reading, actor: str, stream: str, p: int,
         dead_letters=part.dead_letters if stream and actor == _first_actor(reading, stream)
         else 0,
         last_error=status.last_error if status else None,
+        late=status.late_events if status else 0,
+        table_keys=status.table_keys if status else None,
     )
 
 

@@ -79,6 +79,7 @@ def fmt_rate(value: float | None) -> str:
 STATE_STYLE = {
     "running": "green",
     "replaying": "cyan",
+    "restoring": "cyan",
     "starting": "cyan",
     "draining": "yellow",
     "waiting-redis": "yellow",
@@ -222,15 +223,21 @@ def render_partitions(
         pages = math.ceil(len(parts) / limit)
         options.page = min(options.page, pages - 1)
         parts = parts[options.page * limit : (options.page + 1) * limit]
+    stateful = any(p.table_keys is not None for p in parts)
     table = _table(("PARTITION", "left"), ("OWNER", "left"), ("EP", "right"),
                    ("STATE", "left"), ("LAG", "right"), ("PEND", "right"), ("OLDEST", "right"),
-                   ("RATE/S", "right"), ("RST", "right"), ("DLQ", "right"))
+                   ("RATE/S", "right"), ("RST", "right"), ("DLQ", "right"),
+                   *((("KEYS", "right"),) if stateful else ()))
     table.columns[0].max_width = 12
     table.columns[1].max_width = 18
     table.columns[1].overflow = "ellipsis"
     table.columns[3].max_width = 13
     if pages > 1:
         table.caption = f"page {options.page + 1}/{pages} (n/p)"
+    late = [f"{p.label} {p.late}" for p in parts if p.late]
+    if late:  # windowed tables: events that came after their window closed
+        shown = "late events: " + ", ".join(late[:6]) + (" ..." if len(late) > 6 else "")
+        table.caption = f"{table.caption}; {shown}" if table.caption else shown
     names = snap.worker_names()
     for p in parts:
         table.add_row(
@@ -239,6 +246,7 @@ def render_partitions(
             Text(p.state, STATE_STYLE.get(p.state, "")), fmt_int(p.lag), fmt_int(p.pending),
             fmt_age(p.oldest_pending_age) if p.pending else "-", fmt_rate(p.rate),
             str(p.restarts), str(p.dead_letters),
+            *((fmt_int(p.table_keys) if p.table_keys is not None else "-",) if stateful else ()),
         )
     return table
 

@@ -59,6 +59,7 @@ class PartitionStatistics:
     table_keys: dict[str, int] | None = None  # keys per table held by this partition (if any)
     committed: int = 0  # commits with table writes or held outputs
     restore_seconds: float | None = None  # how long the last load of its tables took
+    late_events: int = 0  # events that came after their window closed (windowed tables)
 
 
 class Counters:
@@ -79,6 +80,7 @@ class Counters:
         "last_dead_letter",
         "last_error",
         "last_trace",
+        "late",
         "latencies",
         "processed",
         "redis_errors",
@@ -115,6 +117,7 @@ class Counters:
         self.committed = 0  # round trips that carried table writes or held outputs
         self.restore_seconds: float | None = None
         self.tables: Callable[[], dict[str, int]] | None = None  # keys per table, if stateful
+        self.late: collections.Counter[str] = collections.Counter()  # late events by table
 
 
 def _percentile(ordered: list[float], q: float) -> float | None:
@@ -146,4 +149,5 @@ def snapshot(spec: ActorSpec, partition: int, c: Counters) -> PartitionStatistic
         table_keys=c.tables() if c.tables is not None else None,
         committed=c.committed,
         restore_seconds=c.restore_seconds,
+        late_events=sum(c.late.values()),
     )

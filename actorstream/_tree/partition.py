@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
@@ -56,6 +56,7 @@ from .handling import FENCE_CHECK_EVERY, Handling
 from .link import PartitionLink
 from .supervisor import ChildContext
 from .tables import restore
+from .windows import WindowsOfPartition, plain_windows, windowed_tables
 
 __all__ = ["FENCE_CHECK_EVERY", "HandlerCrashed", "PartitionActor", "PartitionContext"]
 
@@ -90,6 +91,9 @@ class PartitionContext:
 class PartitionActor:
     """Runs one (actor, partition) for one lease epoch. Created afresh for each restart."""
 
+    #: Called when a read found nothing new (windowed tables with ``idle=``).
+    on_idle: Callable[[], Awaitable[None]] | None = None
+
     # Over 60 lines: one attribute per collaborator, each wired once, in one place.
     def __init__(self, context: PartitionContext) -> None:
         worker = context.worker
@@ -100,8 +104,7 @@ class PartitionActor:
         self.redis = worker.redis
         self.dead_letters = context.dead_letters
         self.spec = spec
-        self.partition = context.partition
-        self.fence = context.fence
+        self.partition, self.fence = context.partition, context.fence
         self.counters = context.counters
         self.on_fenced = context.on_fenced
         self.group = spec.name
@@ -134,6 +137,7 @@ class PartitionActor:
             and self.settings.timeout is None
             and self.settings.retries == 0
             and self.tracer is None
+            and plain_windows(spec)
         )
         self._failing: bytes | None = None  # the entry whose handler call raised last
         self.handling = Handling(
@@ -163,6 +167,13 @@ class PartitionActor:
         )
         self.handler = tables.wrap(self.handler)
         self.chain = tables.wrap(self.chain)
+        if windowed_tables(spec.tables):
+            windows = WindowsOfPartition(
+                tables, windowed_tables(spec.tables), spec.stream.event_time_ms,
+                context.counters.late,
+            )
+            self.handler, self.chain = windows.wrap(self.handler), windows.wrap(self.chain)
+            self.on_idle = windows.on_idle if windows.idle else None
         self.link.tables = tables
         if spec.wait_replicas:
             self.link.wait = (spec.wait_replicas, max(1, int(spec.wait_timeout * 1000)))
@@ -301,6 +312,8 @@ class PartitionActor:
                 return read.entries
             if ctx.stop_requested:
                 return None
+            if self.on_idle is not None:  # windows: stream time may move on when quiet
+                await self.on_idle()
             # Nothing new: wait for an append after the tail with a side-effect-free XREAD.
             # A graceful stop interrupts the wait (closing this connection; nothing is unacked).
             if not await self.link.wait_for_append(conn, ctx, read.tail, WAIT_BLOCK_MS):

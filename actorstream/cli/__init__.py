@@ -29,7 +29,7 @@ from ._common import (
 __all__ = ["build_parser", "main"]
 
 #: Subcommand modules, in --help order.
-SUBCOMMANDS = ("_worker", "_send", "_status", "_top", "_dlq", "_demo")
+SUBCOMMANDS = ("_worker", "_send", "_status", "_top", "_dlq", "_demo", "_table")
 
 DESCRIPTION = """\
 Event processing on Redis Streams, with trio and a supervision tree.

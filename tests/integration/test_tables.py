@@ -61,6 +61,9 @@ async def test_counts_and_records_are_committed_and_read_back(redis_url: str) ->
             def done() -> bool:
                 return sum(p.processed for p in worker.statistics().partitions) >= 40
             await wait_for(done)
+            stats = worker.statistics().partitions
+            assert sum((p.table_keys or {}).get("counts", 0) for p in stats) == 5
+            assert all(p.restore_seconds is not None for p in stats)
         snapshot = await counts.snapshot()
         assert snapshot == {f"c{k}": 8 for k in range(5)}
         assert await counts.read("c3") == 8
@@ -123,3 +126,141 @@ def test_bad_declarations_are_refused_with_the_fix() -> None:
 
 
 async def noop(event: Any) -> None: ...
+
+
+TABLE_APP = '''
+from actorstream import Record, System
+
+system = System("clitbl")
+
+class Total(Record):
+    customer: str
+    orders: int
+    amount: int
+
+orders = system.stream("orders", partitions=4, key="customer")
+counts = system.table("counts", value=int, default=0)
+totals = system.table("totals", value=Total)
+
+@system.actor(orders, tables=[counts, totals])
+async def tally(order) -> None:
+    pass
+'''
+
+
+def test_the_table_command_prints_committed_values(redis_server: Any, tmp_path: Any) -> None:
+    import subprocess
+    import sys
+
+    from actorstream._core.hashing import partition_for
+    from actorstream._core.keys import table_key
+
+    (tmp_path / "tblapp.py").write_text(TABLE_APP)
+    for customer, n in (("ann", 3), ("bob", 5)):
+        p = partition_for(customer, 4)
+        redis_server_call(redis_server, "HSET", table_key("clitbl", "orders", p, "counts"),
+                          customer, str(n))
+    redis_server_call(redis_server, "HSET",
+                      table_key("clitbl", "orders", partition_for("ann", 4), "totals"), "ann",
+                      '{"customer":"ann","orders":3,"amount":30}')
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "actorstream", "table", *args], capture_output=True,
+            text=True, timeout=60, cwd=tmp_path,
+            env={"PATH": "/usr/bin:/bin", "ACTORSTREAM_REDIS_URL": redis_server.url},
+        )
+
+    every = cli("tblapp:counts")
+    assert every.returncode == 0, every.stderr
+    assert sorted(every.stdout.splitlines()) == ['"ann" 3', '"bob" 5']
+    one = cli("tblapp:totals", "ann")
+    assert one.returncode == 0 and one.stdout.strip() == (
+        '{"customer": "ann", "orders": 3, "amount": 30}'
+    )
+    missing = cli("tblapp:counts", "zed")
+    assert missing.returncode == 1 and "has no key 'zed'" in missing.stderr
+    unknown = cli("tblapp:nope")
+    assert unknown.returncode == 2 and "unknown table 'nope'" in unknown.stderr
+    assert "(tables: counts, totals)" in unknown.stderr
+
+
+def redis_server_call(server: Any, *args: str) -> None:
+    import subprocess
+
+    subprocess.run(["redis-cli", "-p", str(server.port), *args], check=True,
+                   capture_output=True)
+
+
+async def test_the_running_totals_example_adds_up(redis_server: Any, monkeypatch: Any) -> None:
+    import importlib
+    import sys
+    from pathlib import Path
+
+    monkeypatch.setenv("ACTORSTREAM_REDIS_URL", redis_server.url)
+    monkeypatch.syspath_prepend(str(Path(__file__).parents[2] / "examples"))
+    sys.modules.pop("running_totals", None)
+    example = importlib.import_module("running_totals")
+    example.system.settings = example.system.settings.__class__(
+        install_signal_handlers=False, lease_timing=FAST
+    )
+    async with example.system:
+        async with running(example.system):
+            await trio.sleep(3.5)
+        totals = await example.totals.snapshot()
+        receipts = []
+        for p in range(4):
+            for _id, flat in await example.system.client().execute(
+                "XRANGE", example.receipts.stream_key(p), "-", "+"
+            ):
+                receipts.append(example.receipts.format_decoder(flat))
+        orders = []
+        for p in range(4):
+            for _id, flat in await example.system.client().execute(
+                "XRANGE", example.orders.stream_key(p), "-", "+"
+            ):
+                orders.append(example.orders.format_decoder(flat))
+    assert receipts and totals
+    handled = {r.order_id for r in receipts}
+    assert len(handled) == len(receipts)  # one receipt per order
+    for customer, total in totals.items():
+        mine = [o for o in orders if o.customer == customer and o.order_id in handled]
+        assert total.amount == sum(o.amount for o in mine)
+        assert total.orders == len(mine)
+        assert max(r.total for r in receipts if r.customer == customer) == total.amount
+
+
+async def test_a_commit_after_the_epoch_moved_is_fenced_whole(redis_server: Any) -> None:
+    """Another owner took the partition (its epoch moved) while a handler ran: Redis refuses
+    the commit, so neither the table change, nor the output, nor the ack lands."""
+    from actorstream._core.keys import epoch_key
+
+    system = System("fence", redis_server.url, install_signal_handlers=False, lease_timing=FAST)
+    orders = system.stream("orders", record=Order, partitions=1, key="customer")
+    out = system.stream("out", record=Order, partitions=1, key="customer")
+    counts = system.table("counts", value=int, default=0)
+    entered = trio.Event()
+    release = trio.Event()
+
+    @system.actor(orders, tables=[counts], processing="exactly_once")
+    async def tally(order: Order) -> None:
+        counts[order.customer] += 1
+        await out.send(order)
+        entered.set()
+        await release.wait()
+
+    async with system:
+        client = system.client()
+        await orders.send(Order("ann", 1))
+        async with running(system) as worker:
+            with trio.fail_after(15):
+                await entered.wait()
+            await client.execute("INCR", epoch_key("fence", "orders", 0, "tally"))
+            release.set()
+            with trio.fail_after(15):
+                while not any(p.state == "fenced" for p in worker.statistics().partitions):
+                    await trio.sleep(0.02)
+            assert await client.execute("HLEN", counts.hash_key(0)) == 0
+            assert await client.execute("XLEN", out.stream_key(0)) == 0
+            pending = await client.execute("XPENDING", orders.stream_key(0), "tally")
+            assert pending[0] == 1  # not acked: the next owner handles it

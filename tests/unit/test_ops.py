@@ -118,7 +118,8 @@ def test_collector_exposes_exactly_the_contract() -> None:
         partitions=(
             PartitionView("bill", "orders", 0, handled=5, restarts=1,
                           errors={"ValueError": 2}, dead_letters={"max_deliveries": 1},
-                          durations=d),
+                          durations=d, late={"per_minute": 2},
+                          table_keys={"counts": 3}),
             PartitionView("bill", "orders", 1, handled=7, restarts=0, durations=d),
         ),
         owned=2, rebalances=3, leases_lost=1, redis_errors={"ConnectionError": 4},
@@ -141,6 +142,9 @@ def test_collector_exposes_exactly_the_contract() -> None:
                    (("actor", "bill"), ("app", "shop"), ("stream", "orders")))] == 2
     assert values[("actorstream_partition_lag",
                    (("app", "shop"), ("partition", "0"), ("stream", "orders")))] == 3
+    assert values[("actorstream_late_events_total",
+                   (("actor", "bill"), ("app", "shop"), ("partition", "0"), ("stream", "orders"),
+                    ("table", "per_minute")))] == 2
     # A partition whose lag Redis cannot tell has no lag sample (not a made-up 0).
     assert ("actorstream_partition_lag",
             (("app", "shop"), ("partition", "1"), ("stream", "orders"))) not in values

@@ -179,3 +179,13 @@ def test_frame_without_a_height_cuts_nothing() -> None:
     snap = snapshot(n_partitions=40)
     text = record(render_frame(snap, 80, None))
     assert "page " not in text and "bill[39]" in text and "more" not in text
+
+
+def test_late_events_of_windowed_tables_show_under_the_partitions() -> None:
+    snap = snapshot()
+    parts = tuple(
+        attrs.evolve(p, late=7) if p.partition == 3 else p for p in snap.partitions
+    )
+    console = Console(record=True, width=120)
+    console.print(render_partitions(attrs.evolve(snap, partitions=parts)))
+    assert "late events: bill[3] 7" in console.export_text()

@@ -1,0 +1,239 @@
+"""Windowed tables at run time: one partition's stream time, its open windows, closing them.
+
+Around each handler call (inside the event's retries, outside its table scope):
+
+1. the event's time moves the partition's stream time; windows it closes are emitted first,
+   ``on_close`` running in a table scope of their own, so the sends it makes are held and
+   committed together with the deletion of the closed windows and the new stream time, in the
+   commit that carries the event's ack. A failing ``on_close`` fails the event (it is retried,
+   like a handler error) and the closed windows stay queued: none is lost or emitted twice;
+2. the handler runs; ``table[k]`` goes to k's window(s) at that stream time;
+3. if it returned and its writes were kept, the windows it wrote are tracked (so they close in
+   turn); late keys are counted and given to ``on_late``.
+
+The tracker is rebuilt from the table's loaded data whenever the partition
+reloads it (a new lease, or a commit whose outcome is unknown): Redis is the truth, stream time
+included.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import trio
+
+from .._core.commit import key_of_field
+from .._core.windows import Closing, WindowTracker
+from .._tables import _MISSING, PartitionTable, PartitionTables, current_scope
+from .._windows import (
+    ST_FIELD,
+    WindowedTable,
+    WindowEvent,
+    current_event,
+    encode_stream_time,
+    parse_window_field,
+    window_field,
+    write,
+)
+
+__all__ = ["PartitionWindows", "WindowsOfPartition", "windowed_tables"]
+
+log = logging.getLogger("actorstream.partition")
+
+
+def windowed_tables(tables: tuple[Any, ...]) -> tuple[WindowedTable[Any], ...]:
+    return tuple(t for t in tables if isinstance(t, WindowedTable))
+
+
+def plain_windows(spec: Any) -> bool:
+    """Whether the handler can take the plain fast path: it is called without the entry id,
+    which is the event time of a stream declared without ``time=``."""
+    return spec.stream.time is not None or not windowed_tables(spec.tables)
+
+
+class PartitionWindows:
+    """One windowed table on one partition: its tracker, and closings not yet emitted."""
+
+    def __init__(self, table: WindowedTable[Any], local: PartitionTable) -> None:
+        self.table = table
+        self.local = local
+        self.tracker = WindowTracker(table.window, retention=table.retention)
+        self._data: dict[str, Any] | None = None
+        self.closing: list[Closing] = []
+        self.expired: list[Closing] = []
+        self.saved: int | None = None  # the stream time the table holds (committed or pending)
+
+    def sync(self) -> None:
+        """Rebuild from the table's data if the partition (re)loaded it."""
+        data = self.local.data
+        if data is self._data:
+            return
+        stored = data.get(ST_FIELD)
+        st = None if stored is None else int(stored)
+        tracker = WindowTracker(self.table.window, retention=self.table.retention,
+                                stream_time_ms=st)  # fmt: skip
+        expired: list[Closing] = []
+        for field in data:
+            if field == ST_FIELD:
+                continue
+            key_field, window = parse_window_field(field)
+            if not tracker.restore(key_field, window):
+                expired.append(Closing(key_field, window))
+        self.tracker, self._data, self.saved = tracker, data, st
+        self.closing, self.expired = [], expired
+
+    def advance(self, t_ms: int) -> bool:
+        """Move stream time; whether windows are waiting to close or leave."""
+        closed, expired = self.tracker.advance(t_ms)
+        if closed:
+            self.closing.extend(closed)
+        if expired:
+            self.expired.extend(expired)
+        return bool(self.closing or self.expired)
+
+
+class WindowsOfPartition:
+    """The windowed tables of one partition actor; ``wrap`` puts them around its handler."""
+
+    def __init__(
+        self,
+        tables: PartitionTables,
+        windowed: tuple[WindowedTable[Any], ...],
+        time_of: Callable[[Any, str], int],
+        late: collections.Counter[str],
+    ) -> None:
+        self.tables = tables
+        self.parts = {t: PartitionWindows(t, tables.tables[t]) for t in windowed}
+        self.time_of = time_of
+        self.late = late  # late events by table name (statistics, top, metrics)
+        self.idle = [p for p in self.parts.values() if p.table.idle is not None]
+        self.last_event = trio.current_time()  # quiet since (a restart starts it afresh)
+        self.last_time: int | None = None  # the highest event time since (re)start
+
+    async def on_idle(self) -> None:
+        """The partition read nothing: after a table's ``idle`` seconds of quiet, its stream
+        time moves on with the wall clock from the last event's time, closing what is due."""
+        now = trio.current_time()
+        quiet = now - self.last_event
+        moved = False
+        for part in self.idle:
+            assert part.table.idle is not None
+            part.sync()
+            st = part.tracker.stream_time_ms
+            if quiet < part.table.idle or st is None:
+                continue
+            base = self.last_time if self.last_time is not None else st
+            moved = part.advance(base + int(quiet * 1000)) or moved
+        if moved:
+            await self._close(self.parts)
+        elif self.idle:
+            self._save_times(self.parts)
+
+    def wrap(self, chain: Callable[..., Any]) -> Callable[..., Any]:
+        """``chain(event, info)`` or ``handler(event)`` (its table scope inside) with the
+        windows around it; the plain handler only for a stream whose events carry a time."""
+        parts = self.parts
+        variable = current_event()
+
+        async def with_windows(event: Any, *info: Any) -> Any:
+            t_ms = self.time_of(event, info[0].entry_id if info else "")
+            if self.idle:
+                last = self.last_time
+                self.last_event = trio.current_time()
+                self.last_time = t_ms if last is None or t_ms > last else last
+            closing = False
+            for part in parts.values():
+                part.sync()
+                closing = part.advance(t_ms) or closing
+            if closing:
+                await self._close(parts)  # emits what closed, then saves the stream time
+            else:
+                self._save_times(parts)
+            window_event = WindowEvent(t_ms, parts)
+            token = variable.set(window_event)
+            try:
+                result = await chain(event, *info)
+            finally:
+                variable.reset(token)
+            self._applied(window_event)
+            if window_event.late:
+                await self._late(window_event)
+            return result
+
+        return with_windows
+
+    def _save_times(self, parts: dict[WindowedTable[Any], PartitionWindows]) -> None:
+        writes = self.tables.pending.writes
+        for part in parts.values():
+            st = part.tracker.stream_time_ms
+            if st is not None and part.tracker.decides_between(part.saved, st):
+                # Straight into the pending commit (one field, the last write wins): the
+                # in-memory data need not hold it, a reload reads it back from Redis.
+                hash_key = part.local.hash_key
+                held = writes.get(hash_key)
+                if held is None:
+                    held = writes[hash_key] = {}
+                held[ST_FIELD] = encode_stream_time(st)
+                part.saved = st
+
+    async def _close(self, parts: dict[WindowedTable[Any], PartitionWindows]) -> None:
+        """Emit what closed and save the stream time, in one scope (all of it or none)."""
+
+        async def emit() -> None:
+            scope = current_scope()
+            assert scope is not None
+            for table, part in parts.items():
+                local = part.local
+                for closing in part.closing:
+                    field = window_field(str(closing.key), closing.window)
+                    value = local.data.get(field, _MISSING)
+                    if value is not _MISSING and table.closer is not None:
+                        await table.closer(_key(closing.key), closing.window, value)
+                for gone in part.expired:
+                    field = window_field(str(gone.key), gone.window)
+                    if field in local.data:
+                        write(scope, local, field, _MISSING)
+
+        await self.tables.wrap(emit)()
+        for part in parts.values():
+            part.closing, part.expired = [], []
+        self._save_times(parts)
+
+    def _applied(self, event: WindowEvent) -> None:
+        parts = event.parts
+        if event.fresh:  # windows not tracked yet, or sessions that merged
+            for table, _key in event.placements:
+                key_field, placement, _fields = event.placements[table, _key]
+                if (table, key_field) in event.fresh and (table, key_field) in event.written:
+                    parts[table].tracker.apply(key_field, placement)
+        for table in {table for table, _ in event.late}:
+            self.late[table.name] += 1
+
+    async def _late(self, event: WindowEvent) -> None:
+        """Give late keys to ``on_late``, in a scope of their own (committed with the event).
+
+        The event's own writes are kept already, so a failing hook cannot fail the event (it
+        would be handled twice): it is logged and its sends dropped, the event still counted
+        as late.
+        """
+        hooked = [(t, k, p) for (t, k), p in event.late.items() if t.late_hook is not None]
+        if not hooked:
+            return
+
+        async def report() -> None:
+            for table, key_field, placement in hooked:
+                assert table.late_hook is not None
+                await table.late_hook(_key(key_field), event.t_ms / 1000, placement.missed)
+
+        try:
+            await self.tables.wrap(report)()
+        except Exception:
+            log.exception("on_late of table(s) %s failed; its sends are dropped",
+                          ", ".join(sorted({t.name for t, _k, _p in hooked})))  # fmt: skip
+
+
+def _key(key_field: object) -> Any:
+    return key_of_field(str(key_field))

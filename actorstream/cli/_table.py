@@ -1,0 +1,99 @@
+"""``actorstream table TARGET [KEY]``: a table's committed values, read from Redis."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from .._core.commit import field_of, key_of_field, partition_of_field
+from .._records import Record, to_primitive
+from .._tables import Table
+from .._transport import Client
+from ._common import (
+    EXIT_FAILURE,
+    EXIT_OK,
+    CliError,
+    _systems_in,
+    check_reachable,
+    import_module,
+    resolve_url,
+    run_async,
+    split_target,
+)
+
+
+def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
+    parser = subparsers.add_parser(
+        "table",
+        parents=[common],
+        help="print a table's committed values (one key, or all of them)",
+        description="Print a table's committed values, read from Redis (read-only): every key "
+        "and value, one a line as JSON, or the value of KEY alone (exit 1 if it has none).",
+        epilog="examples:\n"
+        "  actorstream table app:counts           (every key)\n"
+        "  actorstream table app:counts cust-42   (one key)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "target", metavar="TARGET",
+        help="module:table (a Table attribute, or the name of a table of the module's System)",
+    )
+    parser.add_argument("key", metavar="KEY", nargs="?", help="one key (as text)")
+    parser.set_defaults(handler=run)
+
+
+def load_table(target: str) -> Table[Any]:
+    module_name, attr = split_target(target)
+    module = import_module(module_name)
+    value = getattr(module, attr, None)
+    if isinstance(value, Table):
+        return value
+    systems = _systems_in(module)
+    for system in systems:
+        if attr in system.tables:
+            table: Table[Any] = system.tables[attr]
+            return table
+    names = ", ".join(sorted({n for s in systems for n in s.tables})) or "none declared"
+    raise CliError(f"unknown table {attr!r} in module {module_name!r} (tables: {names})")
+
+
+def _shown(value: Any) -> str:
+    return json.dumps(to_primitive(value) if isinstance(value, Record) else value)
+
+
+def run(args: argparse.Namespace) -> int:
+    table = load_table(args.target)
+    if table.stream is None:
+        raise CliError(f"table {table.name!r} is not used by any actor, so it has no partitions")
+    url = resolve_url(args, table.system)
+    stream = table.stream
+
+    async def main() -> int:
+        await check_reachable(url)
+        async with Client.from_url(url, client_name="actorstream:table") as client:
+            if args.key is not None:
+                field = field_of(args.key)
+                key = table.hash_key(partition_of_field(field, stream.partitions))
+                data = await client.execute("HGET", key, field)
+                if data is None:
+                    print(f"table {table.name!r} has no key {args.key!r}", file=sys.stderr)
+                    return EXIT_FAILURE
+                print(_shown(table.codec.decode(data)))
+                return EXIT_OK
+            for partition in range(stream.partitions):
+                cursor: Any = b"0"
+                while True:
+                    cursor, flat = await client.execute(
+                        "HSCAN", table.hash_key(partition), cursor, "COUNT", 1000
+                    )
+                    for i in range(0, len(flat), 2):
+                        key_text = key_of_field(flat[i].decode())
+                        value = table.codec.decode(flat[i + 1])
+                        print(f"{json.dumps(key_text)} {_shown(value)}")
+                    if cursor in (b"0", 0, "0"):
+                        break
+        return EXIT_OK
+
+    return run_async(main, url=url)

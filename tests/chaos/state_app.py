@@ -1,0 +1,57 @@
+"""The worker app of the exactly-once chaos tests, run with ``actorstream worker``.
+
+A per-key counter with ``processing="exactly_once"``: each input ``(key, seq)`` adds one to
+``counts[key]`` and sends one output ``(key, seq, count)``; the count committed with the ack.
+Environment: ``APP_NAME``, ``PARTITIONS`` (8), ``BATCH_SIZE`` (50), ``HANDLE_SLEEP`` (seconds
+each handling sleeps: a slower handler keeps events in flight when a fault hits),
+``PROCESSING`` (``exactly_once``; ``at_least_once`` shows what the checker catches without it).
+"""
+
+from __future__ import annotations
+
+import os
+
+import trio
+
+from actorstream import LeaseTiming, Record, System
+
+APP = os.environ.get("APP_NAME", "exactly")
+PARTITIONS = int(os.environ.get("PARTITIONS", "8"))
+SLEEP = float(os.environ.get("HANDLE_SLEEP", "0"))
+
+system = System(
+    APP,
+    lease_timing=LeaseTiming(
+        ttl=3.0, renew_interval=1.0, heartbeat_interval=0.5, member_timeout=3.0,
+        self_fence_margin=0.5,
+    ),
+    shutdown_grace=10.0,
+    telemetry_interval=0.2,
+)
+
+
+class In(Record):
+    key: int
+    seq: int
+
+
+class Out(Record):
+    key: int
+    seq: int
+    count: int
+
+
+inputs = system.stream("inputs", record=In, partitions=PARTITIONS, key="key")
+outputs = system.stream("outputs", record=Out, partitions=4, key="key")
+counts = system.table("counts", value=int, default=0)
+
+
+@system.actor(
+    inputs, tables=[counts], processing=os.environ.get("PROCESSING", "exactly_once"),
+    batch_size=int(os.environ.get("BATCH_SIZE", "50")),
+)
+async def count(event: In) -> None:
+    if SLEEP:
+        await trio.sleep(SLEEP)
+    counts[event.key] += 1
+    await outputs.send(Out(event.key, event.seq, counts[event.key]))

@@ -1,0 +1,91 @@
+"""The worker app of the windows chaos tests, run with ``actorstream worker``.
+
+Revenue per customer per minute (``Tumbling(60, grace=5)``) and clicks per user session
+(``Session(30, grace=10)``), both ``processing="exactly_once"``: each closed window is sent to an
+output stream by ``on_close``, each late event to a ``late`` stream by ``on_late``, so a checker
+can compare what was produced with what was emitted. Environment: ``APP_NAME``, ``PARTITIONS``.
+"""
+
+from __future__ import annotations
+
+import os
+
+from actorstream import LeaseTiming, Record, Session, System, Tumbling, Window
+
+APP = os.environ.get("APP_NAME", "windows")
+PARTITIONS = int(os.environ.get("PARTITIONS", "8"))
+
+system = System(
+    APP,
+    lease_timing=LeaseTiming(
+        ttl=3.0, renew_interval=1.0, heartbeat_interval=0.5, member_timeout=3.0,
+        self_fence_margin=0.5,
+    ),
+    shutdown_grace=10.0,
+    telemetry_interval=0.2,
+)
+
+
+class Sale(Record):
+    customer: int
+    seq: int
+    amount: int
+    ts: float
+
+
+class Click(Record):
+    user: int
+    seq: int
+    ts: float
+
+
+class Closed(Record):
+    key: int
+    start: float
+    end: float
+    value: int
+
+
+class Late(Record):
+    key: int
+    ts: float
+
+
+sales = system.stream("sales", record=Sale, partitions=PARTITIONS, key="customer", time="ts")
+clicks = system.stream("clicks", record=Click, partitions=PARTITIONS, key="user", time="ts")
+revenue = system.stream("revenue", record=Closed, partitions=4, key="key")
+sessions_out = system.stream("sessions", record=Closed, partitions=4, key="key")
+late = system.stream("late", record=Late, partitions=1, key="key")
+
+per_minute = system.table("per_minute", value=int, default=0, window=Tumbling(60, grace=5))
+per_session = system.table("per_session", value=int, default=0, window=Session(30, grace=10))
+
+
+@system.actor(sales, tables=[per_minute], processing="exactly_once")
+async def bill(sale: Sale) -> None:
+    per_minute[sale.customer] += sale.amount
+
+
+@per_minute.on_close
+async def emit_minute(customer: str, window: Window, amount: int) -> None:
+    await revenue.send(Closed(int(customer), window.start, window.end, amount))
+
+
+@per_minute.on_late
+async def late_sale(customer: str, ts: float, windows: tuple[Window, ...]) -> None:
+    await late.send(Late(int(customer), ts))
+
+
+@system.actor(clicks, tables=[per_session], processing="exactly_once")
+async def visit(click: Click) -> None:
+    per_session[click.user] += 1
+
+
+@per_session.on_close
+async def emit_session(user: str, window: Window, count: int) -> None:
+    await sessions_out.send(Closed(int(user), window.start, window.end, count))
+
+
+@per_session.on_late
+async def late_click(user: str, ts: float, windows: tuple[Window, ...]) -> None:
+    await late.send(Late(-1 - int(user), ts))
