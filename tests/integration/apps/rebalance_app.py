@@ -1,7 +1,8 @@
 """A worker app for the coordinator tests: like orders_app.py, plus partition and epoch.
 
 Environment: ACTORSTREAM_REDIS_URL, APP_NAME, PARTITIONS, HANDLE_DELAY (seconds per event),
-EXACTLY_ONCE, ORDERING and CONCURRENCY (see below), BATCH_SIZE, LEASE_TTL, LEASE_RENEW, HEARTBEAT, MEMBER_TIMEOUT, FENCE_MARGIN, SHUTDOWN_GRACE,
+EXACTLY_ONCE, ORDERING and CONCURRENCY (see below), BATCH_SIZE, LEASE_TTL, LEASE_RENEW,
+HEARTBEAT, MEMBER_TIMEOUT, FENCE_MARGIN, SHUTDOWN_GRACE,
 CLOCK_STEP_FILE (scenario 19: a file holding seconds added to this worker's time.time()),
 HOG_SECONDS (scenario 22: the first event handled by any worker of the app, picked by a SET NX
 flag, blocks the whole process in a synchronous sleep inside the handler, like CPU-bound work: no
