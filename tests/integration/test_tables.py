@@ -233,7 +233,7 @@ async def test_the_running_totals_example_adds_up(redis_server: Any, monkeypatch
 async def test_a_commit_after_the_epoch_moved_is_fenced_whole(redis_server: Any) -> None:
     """Another owner took the partition (its epoch moved) while a handler ran: Redis refuses
     the commit, so neither the table change, nor the output, nor the ack lands."""
-    from actorstream._core.keys import epoch_key
+    from actorstream._core.keys import epoch_key, lease_key
 
     system = System("fence", redis_server.url, install_signal_handlers=False, lease_timing=FAST)
     orders = system.stream("orders", record=Order, partitions=1, key="customer")
@@ -255,6 +255,10 @@ async def test_a_commit_after_the_epoch_moved_is_fenced_whole(redis_server: Any)
         async with running(system) as worker:
             with trio.fail_after(15):
                 await entered.wait()
+            # Another owner: its epoch and its lease (else this worker, still the lease's
+            # holder, acquires the partition again at once and handles the event anew).
+            await client.execute("SET", lease_key("fence", "orders", 0, "tally"), "other",
+                                 "PX", 60_000)
             await client.execute("INCR", epoch_key("fence", "orders", 0, "tally"))
             release.set()
             with trio.fail_after(15):
