@@ -260,9 +260,25 @@ class WindowedTable(Table[V]):
         except TypeError:  # unhashable: field_of says what a key may be
             found = None
         if found is None:
-            key_field = key if type(key) is str else field_of(key)
-            placement = event.parts[self].tracker.plan(key_field, event.t_ms)
-            fields = tuple(window_field(key_field, w) for w in placement.windows)
+            part = event.parts[self]
+            fields_of = part.fields_of  # key -> (placement, key field, fields): across events
+            hit = fields_of.get(key) if type(key) is str or type(key) is int else None
+            if hit is not None and not isinstance(self.window, Session):
+                placement = part.tracker.plan(hit[1], event.t_ms)  # time windows: by time
+                if placement is hit[0]:
+                    key_field, fields = hit[1], hit[2]
+                else:
+                    hit = None
+            if hit is None:
+                key_field = key if type(key) is str else field_of(key)
+                placement = part.tracker.plan(key_field, event.t_ms)
+                fields = tuple(window_field(key_field, w) for w in placement.windows)
+                if (type(key) is str or type(key) is int) and not isinstance(
+                    self.window, Session
+                ):
+                    if len(fields_of) >= 65_536:  # bounded: a hint, not state
+                        fields_of.clear()
+                    fields_of[key] = (placement, key_field, fields)
             data = local.data
             untracked = bool(placement.merged) or not fields
             for field in fields:
@@ -365,51 +381,49 @@ class WindowedTable(Table[V]):
     async def read(self, key: object) -> dict[float, V]:  # type: ignore[override]
         """``key``'s open windows, committed: ``{window start (epoch seconds): value}``."""
         stream = self._bound()
-        key_field = field_of(key)
-        hash_key = self.hash_key(partition_of_field(key_field, stream.partitions))
-        client = self.system.client()
-        pattern = _glob_escape(key_field) + KEY_SEPARATOR + "*"
-        st_raw = await client.execute("HGET", hash_key, ST_FIELD)
-        st = None if st_raw is None else int(self.codec.decode(st_raw))
-        out: dict[float, V] = {}
-        async for field, data in self._scan(hash_key, pattern):
-            found_key, window = parse_window_field(field)
-            if found_key == key_field and not self._closed(window, st):
-                out[window.start] = self.codec.decode(data)
-        return dict(sorted(out.items()))
+        partition = partition_of_field(field_of(key), stream.partitions)
+        found = await self.open_windows(partition, key)
+        return {window.start: value for _key, window, value in found}
 
     async def snapshot(self) -> dict[Any, dict[float, V]]:  # type: ignore[override]
         """Every key's open windows, committed (all partitions; tests and small tables)."""
-        stream = self._bound()
         out: dict[Any, dict[float, V]] = {}
-        for partition in range(stream.partitions):
-            stored = [(f, d) async for f, d in self._scan(self.hash_key(partition), "*")]
-            times = [int(self.codec.decode(d)) for f, d in stored if f == ST_FIELD]
-            st = times[0] if times else None
-            for field, data in stored:
-                if field == ST_FIELD:
-                    continue
-                key_field, window = parse_window_field(field)
-                if not self._closed(window, st):
-                    out.setdefault(key_of_field(key_field), {})[window.start] = (
-                        self.codec.decode(data)
-                    )
-        return {k: dict(sorted(v.items())) for k, v in out.items()}
+        for partition in range(self._bound().partitions):
+            for key, window, value in await self.open_windows(partition):
+                out.setdefault(key, {})[window.start] = value
+        return out
 
-    def _closed(self, window: Window, st: int | None) -> bool:
-        return st is not None and window.end_ms + self.window.grace_ms <= st
-
-    async def _scan(self, hash_key: str, pattern: str) -> Any:
-        client = self.system.client()
+    async def open_windows(
+        self, partition: int, key: object | None = None, *, client: Any = None
+    ) -> list[tuple[Any, Window, V]]:
+        """The committed open windows of one partition (of one key): ``(key, window, value)``
+        sorted by key and start. ``client``: a transport client (default: the system's)."""
+        client = client or self.system.client()
+        hash_key = self.hash_key(partition)
+        key_field = None if key is None else field_of(key)
+        pattern = "*" if key_field is None else _glob_escape(key_field) + KEY_SEPARATOR + "*"
+        st_raw = await client.execute("HGET", hash_key, ST_FIELD)
+        st = None if st_raw is None else int(self.codec.decode(st_raw))
+        out: list[tuple[Any, Window, V]] = []
         cursor: Any = b"0"
         while True:
             cursor, flat = await client.execute(
                 "HSCAN", hash_key, cursor, "MATCH", pattern, "COUNT", 2000
             )
             for i in range(0, len(flat), 2):
-                yield flat[i].decode(), flat[i + 1]
+                field = flat[i].decode()
+                if field == ST_FIELD:
+                    continue
+                found_key, window = parse_window_field(field)
+                if key_field not in (None, found_key) or self._closed(window, st):
+                    continue
+                out.append((key_of_field(found_key), window, self.codec.decode(flat[i + 1])))
             if cursor in (b"0", "0", 0):
                 break
+        return sorted(out, key=lambda item: (str(item[0]), item[1]))
+
+    def _closed(self, window: Window, st: int | None) -> bool:
+        return st is not None and window.end_ms + self.window.grace_ms <= st
 
 
 def write(scope: EventScope, local: PartitionTable, field: str, value: Any) -> None:

@@ -65,6 +65,8 @@ class PartitionWindows:
         self.closing: list[Closing] = []
         self.expired: list[Closing] = []
         self.saved: int | None = None  # the stream time the table holds (committed or pending)
+        #: a key's hash fields for its current windows, reused while they stay the same
+        self.fields_of: dict[object, tuple[Any, str, tuple[str, ...]]] = {}
 
     def sync(self) -> None:
         """Rebuild from the table's data if the partition (re)loaded it."""
@@ -83,6 +85,7 @@ class PartitionWindows:
             if not tracker.restore(key_field, window):
                 expired.append(Closing(key_field, window))
         self.tracker, self._data, self.saved = tracker, data, st
+        self.fields_of = {}
         self.closing, self.expired = [], expired
 
     def advance(self, t_ms: int) -> bool:
@@ -209,8 +212,9 @@ class WindowsOfPartition:
                 key_field, placement, _fields = event.placements[table, _key]
                 if (table, key_field) in event.fresh and (table, key_field) in event.written:
                     parts[table].tracker.apply(key_field, placement)
-        for table in {table for table, _ in event.late}:
-            self.late[table.name] += 1
+        if event.late:
+            for table in {table for table, _ in event.late}:
+                self.late[table.name] += 1
 
     async def _late(self, event: WindowEvent) -> None:
         """Give late keys to ``on_late``, in a scope of their own (committed with the event).

@@ -11,6 +11,7 @@ from .._core.commit import field_of, key_of_field, partition_of_field
 from .._records import Record, to_primitive
 from .._tables import Table
 from .._transport import Client
+from .._windows import WindowedTable
 from ._common import (
     EXIT_FAILURE,
     EXIT_OK,
@@ -30,7 +31,8 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
         parents=[common],
         help="print a table's committed values (one key, or all of them)",
         description="Print a table's committed values, read from Redis (read-only): every key "
-        "and value, one a line as JSON, or the value of KEY alone (exit 1 if it has none).",
+        "and value, one a line as JSON, or the value of KEY alone (exit 1 if it has none). "
+        "A windowed table prints its open windows: key, window and value, one a line.",
         epilog="examples:\n"
         "  actorstream table app:counts           (every key)\n"
         "  actorstream table app:counts cust-42   (one key)",
@@ -63,6 +65,26 @@ def _shown(value: Any) -> str:
     return json.dumps(to_primitive(value) if isinstance(value, Record) else value)
 
 
+async def _windows(table: WindowedTable[Any], client: Client, key: str | None) -> int:
+    """A windowed table's open windows, one a line: the key, then the window and its value."""
+    stream = table.stream
+    assert stream is not None
+    parts = (
+        range(stream.partitions) if key is None
+        else [partition_of_field(field_of(key), stream.partitions)]
+    )
+    shown = 0
+    for partition in parts:
+        for found, window, value in await table.open_windows(partition, key, client=client):
+            window_json = json.dumps({"start": window.start, "end": window.end})
+            print(f"{json.dumps(found)} {window_json} {_shown(value)}")
+            shown += 1
+    if key is not None and not shown:
+        print(f"table {table.name!r} has no open window of key {key!r}", file=sys.stderr)
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
 def run(args: argparse.Namespace) -> int:
     table = load_table(args.target)
     if table.stream is None:
@@ -73,6 +95,8 @@ def run(args: argparse.Namespace) -> int:
     async def main() -> int:
         await check_reachable(url)
         async with Client.from_url(url, client_name="actorstream:table") as client:
+            if isinstance(table, WindowedTable):
+                return await _windows(table, client, args.key)
             if args.key is not None:
                 field = field_of(args.key)
                 key = table.hash_key(partition_of_field(field, stream.partitions))

@@ -3,7 +3,8 @@
 Revenue per customer per minute (``Tumbling(60, grace=5)``) and clicks per user session
 (``Session(30, grace=10)``), both ``processing="exactly_once"``: each closed window is sent to an
 output stream by ``on_close``, each late event to a ``late`` stream by ``on_late``, so a checker
-can compare what was produced with what was emitted. Environment: ``APP_NAME``, ``PARTITIONS``.
+can compare what was produced with what was emitted. Environment: ``APP_NAME``, ``PARTITIONS``,
+``PROCESSING`` (``exactly_once``; ``at_least_once`` shows what the checker catches without it).
 """
 
 from __future__ import annotations
@@ -61,7 +62,10 @@ per_minute = system.table("per_minute", value=int, default=0, window=Tumbling(60
 per_session = system.table("per_session", value=int, default=0, window=Session(30, grace=10))
 
 
-@system.actor(sales, tables=[per_minute], processing="exactly_once")
+PROCESSING = os.environ.get("PROCESSING", "exactly_once")
+
+
+@system.actor(sales, tables=[per_minute], processing=PROCESSING)
 async def bill(sale: Sale) -> None:
     per_minute[sale.customer] += sale.amount
 
