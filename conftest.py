@@ -22,6 +22,7 @@ Under pytest-xdist (``-n 2``) the blocks of one document run on one worker, in o
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import shutil
 import subprocess
@@ -142,6 +143,33 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     return DocumentsWhole(config, log)
 
 
+#: Per logger (None: the root): level, propagate, disabled, handlers.
+LoggingState = dict[str | None, tuple[int, bool, bool, list[logging.Handler]]]
+
+
+def _logging_state() -> LoggingState:
+    loggers: list[logging.Logger] = [logging.getLogger()] + [
+        lg for lg in logging.Logger.manager.loggerDict.values() if isinstance(lg, logging.Logger)
+    ]
+    return {
+        lg.name if lg is not logging.root else None: (
+            lg.level, lg.propagate, lg.disabled, list(lg.handlers)
+        )
+        for lg in loggers
+    }
+
+
+def _restore_logging(saved: LoggingState) -> None:
+    """A document may configure logging as an app would (docs/running.md does): put it back,
+    so the tests that run after it in the same process (with ``-n``, any test) see none of it."""
+    for name, logger in [(None, logging.getLogger()), *logging.Logger.manager.loggerDict.items()]:
+        if not isinstance(logger, logging.Logger):
+            continue
+        level, propagate, disabled, handlers = saved.get(name, (logging.NOTSET, True, False, []))
+        logger.setLevel(level)
+        logger.propagate, logger.disabled, logger.handlers = propagate, disabled, handlers
+
+
 def _setup(namespace: dict[str, Any]) -> None:
     server = RedisServer().start()
     folder = tempfile.mkdtemp(prefix="actorstream-docs-")
@@ -150,12 +178,14 @@ def _setup(namespace: dict[str, Any]) -> None:
         __docs_dir__=folder,
         __docs_modules__=[],
         __docs_old_url__=os.environ.get(URL_ENV),
+        __docs_logging__=_logging_state(),
     )
     os.environ[URL_ENV] = server.url
     sys.path.insert(0, folder)
 
 
 def _teardown(namespace: dict[str, Any]) -> None:
+    _restore_logging(namespace["__docs_logging__"])
     old = namespace["__docs_old_url__"]
     if old is None:
         os.environ.pop(URL_ENV, None)

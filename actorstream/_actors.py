@@ -146,7 +146,30 @@ class ActorSpec:
 
     def __attrs_post_init__(self) -> None:
         self._check_handler()
+        self._check_iterator()
         self._check_state()
+
+    def _check_iterator(self) -> None:
+        """The iterator form hands the partition's events to one long call of the handler:
+        nothing runs around each event, so what would must be refused, not ignored."""
+        if self.form is not Form.ITERATOR:
+            return
+        given = [
+            name
+            for name, set_ in (
+                ("middleware", bool(self.middleware)),
+                ("on_error", self.on_error is not None),
+                ("timeout", self.settings.timeout is not None),
+                ("retries", self.settings.retries > 0),
+            )
+            if set_
+        ]
+        if given:
+            raise ConfigError(
+                f"actor {self.name!r}: {', '.join(given)} cannot apply to the iterator form (its "
+                "handler takes every event of the partition in one call, so nothing runs around "
+                "each event); use the event or batch form, or do it inside the loop"
+            )
 
     def _check_state(self) -> None:
         name = self.name

@@ -1,8 +1,8 @@
-"""Converters between typed values and JSON-able primitives, one ``_Spec`` per type.
+"""Converters between typed values and JSON-able primitives, one ``Spec`` per type.
 
 The building blocks ``_records`` compiles a record's plan from: scalars (strict both ways: True
 is not 1), enums, and the containers (list, tuple, dict, optional) wrapped around other specs.
-A value that does not fit raises ``_Invalid``, whose ``path`` grows as it propagates out.
+A value that does not fit raises ``Invalid``, whose ``path`` grows as it propagates out.
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ import attrs
 
 from actorstream._core.errors import ConfigError
 
-_Conv = Callable[[Any], Any]
+Conv = Callable[[Any], Any]
 
 
-class _Invalid(Exception):
+class Invalid(Exception):
     """A value does not fit its type; ``path`` grows (innermost first) as it propagates."""
 
     def __init__(self, message: str, *, bad_value: bool = False) -> None:
@@ -40,43 +40,43 @@ def _got(value: object) -> str:
     return "None" if value is None else type(value).__name__
 
 
-def _mismatch(desc: str, value: object) -> _Invalid:
-    return _Invalid(f"expected {desc}, got {_got(value)}")
+def mismatch(desc: str, value: object) -> Invalid:
+    return Invalid(f"expected {desc}, got {_got(value)}")
 
 
-class _Never:
+class Never:
     """No value has this exact type: a fast-path slot that never matches."""
 
 
 @attrs.frozen
-class _Spec:
+class Spec:
     """How one type converts: values of exact type ``fast`` pass both ways untouched."""
 
     fast_decode: type
     fast_encode: type
-    decode: _Conv
-    encode: _Conv
+    decode: Conv
+    encode: Conv
     desc: str
 
 
-def _identity(value: Any) -> Any:
+def identity(value: Any) -> Any:
     return value
 
 
-def _type_name(tp: Any) -> str:
+def type_name(tp: Any) -> str:
     return tp.__name__ if isinstance(tp, type) else repr(tp)
 
 
 def _int(v: Any) -> int:
     if isinstance(v, int) and not isinstance(v, bool):
         return int(v)
-    raise _mismatch("int", v)
+    raise mismatch("int", v)
 
 
 def _float_decode(v: Any) -> float:
     if isinstance(v, (int, float)) and not isinstance(v, bool):
         return float(v)
-    raise _mismatch("float", v)
+    raise mismatch("float", v)
 
 
 def _float_encode(v: Any) -> float:
@@ -84,18 +84,18 @@ def _float_encode(v: Any) -> float:
         f = float(v)
         if math.isfinite(f):
             return f
-        raise _Invalid(f"{f!r} cannot be encoded (JSON has no NaN or infinity)", bad_value=True)
-    raise _mismatch("float", v)
+        raise Invalid(f"{f!r} cannot be encoded (JSON has no NaN or infinity)", bad_value=True)
+    raise mismatch("float", v)
 
 
 def _str(v: Any) -> str:
     if isinstance(v, str):
         return str(v)
-    raise _mismatch("str", v)
+    raise mismatch("str", v)
 
 
 def _bool(v: Any) -> bool:
-    raise _mismatch("bool", v)  # exact bools take the fast path
+    raise mismatch("bool", v)  # exact bools take the fast path
 
 
 def _bytes_decode(v: Any) -> bytes:
@@ -103,16 +103,16 @@ def _bytes_decode(v: Any) -> bytes:
         try:
             return base64.b64decode(v, validate=True)
         except (binascii.Error, ValueError):
-            raise _Invalid("expected bytes as base64 str, got invalid base64") from None
+            raise Invalid("expected bytes as base64 str, got invalid base64") from None
     if isinstance(v, (bytes, bytearray)):  # binary codecs such as msgpack
         return bytes(v)
-    raise _mismatch("bytes (base64 str)", v)
+    raise mismatch("bytes (base64 str)", v)
 
 
 def _bytes_encode(v: Any) -> str:
     if isinstance(v, (bytes, bytearray, memoryview)):
         return base64.b64encode(v).decode("ascii")
-    raise _mismatch("bytes", v)
+    raise mismatch("bytes", v)
 
 
 def _datetime_decode(v: Any) -> datetime:
@@ -120,16 +120,16 @@ def _datetime_decode(v: Any) -> datetime:
         try:
             return datetime.fromisoformat(v)
         except ValueError:
-            raise _Invalid(f"expected ISO 8601 datetime, got {v[:64]!r}") from None
+            raise Invalid(f"expected ISO 8601 datetime, got {v[:64]!r}") from None
     if isinstance(v, datetime):
         return v
-    raise _mismatch("datetime (ISO 8601 str)", v)
+    raise mismatch("datetime (ISO 8601 str)", v)
 
 
 def _datetime_encode(v: Any) -> str:
     if isinstance(v, datetime):
         return v.isoformat()
-    raise _mismatch("datetime", v)
+    raise mismatch("datetime", v)
 
 
 def _date_decode(v: Any) -> date:
@@ -137,16 +137,16 @@ def _date_decode(v: Any) -> date:
         try:
             return date.fromisoformat(v)
         except ValueError:
-            raise _Invalid(f"expected ISO 8601 date, got {v[:64]!r}") from None
+            raise Invalid(f"expected ISO 8601 date, got {v[:64]!r}") from None
     if isinstance(v, date) and not isinstance(v, datetime):
         return v
-    raise _mismatch("date (ISO 8601 str)", v)
+    raise mismatch("date (ISO 8601 str)", v)
 
 
 def _date_encode(v: Any) -> str:
     if isinstance(v, date) and not isinstance(v, datetime):
         return v.isoformat()
-    raise _mismatch("date", v)
+    raise mismatch("date", v)
 
 
 def _uuid_decode(v: Any) -> uuid.UUID:
@@ -154,19 +154,19 @@ def _uuid_decode(v: Any) -> uuid.UUID:
         try:
             return uuid.UUID(v)
         except ValueError:
-            raise _Invalid(f"expected UUID, got {v[:64]!r}") from None
+            raise Invalid(f"expected UUID, got {v[:64]!r}") from None
     if isinstance(v, uuid.UUID):
         return v
-    raise _mismatch("UUID str", v)
+    raise mismatch("UUID str", v)
 
 
 def _uuid_encode(v: Any) -> str:
     if isinstance(v, uuid.UUID):
         return str(v)
-    raise _mismatch("UUID", v)
+    raise mismatch("UUID", v)
 
 
-def _enum_spec(tp: type[enum.Enum]) -> _Spec:
+def enum_spec(tp: type[enum.Enum]) -> Spec:
     for member in tp:
         if type(member.value) not in (int, float, str, bool):
             raise ConfigError(
@@ -179,25 +179,25 @@ def _enum_spec(tp: type[enum.Enum]) -> _Spec:
         try:
             member = tp(v)
         except (ValueError, TypeError):
-            raise _Invalid(f"expected a {name} value, got {_got(v)} {v!r:.64}") from None
+            raise Invalid(f"expected a {name} value, got {_got(v)} {v!r:.64}") from None
         if type(member.value) is not type(v):  # True must not pass for 1
-            raise _Invalid(f"expected a {name} value, got {_got(v)} {v!r:.64}")
+            raise Invalid(f"expected a {name} value, got {_got(v)} {v!r:.64}")
         return member
 
     def encode(v: Any) -> Any:
         if isinstance(v, tp):
             return v.value
-        raise _mismatch(name, v)
+        raise mismatch(name, v)
 
-    return _Spec(_Never, _Never, decode, encode, name)
+    return Spec(Never, Never, decode, encode, name)
 
 
-def _sequence_spec(item: _Spec, kind: type, desc: str) -> _Spec:
+def sequence_spec(item: Spec, kind: type, desc: str) -> Spec:
     fast_d, conv_d, fast_e, conv_e = item.fast_decode, item.decode, item.fast_encode, item.encode
 
     def decode(v: Any) -> Any:
         if type(v) is not list and type(v) is not tuple:
-            raise _mismatch(desc, v)
+            raise mismatch(desc, v)
         out = []
         for i, x in enumerate(v):
             if type(x) is fast_d:
@@ -205,14 +205,14 @@ def _sequence_spec(item: _Spec, kind: type, desc: str) -> _Spec:
             else:
                 try:
                     out.append(conv_d(x))
-                except _Invalid as exc:
+                except Invalid as exc:
                     exc.path.append(f"[{i}]")
                     raise
         return out if kind is list else tuple(out)
 
     def encode(v: Any) -> list[Any]:
         if not isinstance(v, (list, tuple)):
-            raise _mismatch(desc, v)
+            raise mismatch(desc, v)
         out = []
         for i, x in enumerate(v):
             if type(x) is fast_e:
@@ -220,32 +220,32 @@ def _sequence_spec(item: _Spec, kind: type, desc: str) -> _Spec:
             else:
                 try:
                     out.append(conv_e(x))
-                except _Invalid as exc:
+                except Invalid as exc:
                     exc.path.append(f"[{i}]")
                     raise
         return out
 
-    return _Spec(_Never, _Never, decode, encode, desc)
+    return Spec(Never, Never, decode, encode, desc)
 
 
-def _dict_spec(value: _Spec) -> _Spec:
+def dict_spec(value: Spec) -> Spec:
     fast_d, conv_d = value.fast_decode, value.decode
     fast_e, conv_e = value.fast_encode, value.encode
 
-    def convert(v: Any, fast: type, conv: _Conv) -> dict[str, Any]:
+    def convert(v: Any, fast: type, conv: Conv) -> dict[str, Any]:
         if not isinstance(v, dict):
-            raise _mismatch("object", v)
+            raise mismatch("object", v)
         out: dict[str, Any] = {}
         for k, x in v.items():
             if type(k) is not str:
-                exc = _Invalid(f"expected str key, got {_got(k)} {k!r:.64}")
+                exc = Invalid(f"expected str key, got {_got(k)} {k!r:.64}")
                 raise exc
             if type(x) is fast:
                 out[k] = x
             else:
                 try:
                     out[k] = conv(x)
-                except _Invalid as exc:
+                except Invalid as exc:
                     exc.path.append(f"[{k!r}]")
                     raise
         return out
@@ -256,23 +256,37 @@ def _dict_spec(value: _Spec) -> _Spec:
     def encode(v: Any) -> dict[str, Any]:
         return convert(v, fast_e, conv_e)
 
-    return _Spec(_Never, _Never, decode, encode, "object")
+    return Spec(Never, Never, decode, encode, "object")
 
 
-def _optional_spec(inner: _Spec) -> _Spec:
+def optional_spec(inner: Spec) -> Spec:
     conv_d, conv_e, desc = inner.decode, inner.encode, inner.desc
 
-    def wrap(conv: _Conv) -> _Conv:
+    def wrap(conv: Conv) -> Conv:
         def convert(v: Any) -> Any:
             if v is None:
                 return None
             try:
                 return conv(v)
-            except _Invalid as exc:
+            except Invalid as exc:
                 if not exc.path and exc.message.startswith("expected "):
                     exc.message = f"expected {desc} or None, got {_got(v)}"
                 raise
 
         return convert
 
-    return _Spec(inner.fast_decode, inner.fast_encode, wrap(conv_d), wrap(conv_e), desc)
+    return Spec(inner.fast_decode, inner.fast_encode, wrap(conv_d), wrap(conv_e), desc)
+
+
+#: The scalar types a record field may have, and how each converts.
+SCALARS: dict[Any, Spec] = {
+    Any: Spec(Never, Never, identity, identity, "any"),
+    int: Spec(int, int, _int, _int, "int"),
+    float: Spec(float, Never, _float_decode, _float_encode, "float"),
+    str: Spec(str, str, _str, _str, "str"),
+    bool: Spec(bool, bool, _bool, _bool, "bool"),
+    bytes: Spec(Never, Never, _bytes_decode, _bytes_encode, "bytes (base64 str)"),
+    datetime: Spec(Never, Never, _datetime_decode, _datetime_encode, "datetime"),
+    date: Spec(Never, Never, _date_decode, _date_encode, "date"),
+    uuid.UUID: Spec(Never, Never, _uuid_decode, _uuid_encode, "UUID"),
+}

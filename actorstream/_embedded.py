@@ -6,17 +6,16 @@ and its directory removed on exit (also at interpreter exit if something goes wr
 
 from __future__ import annotations
 
-from types import TracebackType
 from typing import Self
 
-from ._testkit.process import find_redis_server
-from ._testkit.server import RedisServer
+from ._servers.process import Managed, find_redis_server
+from ._servers.server import RedisServer
 
 __all__ = ["EmbeddedRedis", "find_redis_server"]
 
 
-class EmbeddedRedis:
-    """``with EmbeddedRedis() as url:`` a private redis-server for the block."""
+class EmbeddedRedis(Managed):
+    """``with EmbeddedRedis() as redis:`` a private redis-server for the block."""
 
     def __init__(self) -> None:
         self._server: RedisServer | None = None
@@ -44,14 +43,3 @@ class EmbeddedRedis:
         if self._server is not None:
             self._server.close()
             self._server = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

@@ -20,39 +20,24 @@ import enum
 import sys
 import types
 import typing
-import uuid
 from collections.abc import Callable
-from datetime import date, datetime
 from typing import Any, ClassVar, TypeVar, dataclass_transform
 
 import attr
 import attrs
 
 from actorstream._converters import (
-    _bool,
-    _bytes_decode,
-    _bytes_encode,
-    _Conv,
-    _date_decode,
-    _date_encode,
-    _datetime_decode,
-    _datetime_encode,
-    _dict_spec,
-    _enum_spec,
-    _float_decode,
-    _float_encode,
-    _identity,
-    _int,
-    _Invalid,
-    _mismatch,
-    _Never,
-    _optional_spec,
-    _sequence_spec,
-    _Spec,
-    _str,
-    _type_name,
-    _uuid_decode,
-    _uuid_encode,
+    SCALARS,
+    Conv,
+    Invalid,
+    Never,
+    Spec,
+    dict_spec,
+    enum_spec,
+    mismatch,
+    optional_spec,
+    sequence_spec,
+    type_name,
 )
 from actorstream._core.errors import ConfigError, DecodeError
 
@@ -113,7 +98,7 @@ class _Unresolved(Exception):
 # --- compiled plans -----------------------------------------------------------------------------
 
 
-def _not_ready(cls: type) -> _Conv:
+def _not_ready(cls: type) -> Conv:
     def fail(_value: Any) -> Any:
         raise ConfigError(f"record {cls.__name__} failed to compile; see check_record_type()")
 
@@ -126,8 +111,8 @@ class _Plan:
     __slots__ = ("decode", "encode")
 
     def __init__(self, cls: type) -> None:
-        self.encode: _Conv = _not_ready(cls)  # record -> dict, raises _Invalid
-        self.decode: _Conv = _not_ready(cls)  # primitive -> record, raises _Invalid
+        self.encode: Conv = _not_ready(cls)  # record -> dict, raises Invalid
+        self.decode: Conv = _not_ready(cls)  # primitive -> record, raises Invalid
 
 
 #: Classes given a plan during the current outermost compilation, rolled back if it fails, so no
@@ -187,7 +172,7 @@ def _compile(cls: type, plan: _Plan) -> None:
     dec_lines: list[str] = []
     enc_lines: list[str] = []
     names: list[str] = []
-    namespace: dict[str, Any] = {"cls": cls, "_Invalid": _Invalid, "_mismatch": _mismatch}
+    namespace: dict[str, Any] = {"cls": cls, "Invalid": Invalid, "mismatch": mismatch}
     for i, a in enumerate(f for f in attrs.fields(cls) if f.init):
         try:
             spec = _spec_for(hints.get(a.name, a.type))
@@ -212,13 +197,13 @@ def _compile(cls: type, plan: _Plan) -> None:
         [
             "def decode(data):",
             "    if type(data) is not dict:",
-            "        raise _mismatch('object', data)",
+            "        raise mismatch('object', data)",
             "    get = data.get",
             *dec_lines,
             "    try:",
             f"        return cls({', '.join(positional + keywords)})",
             "    except (TypeError, ValueError) as exc:  # the record's own validators",
-            "        raise _Invalid(str(exc)) from exc",
+            "        raise Invalid(str(exc)) from exc",
             "def encode(record):",
             "    values = record.__dict__",
             *enc_lines,
@@ -252,28 +237,28 @@ def _default_maker(cls: type, a: attrs.Attribute[Any]) -> Callable[[], Any] | No
     return lambda: default
 
 
-def _field_decoder(name: str, conv: _Conv, default: Callable[[], Any] | None) -> _Conv:
+def _field_decoder(name: str, conv: Conv, default: Callable[[], Any] | None) -> Conv:
     def decode(v: Any) -> Any:
         if v is _MISSING:
             if default is None:
-                exc = _Invalid("missing required field")
+                exc = Invalid("missing required field")
                 exc.path.append("." + name)
                 raise exc
             return default()
         try:
             return conv(v)
-        except _Invalid as exc:
+        except Invalid as exc:
             exc.path.append("." + name)
             raise
 
     return decode
 
 
-def _field_encoder(name: str, conv: _Conv) -> _Conv:
+def _field_encoder(name: str, conv: Conv) -> Conv:
     def encode(v: Any) -> Any:
         try:
             return conv(v)
-        except _Invalid as exc:
+        except Invalid as exc:
             exc.path.append("." + name)
             raise
 
@@ -283,27 +268,12 @@ def _field_encoder(name: str, conv: _Conv) -> _Conv:
 # --- per-type converters ------------------------------------------------------------------------
 
 
-def _spec_for(tp: Any) -> _Spec:
-    if tp is Any:
-        return _Spec(_Never, _Never, _identity, _identity, "any")
-    if tp is int:
-        return _Spec(int, int, _int, _int, "int")
-    if tp is float:
-        return _Spec(float, _Never, _float_decode, _float_encode, "float")
-    if tp is str:
-        return _Spec(str, str, _str, _str, "str")
-    if tp is bool:
-        return _Spec(bool, bool, _bool, _bool, "bool")
-    if tp is bytes:
-        return _Spec(_Never, _Never, _bytes_decode, _bytes_encode, "bytes (base64 str)")
-    if tp is datetime:
-        return _Spec(_Never, _Never, _datetime_decode, _datetime_encode, "datetime")
-    if tp is date:
-        return _Spec(_Never, _Never, _date_decode, _date_encode, "date")
-    if tp is uuid.UUID:
-        return _Spec(_Never, _Never, _uuid_decode, _uuid_encode, "UUID")
+def _spec_for(tp: Any) -> Spec:
+    scalar = SCALARS.get(tp)
+    if scalar is not None:
+        return scalar
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
-        return _enum_spec(tp)
+        return enum_spec(tp)
     if isinstance(tp, type) and issubclass(tp, Record) and tp is not Record:
         return _record_spec(tp)
     if tp is list:
@@ -315,25 +285,25 @@ def _spec_for(tp: Any) -> _Spec:
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if origin is list and len(args) == 1:
-        return _sequence_spec(_spec_for(args[0]), list, "list")
+        return sequence_spec(_spec_for(args[0]), list, "list")
     if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
-        return _sequence_spec(_spec_for(args[0]), tuple, "tuple")
+        return sequence_spec(_spec_for(args[0]), tuple, "tuple")
     if origin is dict and len(args) == 2:
         if args[0] is not str:
-            raise ConfigError(f"dict keys must be str, not {_type_name(args[0])}")
-        return _dict_spec(_spec_for(args[1]))
+            raise ConfigError(f"dict keys must be str, not {type_name(args[0])}")
+        return dict_spec(_spec_for(args[1]))
     if origin in (typing.Union, types.UnionType):
         others = [a for a in args if a is not type(None)]
         if len(others) == 1 and len(args) == 2:
-            return _optional_spec(_spec_for(others[0]))
+            return optional_spec(_spec_for(others[0]))
         raise ConfigError(
-            f"unsupported union {_type_name(tp)}: only X | None is supported (an encoded value "
+            f"unsupported union {type_name(tp)}: only X | None is supported (an encoded value "
             "must map back to one type)"
         )
-    raise ConfigError(f"unsupported type {_type_name(tp)}; supported: {_SUPPORTED}")
+    raise ConfigError(f"unsupported type {type_name(tp)}; supported: {_SUPPORTED}")
 
 
-def _record_spec(tp: type[Record]) -> _Spec:
+def _record_spec(tp: type[Record]) -> Spec:
     plan = _plan_for(tp)  # may still be compiling (recursive types): look its methods up late
 
     def decode(v: Any) -> Any:
@@ -342,9 +312,9 @@ def _record_spec(tp: type[Record]) -> _Spec:
     def encode(v: Any) -> Any:
         if isinstance(v, tp):
             return plan.encode(v)
-        raise _mismatch(tp.__name__, v)
+        raise mismatch(tp.__name__, v)
 
-    return _Spec(_Never, _Never, decode, encode, tp.__name__)
+    return Spec(Never, Never, decode, encode, tp.__name__)
 
 
 # --- public API ---------------------------------------------------------------------------------
@@ -388,7 +358,7 @@ def record_encoder(cls: type[R]) -> Callable[[R], dict[str, Any]]:
             raise TypeError(f"expected a {root}, got {type(record).__name__}")
         try:
             result: dict[str, Any] = encode(record)
-        except _Invalid as exc:
+        except Invalid as exc:
             error = ValueError if exc.bad_value else TypeError
             raise error(exc.render(root)) from None
         return result
@@ -405,7 +375,7 @@ def record_plan_decoder(cls: type[R]) -> Callable[[Any], R]:
     return decode
 
 
-RecordInvalid = _Invalid
+RecordInvalid = Invalid
 
 
 def record_decoder(cls: type[R]) -> Callable[[Any], R]:
@@ -416,7 +386,7 @@ def record_decoder(cls: type[R]) -> Callable[[Any], R]:
     def from_prim(data: Any) -> R:
         try:
             record: R = decode(data)
-        except _Invalid as exc:
+        except Invalid as exc:
             raise DecodeError(exc.render(root), kind="schema") from None
         return record
 
@@ -431,7 +401,7 @@ def to_primitive(record: Record) -> dict[str, Any]:
     cls = type(record)
     try:
         result: dict[str, Any] = _ready_plan(cls).encode(record)
-    except _Invalid as exc:
+    except Invalid as exc:
         error = ValueError if exc.bad_value else TypeError
         raise error(exc.render(cls.__name__)) from None
     return result
@@ -441,6 +411,6 @@ def from_primitive(cls: type[R], data: Any) -> R:
     """Build a ``cls`` from primitives, validating every field (``DecodeError(kind="schema")``)."""
     try:
         record: R = _ready_plan(cls).decode(data)
-    except _Invalid as exc:
+    except Invalid as exc:
         raise DecodeError(exc.render(cls.__name__), kind="schema") from None
     return record

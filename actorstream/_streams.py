@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Iterable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from attrs import frozen
 from redis import exceptions as rex
@@ -19,11 +19,20 @@ from ._ops import tracing as _tracing
 from ._ops.sent import count_sent
 from ._records import Record, check_record_type, record_field_type, record_fields
 from ._tables import current_scope
-
-if TYPE_CHECKING:
-    from ._system import System
+from ._transport import Client
 
 E = TypeVar("E")
+
+
+class Owner(Protocol):
+    """What a stream needs of the System that declared it: the app's name (its keys and
+    telemetry) and the client to send with."""
+
+    @property
+    def name(self) -> str: ...
+
+    def client(self) -> Client: ...
+
 
 EventTime = str | Callable[[Any], float | datetime] | None
 
@@ -185,13 +194,13 @@ def _cached_partitioner(partitions: int) -> Callable[[object], int]:
 class Stream(Generic[E]):
     """A declared stream of events, split into ``partitions`` Redis stream keys.
 
-    The partition of an event is ``xxh32(normalised key) % partitions`` (see ``_hashing``):
+    The partition of an event is ``xxh32(normalised key) % partitions`` (see ``_core.hashing``):
     the same in every process, host and Python version.
     """
 
     def __init__(
         self,
-        system: System,
+        system: Owner,
         name: str,
         *,
         record: type[E] | None,
@@ -222,8 +231,6 @@ class Stream(Generic[E]):
                 max_payload_bytes=max_payload_bytes,
             )
         except (ValueError, TypeError, LookupError) as exc:
-            if isinstance(exc, ConfigError):
-                raise ConfigError(f"stream {name!r}: {exc}") from None
             raise ConfigError(f"stream {name!r}: {exc}") from None
         self.format_decoder = self.format.entry_decoder()
         self._key_of = self._make_key_getter(key)
@@ -251,9 +258,6 @@ class Stream(Generic[E]):
 
             return from_dict
         return lambda event: getattr(event, field)
-
-    def key_of(self, event: E) -> object:
-        return self._key_of(event)
 
     def event_time_ms(self, event: E, entry_id: str | bytes) -> int:
         """The event's time in epoch milliseconds: its time field or function, else the

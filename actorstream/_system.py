@@ -6,13 +6,13 @@ supervision tree (``actorstream._tree.root``); nothing in the tree imports this 
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime, tzinfo
-from types import TracebackType
 from typing import Any, TypeVar, overload
 
 import trio
@@ -25,11 +25,10 @@ from ._core.windows import WindowSpec
 from ._middleware import ErrorHook, Middleware
 from ._records import Record
 from ._streams import Retention, Stream
-from ._tables import _MISSING as _NO_DEFAULT
-from ._tables import Table
+from ._tables import MISSING, Table
 from ._transport import Client, default_client_name, redact_url
 from ._tree.root import Worker, WorkerPlan
-from ._tree.scheduler import TaskSpec, _zone
+from ._tree.scheduler import TaskSpec, time_zone
 from ._tree.startup import say, wait_for_redis_or_signal
 from ._tree.telemetry import WorkerStatistics
 from ._windows import WindowedTable, check_windowed_actor
@@ -226,7 +225,7 @@ class System:
         name: str,
         *,
         value: type[V],
-        default: Any = _NO_DEFAULT,
+        default: Any = MISSING,
         codec: str = "json",
         window: WindowSpec | None = None,
         retention: float = 0.0,
@@ -256,7 +255,9 @@ class System:
         return table
 
     def middleware(self, mw: M) -> M:
-        """Register middleware around every actor's handler (outermost first)."""
+        """Register middleware around the handler of every event- and batch-form actor
+        (outermost first). An iterator-form handler takes all of its partition's events in one
+        call, so there is no per-event call to wrap (docs/features.md)."""
         if not callable(mw):
             raise ConfigError(f"middleware {mw!r} is not callable")
         self._middleware.append(mw)
@@ -309,7 +310,7 @@ class System:
         overlap: bool = False,
     ) -> Callable[[T], T]:
         """Run at the times of a cron expression (``"*/5 * * * *"``) in time zone ``tz``."""
-        zone = _zone(tz)
+        zone = time_zone(tz)
 
         def decorate(f: T) -> T:
             self._schedule(TaskSpec(name or f.__name__, f, "cron", cron=expr, tz=zone,
@@ -365,12 +366,7 @@ class System:
         self._context_depth += 1
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         self._context_depth -= 1
         if self._context_depth == 0 and self._client is not None:
             client, self._client = self._client, None
@@ -393,11 +389,12 @@ class System:
         if self.settings.metrics_port is None:
             await self._start(task_status=task_status)
             return
-        from ._ops.server import serve_ops
+        from ._endpoints.server import serve_ops
 
         async with trio.open_nursery() as nursery:
             self.ops_port = await nursery.start(
-                serve_ops, self.name, lambda: self._worker, self.settings.metrics_port,
+                functools.partial(serve_ops, streams=tuple(self.streams)),
+                self.name, lambda: self._worker, self.settings.metrics_port,
                 self.settings.metrics_host,
             )
             try:

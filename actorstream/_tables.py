@@ -32,7 +32,7 @@ __all__ = ["EventScope", "PartitionTable", "PartitionTables", "Table", "current_
 V = TypeVar("V")
 
 SCALARS = (int, float, str, bool)
-_MISSING: Any = object()
+MISSING: Any = object()
 _DELETED: Any = object()
 
 _SCOPE: ContextVar[EventScope | None] = ContextVar("actorstream_table_scope", default=None)
@@ -134,7 +134,7 @@ class Table(Generic[V]):
             self.codec = ValueCodec(name, value, codec)
         except ConfigError as exc:
             raise ConfigError(f"table {name!r}: {exc}") from None
-        if default is not _MISSING and not callable(default):
+        if default is not MISSING and not callable(default):
             try:
                 default = self.codec.check(default)
             except TypeError as exc:
@@ -178,7 +178,7 @@ class Table(Generic[V]):
 
     def make_default(self, field: str) -> Any:
         default = self.default
-        if default is _MISSING:
+        if default is MISSING:
             raise KeyError(key_of_field(field))
         if callable(default):
             return self.codec.check(default())
@@ -220,8 +220,8 @@ class Table(Generic[V]):
             raise self._undeclared(scope)
         kind = type(key)
         field: str = key if kind is str else str(key) if kind is int else field_of(key)  # type: ignore[assignment]
-        value = local.data.get(field, _MISSING)
-        if value is _MISSING:
+        value = local.data.get(field, MISSING)
+        if value is MISSING:
             local.check_partition(field)
             return self.make_default(field)  # type: ignore[no-any-return]
         return value  # type: ignore[no-any-return]
@@ -242,8 +242,8 @@ class Table(Generic[V]):
         if undo is None:
             undo = scope.undo[local] = {}
         if field not in undo:
-            old = data.get(field, _MISSING)
-            if old is _MISSING:
+            old = data.get(field, MISSING)
+            if old is MISSING:
                 local.check_partition(field)
             undo[field] = old
         data[field] = value
@@ -414,7 +414,7 @@ class EventScope:
     def __init__(self, owner: PartitionTables) -> None:
         self.owner = owner
         self.tables = owner.tables
-        #: per table, the value each changed key had before this call (_MISSING: none)
+        #: per table, the value each changed key had before this call (MISSING: none)
         self.undo: dict[PartitionTable, dict[str, Any]] = {}
         self.outputs: list[tuple[Any, ...]] = []
 
@@ -435,7 +435,7 @@ class EventScope:
         for local, undo in self.undo.items():
             data = local.data
             for field, old in undo.items():
-                if old is _MISSING:
+                if old is MISSING:
                     data.pop(field, None)
                 else:
                     data[field] = old

@@ -31,7 +31,7 @@ from ._core.windows import (
     check_spec,
     to_millis,
 )
-from ._tables import _MISSING, EventScope, PartitionTable, Table, ValueCodec
+from ._tables import MISSING, EventScope, PartitionTable, Table, ValueCodec
 
 __all__ = ["ST_FIELD", "PerWindow", "StreamTime", "WindowEvent", "WindowedTable", "window_field"]
 
@@ -292,7 +292,7 @@ class WindowedTable(Table[V]):
         return found
 
     def _stored(self, scope: EventScope, local: PartitionTable, field: str) -> Any:
-        return local.data.get(field, _MISSING)  # written through: this call's writes included
+        return local.data.get(field, MISSING)  # written through: this call's writes included
 
     def _value(
         self, scope: EventScope, local: PartitionTable, key_field: str, placement: Placement,
@@ -300,13 +300,13 @@ class WindowedTable(Table[V]):
     ) -> Any:  # fmt: skip
         if placement.merged:  # a session merged from others: its value combines theirs
             fields = [window_field(key_field, w) for w in placement.merged]
-            found = [v for f in fields if (v := self._stored(scope, local, f)) is not _MISSING]
+            found = [v for f in fields if (v := self._stored(scope, local, f)) is not MISSING]
             if found:
                 assert self.merge is not None
                 return functools.reduce(self.merge, found)
         else:
             value = self._stored(scope, local, field)
-            if value is not _MISSING:
+            if value is not MISSING:
                 return value
         return self.make_default(field)
 
@@ -337,12 +337,12 @@ class WindowedTable(Table[V]):
         else:
             per = value.values  # type: ignore[attr-defined]
             for window, field in zip(placement.windows, fields, strict=True):
-                one = per.get(window, _MISSING)
-                if one is not _MISSING:
+                one = per.get(window, MISSING)
+                if one is not MISSING:
                     write(scope, local, field, check(one))
         for window in placement.merged:
             if window != placement.windows[0]:
-                write(scope, local, window_field(key_field, window), _MISSING)
+                write(scope, local, window_field(key_field, window), MISSING)
         event.written.add((self, key_field))
 
     def update(self, key: object, fn: Callable[[V], V]) -> None:
@@ -356,13 +356,13 @@ class WindowedTable(Table[V]):
         scope, local, event = self._here()
         key_field, placement, _fields = self._placement(local, event, key)
         for window in (*placement.windows, *placement.merged):
-            write(scope, local, window_field(key_field, window), _MISSING)
+            write(scope, local, window_field(key_field, window), MISSING)
 
     def __contains__(self, key: object) -> bool:
         scope, local, event = self._here()
         key_field, placement, _fields = self._placement(local, event, key)
         return any(
-            self._stored(scope, local, window_field(key_field, w)) is not _MISSING
+            self._stored(scope, local, window_field(key_field, w)) is not MISSING
             for w in (*placement.windows, *placement.merged)
         )
 
@@ -427,15 +427,15 @@ class WindowedTable(Table[V]):
 
 
 def write(scope: EventScope, local: PartitionTable, field: str, value: Any) -> None:
-    """Write through to the partition's table (``_MISSING`` deletes), keeping the first
+    """Write through to the partition's table (``MISSING`` deletes), keeping the first
     previous value so that the table's scope can undo it if the handler does not return."""
     undo = scope.undo.get(local)
     if undo is None:
         undo = scope.undo[local] = {}
     data = local.data
     if field not in undo:
-        undo[field] = data.get(field, _MISSING)
-    if value is _MISSING:
+        undo[field] = data.get(field, MISSING)
+    if value is MISSING:
         data.pop(field, None)
     else:
         data[field] = value

@@ -33,7 +33,7 @@ import attrs
 from attrs import frozen
 
 from ._core import keys as _keys
-from ._core.deadletter import DeadLetter
+from ._core.deadletter import META_FIELDS, DeadLetter
 from ._core.errors import ConfigError
 from ._transport import Client, Script
 
@@ -472,16 +472,6 @@ def dead_letter_to_json(dl: DeadLetter) -> dict[str, Any]:
 
     return {
         "dlq_id": dl.dlq_id,
-        "stream": dl.stream,
-        "partition": dl.partition,
-        "original_id": dl.original_id,
-        "actor": dl.actor,
-        "kind": dl.kind,
-        "error": dl.error,
-        "trace": dl.trace,
-        "deliveries": dl.deliveries,
-        "worker": dl.worker,
-        "epoch": dl.epoch,
-        "time_ms": dl.time_ms,
+        **{attribute: getattr(dl, attribute) for _name, attribute in META_FIELDS},
         "fields": [field(n, v) for n, v in dl.fields],
     }

@@ -32,10 +32,10 @@ checked over actorstream's own trio transport (there is no second Redis client h
 Nothing here depends on pytest. ``trustme`` is needed only for ``RedisServer(tls=True)``.
 """
 
+from ._servers.process import find_redis_server
+from ._servers.server import RedisServer
 from ._testkit.cluster import ClusterNode, RedisCluster, SlotMove
-from ._testkit.process import find_redis_server
 from ._testkit.proxy import FaultProxy, ProxyStatistics
-from ._testkit.server import RedisServer
 from ._testkit.worker import WorkerProcess
 
 __all__ = [

@@ -1,4 +1,4 @@
-"""Containment benchmark (issue 11): do healthy partitions keep their rate next to poison?
+"""Containment benchmark: do healthy partitions keep their rate next to poison?
 
     python benchmarks/bench_containment.py [--events 10000] [--poison 1000] [--rounds 5]
 
@@ -8,7 +8,7 @@ same run: without poison (every partition holds ``--events`` healthy events) and
 healthy ones; the handler raises ``ValueError`` for each, default settings). Reported: the
 throughput of the 15 other partitions in each (their events over the time from the first
 event handled to the last of theirs), the ratio with/without of each round (the two runs of a
-round back to back, to share the machine's load), their median (issue 11's target: >= 0.90),
+round back to back, to share the machine's load), their median (the target: >= 0.90),
 and how long the poison partition took.
 
 Nothing here is a pass/fail test; the figures are ratios from one run on one machine.

@@ -2,7 +2,7 @@
 
     python benchmarks/bench_runtime.py [--events 200000] [--partitions 16] [--rss] [--json out]
 
-Workload (DESIGN.md section 5): 200k events of a 3-field record, 16 partitions, one worker
+Workload (the design brief's comparison): 200k events of a 3-field record, 16 partitions, one worker
 process, no-op handler. Reported:
 
 - raw loop: XREADGROUP COUNT 100 + XACK, one reader task and connection per stream key (the
@@ -109,7 +109,7 @@ async def raw_consume(url: str, partitions: int, n: int) -> float:
 
 async def raw_consume_sequential(url: str, partitions: int, n: int) -> float:
     """The brief's prototype shape: one task, one connection, XREADGROUP COUNT 100 then XACK,
-    stream after stream (DESIGN.md section 2 measured ~229k ev/s for it)."""
+    stream after stream (the design brief measured ~229k ev/s for it)."""
     await fill(url, "rawseq", partitions, n)
     keys = [f"as:{{rawseq:orders:{p}}}:s" for p in range(partitions)]
     async with Client.from_url(url) as client:

@@ -14,20 +14,44 @@ two slots fails with CROSSSLOT. ``redis_url`` does so only for tests that do not
 
 from __future__ import annotations
 
+import gc
 import inspect
 import itertools
 import re
+import warnings
 from collections.abc import Callable, Iterator
 
 import pytest
+from hypothesis import settings
 
 from actorstream.testing import RedisCluster, RedisServer, WorkerProcess
+
+# No per-example deadline: a timing is no pass/fail criterion, and on a shared 2-core machine
+# running the suite in parallel a pure example can take longer than Hypothesis' 200 ms.
+settings.register_profile("actorstream", deadline=None)
+settings.load_profile("actorstream")
 
 #: ACL users of ``acl_redis_server``: ``app`` may do everything, ``reader`` only read.
 ACL_USERS = (
     "user app on >secret ~* &* +@all",
     "user reader on >readpw ~* &* -@all +@read +ping +hello +client +select +acl|whoami",
 )
+
+
+@pytest.fixture(autouse=True)
+def _garbage_of_its_own(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A test that turns warnings into errors answers for its own unclosed sockets, not for
+    another test's that the garbage collector happens to finalize during it (with ``-n``, any
+    test may have run before it in the same process): earlier garbage is collected quietly
+    first, its own at its teardown, under its warning filters."""
+    strict = any(m.args[:1] == ("error",) for m in request.node.iter_markers("filterwarnings"))
+    if strict:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            gc.collect()
+    yield
+    if strict:
+        gc.collect()
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Size limits of issue 10: no module over 500 lines, no function over 60, unless explained.
+"""Size limits: no module over 500 lines, no function over 60, unless explained.
 
     python tools/check_sizes.py [package_dir]   (default: actorstream)
 

@@ -1,4 +1,4 @@
-"""Error classification: which failures mean "Redis is unavailable, wait" and how errors read.
+"""Error classification: which failures mean "Redis is unavailable, wait".
 
 ``redis.exceptions`` are plain exception classes (the ones users already catch); referencing
 them keeps the core free of sockets and of the transport.
@@ -7,6 +7,8 @@ them keeps the core free of sockets and of the transport.
 from __future__ import annotations
 
 from redis import exceptions as rex
+
+from .crashes import describe_error
 
 __all__ = ["TRANSIENT_REDIS_ERRORS", "describe_error"]
 
@@ -22,8 +24,3 @@ TRANSIENT_REDIS_ERRORS = (
     rex.MasterDownError,
 )
 
-
-def describe_error(exc: BaseException) -> str:
-    """One line, at most 300 characters, for statistics, `top` and reports."""
-    text = f"{type(exc).__name__}: {exc}"
-    return text if len(text) <= 300 else text[:297] + "..."

@@ -11,11 +11,15 @@ class ConfigError(ActorstreamError, ValueError):
     """Bad settings or declarations, rejected before anything runs."""
 
 
+#: Why an entry could not be decoded (``DecodeError.kind``; dead-letter kind ``decode:<kind>``).
+DECODE_KINDS = ("json", "schema", "oversize", "utf8", "format", "compression", "time")
+
+
 class DecodeError(ActorstreamError):
     """An entry that cannot become an event: bad bytes, bad JSON, wrong schema, oversize.
 
-    ``kind`` is a short machine-readable reason (``"json"``, ``"schema"``, ``"oversize"``,
-    ``"utf8"``, ``"format"``, ``"compression"``), used by the dead-letter actor.
+    ``kind`` is a short machine-readable reason, one of ``DECODE_KINDS``, used by the
+    dead-letter actor.
     """
 
     def __init__(self, message: str, *, kind: str = "schema") -> None:

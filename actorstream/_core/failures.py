@@ -40,10 +40,10 @@ from collections import deque
 from collections.abc import Hashable, Iterable
 from typing import Any
 
-import attrs
 from attrs import field, frozen
 
 from .errors import ConfigError
+from .validators import number
 
 __all__ = [
     "Action",
@@ -156,20 +156,7 @@ def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
 # -- the streak rule ---------------------------------------------------------------------------
 
 
-def _number(requirement: str, ok: Any, *, integer: bool = False) -> Any:
-    def validate(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-        where = f"{type(instance).__name__}.{attribute.name}"
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{where} must be a number, got {value!r}")
-        if integer and not isinstance(value, int):
-            raise ConfigError(f"{where} must be an int, got {value!r}")
-        if math.isnan(value) or not ok(value):
-            raise ConfigError(f"{where} must be {requirement}, got {value!r}")
-
-    return validate
-
-
-_FINITE_POSITIVE = _number("a finite number > 0", lambda v: math.isfinite(v) and v > 0)
+_FINITE_POSITIVE = number("a finite number > 0", lambda v: math.isfinite(v) and v > 0)
 
 
 @frozen
@@ -182,15 +169,15 @@ class ContainmentPolicy:
     """
 
     max_deliveries: int = field(
-        default=3, validator=_number("an int >= 1", lambda v: v >= 1, integer=True)
+        default=3, validator=number("an int >= 1", lambda v: v >= 1, integer=True)
     )
     backoff_initial: float = field(default=0.1, validator=_FINITE_POSITIVE)
     backoff_max: float = field(default=30.0, validator=_FINITE_POSITIVE)
     multiplier: float = field(
         default=2.0,
-        validator=_number("a finite number >= 1", lambda v: math.isfinite(v) and v >= 1),
+        validator=number("a finite number >= 1", lambda v: math.isfinite(v) and v >= 1),
     )
-    jitter: float = field(default=0.1, validator=_number("in [0, 1)", lambda v: 0 <= v < 1))
+    jitter: float = field(default=0.1, validator=number("in [0, 1)", lambda v: 0 <= v < 1))
     classification: Classification = field(factory=Classification)
 
     def __attrs_post_init__(self) -> None:
@@ -276,7 +263,6 @@ class PartitionFailures:
         self.failing: Hashable | None = None  # the event failing now (None: none)
         self.backing_off = False
         self.delay = 0.0  # the last backoff chosen
-        self.last_reason: str | None = None
         self._level = 0  # backoffs in a row
         self._event_mark = 0  # board.successes when the failing event first failed
         self._decision_mark = 0  # board.successes at the last decision
@@ -340,7 +326,6 @@ class PartitionFailures:
 
     def _decide(self, action: Action, reason: str, delay: float = 0.0) -> Decision:
         self.backing_off = action is Action.BACK_OFF
-        self.last_reason = reason
         return Decision(action, delay, reason)
 
     def _back_off(self, reason: str) -> Decision:

@@ -9,34 +9,13 @@ from __future__ import annotations
 import math
 import random
 from collections import deque
-from collections.abc import Callable
-from typing import Any
 
-import attrs
 from attrs import field, frozen
 
 from .errors import ConfigError
+from .validators import number
 
 __all__ = ["Backoff", "RestartIntensity", "RestartPolicy"]
-
-_Validator = Callable[[Any, "attrs.Attribute[Any]", Any], None]
-
-
-def _number(requirement: str, ok: Callable[[float], bool], *, integer: bool = False) -> _Validator:
-    """An attrs validator raising ConfigError (not attrs' TypeError) with a precise message."""
-
-    def validate(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-        where = f"{type(instance).__name__}.{attribute.name}"
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{where} must be a number, got {value!r}")
-        if integer and not isinstance(value, int):
-            raise ConfigError(f"{where} must be an int, got {value!r}")
-        number = float(value)
-        if math.isnan(number) or not ok(number):
-            raise ConfigError(f"{where} must be {requirement}, got {value!r}")
-
-    return validate
-
 
 def _finite(v: float) -> bool:
     return math.isfinite(v)
@@ -51,22 +30,22 @@ class RestartPolicy:
     """
 
     max_restarts: int = field(
-        default=10, validator=_number("an int >= 0", lambda v: v >= 0, integer=True)
+        default=10, validator=number("an int >= 0", lambda v: v >= 0, integer=True)
     )
     within: float = field(
-        default=60.0, validator=_number("a finite number > 0", lambda v: _finite(v) and v > 0)
+        default=60.0, validator=number("a finite number > 0", lambda v: _finite(v) and v > 0)
     )
     backoff_initial: float = field(
-        default=0.05, validator=_number("a finite number >= 0", lambda v: _finite(v) and v >= 0)
+        default=0.05, validator=number("a finite number >= 0", lambda v: _finite(v) and v >= 0)
     )
     backoff_max: float = field(
-        default=5.0, validator=_number("a finite number >= 0", lambda v: _finite(v) and v >= 0)
+        default=5.0, validator=number("a finite number >= 0", lambda v: _finite(v) and v >= 0)
     )
     backoff_multiplier: float = field(
-        default=2.0, validator=_number("a finite number >= 1", lambda v: _finite(v) and v >= 1)
+        default=2.0, validator=number("a finite number >= 1", lambda v: _finite(v) and v >= 1)
     )
-    jitter: float = field(default=0.25, validator=_number("in [0, 1]", lambda v: 0 <= v <= 1))
-    reset_after: float = field(default=30.0, validator=_number("a number >= 0", lambda v: v >= 0))
+    jitter: float = field(default=0.25, validator=number("in [0, 1]", lambda v: 0 <= v <= 1))
+    reset_after: float = field(default=30.0, validator=number("a number >= 0", lambda v: v >= 0))
 
     def __attrs_post_init__(self) -> None:
         if self.backoff_max < self.backoff_initial:

@@ -31,7 +31,7 @@ from redis import exceptions as rex
 
 from . import keys
 from .commit import CommitPlan, first_commit_error
-from .deadletter import ORIGINAL_PREFIX
+from .deadletter import DeadLetter
 from .errors import CommitError, FencedError
 
 __all__ = [
@@ -406,22 +406,21 @@ class PartitionProtocol:
         time_ms: int,
     ) -> ScriptCall:
         """The atomic, fenced, idempotent move (format: ``_core.deadletter``)."""
-        meta: list[Any] = [
-            "stream", self.stream,
-            "partition", self.partition,
-            "id", entry_id,
-            "actor", self.group,
-            "kind", kind,
-            "error", message[:2000],
-            "trace", (trace or "")[:4000],
-            "deliveries", deliveries,
-            "worker", worker,
-            "epoch", self.epoch,
-            "time", time_ms,
-        ]
-        for i in range(0, len(fields) - 1, 2):
-            meta.append(ORIGINAL_PREFIX + fields[i])
-            meta.append(fields[i + 1])
+        entry = DeadLetter(
+            dlq_id="",
+            stream=self.stream,
+            partition=self.partition,
+            original_id=entry_id.decode(),
+            actor=self.group,
+            kind=kind,
+            error=message[:2000],
+            trace=(trace or "")[:4000],
+            deliveries=deliveries,
+            worker=worker,
+            epoch=self.epoch,
+            time_ms=time_ms,
+            fields=tuple(zip(fields[::2], fields[1::2], strict=False)),
+        )
         return ScriptCall(
             "deadletter",
             [
@@ -431,5 +430,5 @@ class PartitionProtocol:
                 keys.dlq_index_key(self.app, self.stream, self.partition),
             ],
             # maxlen 0: the dead-letter actor trims (with the index entries) after the move.
-            [self.group, str(self.epoch), entry_id, 0, *meta],
+            [self.group, str(self.epoch), entry_id, 0, *entry.entry_fields()],
         )

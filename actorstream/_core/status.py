@@ -21,7 +21,7 @@ from attrs import frozen
 __all__ = [
     "ACTIVE_STATES",
     "CoordinatorStatus",
-    "LayoutItem",
+    "LayoutEntry",
     "PartitionStatus",
     "StatusDocument",
     "StatusFormatError",
@@ -69,10 +69,10 @@ def _opt_str(value: Any) -> str | None:
 
 
 def _table_keys(value: Any) -> int | None:
-    """Keys over every table of a partition (the document has them per table)."""
-    if not isinstance(value, Mapping):
-        return None
-    return sum(_int(v) for v in value.values())
+    """Keys over every table of a partition (a worker may publish them per table)."""
+    if isinstance(value, Mapping):
+        return sum(_int(v) for v in value.values())
+    return _opt_int(value)
 
 
 def _object(value: Any, what: str) -> Mapping[str, Any]:
@@ -148,15 +148,16 @@ class CoordinatorStatus:
 
 
 @frozen
-class LayoutItem:
-    """An actor of the app and the stream it reads: lets ``top APP`` work without the code."""
+class LayoutEntry:
+    """An actor of the app, the stream it reads and the stream's partition count: from the app,
+    or from its workers' telemetry, so ``top APP`` works without the code."""
 
     actor: str
     stream: str
     partitions: int
 
     @classmethod
-    def from_json(cls, data: Any) -> LayoutItem:
+    def from_json(cls, data: Any) -> LayoutEntry:
         item = _object(data, "a layout item")
         try:
             partitions = int(item["partitions"])
@@ -195,7 +196,7 @@ class StatusDocument:
     coordinator: CoordinatorStatus = attrs.field(factory=CoordinatorStatus)
     restarts: int = 0
     dead_lettered: int = 0
-    layout: tuple[LayoutItem, ...] = ()
+    layout: tuple[LayoutEntry, ...] = ()
 
     @property
     def owned(self) -> int:
@@ -228,7 +229,7 @@ class StatusDocument:
             coordinator=CoordinatorStatus.from_json(doc.get("coordinator")),
             restarts=_int(supervisor.get("restarts") if isinstance(supervisor, Mapping) else 0),
             dead_lettered=_int(doc.get("dead_lettered")),
-            layout=_parse_all(LayoutItem, doc.get("layout")),
+            layout=_parse_all(LayoutEntry, doc.get("layout")),
         )
 
     def to_json(self) -> dict[str, Any]:

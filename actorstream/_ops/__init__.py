@@ -1,5 +1,7 @@
-"""Operations: structured logs, Prometheus metrics, health endpoints, OpenTelemetry tracing.
+"""What the runtime reports as it runs: structured logs, OpenTelemetry tracing, handler durations,
+producers' sent counts, and the small HTTP server the endpoints and ``--processes`` share.
 
-Nothing here is imported on the default path of a worker: ``prometheus_client`` and
-``opentelemetry`` (the ``metrics`` and ``otel`` extras) are imported only when asked for.
+Below the supervision tree and the declarations, which call into it; the endpoints that read a
+running worker are ``_endpoints``. ``opentelemetry`` (the ``otel`` extra) is imported only when
+tracing is on.
 """

@@ -27,16 +27,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Self
 
+from .._servers.process import Managed
 from .cluster_node import (
     SLOTS,
     START_TIMEOUT,
     ClusterNode,
     CommandError,
     PortTaken,
-    _find_redis_server,
-    _free_ports,
+    find_cluster_binary,
+    free_ports,
 )
-from .process import Managed
 
 __all__ = ["ClusterNode", "RedisCluster", "SlotMove"]
 
@@ -113,7 +113,7 @@ class RedisCluster(Managed):
         self.node_timeout_ms = node_timeout_ms
         self.appendonly = appendonly
         self.extra_args = tuple(extra_args)
-        self.binary = binary or _find_redis_server()
+        self.binary = binary or find_cluster_binary()
         self.nodes: list[ClusterNode] = []
         self._dir: Path | None = None
         self._started = False
@@ -135,7 +135,7 @@ class RedisCluster(Managed):
     def _form(self, timeout: float) -> None:
         assert self._dir is not None
         total = self.n_primaries * (1 + self.n_replicas)
-        ports = _free_ports(2 * total)
+        ports = free_ports(2 * total)
         args = [
             "--cluster-node-timeout", str(self.node_timeout_ms),
             "--appendonly", "yes" if self.appendonly else "no",
@@ -174,7 +174,7 @@ class RedisCluster(Managed):
                 return node
             except PortTaken:
                 node.close()
-                port, bus_port = _free_ports(2)
+                port, bus_port = free_ports(2)
         node = ClusterNode(self.binary, port, bus_port, args, self._dir)
         node.start(timeout)
         return node
@@ -247,13 +247,6 @@ class RedisCluster(Managed):
     def url(self) -> str:
         """A plain URL to the first node; clients find the rest with CLUSTER SHARDS."""
         return self.nodes[0].url
-
-    @property
-    def seeds_url(self) -> str:
-        """A URL naming every node (``?cluster_nodes=``), for clients that must survive the
-        first node being down."""
-        others = ",".join(f"{n.host}:{n.port}" for n in self.nodes[1:])
-        return f"{self.nodes[0].url}/0?cluster_nodes={others}" if others else self.url
 
     def node(self, port: int) -> ClusterNode:
         return next(n for n in self.nodes if n.port == port)

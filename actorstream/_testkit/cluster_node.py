@@ -18,8 +18,8 @@ from typing import Any
 import trio
 from redis import exceptions as rex
 
+from .._servers.ping import run_in_thread
 from .._transport import Client
-from .ping import run_in_thread
 
 __all__ = ["SLOTS", "START_TIMEOUT", "ClusterNode", "CommandError"]
 
@@ -27,14 +27,14 @@ SLOTS = 16384
 START_TIMEOUT = 20.0
 
 
-def _find_redis_server() -> str:
+def find_cluster_binary() -> str:
     found = shutil.which("redis-server")
     if found is None:
         raise RuntimeError("no redis-server on PATH: RedisCluster needs Redis 7+ binaries")
     return found
 
 
-def _free_ports(count: int) -> list[int]:
+def free_ports(count: int) -> list[int]:
     """Distinct free ports (kept bound until all are chosen, so they differ)."""
     socks: list[socket.socket] = []
     try:

@@ -6,14 +6,13 @@ import contextlib
 import threading
 from collections.abc import Callable
 from contextlib import AsyncExitStack
-from types import TracebackType
 from typing import Any, Self, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import trio
 from attrs import frozen
 
-from .process import START_TIMEOUT, Managed
+from .._servers.process import START_TIMEOUT, Managed
 from .proxy_link import Faults, Link
 
 __all__ = ["FaultProxy", "ProxyStatistics"]
@@ -191,12 +190,7 @@ class FaultProxy(Managed):
             self._stack = stack.pop_all()
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         self._closed = True
         stack, self._stack = self._stack, None
         if stack is not None:

@@ -11,10 +11,9 @@ import tempfile
 import weakref
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Self
 
-from .process import Owned, signal_process, wait_state
+from .._servers.process import Owned, signal_process, wait_state
 
 __all__ = ["WorkerProcess"]
 
@@ -190,12 +189,7 @@ class WorkerProcess:
     def __enter__(self) -> Self:
         return self.start()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.cleanup()
 
     def _require(self) -> subprocess.Popen[bytes]:

@@ -1,8 +1,8 @@
 """What ``top`` shows, as frozen values, and how one refresh's readings become a ``Snapshot``.
 
 Pure: ``build_snapshot`` takes a typed ``Reading`` (what the poller read from Redis, already
-parsed, see ``poll``) and the previous refresh's ``Counters``, and returns the snapshot plus the
-counters for the next refresh. Rates are counter deltas over server time (``TIME``), so they do
+parsed, see ``poll``) and the previous refresh's ``RefreshCounts``, and returns the snapshot plus
+the counts for the next refresh. Rates are counter deltas over server time (``TIME``), so they do
 not depend on the clock of the machine running ``top``.
 """
 
@@ -16,17 +16,17 @@ from typing import Any
 import attrs
 from attrs import frozen
 
-from .._core.status import StatusDocument, WorkerEvent
+from .._core.status import LayoutEntry, StatusDocument, WorkerEvent
 
 __all__ = [
     "CoordinatorView",
-    "Counters",
     "EventView",
     "GroupRead",
     "LayoutEntry",
     "PartitionRead",
     "PartitionView",
     "Reading",
+    "RefreshCounts",
     "SlotRead",
     "Snapshot",
     "StreamLayout",
@@ -41,15 +41,6 @@ __all__ = [
 STALE_AFTER = 5.0
 
 EventView = WorkerEvent
-
-
-@frozen
-class LayoutEntry:
-    """An actor, its stream and the stream's partition count (from the app or its telemetry)."""
-
-    actor: str
-    stream: str
-    partitions: int
 
 
 @frozen
@@ -110,7 +101,7 @@ class Reading:
 
 
 @frozen
-class Counters:
+class RefreshCounts:
     """The raw counters of the previous refresh, for rates."""
 
     time: float
@@ -331,8 +322,8 @@ def _coordinator_view(reading: Reading, partitions: Sequence[PartitionView]) -> 
     )
 
 
-def build_snapshot(reading: Reading, previous: Counters | None, *, app: str, url: str
-                   ) -> tuple[Snapshot, Counters]:
+def build_snapshot(reading: Reading, previous: RefreshCounts | None, *, app: str, url: str
+                   ) -> tuple[Snapshot, RefreshCounts]:
     """The snapshot of one refresh, and the counters the next refresh computes rates from."""
     processed = {
         (w, p.actor, p.partition): p.processed
@@ -367,4 +358,4 @@ def build_snapshot(reading: Reading, previous: Counters | None, *, app: str, url
         streams=tuple(streams), coordinator=_coordinator_view(reading, partitions),
         events=reading.events, layout_known=bool(reading.streams),
     )
-    return snapshot, Counters(reading.now, processed, appended)
+    return snapshot, RefreshCounts(reading.now, processed, appended)

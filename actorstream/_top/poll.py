@@ -23,14 +23,15 @@ from typing import Any
 from attrs import frozen
 
 from .._core import keys as _keys
+from .._core.replies import pairs, text
 from .._core.status import StatusDocument, StatusFormatError, WorkerEvent
 from .._transport import Arg, Client
 from .model import (
-    Counters,
     GroupRead,
     LayoutEntry,
     PartitionRead,
     Reading,
+    RefreshCounts,
     SlotRead,
     Snapshot,
     StreamLayout,
@@ -91,18 +92,8 @@ async def run_plan(client: Client, queries: Sequence[Query]) -> dict[Hashable, A
 # -- reply parsing -------------------------------------------------------------------------------
 
 
-def _text(value: Any) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-
-
 def _ok(value: Any) -> bool:
     return value is not None and not isinstance(value, Exception)
-
-
-def _pairs(flat: Any) -> dict[str, Any]:
-    if not isinstance(flat, list):
-        return {}
-    return {_text(flat[i]): flat[i + 1] for i in range(0, len(flat) - 1, 2)}
 
 
 def _int(value: Any) -> int | None:
@@ -116,7 +107,7 @@ def _int(value: Any) -> int | None:
 
 def _id_ms(entry_id: Any) -> int | None:
     try:
-        return int(_text(entry_id).split("-", 1)[0])
+        return int(text(entry_id).split("-", 1)[0])
     except (TypeError, ValueError):
         return None
 
@@ -147,17 +138,17 @@ def _doc(worker: str, raw: Any) -> StatusDocument | None:
 
 
 def _partition(info: Any, groups: Any, dead: Any) -> PartitionRead:
-    fields = _pairs(info)
+    fields = pairs(info)
     length = _int(fields.get("length")) or 0
     added = _int(fields.get("entries-added"))
     by_name = {}
-    for g in (_pairs(x) for x in (groups if isinstance(groups, list) else [])):
-        by_name[_text(g.get("name"))] = GroupRead(
-            _int(g.get("lag")), _text(g.get("last-delivered-id", b"0-0"))
+    for g in (pairs(x) for x in (groups if isinstance(groups, list) else [])):
+        by_name[text(g.get("name"))] = GroupRead(
+            _int(g.get("lag")), text(g.get("last-delivered-id", b"0-0"))
         )
     return PartitionRead(
         length=length, added=length if added is None else added,
-        last_generated=_text(fields.get("last-generated-id", b"0-0")),
+        last_generated=text(fields.get("last-generated-id", b"0-0")),
         groups=by_name, dead_letters=_int(dead) or 0,
     )
 
@@ -167,7 +158,7 @@ def _slot(lease: Any, epoch: Any, pending: Any) -> SlotRead:
     if isinstance(pending, list) and pending:
         count = _int(pending[0]) or 0
         first = _id_ms(pending[1]) if count else None
-    return SlotRead(owner=_text(lease) if _ok(lease) else None, epoch=_int(epoch),
+    return SlotRead(owner=text(lease) if _ok(lease) else None, epoch=_int(epoch),
                     pending=count or 0, oldest_pending_ms=first)
 
 
@@ -192,8 +183,8 @@ def parse(replies: Mapping[Hashable, Any], workers: Sequence[str],
     leader = replies["leader"]
     return Reading(
         now=_now(replies["time"]), streams=tuple(streams),
-        members=tuple(_text(m) for m in members) if isinstance(members, list) else (),
-        events=_events(replies["events"]), leader=_text(leader) if _ok(leader) else None,
+        members=tuple(text(m) for m in members) if isinstance(members, list) else (),
+        events=_events(replies["events"]), leader=text(leader) if _ok(leader) else None,
         docs=docs, partitions=partitions, slots=slots,
     )
 
@@ -216,11 +207,11 @@ async def discover_layout(client: Client, app: str) -> tuple[StreamLayout, ...]:
                 "SCAN", cursor, "MATCH", f"as:{{{app}:*:*}}:s", "COUNT", 1000, "TYPE", "stream"
             )
             for key in keys:
-                match = pattern.match(_text(key))
+                match = pattern.match(text(key))
                 if match:
                     name, p = match.group(1), int(match.group(2))
                     counts[name] = max(counts.get(name, 0), p + 1)
-            if _text(cursor) == "0":
+            if text(cursor) == "0":
                 break
     names = sorted(counts)
     groups = await client.pipeline(
@@ -228,7 +219,7 @@ async def discover_layout(client: Client, app: str) -> tuple[StreamLayout, ...]:
     )
     return tuple(
         StreamLayout(n, counts[n], tuple(sorted(
-            _text(_pairs(g).get("name")) for g in (reply if isinstance(reply, list) else [])
+            text(pairs(g).get("name")) for g in (reply if isinstance(reply, list) else [])
         )))
         for n, reply in zip(names, groups, strict=True)
     )
@@ -256,7 +247,7 @@ class Poller:
         self.fixed = stream_layouts(layout) if layout is not None else None
         self.streams: tuple[StreamLayout, ...] = self.fixed or ()
         self.known_workers: tuple[str, ...] = ()
-        self._counters: Counters | None = None
+        self._counters: RefreshCounts | None = None
         self._next_discovery = -math.inf
         self.pipelines = 0
 

@@ -1,4 +1,4 @@
-"""All socket I/O of actorstream: a trio-native Redis client on hiredis (DESIGN.md section 2)."""
+"""All socket I/O of actorstream: a trio-native Redis client on hiredis (docs/transport.md)."""
 
 from ._client import Client, ClientStatistics, Script, default_client_name, evalsha_on
 from ._cluster import Connection, SlotConnection, command_slot, slot_of

@@ -15,7 +15,7 @@ WATCH and MULTI state cannot follow, so a redirect while that state is held rais
 ``SlotMovedError`` (a ``ConnectionError``): the caller starts its fenced session again, exactly as
 after a lost connection.
 
-The pieces: ``_keys`` (which arguments are keys, their slots), ``_topology`` (the slot map, its
+The pieces: ``_slots`` (which arguments are keys, their slots), ``_topology`` (the slot map, its
 refresh, per-node pools, the redirect budget), ``_cluster_pipeline`` (pipelines and transactions
 over several nodes), ``_slot_connection`` (``SlotConnection``); this module routes one command
 and re-exports the names the rest of the package uses.
@@ -31,15 +31,15 @@ from redis import exceptions as rex
 from ._cluster_pipeline import pipeline
 from ._connection import Command
 from ._errors import UnblockedError
-from ._keys import _EVERY_PRIMARY, command_keys, command_name, command_slot, slot_of
 from ._slot_connection import Connection, SlotConnection
+from ._slots import EVERY_PRIMARY, command_keys, command_name, command_slot, slot_of
 from ._topology import (
-    _RETRYABLE,
+    RETRYABLE,
     Addr,
+    Budget,
+    NotSent,
     SlotMap,
     Topology,
-    _Budget,
-    _NotSent,
     parse_shards,
     parse_slots,
 )
@@ -70,9 +70,9 @@ class ClusterRouter(Topology):
         if self.stale:
             await self.refresh_quietly()
         slot = command_slot(command)
-        if slot is None and command_name(command) in _EVERY_PRIMARY:
+        if slot is None and command_name(command) in EVERY_PRIMARY:
             return await self._everywhere(command, timeout)
-        budget = _Budget(self)
+        budget = Budget(self)
         ask: Addr | None = None
         while True:
             addr = ask or self.owner_of(slot)
@@ -81,7 +81,7 @@ class ClusterRouter(Topology):
                 continue
             try:
                 reply = await self._send(addr, command, ask is not None, timeout, script)
-            except _NotSent as exc:
+            except NotSent as exc:
                 self.failed(addr)
                 ask = None
                 await budget.backoff(exc.cause)
@@ -95,7 +95,7 @@ class ClusterRouter(Topology):
             elif isinstance(reply, rex.AskError):
                 budget.redirected(reply)
                 ask = (reply.host, reply.port)
-            elif isinstance(reply, _RETRYABLE):
+            elif isinstance(reply, RETRYABLE):
                 await budget.backoff(reply)
             else:
                 raise reply

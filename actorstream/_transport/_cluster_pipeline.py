@@ -14,8 +14,8 @@ from redis import exceptions as rex
 
 from ._connection import Command
 from ._errors import UnblockedError
-from ._keys import _is_transaction, _text, command_slot
-from ._topology import _REDIRECTS, _RETRYABLE, Addr, Topology, _Budget, _NotSent
+from ._slots import arg_text, command_slot, is_transaction
+from ._topology import REDIRECTS, RETRYABLE, Addr, Budget, NotSent, Topology
 
 
 async def pipeline(
@@ -24,14 +24,14 @@ async def pipeline(
     """Commands grouped per node, one round trip per node, replies in the callers' order."""
     if router.stale:
         await router.refresh_quietly()
-    if _is_transaction(commands):
+    if is_transaction(commands):
         return await _transaction(router, commands, timeout)
     slots = [command_slot(c) for c in commands]
     anywhere = next((s for s in slots if s is not None), None)
     replies: list[Any] = [None] * len(commands)
     pending = list(range(len(commands)))
     asks: dict[int, Addr] = {}
-    budget = _Budget(router)
+    budget = Budget(router)
     while pending:
         groups, unrouted = _group(router, pending, slots, anywhere, asks)
         asked = set(asks)
@@ -46,7 +46,7 @@ async def pipeline(
         if pending and reason is not None:
             try:
                 await budget.backoff(reason)
-            except _RETRYABLE:
+            except RETRYABLE:
                 return replies  # out of time: the refusals stay in place
     return replies
 
@@ -78,9 +78,9 @@ def _group(
 
 def _absorb(
     router: Topology,
-    budget: _Budget,
+    budget: Budget,
     groups: dict[Addr, list[int]],
-    outcomes: dict[Addr, list[Any] | _NotSent],
+    outcomes: dict[Addr, list[Any] | NotSent],
     replies: list[Any],
     asks: dict[int, Addr],
     again: list[int],
@@ -92,14 +92,14 @@ def _absorb(
     reason: Exception | None = None
     for addr, indices in groups.items():
         outcome = outcomes[addr]
-        if isinstance(outcome, _NotSent):
+        if isinstance(outcome, NotSent):
             router.failed(addr)
             again.extend(indices)
             reason = outcome.cause
             continue
         for i, reply in zip(indices, outcome, strict=True):
             replies[i] = reply
-            if not isinstance(reply, _REDIRECTS):
+            if not isinstance(reply, REDIRECTS):
                 continue
             if isinstance(reply, rex.MovedError):
                 budget.redirected(reply)
@@ -109,7 +109,7 @@ def _absorb(
                 budget.redirected(reply)
                 asks[i] = (reply.host, reply.port)
                 again.append(i)
-            elif isinstance(reply, _RETRYABLE):
+            elif isinstance(reply, RETRYABLE):
                 again.append(i)
                 reason = reply
     return reason
@@ -121,8 +121,8 @@ async def _send_groups(
     asked: set[int],
     commands: Sequence[Command],
     timeout: float | None,
-) -> dict[Addr, list[Any] | _NotSent]:
-    outcomes: dict[Addr, list[Any] | _NotSent] = {}
+) -> dict[Addr, list[Any] | NotSent]:
+    outcomes: dict[Addr, list[Any] | NotSent] = {}
     lost: list[Exception] = []
 
     async def one(addr: Addr, indices: list[int]) -> None:
@@ -140,7 +140,7 @@ async def _send_groups(
         pool = router.pool(addr)
         try:
             conn = await router.acquire(pool)
-        except _NotSent as exc:
+        except NotSent as exc:
             outcomes[addr] = exc
             return
         try:
@@ -181,7 +181,7 @@ async def _transaction(
 ) -> list[Any]:
     """A pipeline with WATCH/MULTI runs on one node as a whole; all its keys in one slot."""
     slot = _one_slot(commands)
-    budget = _Budget(router)
+    budget = Budget(router)
     while True:
         addr = router.owner_of(slot)
         if addr is None:
@@ -190,7 +190,7 @@ async def _transaction(
         pool = router.pool(addr)
         try:
             conn = await router.acquire(pool)
-        except _NotSent as exc:
+        except NotSent as exc:
             router.stale = True
             await budget.backoff(exc.cause)
             continue
@@ -201,10 +201,10 @@ async def _transaction(
             raise
         finally:
             # WATCH state must not leak to the next borrower of this pooled connection.
-            if not conn.broken and any(_text(c[0]) == "WATCH" for c in commands):
+            if not conn.broken and any(arg_text(c[0]) == "WATCH" for c in commands):
                 conn.broken = True
             pool._release(conn)
-        refusal = next((r for r in replies if isinstance(r, _REDIRECTS)), None)
+        refusal = next((r for r in replies if isinstance(r, REDIRECTS)), None)
         if refusal is None or not _proven_not_run(commands, replies):
             return replies
         if isinstance(refusal, rex.MovedError):
@@ -233,7 +233,7 @@ def _proven_not_run(commands: Sequence[Command], replies: Sequence[Any]) -> bool
     queued in a MULTI whose EXEC aborted (a queued command was refused), or is MULTI/WATCH."""
     in_multi = False
     for command, reply in zip(commands, replies, strict=True):
-        name = _text(command[0])
+        name = arg_text(command[0])
         if name == "MULTI":
             in_multi = True
         elif name == "EXEC":
@@ -241,8 +241,8 @@ def _proven_not_run(commands: Sequence[Command], replies: Sequence[Any]) -> bool
             if not isinstance(reply, rex.ExecAbortError):
                 return False
         elif in_multi:
-            if not (reply in (b"QUEUED", "QUEUED") or isinstance(reply, _REDIRECTS)):
+            if not (reply in (b"QUEUED", "QUEUED") or isinstance(reply, REDIRECTS)):
                 return False
-        elif name != "WATCH" and not isinstance(reply, _REDIRECTS):
+        elif name != "WATCH" and not isinstance(reply, REDIRECTS):
             return False
     return not in_multi

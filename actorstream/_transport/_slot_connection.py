@@ -18,8 +18,8 @@ from redis import exceptions as rex
 
 from ._connection import Arg, Command, NodeConnection
 from ._errors import SlotMovedError, UnblockedError
-from ._keys import _is_transaction, _text, command_slot
-from ._topology import _REDIRECTS, Addr, Topology, _Budget
+from ._slots import arg_text, command_slot, is_transaction
+from ._topology import REDIRECTS, Addr, Budget, Topology
 
 _STATEFUL = frozenset(
     form
@@ -84,10 +84,10 @@ class SlotConnection:
             elif slot != self.slot:
                 raise rex.ClusterCrossSlotError(
                     f"CROSSSLOT this connection serves slot {self.slot}; "
-                    f"{_text(command[0])} touches slot {slot}"
+                    f"{arg_text(command[0])} touches slot {slot}"
                 )
 
-    async def _open(self, budget: _Budget) -> NodeConnection:
+    async def _open(self, budget: Budget) -> NodeConnection:
         while self._conn is None:
             addr = self._router.owner_of(self.slot)
             if addr is None:
@@ -118,8 +118,8 @@ class SlotConnection:
         router = self._router
         if router.stale and not self._stateful:
             await router.refresh_quietly()
-        budget = _Budget(router)
-        stateful = self._stateful or _is_transaction(commands)
+        budget = Budget(router)
+        stateful = self._stateful or is_transaction(commands)
         replies: list[Any] = [None] * len(commands)
         pending = list(range(len(commands)))
         while True:
@@ -137,7 +137,7 @@ class SlotConnection:
             for i, reply in zip(pending, got, strict=True):
                 replies[i] = reply
             self._track_state(batch, got)
-            refused = [i for i, r in zip(pending, got, strict=True) if isinstance(r, _REDIRECTS)]
+            refused = [i for i, r in zip(pending, got, strict=True) if isinstance(r, REDIRECTS)]
             if not refused:
                 return replies
             first = replies[refused[0]]
@@ -152,7 +152,8 @@ class SlotConnection:
     ) -> SlotMovedError:
         """WATCH/MULTI state cannot follow a redirect: drop the connection, tell the caller."""
         ran = any(
-            _text(c[0]) == "EXEC" and isinstance(r, list) for c, r in zip(batch, got, strict=True)
+            arg_text(c[0]) == "EXEC" and isinstance(r, list)
+            for c, r in zip(batch, got, strict=True)
         )
         where = f"{self._addr[0]}:{self._addr[1]}" if self._addr else "?"
         await self._drop()
@@ -168,7 +169,7 @@ class SlotConnection:
         self,
         first: Any,
         pending: list[int],
-        budget: _Budget,
+        budget: Budget,
         commands: Sequence[Command],
         replies: list[Any],
         timeout: float | None,
@@ -188,7 +189,7 @@ class SlotConnection:
             asked = await self._ask(first, [commands[i] for i in pending], timeout)
             for i, reply in zip(pending, asked, strict=True):
                 replies[i] = reply
-            pending = [i for i in pending if isinstance(replies[i], _REDIRECTS)]
+            pending = [i for i in pending if isinstance(replies[i], REDIRECTS)]
             if not pending:
                 return pending
             await budget.backoff(replies[pending[0]])
@@ -224,7 +225,7 @@ class SlotConnection:
             first = command[0]
             if (type(first) is str or type(first) is bytes) and first not in _STATEFUL:
                 continue
-            name = _text(first)
+            name = arg_text(first)
             if name in ("WATCH", "MULTI") and not isinstance(reply, Exception):
                 self._stateful = True
             elif name in ("EXEC", "DISCARD", "UNWATCH"):

@@ -2,7 +2,7 @@
 
 ``Topology`` is the state half of a ``ClusterRouter``: the map (read from ``CLUSTER SHARDS``,
 or ``CLUSTER SLOTS`` on older servers), the per-node pools, and the refresh rules (rate-limited,
-suspect nodes asked last). ``_Budget`` bounds the redirects and backoff of one request.
+suspect nodes asked last). ``Budget`` bounds the redirects and backoff of one request.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from redis.crc import REDIS_CLUSTER_HASH_SLOTS
 
 from ._connection import NodeConnection
 from ._errors import UnblockedError
-from ._keys import _text
+from ._slots import arg_text
 
 if TYPE_CHECKING:
     from ._client import Client
@@ -27,8 +27,8 @@ SLOTS = REDIS_CLUSTER_HASH_SLOTS
 Addr: TypeAlias = tuple[str, int]
 
 #: Replies that prove the command was refused before it ran (so it may be sent again).
-_RETRYABLE = (rex.TryAgainError, rex.ClusterDownError, UnblockedError)
-_REDIRECTS = (rex.MovedError, rex.AskError, *_RETRYABLE)
+RETRYABLE = (rex.TryAgainError, rex.ClusterDownError, UnblockedError)
+REDIRECTS = (rex.MovedError, rex.AskError, *RETRYABLE)
 _MAX_REDIRECTS = 16
 #: How long a slot-map query may take before the next node is asked (a paused node hangs).
 _MAP_TIMEOUT = 2.0
@@ -61,7 +61,7 @@ class SlotMap:
 
 def _fields(flat: Sequence[Any]) -> dict[str, Any]:
     """A RESP2 map (a flat list of key, value) as a dict with str keys."""
-    return {_text(flat[i]).lower(): flat[i + 1] for i in range(0, len(flat) - 1, 2)}
+    return {arg_text(flat[i]).lower(): flat[i + 1] for i in range(0, len(flat) - 1, 2)}
 
 
 def _str(value: Any) -> str:
@@ -122,7 +122,7 @@ def parse_slots(reply: Sequence[Any], asked: Addr) -> SlotMap:
 # -- routing ------------------------------------------------------------------------------------
 
 
-class _NotSent(Exception):
+class NotSent(Exception):
     """Connecting to a node failed: nothing of the request was written, so it may be resent."""
 
     def __init__(self, cause: Exception) -> None:
@@ -130,7 +130,7 @@ class _NotSent(Exception):
         self.cause = cause
 
 
-class _Budget:
+class Budget:
     """Redirects and backoff of one request, bounded in count and in time."""
 
     def __init__(self, router: Topology) -> None:
@@ -168,7 +168,6 @@ class Topology:
         self.map = SlotMap()
         self.pools: dict[Addr, Client] = {}
         self.stale = True
-        self.refreshes = 0
         self.redirects = 0
         self.rng = random.Random()
         self._refresh_lock = trio.Lock()
@@ -254,7 +253,6 @@ class Topology:
         self.map = smap
         self.stale = False
         self._refreshed_at = trio.current_time()
-        self.refreshes += 1
         keep = set(smap.primaries) | set(self.seeds)
         for replicas in smap.replicas.values():
             keep.update(replicas)
@@ -272,10 +270,10 @@ class Topology:
         return [self.pool(addr) for addr in self.map.primaries]
 
     async def acquire(self, pool: Client) -> NodeConnection:
-        """A pooled connection to a node; failing to connect raises ``_NotSent`` (resendable)."""
+        """A pooled connection to a node; failing to connect raises ``NotSent`` (resendable)."""
         try:
             return await pool._acquire()
         except (rex.AuthenticationError, rex.NoPermissionError):
             raise
         except (rex.ConnectionError, rex.TimeoutError) as exc:
-            raise _NotSent(exc) from exc
+            raise NotSent(exc) from exc

@@ -105,16 +105,16 @@ class SupervisorStatistics:
 
 
 @attrs.define(eq=False)
-class _RestartGroup:
+class RestartGroup:
     """Children restarted together, in start order, once ``deadline`` passed and none runs."""
 
     deadline: float
-    members: list[_Child] = attrs.Factory(list)
-    waiting: set[_Child] = attrs.Factory(set)  # still shutting down
+    members: list[Child] = attrs.Factory(list)
+    waiting: set[Child] = attrs.Factory(set)  # still shutting down
 
 
 @attrs.define(eq=False)
-class _Child:
+class Child:
     child_id: Hashable
     fn: ChildFn
     restart: Restart
@@ -127,7 +127,7 @@ class _Child:
     generation: int = 0
     scope: trio.CancelScope | None = None  # not None while its task is alive
     ctx: ChildContext | None = None
-    group: _RestartGroup | None = None
+    group: RestartGroup | None = None
     removing: bool = False
     stopped: trio.Event = attrs.Factory(trio.Event)
     # Only with per_child_intensity: this child's own MaxR-in-MaxT window and its crashes.
@@ -136,7 +136,7 @@ class _Child:
 
 
 @frozen
-class _Exited:
-    child: _Child
+class Exited:
+    child: Child
     generation: int
     error: Exception | None

@@ -4,7 +4,7 @@ Every step (each ``heartbeat_interval``, or sooner when woken):
 
 1. heartbeat on the server's clock and read the live members (one script call);
 2. read the holder of every lease (one pipeline of GETs);
-3. ``plan_step`` (pure, in ``_assignment``) decides what to fence, renew, release and acquire;
+3. ``plan_step`` (pure, in ``_core.assignment``) decides what to fence, renew, release and acquire;
 4. carry the plan out: fenced slots are stopped at once; renewals are compare-and-set and
    pipelined; slots assigned elsewhere are drained in the background (the partition actor
    finishes and acks its in-flight events) and only then released; free slots assigned to us
@@ -29,7 +29,8 @@ from redis.exceptions import OutOfMemoryError
 
 from .._core import keys as _keys
 from .._core.assignment import Slot, plan_step
-from .._core.classify import TRANSIENT_REDIS_ERRORS, describe_error
+from .._core.classify import TRANSIENT_REDIS_ERRORS
+from .._core.crashes import describe_error
 from .._core.fence import Fence
 from .._core.leasetiming import Lease
 from .._transport import Arg

@@ -29,7 +29,8 @@ from attrs import field, frozen
 from redis import exceptions as rex
 
 from .._core import keys
-from .._core.classify import TRANSIENT_REDIS_ERRORS, describe_error
+from .._core.classify import TRANSIENT_REDIS_ERRORS
+from .._core.crashes import describe_error
 from .._core.fence import Fence
 from .._core.policy import RestartPolicy
 from .._core.protocol import PartitionProtocol

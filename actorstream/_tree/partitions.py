@@ -1,7 +1,7 @@
 """The partitions branch: one partition actor per owned (actor, partition), started and stopped
 as the coordinator acquires and releases leases.
 
-Failure containment (issue 11): handler failures never reach the supervisor. The partition
+Failure containment: handler failures never reach the supervisor. The partition
 actor contains them (``handling``, the rule of ``_core.failures``); the iterator form's handler,
 which owns its loop, restarts its actor here, in the child function, under the partition's own
 ``RestartBudget`` (MaxR in MaxT of ``Settings.restart_policy``, where a handled or dead-lettered

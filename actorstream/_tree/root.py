@@ -37,6 +37,7 @@ from .._core.classify import TRANSIENT_REDIS_ERRORS
 from .._core.errors import ConfigError, SupervisorGaveUp
 from .._core.policy import RestartPolicy
 from .._core.settings import Settings
+from .._core.status import LayoutEntry
 from .._middleware import Middleware
 from .._ops import logs as _logs
 from .._streams import Stream
@@ -48,7 +49,6 @@ from .partitions import PartitionsContext, PartitionsSupervisor
 from .scheduler import Leadership, SchedulerContext, TaskSpec, run_scheduler
 from .supervisor import ChildContext, Restart, Strategy, Supervisor
 from .telemetry import (
-    LayoutEntry,
     TelemetryContext,
     WorkerStatistics,
     publish_once,

@@ -29,7 +29,8 @@ from cronsim import CronSim, CronSimError
 from trio_util import AsyncBool
 
 from .._core import keys as _keys
-from .._core.classify import TRANSIENT_REDIS_ERRORS, describe_error
+from .._core.classify import TRANSIENT_REDIS_ERRORS
+from .._core.crashes import describe_error
 from .._core.errors import ConfigError
 from .._core.leasetiming import Lease
 from .._core.policy import RestartPolicy
@@ -44,7 +45,7 @@ log = logging.getLogger("actorstream.scheduler")
 TaskFn = Callable[[], Awaitable[Any]]
 
 
-def _zone(tz: str | tzinfo) -> tzinfo:
+def time_zone(tz: str | tzinfo) -> tzinfo:
     if isinstance(tz, tzinfo):
         return tz
     try:

@@ -17,19 +17,20 @@ from typing import TypeAlias
 
 import trio
 
+from .._core.crashes import describe_error
 from .._core.errors import ConfigError, SupervisorGaveUp
 from .._core.policy import Backoff, RestartIntensity, RestartPolicy
 from .children import (
+    Child,
     ChildContext,
     ChildFn,
     ChildState,
     ChildStatistics,
+    Exited,
     Restart,
+    RestartGroup,
     Strategy,
     SupervisorStatistics,
-    _Child,
-    _Exited,
-    _RestartGroup,
 )
 
 __all__ = [
@@ -44,18 +45,13 @@ __all__ = [
 ]
 
 
-def _describe(exc: BaseException) -> str:
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
 def _check_grace(grace: float) -> None:
     if math.isnan(grace) or grace < 0:
         raise ValueError(f"grace must be >= 0 seconds, got {grace!r}")
 
 
 _DEFAULT_POLICY = RestartPolicy()
-_Event: TypeAlias = _Exited | None  # None only wakes the loop up
+_Event: TypeAlias = Exited | None  # None only wakes the loop up
 
 
 class Supervisor:
@@ -87,9 +83,9 @@ class Supervisor:
         self._policy = policy
         self._rng = rng if rng is not None else random.Random()
         self._per_child = per_child_intensity
-        self._children: dict[Hashable, _Child] = {}
-        self._groups: list[_RestartGroup] = []
-        self._to_start: list[_Child] = []
+        self._children: dict[Hashable, Child] = {}
+        self._groups: list[RestartGroup] = []
+        self._to_start: list[Child] = []
         self._intensity = RestartIntensity.from_policy(policy)
         self._crashes: deque[tuple[float, Exception]] = deque()
         self._total_restarts = 0
@@ -124,7 +120,7 @@ class Supervisor:
             raise ConfigError(f"restart must be a Restart, got {restart!r}")
         if self._stopping:
             raise RuntimeError(f"supervisor {self._name!r} is stopping")
-        child = _Child(child_id, fn, restart, Backoff(self._policy))
+        child = Child(child_id, fn, restart, Backoff(self._policy))
         if self._per_child:
             child.intensity = RestartIntensity.from_policy(self._policy)
         self._children[child_id] = child
@@ -264,7 +260,7 @@ class Supervisor:
                     if outcome is not None:
                         return outcome
 
-    def _due_group(self) -> _RestartGroup | None:
+    def _due_group(self) -> RestartGroup | None:
         if self._stopping:
             return None
         now = trio.current_time()
@@ -276,7 +272,7 @@ class Supervisor:
             return math.inf
         return min((g.deadline for g in self._groups if not g.waiting), default=math.inf)
 
-    async def _fire(self, group: _RestartGroup) -> None:
+    async def _fire(self, group: RestartGroup) -> None:
         self._groups.remove(group)
         for child in list(group.members):
             if child.group is not group:
@@ -285,7 +281,7 @@ class Supervisor:
             if self._children.get(child.child_id) is child:
                 await self._launch(child)
 
-    async def _launch(self, child: _Child) -> None:
+    async def _launch(self, child: Child) -> None:
         assert self._nursery is not None and self._send is not None
         now = trio.current_time()
         if child.launched:
@@ -302,7 +298,7 @@ class Supervisor:
 
     @staticmethod
     async def _child_task(
-        child: _Child,
+        child: Child,
         generation: int,
         ctx: ChildContext,
         scope: trio.CancelScope,
@@ -317,16 +313,16 @@ class Supervisor:
                 await child.fn(ctx)
         except Exception as exc:  # a crash; Cancelled from outside propagates untouched
             error = exc
-        send.send_nowait(_Exited(child, generation, error))
+        send.send_nowait(Exited(child, generation, error))
 
-    def _on_exit(self, event: _Exited) -> tuple[SupervisorGaveUp, ExceptionGroup[Exception]] | None:
+    def _on_exit(self, event: Exited) -> tuple[SupervisorGaveUp, ExceptionGroup[Exception]] | None:
         child = event.child
         if child.generation != event.generation or self._children.get(child.child_id) is not child:
             return None  # stale
         child.scope = None
         child.ctx = None
         if event.error is not None:
-            child.last_error = _describe(event.error)
+            child.last_error = describe_error(event.error)
         if child.removing:
             self._remove(child, ChildState.STOPPED)
             return None
@@ -359,13 +355,10 @@ class Supervisor:
         return None
 
     def _give_up(
-        self, child: _Child, window: deque[tuple[float, Exception]]
+        self, child: Child, window: deque[tuple[float, Exception]]
     ) -> tuple[SupervisorGaveUp, ExceptionGroup[Exception]]:
-        """``child`` exceeded the intensity (its own, or the shared one): escalate.
-
-        The one place that decides what "past intensity" means; containment (issue 11) hooks
-        in here to back a partition off instead of ending the worker.
-        """
+        """``child`` exceeded the intensity (its own, or the shared one): escalate with the
+        crashes of the window."""
         child.state = ChildState.FAILED
         self._gave_up = True
         name = self._name if child.intensity is None else f"{self._name}/{child.child_id}"
@@ -375,7 +368,7 @@ class Supervisor:
         )
         return SupervisorGaveUp(name, self._policy.max_restarts, self._policy.within), crashes
 
-    def _restart_set(self, crashed: _Child) -> list[_Child]:
+    def _restart_set(self, crashed: Child) -> list[Child]:
         order = list(self._children.values())
         if self._strategy is Strategy.ONE_FOR_ONE:
             return [crashed]
@@ -383,8 +376,8 @@ class Supervisor:
             return order
         return order[order.index(crashed) :]
 
-    def _schedule_restart(self, crashed: _Child, deadline: float) -> None:
-        group = _RestartGroup(deadline)
+    def _schedule_restart(self, crashed: Child, deadline: float) -> None:
+        group = RestartGroup(deadline)
         for child in self._restart_set(crashed):
             if child is not crashed and child.restart is Restart.TEMPORARY:
                 self._request_stop(child, 0.0)  # siblings that are temporary are not restarted
@@ -405,7 +398,7 @@ class Supervisor:
                 child.state = ChildState.BACKOFF
         self._groups.append(group)
 
-    def _detach(self, child: _Child) -> None:
+    def _detach(self, child: Child) -> None:
         group = child.group
         if group is None:
             return
@@ -415,7 +408,7 @@ class Supervisor:
         if not group.members and group in self._groups:
             self._groups.remove(group)
 
-    def _request_stop(self, child: _Child, grace: float) -> None:
+    def _request_stop(self, child: Child, grace: float) -> None:
         self._detach(child)
         if child.scope is None:  # not running: nothing to wait for
             self._remove(child, ChildState.STOPPED)
@@ -427,7 +420,7 @@ class Supervisor:
                 child.ctx._request_stop()
         child.scope.deadline = min(child.scope.deadline, trio.current_time() + grace)
 
-    def _remove(self, child: _Child, state: ChildState) -> None:
+    def _remove(self, child: Child, state: ChildState) -> None:
         if self._children.get(child.child_id) is child:
             del self._children[child.child_id]
         child.state = state

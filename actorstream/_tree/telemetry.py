@@ -8,7 +8,6 @@ published).
 
 from __future__ import annotations
 
-import enum
 import json
 import logging
 import time
@@ -23,6 +22,13 @@ from .._core import keys as _keys
 from .._core.assignment import Slot
 from .._core.classify import TRANSIENT_REDIS_ERRORS
 from .._core.policy import RestartPolicy
+from .._core.status import (
+    CoordinatorStatus,
+    LayoutEntry,
+    PartitionStatus,
+    StatusDocument,
+    WorkerEvent,
+)
 from .._version import __version__
 from .context import WorkerContext
 from .coordinator import CoordinatorStatistics
@@ -46,15 +52,6 @@ class WorkerStatistics:
 
 
 @frozen
-class LayoutEntry:
-    """One declared actor as `top` needs it to show every partition without the app."""
-
-    actor: str
-    stream: str
-    partitions: int
-
-
-@frozen
 class TelemetryContext:
     """The worker, how to take its statistics and its unpublished notable events, the layout."""
 
@@ -64,55 +61,70 @@ class TelemetryContext:
     layout: tuple[LayoutEntry, ...]
 
 
+def status_document(context: TelemetryContext) -> StatusDocument:
+    """The worker's statistics in the published schema (``_core.status``).
 
-def status_document(context: TelemetryContext) -> dict[str, Any]:
-    """The worker's statistics as JSON-able data, plus what `top` needs to read it alone.
-
-    Monotonic (trio) times are converted to wall-clock seconds here: other processes cannot
-    interpret this worker's monotonic clock. ``layout`` lets ``top APP`` show every partition
-    without importing the app.
+    Monotonic (trio) times become wall-clock seconds here: other processes cannot interpret
+    this worker's monotonic clock. ``layout`` lets ``top APP`` show every partition without
+    importing the app.
     """
     stats = context.statistics()
     now_wall = time.time()
-    now_mono = trio.current_time()
-    doc = attrs.asdict(stats, recurse=True, value_serializer=_serialize)
-    children = stats.supervisor.children
-    backoff = {
-        f"{c.child_id.actor}[{c.child_id.partition}]": c.current_backoff
-        for c in children
-        if isinstance(c.child_id, Slot) and c.current_backoff > 0
-    }
-    doc["supervisor"] = {
-        "restarts": stats.supervisor.total_restarts,
-        "gave_up": stats.supervisor.gave_up,
-    }
-    for part in doc["partitions"]:
-        part["backoff"] = backoff.get(f"{part['actor']}[{part['partition']}]", 0.0)
-    coord = doc["coordinator"]
     last = stats.coordinator.last_rebalance_at
-    coord["last_rebalance_wall"] = None if last is None else now_wall - (now_mono - last)
-    doc["layout"] = [
-        {"actor": e.actor, "stream": e.stream, "partitions": e.partitions}
-        for e in context.layout
-    ]
-    doc["published_at"] = now_wall
-    doc["app"] = context.worker.app
-    doc["version"] = __version__
-    return doc
+    restart_backoff = {
+        (c.child_id.actor, c.child_id.partition): c.current_backoff
+        for c in stats.supervisor.children
+        if isinstance(c.child_id, Slot)
+    }
+    return StatusDocument(
+        worker_id=stats.worker_id,
+        host=stats.host,
+        pid=stats.pid,
+        app=context.worker.app,
+        version=__version__,
+        uptime=stats.uptime,
+        published_at=now_wall,
+        partitions=tuple(
+            _partition_status(p, restart_backoff.get((p.actor, p.partition), 0.0))
+            for p in stats.partitions
+        ),
+        coordinator=CoordinatorStatus(
+            owned=stats.coordinator.owned,
+            rebalances=stats.coordinator.rebalances,
+            last_rebalance_wall=(
+                None if last is None else now_wall - (trio.current_time() - last)
+            ),
+            last_error=stats.coordinator.last_error,
+        ),
+        restarts=stats.supervisor.total_restarts,
+        dead_lettered=stats.dead_lettered,
+        layout=context.layout,
+    )
 
 
-def _serialize(instance: object, attribute: object, value: Any) -> Any:
-    if isinstance(value, enum.Enum):
-        return value.value
-    if isinstance(value, Slot):
-        return f"{value.actor}[{value.partition}]"
-    return value
+def _partition_status(p: PartitionStatistics, restart_backoff: float) -> PartitionStatus:
+    """What the schema shares with the statistics is copied by name; two fields are converted:
+    ``backoff`` (the longer of the partition's own backing-off wait and its supervisor's
+    restart backoff) and ``table_keys`` (summed over the partition's tables)."""
+    shared = {
+        f.name: getattr(p, f.name)
+        for f in attrs.fields(PartitionStatus)
+        if f.name not in _CONVERTED and hasattr(p, f.name)
+    }
+    return PartitionStatus(
+        **shared,
+        backoff=max(p.backoff or 0.0, restart_backoff),
+        table_keys=None if p.table_keys is None else sum(p.table_keys.values()),
+    )
+
+
+_CONVERTED = frozenset({"backoff", "table_keys"})
 
 
 async def publish_once(context: TelemetryContext) -> None:
     worker = context.worker
     interval = worker.settings.telemetry_interval
-    doc = json.dumps(status_document(context), default=str, separators=(",", ":"))
+    doc = _json(status_document(context).to_json())
     commands: list[Any] = [
         ("SET", _keys.status_key(worker.app, worker.worker_id), doc, "PX",
          int(interval * 5000)),
@@ -120,13 +132,14 @@ async def publish_once(context: TelemetryContext) -> None:
     events = context.take_unpublished()
     if events:
         key = _keys.events_key(worker.app)
-        payloads = [
-            json.dumps({"t": t, "kind": k, "msg": m, "worker": worker.worker_id})
-            for t, k, m in events
-        ]
+        payloads = [_json(WorkerEvent(t, k, m, worker.worker_id).to_json()) for t, k, m in events]
         commands.append(("LPUSH", key, *payloads))
         commands.append(("LTRIM", key, 0, EVENTS_KEPT - 1))
     await worker.client.pipeline(commands)
+
+
+def _json(data: dict[str, Any]) -> str:
+    return json.dumps(data, separators=(",", ":"))
 
 
 async def publish_forever(context: TelemetryContext) -> None:

@@ -27,7 +27,7 @@ import trio
 
 from .._core.commit import key_of_field
 from .._core.windows import Closing, WindowTracker
-from .._tables import _MISSING, PartitionTable, PartitionTables, current_scope
+from .._tables import MISSING, PartitionTable, PartitionTables, current_scope
 from .._windows import (
     ST_FIELD,
     WindowedTable,
@@ -192,13 +192,13 @@ class WindowsOfPartition:
                 local = part.local
                 for closing in part.closing:
                     field = window_field(str(closing.key), closing.window)
-                    value = local.data.get(field, _MISSING)
-                    if value is not _MISSING and table.closer is not None:
+                    value = local.data.get(field, MISSING)
+                    if value is not MISSING and table.closer is not None:
                         await table.closer(_key(closing.key), closing.window, value)
                 for gone in part.expired:
                     field = window_field(str(gone.key), gone.window)
                     if field in local.data:
-                        write(scope, local, field, _MISSING)
+                        write(scope, local, field, MISSING)
 
         await self.tables.wrap(emit)()
         for part in parts.values():

@@ -129,6 +129,14 @@ def _systems_in(module: Any) -> list[System]:
     return [v for v in vars(module).values() if isinstance(v, System)]
 
 
+def system_of(stream: Stream[Any]) -> System:
+    """The System that declared ``stream`` (a stream knows it only as its ``Owner``)."""
+    owner = stream.system
+    if not isinstance(owner, System):
+        raise CliError(f"{stream!r} was not declared by an actorstream System")
+    return owner
+
+
 def load_system(target: str) -> System:
     """``module:attr`` naming a System."""
     module_name, attr = split_target(target)
@@ -139,7 +147,7 @@ def load_system(target: str) -> System:
         hint = f" (Systems there: {', '.join(found)})" if found else ""
         raise CliError(f"module {module_name!r} has no attribute {attr!r}{hint}")
     if isinstance(value, Stream):
-        return value.system
+        return system_of(value)
     if not isinstance(value, System):
         raise CliError(
             f"{target!r} is a {type(value).__name__}, not an actorstream System"

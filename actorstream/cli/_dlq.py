@@ -37,6 +37,7 @@ from ._common import (
     resolve_url,
     run_async,
     split_target,
+    system_of,
 )
 
 T = TypeVar("T")
@@ -180,7 +181,7 @@ def resolve_target(args: argparse.Namespace) -> tuple[System, str | None]:
     value = getattr(import_module(module_name), attr, None)
     stream: str | None = None
     if isinstance(value, Stream):
-        system: System = value.system
+        system = system_of(value)
         stream = value.name
     else:
         system = load_system(args.target)

@@ -19,6 +19,7 @@ from ._common import (
     load_stream,
     resolve_url,
     run_async,
+    system_of,
 )
 
 
@@ -136,7 +137,7 @@ def _ranges(wheres: list[str]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     stream = load_stream(args.target)
-    system = stream.system
+    system = system_of(stream)
     inputs = read_inputs(args)
     events = [parse_event(stream, where, text, allow_unknown=args.allow_unknown)
               for where, text in inputs]

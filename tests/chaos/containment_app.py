@@ -1,4 +1,4 @@
-"""The worker app of the containment chaos tests (issue 11), run with ``actorstream worker``.
+"""The worker app of the containment chaos tests, run with ``actorstream worker``.
 
 Environment:
 

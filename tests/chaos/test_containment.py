@@ -1,4 +1,4 @@
-"""Issue 11 acceptance: handler failures are contained at their partition (``nox -s chaos``).
+"""Handler failures are contained at their partition, across worker processes (``nox -s chaos``).
 
 Real worker processes (``actorstream worker containment_app:system``) against a redis-server of
 each test's own. The app records every handled event in ``<app>:handled`` (the ground truth)

@@ -209,7 +209,7 @@ def test_demo_starts_embedded_redis_when_unreachable() -> None:
 
 
 def test_demo_without_a_terminal_says_so_and_runs_without_top(redis_url: str) -> None:
-    """Issue 14 item 11: no blank screen when stdout is not a terminal."""
+    """No blank screen when stdout is not a terminal."""
     result = cli("demo", "--duration", "2", "--rate", "50", url=redis_url)
     assert result.returncode == 0, result.stderr
     assert "stdout is not a terminal, so no live view" in result.stderr
@@ -217,7 +217,7 @@ def test_demo_without_a_terminal_says_so_and_runs_without_top(redis_url: str) ->
 
 
 def test_demo_help_says_what_it_does() -> None:
-    """Issue 14 item 13: --duration and --url are described truthfully."""
+    """--duration and --url are described truthfully."""
     text = " ".join(cli("demo", "--help").stdout.split())
     assert "20 s with --no-top" in text
     assert "embedded redis-server" in text
@@ -225,7 +225,7 @@ def test_demo_help_says_what_it_does() -> None:
 
 
 def test_import_error_keeps_its_traceback_with_verbose(tmp_path: Path, redis_url: str) -> None:
-    """Issue 14 item 5: one line by default; -v / -vv add the app's traceback."""
+    """One line by default; -v / -vv add the app's traceback."""
     bad = tmp_path / "badapp.py"
     bad.write_text("import json\n\ndef helper():\n    raise RuntimeError('app broke')\n\n"
                    "helper()\n")
@@ -246,7 +246,7 @@ def test_import_error_keeps_its_traceback_with_verbose(tmp_path: Path, redis_url
 def test_send_several_json_arguments_print_ids_with_partitions(
     app: Path, redis_server: RedisServer
 ) -> None:
-    """Issue 14 item 7: JSON arguments on both sides of --print-ids; ids name their partition."""
+    """JSON arguments on both sides of --print-ids; ids name their partition."""
     events = [json.dumps({"order_id": i, "amount": 1}) for i in range(6)]
     result = cli("send", f"{app}:orders", events[0], "--print-ids", *events[1:],
                  url=redis_server.url)
@@ -266,7 +266,7 @@ def test_send_several_json_arguments_print_ids_with_partitions(
 
 
 def test_send_rejects_unknown_fields_unless_allowed(app: Path, redis_server: RedisServer) -> None:
-    """Issue 14 item 8: a typo does not vanish."""
+    """A typo does not vanish."""
     typo = '{"order_id": 1, "amount": 2, "amout": 3}'
     result = cli("send", f"{app}:orders", typo, url=redis_server.url)
     assert result.returncode == 2
@@ -281,7 +281,7 @@ def test_send_rejects_unknown_fields_unless_allowed(app: Path, redis_server: Red
 
 
 def test_docs_cli_example_error_is_the_real_one(app: Path, tmp_path: Path, redis_url: str) -> None:
-    """Issue 14 item 13: the error docs/cli.md shows is what `send --file` prints."""
+    """The error docs/cli.md shows is what `send --file` prints."""
     docs = (Path(__file__).resolve().parents[2] / "docs" / "cli.md").read_text()
     shown = next(ln.strip() for ln in docs.splitlines() if "events.jsonl line 4" in ln)
     (tmp_path / "events.jsonl").write_text(
@@ -293,7 +293,7 @@ def test_docs_cli_example_error_is_the_real_one(app: Path, tmp_path: Path, redis
 
 
 def test_passwords_in_query_strings_are_never_printed(app: Path, tmp_path: Path) -> None:
-    """Issue 14 item 14, for unix:// URLs that carry the password as a parameter."""
+    """The same, for unix:// URLs that carry the password as a parameter."""
     url = f"unix://{tmp_path}/no.sock?db=0&password=hunter2"
     result = cli("send", f"{app}:orders", '{"order_id": 1, "amount": 2}', url=url)
     assert result.returncode == 3

@@ -1,4 +1,4 @@
-"""Containment of handler failures (issue 11), in process against a real redis-server.
+"""Containment of handler failures, in process against a real redis-server.
 
 The slow, multi-process acceptance scenarios are in tests/chaos/test_containment.py; these are
 the quick checks of each path: classification, an outage backing off and recovering, a batch

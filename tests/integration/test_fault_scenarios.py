@@ -1,4 +1,4 @@
-"""Fault scenarios of DESIGN.md section 4 not covered elsewhere: 10, 18, 22, 23.
+"""Fault scenarios of docs/scenarios.md not covered elsewhere: 10, 18, 22, 23.
 
 Subprocess scenarios use ``apps/rebalance_app.py`` workers with fast
 leases (ttl 3 s, renew 1 s, heartbeat 0.5 s, member timeout 3 s: T_own = 4 s) and the handled

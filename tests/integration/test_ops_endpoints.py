@@ -1,4 +1,4 @@
-"""Issue 13: /metrics, /healthz and /readyz of a real worker against a real Redis."""
+"""/metrics, /healthz and /readyz of a real worker against a real Redis."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import pytest
 import trio
 
 from actorstream import LeaseTiming, Record, System
+from actorstream._core.deadletter import DEAD_LETTER_KINDS
 from actorstream._ops.http import http_get
 from actorstream._transport import Client
 from actorstream.testing import RedisServer
@@ -130,9 +131,13 @@ async def test_metrics_after_n_events_match_counts_and_xinfo(redis_url: str) -> 
         assert sent == [({"app": "metricshop", "stream": "orders"}, float(n + 1 + 25))]
 
         dead = samples(text, "actorstream_dead_letters_total")
-        assert [(lab["partition"], lab["kind"], v) for lab, v in dead] == [
+        assert [(lab["partition"], lab["kind"], v) for lab, v in dead if v] == [
             (str(poison_partition), "decode:json", 1.0)
         ]
+        # Every known kind has its series from the start, at 0 until it happens.
+        assert {(lab["partition"], lab["kind"]) for lab, _ in dead} == {
+            (str(p), kind) for p in range(4) for kind in DEAD_LETTER_KINDS
+        }
         errors = samples(text, "actorstream_handler_errors_total")
         assert [(lab["error_type"], v) for lab, v in errors] == [("ValueError", 1.0)]
         restarts = samples(text, "actorstream_actor_restarts_total")
@@ -251,7 +256,7 @@ async def test_readyz_503_when_redis_is_unreachable(redis_server: RedisServer) -
 
 
 async def test_http_server_rejects_bad_requests(redis_url: str) -> None:
-    from actorstream._ops.server import serve_ops
+    from actorstream._endpoints.server import serve_ops
 
     async with trio.open_nursery() as nursery:
         port = await nursery.start(serve_ops, "http", lambda: None, 0, "127.0.0.1")
@@ -308,7 +313,8 @@ async def test_redis_errors_and_lost_leases_are_counted(redis_server: RedisServe
 
         await wait_for(counted)
         text = (await get(port, "/metrics"))[1]
-        assert {lab["error"] for lab, _ in samples(text, "actorstream_redis_errors_total")} <= {
+        counted_errors = samples(text, "actorstream_redis_errors_total")
+        assert {lab["error"] for lab, v in counted_errors if v} <= {
             "ConnectionError", "TimeoutError"}
         nursery.cancel_scope.cancel()
 

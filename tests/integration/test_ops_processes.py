@@ -1,4 +1,4 @@
-"""Issue 13 / scenario 30: ``actorstream worker TARGET --processes 2`` on 16 partitions."""
+"""Scenario 30 (docs/scenarios.md): ``actorstream worker TARGET --processes 2`` on 16 partitions."""
 
 from __future__ import annotations
 

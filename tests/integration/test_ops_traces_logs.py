@@ -1,4 +1,4 @@
-"""Issue 13: one trace from send to the handler span; JSON logs of a real worker process."""
+"""One trace from send to the handler span; JSON logs of a real worker process."""
 
 from __future__ import annotations
 

@@ -192,7 +192,7 @@ def test_top_in_a_real_terminal(settled_app, tmp_path: Path) -> None:  # type: i
 def test_top_once_without_a_worker_reads_the_streams_from_redis(
     tmp_path: Path, redis_server: RedisServer
 ) -> None:
-    """Issue 14 item 9: no live worker, yet the stream table shows the streams and lengths."""
+    """No live worker, yet the stream table shows the streams and lengths."""
     app = tmp_path / "topapp.py"
     app.write_text(APP)
     events = tmp_path / "jobs.jsonl"
@@ -222,7 +222,7 @@ def test_top_once_without_a_worker_reads_the_streams_from_redis(
 def test_a_graceful_stop_publishes_released_and_left_events(
     tmp_path: Path, redis_server: RedisServer, worker_process
 ) -> None:  # type: ignore[no-untyped-def]
-    """Issue 14 item 12: events say which worker they came from, and a stop is visible."""
+    """Events say which worker they came from, and a stop is visible."""
     app = tmp_path / "topapp.py"
     app.write_text(APP)
     worker = worker_process("-m", "actorstream", "worker", f"{app}:system",

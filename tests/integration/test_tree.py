@@ -55,8 +55,8 @@ async def test_partitions_do_not_share_one_restart_intensity(redis_url: str) -> 
             stats: Any = worker.statistics()
     assert handled == set(keys.values())
     assert not stats.supervisor.gave_up
-    # Since issue 11 handler failures do not even restart their partition actor: they are
-    # contained in it. Four partitions failing together look like an outage: they back off,
+    # Handler failures do not even restart their partition actor: they are contained in it.
+    # Four partitions failing together look like an outage: they back off,
     # keep their deliveries, and dead-letter nothing.
     assert stats.supervisor.total_restarts == 0
     assert sorted(p.failed for p in stats.partitions) == [3, 3, 3, 3]

@@ -1,5 +1,5 @@
 """Starting a worker: the same banner and the same wait for Redis from ``python app.py`` and
-``actorstream worker`` (issue 14 items 4 and 6; docs/running.md, "Starting and stopping")."""
+``actorstream worker`` (docs/running.md, "Starting and stopping")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Issue 13 pieces that need no Redis: log formats, duration buckets, scrape merging, tracing."""
+"""Ops pieces that need no Redis: log formats, duration buckets, scrape merging, tracing."""
 
 from __future__ import annotations
 
@@ -82,7 +82,7 @@ def test_without_extras_nothing_is_imported_and_no_logging_is_configured() -> No
         "from actorstream._ops import tracing\n"
         "assert not logging.getLogger().handlers, logging.getLogger().handlers\n"
         "assert tracing.tracer() is None\n"
-        "mine = [m for m in sys.modules if m in ('actorstream._ops.metrics',)]\n"
+        "mine = [m for m in sys.modules if m in ('actorstream._endpoints.metrics',)]\n"
         "assert not mine, mine\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
@@ -108,19 +108,19 @@ def test_collector_exposes_exactly_the_contract() -> None:
     pytest.importorskip("prometheus_client")
     from prometheus_client.parser import text_string_to_metric_families
 
-    from actorstream._ops.metrics import METRICS, exposition
-    from actorstream._ops.view import Backlog, PartitionView, WorkerView
+    from actorstream._endpoints.metrics import METRICS, exposition
+    from actorstream._endpoints.view import Backlog, PartitionSample, WorkerSample
 
     d = Durations()
     d.observe(0.002)
-    view = WorkerView(
+    view = WorkerSample(
         app="shop",
         partitions=(
-            PartitionView("bill", "orders", 0, handled=5, restarts=1,
+            PartitionSample("bill", "orders", 0, handled=5, restarts=1,
                           errors={"ValueError": 2}, dead_letters={"max_deliveries": 1},
                           durations=d, late={"per_minute": 2},
                           table_keys={"counts": 3}),
-            PartitionView("bill", "orders", 1, handled=7, restarts=0, durations=d),
+            PartitionSample("bill", "orders", 1, handled=7, restarts=0, durations=d),
         ),
         owned=2, rebalances=3, leases_lost=1, redis_errors={"ConnectionError": 4},
         sent={"orders": 12},
@@ -148,6 +148,26 @@ def test_collector_exposes_exactly_the_contract() -> None:
     # A partition whose lag Redis cannot tell has no lag sample (not a made-up 0).
     assert ("actorstream_partition_lag",
             (("app", "shop"), ("partition", "1"), ("stream", "orders"))) not in values
+
+
+def test_known_label_sets_are_exported_at_zero_from_the_first_scrape() -> None:
+    pytest.importorskip("prometheus_client")
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from actorstream._core.classify import TRANSIENT_REDIS_ERRORS
+    from actorstream._endpoints.metrics import exposition
+    from actorstream._endpoints.view import idle_sample
+
+    text = exposition(idle_sample("zeros", ["orders", "audit"]), include_default=False).decode()
+    by_name: dict[str, dict[str, float]] = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            label = s.labels.get("stream") or s.labels.get("error") or ""
+            by_name.setdefault(s.name, {})[label] = s.value
+    assert by_name["actorstream_events_sent_total"] == {"orders": 0.0, "audit": 0.0}
+    assert by_name["actorstream_redis_errors_total"] == {
+        cls.__name__: 0.0 for cls in TRANSIENT_REDIS_ERRORS
+    }
 
 
 def test_parent_aggregate_sums_maxes_and_stays_monotonic_across_restarts() -> None:

@@ -1,4 +1,4 @@
-"""Model-based test of the pure rebalance core (DESIGN.md scenario 24).
+"""Model-based test of the pure rebalance core (scenario 24 of docs/scenarios.md).
 
 A Hypothesis state machine drives workers that run the *real* decision code (``plan_step``,
 ``assign``, ``Lease``) against a model of Redis that holds, per slot, ``(owner, epoch,

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 
+import attrs
 import pytest
 
 from actorstream._core.status import (
     CoordinatorStatus,
-    LayoutItem,
+    LayoutEntry,
     PartitionStatus,
     StatusDocument,
     StatusFormatError,
@@ -36,7 +37,7 @@ def doc(processed: int, states: tuple[str, str] = ("running", "running"),
             for p in range(2)
         ),
         coordinator=CoordinatorStatus(owned=owned, rebalances=1),
-        layout=(LayoutItem("bill", "orders", 2),),
+        layout=(LayoutEntry("bill", "orders", 2),),
     )
 
 
@@ -98,3 +99,14 @@ def test_plan_names_every_reply_and_parse_reads_them_by_name() -> None:
     assert r.partitions[("orders", 1)] == PartitionRead(length=7, added=9)
     assert r.slots[("bill", "orders", 1)] == SlotRead(owner=W, pending=2, oldest_pending_ms=99000)
     assert r.slots[("bill", "orders", 0)] == SlotRead()
+
+
+def test_every_partition_field_of_the_schema_is_published() -> None:
+    """Telemetry copies the fields the schema shares with the statistics by name and converts
+    the rest: a schema field with neither would be published as its default, silently."""
+    from actorstream._tree import telemetry
+    from actorstream._tree.counters import PartitionStatistics
+
+    statistics = {f.name for f in attrs.fields(PartitionStatistics)}
+    schema = {f.name for f in attrs.fields(PartitionStatus)}
+    assert schema <= statistics | telemetry._CONVERTED, schema - statistics

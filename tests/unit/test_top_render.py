@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import re
 import time
+from pathlib import Path
 
 import attrs
+import pytest
 from rich.console import Console
 
 from actorstream._top import (
@@ -189,3 +192,69 @@ def test_late_events_of_windowed_tables_show_under_the_partitions() -> None:
     console = Console(record=True, width=120)
     console.print(render_partitions(attrs.evolve(snap, partitions=parts)))
     assert "late events: bill[3] 7" in console.export_text()
+
+
+# -- the golden frame: docs/top.txt is a real render ---------------------------------------------
+
+DOCS_TOP = Path(__file__).resolve().parents[2] / "docs" / "top.txt"
+#: 2026-12-01 15:01:56 UTC: the frame's clock, fixed (rendered in UTC).
+TAKEN_AT = 1796137316.0
+DEMO = "vm-6678-1a2b3c4d"
+
+
+def demo_snapshot() -> Snapshot:
+    """What ``actorstream demo`` shows after 20 seconds: the snapshot behind docs/top.txt."""
+    rates = (16.0, 29.0, 32.0, 25.0, 21.0, 27.0, 23.0, 23.0)
+    parts = tuple(
+        PartitionView(
+            actor="bill", stream="orders", partition=p, owner=DEMO, epoch=1, state="running",
+            lag=0, pending=0, oldest_pending_age=None, processed=460 + p, rate=rates[p],
+            restarts=(7, 3, 2, 2, 1, 4, 3, 3)[p], dead_letters=2 if p == 0 else 0,
+            last_error=None,
+        )
+        for p in range(8)
+    )
+    events = (
+        EventView(t=TAKEN_AT - 2, kind="dead-letter", worker=DEMO,
+                  msg="bill[0] 1795359711641-0: max_deliveries: delivered 4 times, last "
+                      "ValueError: order 61757: amount 10967 is not billable"),
+        EventView(t=TAKEN_AT - 3, kind="crash", worker=DEMO,
+                  msg="bill[0]: ValueError: order 61757: amount 10967 is not billable"),
+        EventView(t=TAKEN_AT - 4, kind="crash", worker=DEMO,
+                  msg="bill[7]: ConnectionError: payment gateway timed out for order 61802"),
+        EventView(t=TAKEN_AT - 4, kind="crash", worker=DEMO,
+                  msg="bill[0]: ValueError: order 61757: amount 10967 is not billable"),
+    )
+    return Snapshot(
+        app="demo", url="redis://127.0.0.1:49545/0", taken_at=TAKEN_AT,
+        workers=(WorkerView(worker_id=DEMO, host="vm", pid=6678, uptime=19.0,
+                            heartbeat_age=0.455, partitions=8, processed=3698, rate=196.0,
+                            restarts=25, dead_lettered=2, last_error=None, member=True,
+                            handler_p50=0.0004, handler_p99=0.0025),),
+        partitions=parts,
+        streams=(StreamView(stream="orders", partitions=8, length=3780, appended=3780,
+                            appended_rate=176.0, processed_rate=196.0, lag=0, pending=0,
+                            dead_letters=2),),
+        coordinator=CoordinatorView(leader=DEMO, members=1, rebalances=1,
+                                    last_rebalance_age=20.0, unowned=0, last_error=None),
+        events=events,
+    )
+
+
+def test_docs_top_txt_is_the_frame_top_draws(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The 80x24 frame, recorded by rich with a fixed clock in UTC, is exactly docs/top.txt.
+
+    After a deliberate change to the renderer, regenerate it with
+    ``ACTORSTREAM_UPDATE_GOLDEN=1 pytest tests/unit/test_top_render.py -k docs_top``.
+    """
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    try:
+        text = record(render_frame(demo_snapshot(), 80, 24, keys=True), height=24)
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    frame = "".join(line.rstrip() + "\n" for line in text.splitlines())
+    if os.environ.get("ACTORSTREAM_UPDATE_GOLDEN"):
+        DOCS_TOP.write_text(frame)
+    assert frame == DOCS_TOP.read_text()

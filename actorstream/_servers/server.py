@@ -1,4 +1,5 @@
-"""``RedisServer``: a real redis-server subprocess for tests (public as actorstream.testing)."""
+"""``RedisServer``: a real redis-server subprocess, public in ``actorstream.testing``; the demo
+starts one too."""
 
 from __future__ import annotations
 

@@ -61,7 +61,7 @@ _KEYLESS = frozenset(
     }
 )
 #: Keyless commands whose effect must reach every primary (the first reply is returned).
-_EVERY_PRIMARY = frozenset({"FLUSHALL", "FLUSHDB", "SCRIPT LOAD", "SCRIPT FLUSH"})
+EVERY_PRIMARY = frozenset({"FLUSHALL", "FLUSHDB", "SCRIPT LOAD", "SCRIPT FLUSH"})
 #: Commands that see one node's keys only: run them on each of ``Client.primaries()``.
 _PER_NODE = frozenset({"SCAN", "KEYS", "DBSIZE", "RANDOMKEY"})
 _SCRIPTS = frozenset({"EVAL", "EVALSHA", "EVAL_RO", "EVALSHA_RO", "FCALL", "FCALL_RO"})
@@ -74,7 +74,7 @@ _PAIRS = frozenset({"MSET", "MSETNX"})
 _BLOCKING_POPS = frozenset({"BLPOP", "BRPOP", "BZPOPMIN", "BZPOPMAX"})
 
 
-def _text(arg: Arg) -> str:
+def arg_text(arg: Arg) -> str:
     if isinstance(arg, str):
         return arg.upper()
     if isinstance(arg, (bytes, memoryview)):
@@ -93,9 +93,9 @@ def _key_bytes(arg: Arg) -> bytes:
 
 
 def command_name(command: Command) -> str:
-    name = _text(command[0])
+    name = arg_text(command[0])
     if name in ("SCRIPT", "CLUSTER", "CONFIG", "CLIENT") and len(command) > 1:
-        return f"{name} {_text(command[1])}"
+        return f"{name} {arg_text(command[1])}"
     return name
 
 
@@ -103,7 +103,7 @@ _DEFAULT, _NONE, _SCRIPT, _STREAMS, _SUB, _ALL, _PAIR, _BPOP, _NODE = range(9)
 #: Command name (str or bytes, upper or lower case) -> where its keys are. Default: argument 1.
 _KINDS: dict[Any, int] = {}
 for _names, _where in (
-    (_KEYLESS | _EVERY_PRIMARY, _NONE),
+    (_KEYLESS | EVERY_PRIMARY, _NONE),
     (_SCRIPTS, _SCRIPT),
     (_STREAM_READS, _STREAMS),
     (_SUBCOMMAND_KEY, _SUB),
@@ -126,7 +126,7 @@ def _kind(command: Command) -> int:
     name = command[0]
     kind = _KINDS.get(name) if type(name) is str or type(name) is bytes else None
     if kind is None:
-        kind = _KINDS.get(_text(name), _DEFAULT)
+        kind = _KINDS.get(arg_text(name), _DEFAULT)
         if (type(name) is str or type(name) is bytes) and len(_KINDS) < 4096:
             _KINDS[name] = kind  # remember this spelling of the name
     return kind
@@ -145,7 +145,7 @@ def command_keys(command: Command) -> Sequence[Arg]:
         return command[3 : 3 + numkeys]
     if kind == _STREAMS:
         for i in range(1, len(command)):
-            if _text(command[i]) == "STREAMS":
+            if arg_text(command[i]) == "STREAMS":
                 rest = command[i + 1 :]
                 return rest[: len(rest) // 2]
         return ()
@@ -158,7 +158,7 @@ def command_keys(command: Command) -> Sequence[Arg]:
     if kind == _BPOP:
         return command[1:-1]
     raise rex.RedisClusterException(
-        f"{_text(command[0])} sees the keys of one Cluster node only: run it on each node of "
+        f"{arg_text(command[0])} sees the keys of one Cluster node only: run it on each node of "
         "`await client.primaries()`"
     )
 
@@ -187,7 +187,7 @@ def command_slot(command: Command) -> int | None:
         other = slot_of(key)
         if other != slot:
             raise rex.ClusterCrossSlotError(
-                f"CROSSSLOT {_text(command[0])} touches keys in slots {slot} and {other} "
+                f"CROSSSLOT {arg_text(command[0])} touches keys in slots {slot} and {other} "
                 f"({_key_bytes(keys[0])!r}, {_key_bytes(key)!r}): give them one hash tag"
             )
     return slot
@@ -200,12 +200,12 @@ _TRANSACTION = frozenset(
 )
 
 
-def _is_transaction(commands: Sequence[Command]) -> bool:
+def is_transaction(commands: Sequence[Command]) -> bool:
     for command in commands:
         name = command[0]
         if type(name) is str or type(name) is bytes:
             if name in _TRANSACTION:
                 return True
-        elif _text(name) in ("MULTI", "WATCH"):
+        elif arg_text(name) in ("MULTI", "WATCH"):
             return True
     return False

@@ -9,13 +9,13 @@ Kubernetes readiness probe takes a starting, draining or cut-off worker out of r
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import trio
 
-from .http import Response, Route, serve_http
-from .view import Backlog, idle_view, read_backlog, worker_view
+from .._ops.http import Response, Route, serve_http
+from .view import Backlog, idle_sample, read_backlog, worker_sample
 
 if TYPE_CHECKING:
     from .._tree.root import Worker
@@ -47,7 +47,7 @@ async def readiness(worker: Worker | None) -> tuple[bool, str]:
     return True, "ready"
 
 
-def worker_routes(app: str, source: WorkerSource) -> dict[str, Route]:
+def worker_routes(app: str, source: WorkerSource, streams: Sequence[str] = ()) -> dict[str, Route]:
     try:
         from . import metrics
     except ImportError:
@@ -66,7 +66,7 @@ def worker_routes(app: str, source: WorkerSource) -> dict[str, Route]:
             return Response.text(501, METRICS_HINT)
         worker = source()
         if worker is None:
-            view = idle_view(app)
+            view = idle_sample(app, streams)
         else:
             backlog: dict[tuple[str, int], Backlog] = {}
             try:
@@ -75,7 +75,7 @@ def worker_routes(app: str, source: WorkerSource) -> dict[str, Route]:
             except (Exception, trio.TooSlowError) as exc:
                 # Redis is down: serve the counters anyway; lag/pending are absent.
                 log.debug("metrics: lag/pending not read: %s", exc)
-            view = worker_view(worker, backlog)
+            view = worker_sample(worker, backlog)
         return Response(200, metrics.exposition(view), content_type=metrics.CONTENT_TYPE)
 
     return {"/healthz": healthz, "/readyz": readyz, "/metrics": metrics_route}
@@ -87,6 +87,7 @@ async def serve_ops(
     port: int,
     host: str = "0.0.0.0",
     *,
+    streams: Sequence[str] = (),
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the ops endpoints of a worker until cancelled; ``started()`` gives the port.
@@ -95,4 +96,4 @@ async def serve_ops(
     ``actorstream worker --metrics-port``) before anything else, so the probes answer while it
     waits for Redis ("not running") and before the coordinator's first step ("not joined").
     """
-    await serve_http(worker_routes(app, source), port, host, task_status=task_status)
+    await serve_http(worker_routes(app, source, streams), port, host, task_status=task_status)

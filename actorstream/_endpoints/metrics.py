@@ -1,4 +1,4 @@
-"""Prometheus metrics (the ``metrics`` extra): a custom collector over a ``WorkerView``.
+"""Prometheus metrics (the ``metrics`` extra): a custom collector over a ``WorkerSample``.
 
 Why a collector and not ``Counter.inc()`` calls in the runtime: the runtime already counts
 handled events, errors, dead letters and restarts for ``statistics()``; reading those at scrape
@@ -22,8 +22,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from .durations import Durations
-from .view import WorkerView
+from .._ops.durations import Durations
+from .view import WorkerSample
 
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -82,9 +82,9 @@ def _family(name: str) -> Metric:
 
 
 class WorkerCollector(Collector):
-    """Turns the current ``WorkerView`` (from ``source``) into metric families at scrape time."""
+    """Turns the current ``WorkerSample`` (from ``source``) into metric families at scrape time."""
 
-    def __init__(self, source: Callable[[], WorkerView]) -> None:
+    def __init__(self, source: Callable[[], WorkerSample]) -> None:
         self._source = source
 
     def describe(self) -> list[Metric]:
@@ -134,7 +134,7 @@ class WorkerCollector(Collector):
         yield from fams.values()
 
 
-def exposition(view: WorkerView, *, include_default: bool = True) -> bytes:
+def exposition(view: WorkerSample, *, include_default: bool = True) -> bytes:
     """The text exposition of ``view``, followed by the process-wide default registry.
 
     The default registry carries the process/GC collectors and whatever metrics the

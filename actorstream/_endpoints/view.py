@@ -1,6 +1,6 @@
-"""What the metrics and health endpoints read: a frozen view of one running worker.
+"""What the metrics and health endpoints read: a frozen sample of one running worker.
 
-``worker_view`` is the one place that knows where the runtime keeps its counters, so the
+``worker_sample`` is the one place that knows where the runtime keeps its counters, so the
 collector and the HTTP server never reach into the supervision tree themselves. Everything is
 read at scrape time from counters the runtime keeps anyway: the per-event path pays nothing.
 """
@@ -8,20 +8,21 @@ read at scrape time from counters the runtime keeps anyway: the per-event path p
 from __future__ import annotations
 
 import collections
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable, Mapping, Sequence
 
 import attrs
 from attrs import frozen
 
-from .durations import Durations
-from .sent import sent_for
+from .._core.classify import TRANSIENT_REDIS_ERRORS
+from .._core.deadletter import DEAD_LETTER_KINDS
+from .._core.replies import pairs, text
+from .._ops.durations import Durations
+from .._ops.sent import sent_for
+from .._tree.root import Worker
 
-if TYPE_CHECKING:
-    from .._tree.root import Worker
 
 @frozen
-class PartitionView:
+class PartitionSample:
     actor: str
     stream: str
     partition: int
@@ -43,9 +44,9 @@ class Backlog:
 
 
 @frozen
-class WorkerView:
+class WorkerSample:
     app: str
-    partitions: tuple[PartitionView, ...]
+    partitions: tuple[PartitionSample, ...]
     owned: int
     rebalances: int
     leases_lost: int
@@ -54,20 +55,20 @@ class WorkerView:
     backlog: Mapping[tuple[str, int], Backlog] = attrs.field(factory=dict)
 
 
-def worker_view(worker: Worker, backlog: Mapping[tuple[str, int], Backlog]) -> WorkerView:
+def worker_sample(worker: Worker, backlog: Mapping[tuple[str, int], Backlog]) -> WorkerSample:
     actors = worker.plan.actors
     parts = []
     redis_errors: collections.Counter[str] = collections.Counter(worker.ownership.redis_errors)
     for slot, c in sorted(worker.partitions.counters.items()):
         parts.append(
-            PartitionView(
+            PartitionSample(
                 actor=slot.actor,
                 stream=actors[slot.actor].stream.name,
                 partition=slot.partition,
                 handled=c.processed,
                 restarts=c.restarts,
                 errors=dict(c.errors),
-                dead_letters=dict(c.dead_letters),
+                dead_letters=_known_at_zero(DEAD_LETTER_KINDS, c.dead_letters),
                 durations=c.durations,
                 late=dict(c.late),
                 table_keys=c.tables() if c.tables is not None else {},
@@ -75,24 +76,35 @@ def worker_view(worker: Worker, backlog: Mapping[tuple[str, int], Backlog]) -> W
         )
         redis_errors.update(c.redis_errors)
     own = worker.ownership
-    return WorkerView(
+    return WorkerSample(
         app=worker.app,
         partitions=tuple(parts),
         owned=len(own.leases),
         rebalances=own.rebalances,
         leases_lost=own.leases_lost,
-        redis_errors=dict(redis_errors),
-        sent=sent_for(worker.app),
+        redis_errors=_known_at_zero(REDIS_ERROR_NAMES, redis_errors),
+        sent=_known_at_zero([s.name for s in worker.plan.streams], sent_for(worker.app)),
         backlog=backlog,
     )
 
 
-def idle_view(app: str) -> WorkerView:
+def idle_sample(app: str, streams: Sequence[str] = ()) -> WorkerSample:
     """Before the worker runs (or after): producers' counts only."""
-    return WorkerView(
+    return WorkerSample(
         app=app, partitions=(), owned=0, rebalances=0, leases_lost=0,
-        redis_errors={}, sent=sent_for(app),
+        redis_errors=_known_at_zero(REDIS_ERROR_NAMES, {}),
+        sent=_known_at_zero(streams, sent_for(app)),
     )
+
+
+#: The Redis errors the runtime counts and recovers from, by class name.
+REDIS_ERROR_NAMES = tuple(cls.__name__ for cls in TRANSIENT_REDIS_ERRORS)
+
+
+def _known_at_zero(known: Iterable[str], counted: Mapping[str, int]) -> dict[str, int]:
+    """Every known label at 0 unless counted: a labelled counter has its series from the first
+    scrape, so ``rate()`` and alerts work before the first event of a kind."""
+    return {**dict.fromkeys(known, 0), **counted}
 
 
 async def read_backlog(worker: Worker) -> dict[tuple[str, int], Backlog]:
@@ -121,8 +133,8 @@ async def read_backlog(worker: Worker) -> dict[tuple[str, int], Backlog]:
             continue  # no stream yet (nothing sent): nothing to report
         best: Backlog | None = None
         for group in reply:
-            info = _pairs(group)
-            if info.get("name") not in wanted[key]:
+            info = pairs(group)
+            if text(info.get("name", b"")) not in wanted[key]:
                 continue
             lag = info.get("lag")
             found = Backlog(
@@ -137,15 +149,4 @@ async def read_backlog(worker: Worker) -> dict[tuple[str, int], Backlog]:
                 )
         if best is not None:
             out[key] = best
-    return out
-
-
-def _pairs(flat: Any) -> dict[str, Any]:
-    it = iter(flat)
-    out: dict[str, Any] = {}
-    for name in it:
-        value = next(it)
-        out[name.decode() if isinstance(name, bytes) else str(name)] = (
-            value.decode() if isinstance(value, bytes) else value
-        )
     return out

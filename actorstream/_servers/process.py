@@ -1,4 +1,4 @@
-"""Child processes for tests: finding redis-server, free ports, signals, reaping, cleanup.
+"""Child processes: finding redis-server, free ports, signals, reaping, cleanup.
 
 Shared by ``RedisServer``, ``WorkerProcess`` and the demo's embedded server.
 """
@@ -16,7 +16,6 @@ import socket
 import subprocess
 import time
 from pathlib import Path
-from types import TracebackType
 from typing import Self
 
 import trio
@@ -164,22 +163,12 @@ class Managed:
     def __enter__(self) -> Self:
         return self.start()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     async def __aenter__(self) -> Self:
         return await trio.to_thread.run_sync(self.start)
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         with trio.CancelScope(shield=True):
             await trio.to_thread.run_sync(self.close)
