@@ -39,6 +39,9 @@ from sybil.parsers.markdown.lexers import FencedCodeBlockLexer
 
 from actorstream.testing import RedisServer
 
+# The fixtures users get (docs/testing.md): tests/examples and the docs use them as users do.
+pytest_plugins = ["actorstream.testing.pytest_plugin"]
+
 URL_ENV = "ACTORSTREAM_REDIS_URL"
 #: ```` ```python ```` or ```` ```python title="app.py" ```` (MkDocs Material shows the title).
 PYTHON_BLOCK = r'python(?:[ \t]+title="(?P<title>[\w.-]+\.py)")?'

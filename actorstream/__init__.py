@@ -24,6 +24,7 @@ from ._core.windows import Hopping, Session, Tumbling, Window
 from ._middleware import ErrorHook, EventInfo, Middleware, Next, Outcome
 from ._ops.logs import configure_logging
 from ._records import Record
+from ._redis import Pipeline, RedisClient
 from ._streams import Retention, SendError, Stream
 from ._system import System, WorkerStatistics, running
 from ._tables import Table
@@ -63,7 +64,9 @@ __all__ = [
     "PartitionState",
     "PartitionStatistics",
     "PerWindow",
+    "Pipeline",
     "Record",
+    "RedisClient",
     "Restart",
     "RestartPolicy",
     "Retention",

@@ -18,7 +18,7 @@ from ._core.windows import entry_id_millis, event_time_millis
 from ._ops import tracing as _tracing
 from ._ops.sent import count_sent
 from ._records import Record, check_record_type, record_field_type, record_fields
-from ._tables import current_scope
+from ._scope import current_scope
 from ._transport import Client
 
 E = TypeVar("E")

@@ -13,6 +13,7 @@ import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime, tzinfo
+from functools import partial
 from typing import Any, TypeVar, overload
 
 import trio
@@ -20,16 +21,27 @@ import trio
 from ._actors import ActorSettings, ActorSpec, Form
 from ._core import keys as _keys
 from ._core.errors import ConfigError
+from ._core.exits import EXIT_INTERRUPTED, classify_exit
 from ._core.settings import Settings
 from ._core.windows import WindowSpec
 from ._middleware import ErrorHook, Middleware
+from ._ops.logs import configure_logging
 from ._records import Record
+from ._redis import RedisClient, run_client
+from ._signature import check_handler
 from ._streams import Retention, Stream
 from ._tables import MISSING, Table
 from ._transport import Client, default_client_name, redact_url
 from ._tree.root import Worker, WorkerPlan
 from ._tree.scheduler import TaskSpec, time_zone
-from ._tree.startup import say, wait_for_redis_or_signal
+from ._tree.startup import (
+    exit_with,
+    is_main_task,
+    plain_error,
+    run_owning_signals,
+    say,
+    wait_for_redis_or_signal,
+)
 from ._tree.telemetry import WorkerStatistics
 from ._windows import WindowedTable, check_windowed_actor
 
@@ -74,6 +86,7 @@ class System:
         self.actors: dict[str, ActorSpec] = {}
         self.tables: dict[str, Table[Any]] = {}
         self._client: Client | None = None
+        self._redis = RedisClient(self.client)
         self._worker: Worker | None = None
         self._context_depth = 0
         self._scheduled: list[Any] = []
@@ -191,6 +204,8 @@ class System:
             if actor_name in self.actors:
                 raise ConfigError(f"actor {actor_name!r} is already declared")
             form = Form.BATCH if batch else Form.ITERATOR if iterator else Form.EVENT
+            check_handler(fn, actor=actor_name, form=form.value, stream=stream.name,
+                          record=stream.record)
             spec = ActorSpec(
                 name=actor_name,
                 stream=stream,
@@ -335,23 +350,12 @@ class System:
             return self._worker.client
         if self._client is not None:
             return self._client
-        try:
-            return _RUN_CLIENTS.get()[self]
-        except (LookupError, KeyError):
-            pass
-        try:
-            table = _RUN_CLIENTS.get()
-        except LookupError:
-            table = {}
-            _RUN_CLIENTS.set(table)
-        client = self._new_client("producer")
-        table[self] = client
-        # Nobody owns this client: close its sockets when the trio run ends (system tasks are
-        # cancelled once the main task has returned), instead of leaving them to the GC.
-        trio.lowlevel.spawn_system_task(
-            _close_at_run_end, client, name="actorstream: close the producer client"
-        )
-        return client
+        return run_client(self, partial(self._new_client, "producer"))
+
+    @property
+    def redis(self) -> RedisClient:
+        """Redis for handlers, tasks and producers, on this System's connection pool."""
+        return self._redis
 
     def _new_client(self, role: str) -> Client:
         return Client.from_url(
@@ -385,7 +389,43 @@ class System:
         second one cancels at once. Raises ``SupervisorGaveUp`` when the system gave up.
         With ``metrics_port`` set, /metrics, /healthz and /readyz are served from the start
         (also while waiting for Redis) to the end (docs/operations.md).
+
+        Bad configuration and a Redis that refuses us raise one plain exception; when this is
+        the program's main task (``trio.run(system.start)``) with signal handlers installed,
+        it prints the one line ``actorstream worker`` prints and exits with the same code
+        (docs/running.md, "Exit codes"; ``ACTORSTREAM_TRACEBACK=1`` adds the traceback).
         """
+        owns_process = self.settings.install_signal_handlers and is_main_task()
+        if owns_process and not logging.getLogger().handlers:
+            configure_logging()  # `python app.py`: the CLI's format, not Python's bare lines
+        try:
+            if owns_process:
+                await run_owning_signals(partial(self._start_serving, task_status=task_status),
+                                         self._on_late_signal)
+            else:
+                await self._start_serving(task_status=task_status)
+        except Exception as exc:
+            found = classify_exit(exc, redact_url(self.redis_url))
+            if found is None:
+                raise
+            if owns_process:
+                # `python app.py` ends as `actorstream worker` does: one line, its exit code.
+                exit_with(found, exc)
+            error = plain_error(found, exc)
+            raise error from error.__cause__  # its own cause (a SupervisorGaveUp's crashes)
+        if owns_process and self.forced_exit:
+            raise SystemExit(EXIT_INTERRUPTED)
+
+    def _on_late_signal(self) -> bool:
+        """A signal the worker's own watcher did not get: True to stop at once."""
+        worker = self._worker
+        if worker is not None and not worker.stopping:
+            worker.request_stop()
+            return False
+        self.forced_exit = True
+        return True
+
+    async def _start_serving(self, *, task_status: trio.TaskStatus[Worker]) -> None:
         if self.settings.metrics_port is None:
             await self._start(task_status=task_status)
             return
@@ -444,18 +484,6 @@ class System:
 
     def statistics(self) -> WorkerStatistics | None:
         return self._worker.statistics() if self._worker is not None else None
-
-
-async def _close_at_run_end(client: Client) -> None:
-    try:
-        await trio.sleep_forever()
-    finally:
-        client.close_nowait()
-
-
-_RUN_CLIENTS: trio.lowlevel.RunVar[dict[System, Client]] = trio.lowlevel.RunVar(
-    "actorstream_clients"
-)
 
 
 @asynccontextmanager

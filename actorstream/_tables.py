@@ -2,10 +2,10 @@
 
 ``system.table("counts", value=int, default=0)`` declares one; an actor that lists it
 (``@system.actor(stream, tables=[counts])``) owns it, partitioned like its stream. Inside that
-actor's handler the table is a mapping over the current partition; its writes are buffered per
-event (an ``EventScope``, made current for one handler call) and join the partition's pending
-commit only if the handler returned, so a handler that raises leaves nothing behind. The commit
-itself (``_core.commit``) rides in the transaction of the events' acks.
+actor's handler the table is a mapping over the current partition; its changes are kept per call
+(an ``EventScope``, ``_scope``) and join the partition's pending commit only if the handler
+returned, so a handler that raises leaves nothing behind. The commit itself (``_core.commit``)
+rides in the transaction of the events' acks.
 
 Why a context variable and not an argument: the handler's signature stays the user's, and a
 handler running in its own task (many events in flight) sees its own event's scope.
@@ -15,33 +15,30 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from ._codecs import get_codec
 from ._core import keys as _keys
-from ._core.commit import PendingCommit, field_of, key_of_field, partition_of_field
+from ._core.commit import field_of, key_of_field, partition_of_field
 from ._core.errors import ConfigError, DecodeError, TableError
 from ._records import Record, check_record_type, record_decoder, record_encoder
+from ._scope import _SCOPE, MISSING, EventScope, PartitionTable, PartitionTables, current_scope
 
 if TYPE_CHECKING:
     from ._streams import Stream
 
-__all__ = ["EventScope", "PartitionTable", "PartitionTables", "Table", "current_scope"]
+__all__ = [
+    "MISSING",
+    "EventScope",
+    "PartitionTable",
+    "PartitionTables",
+    "Table",
+    "current_scope",
+]
 
 V = TypeVar("V")
 
 SCALARS = (int, float, str, bool)
-MISSING: Any = object()
-_DELETED: Any = object()
-
-_SCOPE: ContextVar[EventScope | None] = ContextVar("actorstream_table_scope", default=None)
-
-
-def current_scope() -> EventScope | None:
-    """The scope of the handler call running in this task, if any."""
-    return _SCOPE.get()
-
 
 class ValueCodec:
     """How one table's values become bytes and back (a registered codec, strict types)."""
@@ -220,7 +217,7 @@ class Table(Generic[V]):
             raise self._undeclared(scope)
         kind = type(key)
         field: str = key if kind is str else str(key) if kind is int else field_of(key)  # type: ignore[assignment]
-        value = local.data.get(field, MISSING)
+        value = local.data.get(field, MISSING) if local.owners is None else local.before(field)
         if value is MISSING:
             local.check_partition(field)
             return self.make_default(field)  # type: ignore[no-any-return]
@@ -245,6 +242,8 @@ class Table(Generic[V]):
             old = data.get(field, MISSING)
             if old is MISSING:
                 local.check_partition(field)
+            if local.owners is not None:
+                local.claim(field, scope)
             undo[field] = old
         data[field] = value
 
@@ -252,16 +251,19 @@ class Table(Generic[V]):
         scope, local = self._local()
         field = key if type(key) is str else field_of(key)
         data = local.data
-        if field not in data:
+        if local.before(field) is MISSING:
             local.check_partition(field)
             raise KeyError(key)
-        scope.undo.setdefault(local, {}).setdefault(field, data[field])
+        undo = scope.undo.setdefault(local, {})
+        if field not in undo:
+            local.claim(field, scope)
+            undo[field] = data[field]
         del data[field]
 
     def __contains__(self, key: object) -> bool:
         _scope, local = self._local()
         field = key if type(key) is str else field_of(key)
-        if field in local.data:
+        if local.before(field) is not MISSING:
             return True
         local.check_partition(field)
         return False
@@ -317,179 +319,3 @@ class Table(Generic[V]):
                 if cursor in (b"0", "0", 0):
                     break
         return out
-
-
-class PartitionTable:
-    """One table's keys in one partition, in memory: committed values plus those of events
-    handled but not yet committed (dropped together with them, then reloaded)."""
-
-    __slots__ = ("data", "hash_key", "partition", "partitions", "table")
-
-    def __init__(self, table: Table[Any], partition: int) -> None:
-        self.table = table
-        self.partition = partition
-        self.partitions = table._bound().partitions
-        self.hash_key = table.hash_key(partition)
-        self.data: dict[str, Any] = {}
-
-    def check_partition(self, field: str) -> None:
-        if self.partitions == 1:
-            return
-        owner = partition_of_field(field, self.partitions)
-        if owner != self.partition:
-            raise TableError(
-                f"table {self.table.name!r}: key {key_of_field(field)!r} belongs to partition "
-                f"{owner}, this handler runs for partition {self.partition}; a handler changes "
-                "only keys of its own partition (key the table like the stream)"
-            )
-
-
-class PartitionTables:
-    """The tables of one partition actor and what its handled events have not committed yet.
-
-    ``wrap`` makes a fresh ``EventScope`` current for each handler call; ``EventScope.complete``
-    moves its writes here once the handler returned.
-    """
-
-    def __init__(
-        self, actor: str, partition: int, tables: tuple[Table[Any], ...], *, holds: bool
-    ) -> None:
-        self.actor = actor
-        self.partition = partition
-        self.holds = holds  # exactly_once: events sent by the handler are held for the commit
-        self.tables = {t: PartitionTable(t, partition) for t in tables}
-        self.encoders = {
-            local.hash_key: t.codec.encode for t, local in self.tables.items()
-            if t.codec.deferred
-        }
-        self.pending = PendingCommit(self.encoders)
-        #: every table holds scalars: nothing to encode per event (``complete_scalars``)
-        self.deferred = all(t.codec.deferred for t in self.tables)
-
-    def reset(self) -> None:
-        """Forget every value and uncommitted write (before reloading from Redis)."""
-        for local in self.tables.values():
-            local.data = {}
-        self.pending = PendingCommit(self.encoders)
-
-    def keys(self) -> dict[str, int]:
-        return {t.name: len(local.data) for t, local in self.tables.items()}
-
-    def wrap(self, fn: Callable[..., Any]) -> Callable[..., Any]:
-        """``fn`` (a handler or a middleware chain) with one event scope per call: what it
-        changed is kept if it returned, undone otherwise (an exception or a cancellation)."""
-        set_scope, reset_scope = _SCOPE.set, _SCOPE.reset
-        owner = self
-
-        async def with_tables(*args: Any) -> Any:
-            scope = EventScope(self)
-            token = set_scope(scope)
-            kept = False
-            try:
-                result = await fn(*args)
-                if scope.undo:
-                    if owner.deferred:
-                        scope.complete_scalars()
-                    else:
-                        scope.complete()
-                elif scope.outputs:
-                    scope.complete()
-                kept = True
-            finally:
-                reset_scope(token)
-                if not kept and scope.undo:
-                    scope.abort()
-            return result
-
-        return with_tables
-
-
-class EventScope:
-    """One handler call's changes: written through to the partition's tables (so reads cost a
-    dict lookup), with the first previous value of each key changed kept to undo them if the
-    handler does not return; and the events it sent, held (exactly-once)."""
-
-    __slots__ = ("outputs", "owner", "tables", "undo")
-
-    def __init__(self, owner: PartitionTables) -> None:
-        self.owner = owner
-        self.tables = owner.tables
-        #: per table, the value each changed key had before this call (MISSING: none)
-        self.undo: dict[PartitionTable, dict[str, Any]] = {}
-        self.outputs: list[tuple[Any, ...]] = []
-
-    @property
-    def actor(self) -> str:
-        return self.owner.actor
-
-    @property
-    def holds(self) -> bool:
-        """Exactly-once: events sent by the handler are held for the commit."""
-        return self.owner.holds
-
-    def hold(self, command: list[Any]) -> None:
-        self.outputs.append(tuple(command))
-
-    def abort(self) -> None:
-        """Put back what this call changed."""
-        for local, undo in self.undo.items():
-            data = local.data
-            for field, old in undo.items():
-                if old is MISSING:
-                    data.pop(field, None)
-                else:
-                    data[field] = old
-
-    def complete(self) -> None:
-        """The handler returned: encode what it changed (a value the codec refuses fails the
-        event here, before anything is kept) into the partition's pending commit. Scalars were
-        checked encodable when written: they are encoded once per commit instead
-        (``PendingCommit.encoders``)."""
-        pending = self.owner.pending
-        staged = self._encoded()
-        writes = pending.writes
-        for local, undo in self.undo.items():
-            held = writes.get(local.hash_key)
-            if held is None:
-                held = writes[local.hash_key] = {}
-            data = local.data
-            encoded = staged.get(local)
-            for field in undo:
-                value = data.get(field)
-                held[field] = value if encoded is None or value is None else encoded[field]
-        if self.outputs:
-            pending.outputs.extend(self.outputs)
-
-    def complete_scalars(self) -> None:
-        """``complete`` when every table holds scalars (checked encodable when written)."""
-        pending = self.owner.pending
-        writes = pending.writes
-        for local, undo in self.undo.items():
-            held = writes.get(local.hash_key)
-            if held is None:
-                held = writes[local.hash_key] = {}
-            get = local.data.get
-            for field in undo:
-                held[field] = get(field)
-        if self.outputs:
-            pending.outputs.extend(self.outputs)
-
-    def _encoded(self) -> dict[PartitionTable, dict[str, bytes]]:
-        staged: dict[PartitionTable, dict[str, bytes]] = {}
-        for local, undo in self.undo.items():
-            codec = local.table.codec
-            if codec.deferred:
-                continue
-            out = staged[local] = {}
-            data = local.data
-            for field in undo:
-                if field not in data:
-                    continue
-                try:
-                    out[field] = codec.encode(data[field])
-                except (TypeError, ValueError) as exc:
-                    raise TypeError(
-                        f"table {local.table.name!r}: cannot store the value of "
-                        f"{key_of_field(field)!r}: {exc}"
-                    ) from None
-        return staged

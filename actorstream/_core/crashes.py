@@ -6,7 +6,9 @@ from __future__ import annotations
 import enum
 import linecache
 import math
+import os
 import traceback
+from pathlib import Path
 
 __all__ = ["CrashLogLimit", "LogAction", "describe_error", "format_bounded_traceback"]
 
@@ -86,6 +88,22 @@ def format_bounded_traceback(
     return "\n".join(["...", *reversed(kept), last])
 
 
+#: actorstream's own source: its frames (the handling loop, middleware plumbing) say nothing
+#: about why a handler failed, so a dead letter's traceback leaves them out.
+_PACKAGE = str(Path(__file__).resolve().parents[1]) + os.sep
+
+
+def _user_frames(stack: traceback.StackSummary) -> list[traceback.FrameSummary]:
+    """The frames outside actorstream; all of them when every frame is ours (a decode error)."""
+    mine = [f for f in stack if not f.filename.startswith(_PACKAGE)]
+    return mine if mine else list(stack)
+
+
+def _same_failure(first: BaseException, second: BaseException) -> bool:
+    return first is second or (type(first) is type(second) and str(first) == str(second)
+                               and first.args == second.args)
+
+
 def _format_one(
     exc: BaseException, frames: int, *, depth: int, chain: int, seen: set[int]
 ) -> list[str]:
@@ -93,6 +111,8 @@ def _format_one(
     lines: list[str] = []
     cause = exc.__cause__
     context = None if exc.__suppress_context__ else exc.__context__
+    if context is not None and _same_failure(context, exc):
+        context = None  # the runtime re-raised the handler's failure: show it once
     link = cause if cause is not None else context
     if link is not None and depth < chain and id(link) not in seen:
         lines += _format_one(link, max(1, frames // 2), depth=depth + 1, chain=chain, seen=seen)
@@ -101,7 +121,7 @@ def _format_one(
             if cause is not None
             else "During handling of the above exception, another exception occurred:"
         )
-    stack = traceback.extract_tb(exc.__traceback__)
+    stack = _user_frames(traceback.extract_tb(exc.__traceback__))
     shown = stack[-frames:] if frames > 0 else []
     omitted = len(stack) - len(shown)
     header = "Traceback (most recent call last"

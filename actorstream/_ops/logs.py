@@ -121,15 +121,23 @@ class TextFormatter(logging.Formatter):
         return line
 
 
-def announce(text: str, *, fmt: str = "text", stream: IO[str] | None = None) -> None:
-    """A line the CLI always prints (start, stop), in the chosen log format whatever the level.
+def announce(
+    text: str,
+    *,
+    fmt: str | None = None,
+    stream: IO[str] | None = None,
+    level: int = logging.INFO,
+    name: str = "actorstream",
+) -> None:
+    """A line a worker always prints (start, stop, waiting), whatever the level: in the log
+    format of every other line (``fmt``, else what :func:`configure_logging` chose).
 
     With ``--log-format json`` every line on stderr must parse as JSON, these included.
     """
-    record = logging.LogRecord("actorstream.cli", logging.INFO, "", 0, text, None, None)
-    formatter = JsonFormatter() if fmt == "json" else None
-    line = formatter.format(record) if formatter is not None else text
-    print(line, file=stream if stream is not None else sys.stderr, flush=True)
+    record = logging.LogRecord(name, level, "", 0, text, None, None)
+    formatter = JsonFormatter() if (fmt or _format) == "json" else TextFormatter()
+    print(formatter.format(record), file=stream if stream is not None else sys.stderr,
+          flush=True)
 
 
 def configure_logging(

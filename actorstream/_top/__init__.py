@@ -12,7 +12,7 @@ from .model import (
     WorkerView,
     build_snapshot,
 )
-from .poll import Poller, discover_layout
+from .poll import Poller, discover_layout, known_apps
 from .render import (
     FILTERS,
     SORTS,
@@ -51,6 +51,7 @@ __all__ = [
     "fmt_int",
     "fmt_ms",
     "fmt_rate",
+    "known_apps",
     "render_coordinator",
     "render_events",
     "render_frame",

@@ -37,8 +37,10 @@ __all__ = [
     "stream_layouts",
 ]
 
-#: A worker's heartbeat older than this (seconds) shows it as stale.
-STALE_AFTER = 5.0
+#: A worker's status older than this (seconds: three missed publications at the default
+#: ``telemetry_interval``) shows it as stale, with a "missed" event: before its leases expire
+#: (6 s by default), so a worker killed with kill -9 is visible as soon as it can be known.
+STALE_AFTER = 3.0
 
 EventView = WorkerEvent
 
@@ -128,6 +130,15 @@ class WorkerView:
     member: bool
     handler_p50: float | None = None
     handler_p99: float | None = None
+    taken_at: float = 0.0  # when this view was read (wall clock)
+
+    @property
+    def started_silence(self) -> float:
+        """When this worker became silent (wall clock): its last publication + STALE_AFTER
+        (or now, when even its status has expired)."""
+        if self.heartbeat_age is None:
+            return self.taken_at
+        return self.taken_at - self.heartbeat_age + STALE_AFTER
 
     @property
     def status(self) -> str:
@@ -306,6 +317,7 @@ def _worker_view(reading: Reading, worker: str, rate: float | None) -> WorkerVie
         dead_lettered=doc.dead_lettered, last_error=doc.coordinator.last_error,
         member=worker in reading.members,
         handler_p50=max(p50) if p50 else None, handler_p99=max(p99) if p99 else None,
+        taken_at=reading.now,
     )
 
 
@@ -320,6 +332,27 @@ def _coordinator_view(reading: Reading, partitions: Sequence[PartitionView]) -> 
         unowned=sum(1 for pv in partitions if pv.owner is None),
         last_error=next((c.last_error for c in coords if c.last_error), None),
     )
+
+
+def _with_missed(events: tuple[WorkerEvent, ...], workers: Sequence[WorkerView]
+                 ) -> tuple[WorkerEvent, ...]:
+    """The published events, plus one for each member that stopped publishing (a worker killed
+    with kill -9 says nothing itself: its silence is the news), newest first."""
+    missed = [
+        WorkerEvent(t=w.started_silence, kind="missed", worker=w.worker_id,
+                    msg=f"worker {w.worker_id} missed its heartbeats (silent for "
+                    f"{_silence(w)}); its partitions move once their leases expire")
+        for w in workers if w.member and w.status == "stale"
+    ]
+    if not missed:
+        return events
+    return tuple(sorted((*events, *missed), key=lambda e: e.t, reverse=True))
+
+
+def _silence(worker: WorkerView) -> str:
+    if worker.heartbeat_age is None:  # its status expired too: silent for a while
+        return "longer than its status lives"
+    return f"{worker.heartbeat_age:.0f}s"
 
 
 def build_snapshot(reading: Reading, previous: RefreshCounts | None, *, app: str, url: str
@@ -356,6 +389,6 @@ def build_snapshot(reading: Reading, previous: RefreshCounts | None, *, app: str
     snapshot = Snapshot(
         app=app, url=url, taken_at=reading.now, workers=workers, partitions=tuple(partitions),
         streams=tuple(streams), coordinator=_coordinator_view(reading, partitions),
-        events=reading.events, layout_known=bool(reading.streams),
+        events=_with_missed(reading.events, workers), layout_known=bool(reading.streams),
     )
     return snapshot, RefreshCounts(reading.now, processed, appended)

@@ -195,6 +195,22 @@ async def read(client: Client, app: str, workers: Sequence[str],
     return parse(await run_plan(client, plan(app, workers, streams)), workers, streams)
 
 
+async def known_apps(client: Client, limit: int = 20) -> list[str]:
+    """The names of the apps with streams in this Redis (for "no such app" messages)."""
+    pattern = re.compile(r"^as:\{([^:{}]+):[^:{}]+:\d+\}:s$")
+    apps: set[str] = set()
+    for node in await client.primaries():
+        cursor: Any = "0"
+        while len(apps) < limit:
+            cursor, keys = await node.execute(
+                "SCAN", cursor, "MATCH", "as:{*}:s", "COUNT", 1000, "TYPE", "stream"
+            )
+            apps.update(m.group(1) for m in map(pattern.match, map(text, keys)) if m)
+            if text(cursor) == "0":
+                break
+    return sorted(apps)[:limit]
+
+
 async def discover_layout(client: Client, app: str) -> tuple[StreamLayout, ...]:
     """The app's streams (SCAN of every primary) and their actors (consumer groups), without
     its code."""

@@ -252,7 +252,8 @@ def render_partitions(
 
 
 EVENT_STYLE = {"crash": "red", "dead-letter": "magenta", "fenced": "bold red",
-               "rebalance": "cyan", "restart": "yellow", "backing-off": "bold yellow"}
+               "rebalance": "cyan", "restart": "yellow", "backing-off": "bold yellow",
+               "missed": "bold yellow", "lost": "bold red"}
 
 
 def _with_names(msg: str, names: dict[str, str]) -> str:

@@ -197,7 +197,7 @@ class Coordinator:
         info: list[Any] = [
             "host", rt.host, "pid", rt.pid, "started", rt.started_wall_ms, "version", __version__,
         ]
-        incarnation, members = await rt.client.evalsha(
+        members, expired, incarnation = await rt.client.evalsha(
             _scripts.HEARTBEAT,
             [_keys.members_key(rt.app), _keys.worker_key(rt.app, rt.worker_id),
              _keys.incarnation_key(rt.app)],
@@ -207,6 +207,11 @@ class Coordinator:
         )
         if not leave:
             self._check_incarnation(incarnation)
+        for gone in expired:
+            # Exactly one member's heartbeat removes it: one report, as soon as it is known.
+            rt.report("lost", f"worker {gone.decode()} missed its heartbeats for "
+                      f"{self.timing.member_timeout:g}s: gone from the membership; its "
+                      "partitions are taken over as their leases expire")
         return [m.decode() for m in members]
 
     def _check_incarnation(self, token: bytes | None) -> None:

@@ -91,7 +91,8 @@ class Counters:
         "trimmed",
     )
 
-    def __init__(self, failures: PartitionFailures, *, timed: bool = False) -> None:
+    def __init__(self, failures: PartitionFailures, *, timed: bool = False,
+                 crash_log: CrashLogLimit | None = None) -> None:
         self.state = PartitionState.STARTING
         self.epoch = 0
         self.processed = 0
@@ -104,7 +105,7 @@ class Counters:
         self.last_dead_letter: str | None = None
         self.last_trace: str | None = None  # bounded traceback of the last handler failure
         self.failures = failures  # the containment rule's state for this partition
-        self.crash_log = CrashLogLimit()
+        self.crash_log = crash_log if crash_log is not None else CrashLogLimit()
         self.backoff: float | None = None  # set while backing off
         # Handler durations of every SAMPLE_EVERY-th event: p50/p99 for `top`, cheaply.
         self.latencies: collections.deque[float] = collections.deque(maxlen=256)

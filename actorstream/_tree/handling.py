@@ -329,8 +329,9 @@ class Handling:
             )
         elif action is LogAction.COUNT:
             log.error(
-                "%s[%d]: %d more handler failures (last: %s)", self.group, self.partition,
-                counters.crash_log.take_count(now), counters.last_error,
+                "%s: %d more handler failures not shown (last: %s, on %s[%d])", self.group,
+                counters.crash_log.take_count(now), counters.last_error, self.group,
+                self.partition,
             )
 
     async def _redeliver(

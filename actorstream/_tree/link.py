@@ -22,7 +22,7 @@ from .._core.classify import TRANSIENT_REDIS_ERRORS, describe_error
 from .._core.errors import FencedError
 from .._core.fence import Fence
 from .._core.protocol import PartitionProtocol, ReadResult
-from .._tables import PartitionTables
+from .._scope import PartitionTables
 from .._transport import Connection, evalsha_on
 from . import scripts
 from .context import Report

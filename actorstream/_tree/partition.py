@@ -45,7 +45,7 @@ from .._middleware import Middleware, compose
 from .._ops import logs as _logs
 from .._ops import tracing as _tracing
 from .._ops.durations import timed
-from .._tables import PartitionTables
+from .._scope import PartitionTables
 from .._transport import Connection
 from .batches import run_batches
 from .context import WorkerContext
@@ -128,7 +128,7 @@ class PartitionActor:
             else timed(spec.handler, durations.observe, trio.current_time)
         )
         self.chain = compose(self.handler, middleware)
-        self.tables = self._stateful(context) if spec.stateful else None
+        self.tables = self._stateful(context, middleware) if spec.stateful else None
         # OpenTelemetry: a CONSUMER span per handler call when a tracer provider is set.
         self.tracer = _tracing.tracer()
         self.plain = (
@@ -158,15 +158,18 @@ class PartitionActor:
         self.ctx: ChildContext | None = None
         self._rng = random.Random()
 
-    def _stateful(self, context: PartitionContext) -> PartitionTables:
+    def _stateful(
+        self, context: PartitionContext, middleware: tuple[Middleware, ...]
+    ) -> PartitionTables:
         """Tables and held outputs: each handler call (with its middleware) gets its own
-        event scope; what it did joins the commit of its ack only if it returned."""
+        event scope; what it did joins the commit of its ack only if it returned. The
+        handler inside the chain has a scope too (one unit with it: ``wrap``)."""
         spec = self.spec
         tables = PartitionTables(
             spec.name, context.partition, spec.tables, holds=spec.exactly_once
         )
         self.handler = tables.wrap(self.handler)
-        self.chain = tables.wrap(self.chain)
+        self.chain = tables.wrap(compose(self.handler, middleware))
         if windowed_tables(spec.tables):
             windows = WindowsOfPartition(
                 tables, windowed_tables(spec.tables), spec.stream.event_time_ms,

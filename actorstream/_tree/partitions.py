@@ -25,6 +25,7 @@ from attrs import frozen
 
 from .._actors import ActorSpec
 from .._core.assignment import Slot
+from .._core.crashes import CrashLogLimit
 from .._core.failures import HealthBoard, PartitionFailures, RestartBudget
 from .._core.fence import Fence
 from .._middleware import Middleware
@@ -65,6 +66,7 @@ class PartitionsSupervisor:
         # Kept across restarts and re-acquisitions of a slot: `top` shows lifetime totals.
         self.counters: dict[Slot, Counters] = {}
         self.boards: dict[str, HealthBoard] = {}  # per actor: the containment rule's evidence
+        self.crash_logs: dict[str, CrashLogLimit] = {}  # per actor: its traceback rate limit
 
     def running(self, slot: Slot) -> bool:
         return slot in self.supervisor.children()
@@ -116,7 +118,10 @@ class PartitionsSupervisor:
             failures = PartitionFailures(spec.settings.containment(), board, slot.partition)
             # Time every handler call only when /metrics is served (the histogram).
             timed = self.context.worker.settings.metrics_port is not None
-            counters = self.counters[slot] = Counters(failures, timed=timed)
+            # One rate limit of handler tracebacks per actor: 16 partitions failing alike make
+            # one traceback and a count, not 16 tracebacks.
+            crash_log = self.crash_logs.setdefault(slot.actor, CrashLogLimit())
+            counters = self.counters[slot] = Counters(failures, timed=timed, crash_log=crash_log)
         return counters
 
     def _budget(self, slot: Slot) -> RestartBudget:

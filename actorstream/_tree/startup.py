@@ -14,15 +14,27 @@ while it waits. Embedded workers (tests, the demo) only log them.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import logging
+import os
 import random
 import signal
 import sys
-import time
+import traceback
+from collections.abc import Awaitable, Callable
+from typing import NoReturn
 
 import trio
 from redis import exceptions as rex
 
+from .._core.exits import (
+    EXIT_FAILURE,
+    EXIT_INTERRUPTED,
+    TRACEBACK_ENV,
+    Exit,
+    wants_traceback,
+)
 from .._ops import logs as _logs
 from .._transport import Client, redact_url
 
@@ -35,12 +47,10 @@ _UNREACHABLE = (rex.ConnectionError, rex.TimeoutError, rex.BusyLoadingError, OSE
 
 
 def say(message: str, *, announce: bool, level: int = logging.INFO) -> None:
-    """One line for the operator: on stderr (timestamped) if ``announce``, else to the log."""
-    if announce and _logs.announce_format() == "json":
-        _logs.announce(f"actorstream: {message}", fmt="json")  # --log-format json: JSON too
-    elif announce:
-        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-        print(f"{stamp} actorstream: {message}", file=sys.stderr, flush=True)
+    """One line for the operator: on stderr if ``announce`` (in the log format of every other
+    line, whatever the level), else to the log."""
+    if announce:
+        _logs.announce(message, level=level)
     else:
         log.log(level, "%s", message)
 
@@ -109,3 +119,73 @@ async def wait_for_redis_or_signal(url: str, *, announce: bool, signals: bool) -
             nursery.cancel_scope.cancel()
             return True
     return False
+
+
+def is_main_task() -> bool:
+    """True in the task ``trio.run`` was given: the one whose end is the program's end."""
+    task = trio.lowlevel.current_task()
+    return task.parent_nursery is not None and (
+        task.parent_nursery.parent_task is trio.lowlevel.current_root_task()
+    )
+
+
+def error_line(found: Exit) -> str:
+    return f"actorstream: error: {found.message}"
+
+
+def exit_with(found: Exit, exc: BaseException) -> NoReturn:
+    """End the program as the CLI does: the traceback if asked for, one line, the exit code."""
+    line = error_line(found)
+    if wants_traceback():
+        traceback.print_exception(exc, file=sys.stderr)
+    elif found.code == EXIT_FAILURE:  # a failure of the runtime: where it happened matters
+        line += f" (-v or {TRACEBACK_ENV}=1 shows the traceback)"
+    if _logs.announce_format() == "json":
+        _logs.announce(line, fmt="json", level=logging.ERROR)
+    else:
+        print(line, file=sys.stderr, flush=True)
+    raise SystemExit(found.code)
+
+
+def plain_error(found: Exit, exc: BaseException) -> BaseException:
+    """The one exception to raise in place of a group (its own cause and traceback kept)."""
+    error = found.error if found.error is not None else exc
+    error.__suppress_context__ = True
+    return error
+
+
+async def run_owning_signals(start: Callable[[], Awaitable[None]],
+                             on_signal: Callable[[], bool]) -> None:
+    """Run ``start`` (a worker that owns its process) with SIGINT and SIGTERM never left to
+    their default handlers, so that a second signal always exits with 130, never 143.
+
+    The worker's own watcher handles signals while it runs; this one gets those that arrive
+    around it (the moment between Redis answering and the watcher starting, and the end of a
+    drain). ``on_signal`` says whether to stop at once. Once ``start`` is over, a signal
+    during the process's last moments exits with 130 at once: it asks for what is happening.
+    """
+    # What trio restores when the receiver closes, and redelivers an unconsumed signal to.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _exit_interrupted)
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as received:
+        async with trio.open_nursery() as nursery:
+
+            async def watch() -> None:
+                async for _ in received:
+                    if on_signal():
+                        nursery.cancel_scope.cancel()
+                        return
+
+            nursery.start_soon(watch)
+            await start()
+            nursery.cancel_scope.cancel()
+    # The interpreter's shutdown puts the default handlers back (a signal then kills: 143);
+    # hold these signals from the last atexit hook on: the exit code is already decided.
+    atexit.register(signal.pthread_sigmask, signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+
+
+def _exit_interrupted(signum: int, frame: object) -> None:
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError, RuntimeError):
+            stream.flush()
+    os._exit(EXIT_INTERRUPTED)

@@ -15,7 +15,7 @@ import trio
 
 from .._core.errors import DecodeError
 from .._core.fence import Fence
-from .._tables import PartitionTables
+from .._scope import PartitionTables
 from .._transport import Connection
 from .context import Report
 

@@ -11,20 +11,15 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 import traceback
 from collections.abc import Sequence
 
-from .._core.errors import ConfigError, SupervisorGaveUp
+from .._core.exits import EXIT_INTERRUPTED, TRACEBACK_ENV, classify_exit, leaves
+from .._ops.logs import configure_logging
 from .._version import __version__
-from ._common import (
-    EXIT_FAILURE,
-    EXIT_UNREACHABLE,
-    EXIT_USAGE,
-    UNREACHABLE,
-    CliError,
-    add_url_option,
-)
+from ._common import EXIT_USAGE, CliError, add_url_option
 
 __all__ = ["build_parser", "main"]
 
@@ -39,8 +34,9 @@ A TARGET is module:attribute, e.g. myapp.workers:system or path/to/app.py:system
 the redis_url the app's System is given in code, else $ACTORSTREAM_REDIS_URL,
 else redis://127.0.0.1:6379/0.
 
-exit codes: 0 ok, 1 runtime failure (or the system gave up), 2 usage or bad
-input, 3 Redis unreachable.
+exit codes: 0 ok, 1 runtime failure (or the system gave up), 2 usage, bad
+input or configuration, 3 Redis unreachable or refusing the credentials, 130
+interrupted. -v (or ACTORSTREAM_TRACEBACK=1) adds the traceback to an error.
 """
 
 
@@ -75,33 +71,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _setup_logging(verbosity: int) -> None:
+    """One log format for every command (a worker's own ``--log-format`` may change it)."""
     level = logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 else logging.DEBUG
-    logging.basicConfig(
-        level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-
-
-def _leaves(exc: BaseException) -> list[BaseException]:
-    if isinstance(exc, BaseExceptionGroup):
-        return [leaf for sub in exc.exceptions for leaf in _leaves(sub)]
-    return [exc]
+    configure_logging(level=level)
+    if verbosity > 0:
+        # System.start prints the traceback under its one line too (see _core/exits).
+        os.environ[TRACEBACK_ENV] = "1"
 
 
 def _classify(exc: BaseException) -> CliError | None:
     """Known failures, however deep in exception groups, as one line and an exit code."""
-    leaves = _leaves(exc)
-    for leaf in leaves:
+    for leaf in leaves(exc):
         if isinstance(leaf, CliError):
             return leaf
-    for leaf in leaves:
-        if isinstance(leaf, SupervisorGaveUp):
-            return CliError(f"the system gave up: {leaf}", EXIT_FAILURE)
-    for leaf in leaves:
-        if isinstance(leaf, ConfigError):
-            return CliError(str(leaf), EXIT_USAGE)
-    if leaves and all(isinstance(leaf, UNREACHABLE) for leaf in leaves):
-        return CliError(f"Redis connection failed: {leaves[0]}", EXIT_UNREACHABLE)
-    return None
+    found = classify_exit(exc)
+    if found is None:
+        return None
+    return CliError(found.message, found.code)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -139,10 +125,14 @@ def _main(argv: Sequence[str] | None) -> int:
         result: int = handler(args)
         return result
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
     except BaseException as exc:
         if isinstance(exc, SystemExit):
             raise
+        if isinstance(exc, BaseExceptionGroup) and all(
+            isinstance(leaf, KeyboardInterrupt) for leaf in leaves(exc)
+        ):
+            return EXIT_INTERRUPTED  # a Ctrl-C that landed inside a nursery
         known = _classify(exc)
         if known is None:
             raise

@@ -19,15 +19,29 @@ import trio
 from redis import exceptions as rex
 
 from .._core.errors import ConfigError
+from .._core.exits import (
+    EXIT_FAILURE,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+    UNREACHABLE,
+    Exit,
+    classify_exit,
+)
 from .._streams import Stream
 from .._system import DEFAULT_URL, System, default_redis_url
-from .._transport import Client, ConnectionConfig, redact_url
+from .._transport import Client, redact_url
 
-EXIT_OK = 0
-EXIT_FAILURE = 1  # a runtime failure, or the system gave up
-EXIT_USAGE = 2  # bad arguments or bad input (argparse uses 2 as well)
-EXIT_UNREACHABLE = 3  # Redis cannot be reached (or refuses our credentials)
-EXIT_INTERRUPTED = 130  # a second signal cut a worker's graceful drain short
+__all__ = [
+    "EXIT_FAILURE",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_UNREACHABLE",
+    "EXIT_USAGE",
+    "UNREACHABLE",
+    "CliError",
+]
 
 URL_ENV = "ACTORSTREAM_REDIS_URL"
 
@@ -41,10 +55,12 @@ class CliError(Exception):
     is printed too with ``-v``: the line says what failed, the traceback says where.
     """
 
-    def __init__(self, message: str, code: int = EXIT_USAGE) -> None:
+    def __init__(self, message: str, code: int = EXIT_USAGE, *, transient: bool = False) -> None:
         super().__init__(message)
         self.message = message
         self.code = code
+        #: Redis did not answer (it may later); not refused credentials or a bad database.
+        self.transient = transient
 
 
 def add_url_option(parser: argparse.ArgumentParser, *, top_level: bool = False) -> None:
@@ -147,7 +163,9 @@ def load_system(target: str) -> System:
         hint = f" (Systems there: {', '.join(found)})" if found else ""
         raise CliError(f"module {module_name!r} has no attribute {attr!r}{hint}")
     if isinstance(value, Stream):
-        return system_of(value)
+        names = [k for k, v in vars(module).items() if v is system_of(value)]
+        suggest = f" ({module_name}:{names[0]})" if names else ""
+        raise CliError(f"{target!r} is a Stream, not a System: name its System{suggest}")
     if not isinstance(value, System):
         raise CliError(
             f"{target!r} is a {type(value).__name__}, not an actorstream System"
@@ -182,19 +200,13 @@ def is_target(text: str) -> bool:
 
 # -- Redis -------------------------------------------------------------------------------------
 
-UNREACHABLE = (rex.ConnectionError, rex.TimeoutError, OSError)
-
-
 def unreachable(url: str, exc: BaseException) -> CliError:
-    """One line that names the URL once (the transport's message names it too: drop that)."""
-    detail = str(exc) or type(exc).__name__
-    try:
-        where = ConnectionConfig.from_url(url).describe()
-    except (ConfigError, ValueError):
-        where = None
-    if where is not None and detail.startswith(f"cannot connect to {where}: "):
-        detail = detail[len(f"cannot connect to {where}: "):]
-    return CliError(f"cannot reach Redis at {redact_url(url)}: {detail}", EXIT_UNREACHABLE)
+    """The one line for a Redis that cannot be used: the URL named once (and redacted)."""
+    found = classify_exit(exc, redact_url(url))
+    if found is None:
+        found = Exit(f"cannot reach Redis at {redact_url(url)}: {exc}", EXIT_UNREACHABLE)
+    transient = isinstance(exc, UNREACHABLE) and not isinstance(exc, rex.AuthenticationError)
+    return CliError(found.message, found.code, transient=transient)
 
 
 async def check_reachable(url: str, *, within: float = 3.0) -> None:
@@ -208,12 +220,12 @@ async def check_reachable(url: str, *, within: float = 3.0) -> None:
         with trio.fail_after(within + 1):
             await client.execute("PING")
     except trio.TooSlowError:
-        raise unreachable(url, TimeoutError("timed out")) from None
+        raise unreachable(url, rex.TimeoutError(f"no answer within {within:g}s")) from None
     except rex.ResponseError as exc:
         # NOPERM for PING still means it answers.
         if "NOPERM" not in str(exc):
             raise unreachable(url, exc) from None
-    except UNREACHABLE as exc:
+    except (rex.AuthenticationError, *UNREACHABLE) as exc:
         raise unreachable(url, exc) from None
     finally:
         with trio.CancelScope(shield=True):
@@ -224,7 +236,8 @@ def run_async(fn: Callable[[], Awaitable[T]], *, url: str | None = None) -> T:
     """``trio.run`` that turns a lost Redis connection into a one-line CliError."""
     try:
         return trio.run(fn)
-    except UNREACHABLE as exc:
-        if url is None:
-            raise CliError(f"Redis connection failed: {exc}", EXIT_UNREACHABLE) from None
-        raise unreachable(url, exc) from None
+    except (rex.RedisError, OSError) as exc:
+        found = classify_exit(exc, redact_url(url) if url is not None else None)
+        if found is None:
+            raise
+        raise CliError(found.message, found.code) from None

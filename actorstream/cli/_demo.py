@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import math
 import signal
 import sys
@@ -20,6 +21,7 @@ import attrs
 import trio
 
 from .._embedded import EmbeddedRedis
+from .._ops.logs import announce
 from .._system import System
 from .._top import LayoutEntry, Poller, ViewOptions
 from .._transport import Client, redact_url
@@ -50,9 +52,9 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--url", metavar="URL", default=argparse.SUPPRESS,
-        help=f"Redis to run on (default: ${URL_ENV}); if it does not answer, or none is "
-        "given, an embedded redis-server (from PATH, else the 'embedded' extra) is started "
-        "and removed on exit",
+        help=f"Redis to run on (default: ${URL_ENV}); when none is given, or the variable's does "
+        "not answer, an embedded redis-server (from PATH, else the 'embedded' extra) is "
+        "started and removed on exit",
     )
     parser.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS,
                         help="more logging on stderr (-v info, -vv debug)")
@@ -82,11 +84,39 @@ def _check_args(args: argparse.Namespace) -> None:
     if not args.rate > 0:
         raise CliError(f"--rate must be positive, got {args.rate}")
     if not args.no_top and not sys.stdout.isatty():
-        print("actorstream: stdout is not a terminal, so no live view: running as --no-top "
-              "(a summary at the end)", file=sys.stderr)
+        announce("stdout is not a terminal, so no live view: running as --no-top "
+                 "(a summary at the end)")
         args.no_top = True
     if args.no_top and args.duration is None:
         args.duration = NO_TOP_DURATION
+
+
+NO_REDIS = (
+    "no Redis to run the demo on: none configured (--url or $ACTORSTREAM_REDIS_URL) and no "
+    "redis-server to start (install Redis, or pip install 'actorstream[embedded]')"
+)
+
+
+def _usable_url(args: argparse.Namespace) -> str | None:
+    """The configured Redis if it answers; None for an embedded one.
+
+    Only a Redis from the environment that does not answer falls back to an embedded one (so
+    the README's two commands work with a stale variable); a ``--url`` given on the command line
+    must work, and credentials or a database that Redis refuses are an error wherever they
+    come from: the demo never quietly runs somewhere the user did not ask for.
+    """
+    url = configured_url(args)
+    if url is None:
+        return None
+    try:
+        trio.run(check_reachable, url)
+    except CliError as exc:
+        if getattr(args, "url", None) or not exc.transient:
+            raise
+        announce(f"{exc.message}; starting an embedded redis-server instead",
+                 level=logging.WARNING)
+        return None
+    return url
 
 
 def run(args: argparse.Namespace) -> int:
@@ -97,23 +127,15 @@ def run(args: argparse.Namespace) -> int:
     module_any: Any = module
     if not isinstance(system, System) or produce is None:
         raise CliError(f"{args.app}: a demo app needs `system` (a System) and `produce(rate)`")
-    url = configured_url(args)
+    url = _usable_url(args)
     with contextlib.ExitStack() as stack:
-        if url is not None:
-            try:
-                trio.run(check_reachable, url)
-            except CliError as exc:
-                print(f"actorstream: {exc.message}; starting an embedded redis-server instead",
-                      file=sys.stderr)
-                url = None
         if url is None:
             try:
                 embedded = stack.enter_context(EmbeddedRedis())
-            except RuntimeError as exc:
-                raise CliError(f"no Redis to run the demo on: {exc}", EXIT_FAILURE) from None
+            except RuntimeError:
+                raise CliError(NO_REDIS, EXIT_FAILURE) from None
             url = embedded.url
-            print(f"actorstream: embedded redis-server at {url} ({embedded.binary})",
-                  file=sys.stderr)
+            announce(f"embedded redis-server at {url} ({embedded.binary})")
         system.redis_url = url
         # The demo owns the signals: it stops producer, top and worker together.
         system.settings = attrs.evolve(system.settings, install_signal_handlers=False)
@@ -155,8 +177,8 @@ async def _demo(system: System, module: Any, url: str, args: argparse.Namespace)
         outer.start_soon(signals, outer)
         runtime: Worker = await outer.start(worker)
         if args.no_top:
-            print(f"actorstream: demo running on {redact_url(url)} for {args.duration:g}s "
-                  "(Ctrl-C stops it)", file=sys.stderr)
+            announce(f"demo running on {redact_url(url)} for {args.duration:g}s "
+                     "(Ctrl-C stops it)")
         async with trio.open_nursery() as inner:
             inner.start_soon(module.produce, args.rate)
             if not args.no_top:

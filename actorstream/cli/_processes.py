@@ -33,7 +33,7 @@ import trio
 
 from .._ops.http import Response, Route, http_get, serve_http
 from .._ops.logs import announce
-from ._common import EXIT_OK, EXIT_USAGE
+from ._common import EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE
 
 if TYPE_CHECKING:
     from .._system import System
@@ -85,8 +85,8 @@ class Parent:
         self.metrics = args.metrics_port is not None
         self.aggregate = Aggregate()
 
-    def say(self, text: str) -> None:
-        announce(f"actorstream: {text}", fmt=self.args.log_format)
+    def say(self, text: str, *, level: int = logging.INFO) -> None:
+        announce(text, fmt=self.args.log_format, level=level)
 
     def command(self, child: Child) -> list[str]:
         args = self.args
@@ -127,10 +127,12 @@ class Parent:
             child.status = exit_status(code, stopping=self.stopping)
             if self.stopping:
                 return
-            if code == EXIT_USAGE:
-                # Bad configuration or input does not get better by restarting: stop all.
-                self.say(f"child {child.index} (pid {proc.pid}) exited with {code} (usage or "
-                         "configuration error); stopping every child")
+            if code in (EXIT_USAGE, EXIT_UNREACHABLE):
+                # Bad configuration, or credentials Redis refuses, do not get better by
+                # restarting (an unreachable Redis does not end a child: it waits): stop all.
+                why = "configuration" if code == EXIT_USAGE else "Redis refused the credentials"
+                self.say(f"child {child.index} (pid {proc.pid}) exited with {code} ({why}); "
+                         "stopping every child", level=logging.ERROR)
                 self.stop()
                 return
             if trio.current_time() - started > STABLE_AFTER:

@@ -12,7 +12,7 @@ from typing import Any
 
 from .._core.errors import ConfigError
 from .._core.keys import check_name
-from .._top import LayoutEntry, Poller, status_text
+from .._top import LayoutEntry, Poller, known_apps, status_text
 from .._transport import Client, redact_url
 from ._common import (
     EXIT_OK,
@@ -73,7 +73,23 @@ async def open_poller(
     except ConfigError as exc:
         raise CliError(str(exc)) from None
     async with client:
-        yield Poller(client, app, layout, url=redact_url(url))
+        poller = Poller(client, app, layout, url=redact_url(url))
+        if layout is None:
+            await _check_app_exists(poller, url)
+        yield poller
+
+
+async def _check_app_exists(poller: Poller, url: str) -> None:
+    """An app name with nothing in Redis is a typo far more often than an app to come."""
+    snap = await poller.poll()
+    if snap.workers or snap.streams or snap.partitions or snap.events:
+        return
+    apps = await known_apps(poller.client)
+    there = f"apps there: {', '.join(apps)}" if apps else "it holds no app's streams"
+    raise CliError(
+        f"no app {poller.app!r} at {redact_url(url)}: no streams and no workers of that name "
+        f"({there}; or pass module:system)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:

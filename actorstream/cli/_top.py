@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import signal
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -27,7 +28,7 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
         "partitions (owner, epoch, state, lag, pending, processed/s, restarts, dead letters), "
         "stream totals, the coordinator and recent events. One Redis pipeline per refresh, "
         "whatever the event rate. Keys: q quit, s sort, r reverse, f filter (all/problems), "
-        "n/p page.",
+        "n/p page; Ctrl-C quits too.",
     )
     add_app_argument(parser)
     parser.add_argument("--once", action="store_true", help="print one frame and exit")
@@ -139,6 +140,14 @@ async def live(poller: Poller, options: ViewOptions, interval: float) -> None:
                                     return
                             redraw.set()
 
+            async def interrupt() -> None:
+                # Ctrl-C quits like q: the screen restored, exit 0, no traceback.
+                with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                    async for _ in signals:
+                        nursery.cancel_scope.cancel()
+                        return
+
+            nursery.start_soon(interrupt)
             nursery.start_soon(keyboard)
             while True:
                 snap = await poller.poll()

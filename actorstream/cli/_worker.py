@@ -12,14 +12,13 @@ import attrs
 import trio
 
 from .._core.crashes import describe_error
-from .._core.errors import ConfigError, SupervisorGaveUp
+from .._core.exits import classify_exit, leaves
 from .._ops.logs import LOG_FORMATS, configure_logging
 from ._common import (
     EXIT_FAILURE,
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_USAGE,
-    UNREACHABLE,
     CliError,
     load_system,
     resolve_url,
@@ -83,26 +82,6 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     parser.set_defaults(handler=run)
 
 
-def _leaf(exc: BaseException, last: bool = False) -> BaseException:
-    """The first (or last) exception inside nested groups (``except*`` keeps the nesting)."""
-    while isinstance(exc, BaseExceptionGroup):
-        exc = exc.exceptions[-1 if last else 0]
-    return exc
-
-
-def _leaves(exc: BaseException) -> list[BaseException]:
-    if isinstance(exc, BaseExceptionGroup):
-        return [leaf for sub in exc.exceptions for leaf in _leaves(sub)]
-    return [exc]
-
-
-def _gave_up_line(gave_up: BaseException) -> str:
-    """One line: which supervisor gave up, and the last crash that made it."""
-    cause = gave_up.__cause__
-    last = f"; last crash: {describe_error(_leaf(cause, last=True))}" if cause else ""
-    return f"{gave_up}{last}"
-
-
 def run(args: argparse.Namespace) -> int:
     verbosity = getattr(args, "verbose", 0) or 0
     configure_logging(
@@ -126,8 +105,8 @@ def run(args: argparse.Namespace) -> int:
         )
 
     async def main() -> int:
-        # System.start waits for Redis and prints the start and stop lines, as `python app.py`
-        # (in --log-format, see _ops.logs.announce).
+        # System.start waits for Redis, prints the start and stop lines, and ends the process
+        # on bad configuration or credentials with one line, as `python app.py` does.
         parent = os.environ.get(PARENT_PID_ENV)
         try:
             if parent:
@@ -135,15 +114,10 @@ def run(args: argparse.Namespace) -> int:
             else:
                 # No nursery here: a Ctrl-C during start-up must stay a bare KeyboardInterrupt.
                 await system.start()
-        except* ConfigError as group:
-            raise CliError(str(_leaf(group)), EXIT_USAGE) from None
-        except* SupervisorGaveUp as group:
-            gave_up = _leaf(group)
-            raise CliError(_gave_up_line(gave_up), EXIT_FAILURE) from gave_up
         except* Exception as group:
-            if all(isinstance(leaf, UNREACHABLE) for leaf in _leaves(group)):
-                raise  # Redis unreachable at the start: exit 3, as `_classify` says
-            leaf = _leaf(group, last=True)
+            if classify_exit(group) is not None:
+                raise
+            leaf = leaves(group)[-1]
             raise CliError(
                 f"the worker of {system.name!r} failed: {describe_error(leaf)} (a failure of "
                 "the runtime itself, not of a handler)", EXIT_FAILURE,
@@ -155,7 +129,11 @@ def run(args: argparse.Namespace) -> int:
         return trio.run(main)
     except BaseExceptionGroup as group:
         # A Ctrl-C that lands inside a nursery of the starting worker (before its signal
-        # handler is installed) arrives wrapped: it is still a Ctrl-C (exit 130), not a crash.
+        # handler is installed) arrives wrapped: it is still a Ctrl-C (exit 130), not a crash;
+        # so is the SystemExit of a --processes child's System.start.
+        exits = [leaf for leaf in leaves(group) if isinstance(leaf, SystemExit)]
+        if exits:
+            raise exits[0] from None
         if group.split(KeyboardInterrupt)[1] is None:
             raise KeyboardInterrupt from None
         raise

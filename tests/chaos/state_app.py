@@ -4,7 +4,8 @@ A per-key counter with ``processing="exactly_once"``: each input ``(key, seq)`` 
 ``counts[key]`` and sends one output ``(key, seq, count)``; the count committed with the ack.
 Environment: ``APP_NAME``, ``PARTITIONS`` (8), ``BATCH_SIZE`` (50), ``HANDLE_SLEEP`` (seconds
 each handling sleeps: a slower handler keeps events in flight when a fault hits),
-``PROCESSING`` (``exactly_once``; ``at_least_once`` shows what the checker catches without it).
+``PROCESSING`` (``exactly_once``; ``at_least_once`` shows what the checker catches without it),
+``ORDERING``/``CONCURRENCY`` (``key``: events of different keys in flight at once).
 """
 
 from __future__ import annotations
@@ -46,9 +47,15 @@ outputs = system.stream("outputs", record=Out, partitions=4, key="key")
 counts = system.table("counts", value=int, default=0)
 
 
+settings: dict[str, object] = {"batch_size": int(os.environ.get("BATCH_SIZE", "50"))}
+if os.environ.get("ORDERING"):  # "key": many events in flight, one per key
+    settings["ordering"] = os.environ["ORDERING"]
+    settings["concurrency"] = int(os.environ.get("CONCURRENCY", "64"))
+
+
 @system.actor(
     inputs, tables=[counts], processing=os.environ.get("PROCESSING", "exactly_once"),
-    batch_size=int(os.environ.get("BATCH_SIZE", "50")),
+    **settings,  # type: ignore[arg-type]
 )
 async def count(event: In) -> None:
     if SLEEP:

@@ -159,4 +159,4 @@ async def test_json_logs_parse_line_by_line_with_a_handler_crash_traceback(
     assert doc["error_type"] == "RuntimeError"
     assert "Traceback (most recent call last)" in doc["traceback"]
     assert "RuntimeError: handler crash for the log test" in doc["traceback"]
-    assert any(d["message"].startswith("actorstream: worker of 'jsonlog' stopped") for d in lines)
+    assert any(d["message"].startswith("worker of 'jsonlog' stopped") for d in lines)

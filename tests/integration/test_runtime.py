@@ -500,7 +500,7 @@ async def test_worker_exits_non_zero_when_the_system_gives_up(redis_server: Redi
     assert last.startswith("actorstream: error: supervisor 'partitions/work[0]' gave up"), last
     assert "last crash: RuntimeError: simulated bug in the runtime" in last
     # The runtime's crashes were logged as they happened; the exit says it in one line.
-    assert last.endswith("(-v shows the traceback)"), last
+    assert last.endswith("(-v or ACTORSTREAM_TRACEBACK=1 shows the traceback)"), last
 
 
 async def test_second_signal_exits_at_once(redis_server: RedisServer) -> None:

@@ -232,8 +232,9 @@ async def test_the_running_totals_example_adds_up(redis_server: Any, monkeypatch
 
 async def test_a_commit_after_the_epoch_moved_is_fenced_whole(redis_server: Any) -> None:
     """Another owner took the partition (its epoch moved) while a handler ran: Redis refuses
-    the commit, so neither the table change, nor the output, nor the ack lands."""
-    from actorstream._core.keys import epoch_key, lease_key
+    the commit, so neither the table change, nor the output, nor the ack lands; the event is
+    handled again by the next owner, once."""
+    from actorstream._core.keys import epoch_key
 
     system = System("fence", redis_server.url, install_signal_handlers=False, lease_timing=FAST)
     orders = system.stream("orders", record=Order, partitions=1, key="customer")
@@ -241,9 +242,12 @@ async def test_a_commit_after_the_epoch_moved_is_fenced_whole(redis_server: Any)
     counts = system.table("counts", value=int, default=0)
     entered = trio.Event()
     release = trio.Event()
+    calls = 0
 
     @system.actor(orders, tables=[counts], processing="exactly_once")
     async def tally(order: Order) -> None:
+        nonlocal calls
+        calls += 1
         counts[order.customer] += 1
         await out.send(order)
         entered.set()
@@ -255,16 +259,26 @@ async def test_a_commit_after_the_epoch_moved_is_fenced_whole(redis_server: Any)
         async with running(system) as worker:
             with trio.fail_after(15):
                 await entered.wait()
-            # Another owner: its epoch and its lease (else this worker, still the lease's
-            # holder, acquires the partition again at once and handles the event anew).
-            await client.execute("SET", lease_key("fence", "orders", 0, "tally"), "other",
-                                 "PX", 60_000)
             await client.execute("INCR", epoch_key("fence", "orders", 0, "tally"))
             release.set()
-            with trio.fail_after(15):
-                while not any(p.state == "fenced" for p in worker.statistics().partitions):
-                    await trio.sleep(0.02)
-            assert await client.execute("HLEN", counts.hash_key(0)) == 0
-            assert await client.execute("XLEN", out.stream_key(0)) == 0
-            pending = await client.execute("XPENDING", orders.stream_key(0), "tally")
-            assert pending[0] == 1  # not acked: the next owner handles it
+            with trio.fail_after(20):
+                while not await client.execute("XLEN", out.stream_key(0)):
+                    await trio.sleep(0.05)
+            await trio.sleep(0.5)
+            errors = [p.last_error or "" for p in worker.statistics().partitions]
+        assert calls == 2  # once fenced, once by the next owner
+        assert await counts.read("ann") == 1
+        assert await client.execute("XLEN", out.stream_key(0)) == 1
+        assert any("FENCED" in e for e in errors), errors
+
+
+async def test_exactly_once_is_refused_on_a_cluster_with_the_reason(cluster_node: Any) -> None:
+    for node in cluster_node.primaries:
+        node.call("FLUSHALL")
+    system, orders, _totals, counts, _latest = make(cluster_node.url, "exactly_once")
+
+    @system.actor(orders, tables=[counts], processing="exactly_once")
+    async def tally(order: Order) -> None: ...
+
+    with pytest.raises(ConfigError, match="exactly_once' is not supported on a Redis Cluster"):
+        await system.start()

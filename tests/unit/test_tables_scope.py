@@ -3,6 +3,7 @@ kept only when the handler returned, refused with a precise message where they c
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import pytest
@@ -160,3 +161,82 @@ def _has_ordering_setting() -> bool:
 
 
 async def _handler(event: Any) -> None: ...
+
+
+def test_calls_in_flight_at_once_never_see_or_overwrite_each_others_changes() -> None:
+    """With many events in flight (ordering='key'), a call reads another call's key as it was
+    before that call (as if it ran first) and may not change it; an aborted call leaves no
+    trace, a completed one releases its keys."""
+    _, counts, totals = declared(partitions=1)
+    tables = PartitionTables("tally", 0, (counts, totals), holds=False, concurrent=True)
+    tables.tables[counts].data = {"a": 1, "b": 10}
+    a_changed = trio.Event()
+    b_may_finish = trio.Event()
+    seen: list[Any] = []
+
+    async def writes_a(_: Any) -> None:
+        counts["a"] += 1
+        a_changed.set()
+        await b_may_finish.wait()
+        raise RuntimeError("a fails: its change is undone")
+
+    async def reads_a_writes_b(_: Any) -> None:
+        await a_changed.wait()
+        seen.append(counts["a"])  # a's change in flight: b sees a as it was
+        seen.append("a" in counts)
+        counts["b"] = counts["a"] + counts["b"]
+        with pytest.raises(TableError, match="'a' is being changed by another event in flight"):
+            counts["a"] = 0
+        b_may_finish.set()
+
+    async def main() -> None:
+        async def guarded(fn: Any) -> None:
+            with contextlib.suppress(RuntimeError):
+                await tables.wrap(fn)(None)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(guarded, writes_a)
+            nursery.start_soon(guarded, reads_a_writes_b)
+
+    run(main)
+    assert seen == [1, True]
+    assert tables.tables[counts].data == {"a": 1, "b": 11}
+    assert not tables.tables[counts].owners
+    local = tables.tables[counts]
+    assert tables.pending.plan().commands == [("HSET", local.hash_key, "b", b"11")]
+
+
+def test_a_handler_inside_middleware_is_one_unit_with_it() -> None:
+    """The handler and its middleware chain are both wrapped: a handler that raised leaves
+    nothing even if a middleware swallows the error; a middleware raising after the handler
+    returned undoes the handler's changes."""
+    _, counts, totals = declared(partitions=1)
+    tables = PartitionTables("tally", 0, (counts, totals), holds=False)
+
+    async def handler(_: Any) -> None:
+        counts["h"] += 1
+        raise ValueError("handler fails")
+
+    async def good_handler(_: Any) -> None:
+        counts["g"] += 1
+
+    wrapped_handler = tables.wrap(handler)
+    wrapped_good = tables.wrap(good_handler)
+
+    async def swallowing(event: Any) -> None:
+        counts["mw"] += 1
+        with contextlib.suppress(ValueError):
+            await wrapped_handler(event)
+
+    async def raising_after(event: Any) -> None:
+        await wrapped_good(event)
+        raise RuntimeError("middleware fails after the handler returned")
+
+    run(lambda: tables.wrap(swallowing)(None))
+    assert tables.tables[counts].data == {"mw": 1}  # the handler's own change undone
+    with pytest.raises(RuntimeError):
+        run(lambda: tables.wrap(raising_after)(None))
+    assert tables.tables[counts].data == {"mw": 1}
+    assert tables.pending.plan().commands == [
+        ("HSET", tables.tables[counts].hash_key, "mw", b"1")
+    ]

@@ -1,4 +1,17 @@
-"""Helpers to test actors against a real Redis: servers to kill, pause and restart; workers.
+"""Helpers to test actors against a real Redis: a harness, servers, workers, network faults.
+
+``Harness`` runs a System's actors in-process on a fresh ``redis-server``: send events, wait
+until Redis says they are all handled, and check what the handlers did::
+
+    from actorstream.testing import Harness
+
+    async def test_bills():
+        async with Harness(system) as h:
+            await orders.send(Order(order_id=1, amount=5))
+            await h.wait_idle()
+            assert await h.dead_letters() == []
+
+``actorstream.testing.pytest_plugin`` gives pytest fixtures for both (docs/testing.md).
 
 actorstream is tested against real ``redis-server`` processes, never mocks: the behaviour that
 matters (fencing scripts, pending lists, reconnects, a server that dies mid-request) only exists in
@@ -32,15 +45,18 @@ checked over actorstream's own trio transport (there is no second Redis client h
 Nothing here depends on pytest. ``trustme`` is needed only for ``RedisServer(tls=True)``.
 """
 
-from ._servers.process import find_redis_server
-from ._servers.server import RedisServer
-from ._testkit.cluster import ClusterNode, RedisCluster, SlotMove
-from ._testkit.proxy import FaultProxy, ProxyStatistics
-from ._testkit.worker import WorkerProcess
+from .._servers.process import find_redis_server
+from .._servers.server import RedisServer
+from .._testkit.cluster import ClusterNode, RedisCluster, SlotMove
+from .._testkit.harness import Harness, NotIdle
+from .._testkit.proxy import FaultProxy, ProxyStatistics
+from .._testkit.worker import WorkerProcess
 
 __all__ = [
     "ClusterNode",
     "FaultProxy",
+    "Harness",
+    "NotIdle",
     "ProxyStatistics",
     "RedisCluster",
     "RedisServer",

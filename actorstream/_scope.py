@@ -1,0 +1,275 @@
+"""The per-call side of tables: a partition's tables in memory and one handler call's changes.
+
+``PartitionTables.wrap`` makes a fresh ``EventScope`` current (a context variable, so a handler
+running in its own task sees its own call's scope) for each handler call. Changes go through to
+the in-memory table with an undo log; they join the partition's pending commit
+(``_core.commit``) only if the call returned, and are undone otherwise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any
+
+from ._core.commit import PendingCommit, key_of_field, partition_of_field
+from ._core.errors import TableError
+
+if TYPE_CHECKING:
+    from ._tables import Table
+
+__all__ = ["EventScope", "PartitionTable", "PartitionTables", "current_scope"]
+
+MISSING: Any = object()
+_DELETED: Any = object()
+
+_SCOPE: ContextVar[EventScope | None] = ContextVar("actorstream_table_scope", default=None)
+
+
+def current_scope() -> EventScope | None:
+    """The scope of the handler call running in this task, if any."""
+    return _SCOPE.get()
+
+
+class PartitionTable:
+    """One table's keys in one partition, in memory: committed values plus those of events
+    handled but not yet committed (dropped together with them, then reloaded)."""
+
+    __slots__ = ("data", "hash_key", "owners", "partition", "partitions", "table")
+
+    def __init__(self, table: Table[Any], partition: int, *, concurrent: bool = False) -> None:
+        self.table = table
+        self.partition = partition
+        self.partitions = table._bound().partitions
+        self.hash_key = table.hash_key(partition)
+        self.data: dict[str, Any] = {}
+        #: with events in flight at once: which call changed a key and has not finished
+        self.owners: dict[str, EventScope] | None = {} if concurrent else None
+
+    def before(self, field: str) -> Any:
+        """What ``field`` held before a call in flight changed it (another call reads that:
+        as if it ran first), or its value."""
+        owners = self.owners
+        if owners:
+            owner = owners.get(field)
+            if owner is not None and owner is not _SCOPE.get():
+                return owner.undo[self].get(field, MISSING)
+        return self.data.get(field, MISSING)
+
+    def claim(self, field: str, scope: EventScope) -> None:
+        """``scope`` changes ``field``: refused while another call in flight has changed it."""
+        owners = self.owners
+        if owners is None:
+            return
+        owner = owners.setdefault(field, scope)
+        if owner is not scope:
+            raise TableError(
+                f"table {self.table.name!r}: key {key_of_field(field)!r} is being changed by "
+                "another event in flight; with ordering='key' a handler changes only keys no "
+                "other event changes at the same time (its own event's key), or use "
+                "ordering='partition'"
+            )
+
+    def check_partition(self, field: str) -> None:
+        if self.partitions == 1:
+            return
+        owner = partition_of_field(field, self.partitions)
+        if owner != self.partition:
+            raise TableError(
+                f"table {self.table.name!r}: key {key_of_field(field)!r} belongs to partition "
+                f"{owner}, this handler runs for partition {self.partition}; a handler changes "
+                "only keys of its own partition (key the table like the stream)"
+            )
+
+
+class PartitionTables:
+    """The tables of one partition actor and what its handled events have not committed yet.
+
+    ``wrap`` makes a fresh ``EventScope`` current for each handler call; ``EventScope.complete``
+    moves its writes here once the handler returned.
+    """
+
+    def __init__(
+        self,
+        actor: str,
+        partition: int,
+        tables: tuple[Table[Any], ...],
+        *,
+        holds: bool,
+        concurrent: bool = False,
+    ) -> None:
+        self.actor = actor
+        self.partition = partition
+        self.holds = holds  # exactly_once: events sent by the handler are held for the commit
+        self.concurrent = concurrent  # calls in flight at once (``PartitionTable.owners``)
+        self.tables = {
+            t: PartitionTable(t, partition, concurrent=concurrent) for t in tables
+        }
+        self.encoders = {
+            local.hash_key: t.codec.encode for t, local in self.tables.items()
+            if t.codec.deferred
+        }
+        self.pending = PendingCommit(self.encoders)
+        #: every table holds scalars: nothing to encode per event (``complete_scalars``)
+        self.deferred = all(t.codec.deferred for t in self.tables)
+
+    def reset(self) -> None:
+        """Forget every value and uncommitted write (before reloading from Redis)."""
+        for local in self.tables.values():
+            local.data = {}
+        self.pending = PendingCommit(self.encoders)
+
+    def keys(self) -> dict[str, int]:
+        return {t.name: len(local.data) for t, local in self.tables.items()}
+
+    def wrap(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """``fn`` (a handler or a middleware chain) with one event scope per call: what it
+        changed is kept if it returned, undone otherwise (an exception or a cancellation).
+
+        Nested (the handler inside its middleware chain, both wrapped): the inner call's
+        changes join the outer call's, so a handler that raised leaves nothing behind even when
+        a middleware catches its exception, and a middleware that raises after the handler
+        returned undoes the handler's changes too."""
+        set_scope, reset_scope, get_scope = _SCOPE.set, _SCOPE.reset, _SCOPE.get
+        owner = self
+
+        async def with_tables(*args: Any) -> Any:
+            parent = get_scope()
+            scope = EventScope(self)
+            token = set_scope(scope)
+            kept = False
+            try:
+                result = await fn(*args)
+                if parent is not None and parent.owner is owner:
+                    parent.absorb(scope)
+                elif scope.undo:
+                    if owner.deferred:
+                        scope.complete_scalars()
+                    else:
+                        scope.complete()
+                elif scope.outputs:
+                    scope.complete()
+                kept = True
+            finally:
+                reset_scope(token)
+                if not kept and scope.undo:
+                    scope.abort()
+            return result
+
+        return with_tables
+
+
+class EventScope:
+    """One handler call's changes: written through to the partition's tables (so reads cost a
+    dict lookup), with the first previous value of each key changed kept to undo them if the
+    handler does not return; and the events it sent, held (exactly-once)."""
+
+    __slots__ = ("outputs", "owner", "tables", "undo")
+
+    def __init__(self, owner: PartitionTables) -> None:
+        self.owner = owner
+        self.tables = owner.tables
+        #: per table, the value each changed key had before this call (MISSING: none)
+        self.undo: dict[PartitionTable, dict[str, Any]] = {}
+        self.outputs: list[tuple[Any, ...]] = []
+
+    @property
+    def actor(self) -> str:
+        return self.owner.actor
+
+    @property
+    def holds(self) -> bool:
+        """Exactly-once: events sent by the handler are held for the commit."""
+        return self.owner.holds
+
+    def hold(self, command: list[Any]) -> None:
+        self.outputs.append(tuple(command))
+
+    def absorb(self, inner: EventScope) -> None:
+        """A nested call returned: its changes become this call's (kept or undone with it)."""
+        for local, undo in inner.undo.items():
+            mine = self.undo.setdefault(local, {})
+            owners = local.owners
+            for field, old in undo.items():
+                mine.setdefault(field, old)
+                if owners is not None:
+                    owners[field] = self
+        self.outputs.extend(inner.outputs)
+
+    def abort(self) -> None:
+        """Put back what this call changed."""
+        for local, undo in self.undo.items():
+            data = local.data
+            for field, old in undo.items():
+                if old is MISSING:
+                    data.pop(field, None)
+                else:
+                    data[field] = old
+        self.release()
+
+    def release(self) -> None:
+        """This call is over: others may change the keys it changed."""
+        if not self.owner.concurrent:
+            return
+        for local, undo in self.undo.items():
+            owners = local.owners
+            if owners:
+                for field in undo:
+                    if owners.get(field) is self:
+                        del owners[field]
+
+    def complete(self) -> None:
+        """The handler returned: encode what it changed (a value the codec refuses fails the
+        event here, before anything is kept) into the partition's pending commit. Scalars were
+        checked encodable when written: they are encoded once per commit instead
+        (``PendingCommit.encoders``)."""
+        pending = self.owner.pending
+        staged = self._encoded()
+        writes = pending.writes
+        for local, undo in self.undo.items():
+            held = writes.get(local.hash_key)
+            if held is None:
+                held = writes[local.hash_key] = {}
+            data = local.data
+            encoded = staged.get(local)
+            for field in undo:
+                value = data.get(field)
+                held[field] = value if encoded is None or value is None else encoded[field]
+        if self.outputs:
+            pending.outputs.extend(self.outputs)
+        self.release()
+
+    def complete_scalars(self) -> None:
+        """``complete`` when every table holds scalars (checked encodable when written)."""
+        pending = self.owner.pending
+        writes = pending.writes
+        for local, undo in self.undo.items():
+            held = writes.get(local.hash_key)
+            if held is None:
+                held = writes[local.hash_key] = {}
+            get = local.data.get
+            for field in undo:
+                held[field] = get(field)
+        if self.outputs:
+            pending.outputs.extend(self.outputs)
+        self.release()
+
+    def _encoded(self) -> dict[PartitionTable, dict[str, bytes]]:
+        staged: dict[PartitionTable, dict[str, bytes]] = {}
+        for local, undo in self.undo.items():
+            codec = local.table.codec
+            if codec.deferred:
+                continue
+            out = staged[local] = {}
+            data = local.data
+            for field in undo:
+                if field not in data:
+                    continue
+                try:
+                    out[field] = codec.encode(data[field])
+                except (TypeError, ValueError) as exc:
+                    raise TypeError(
+                        f"table {local.table.name!r}: cannot store the value of "
+                        f"{key_of_field(field)!r}: {exc}"
+                    ) from None
+        return staged
