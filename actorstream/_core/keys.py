@@ -9,6 +9,8 @@
     as:{<app>:<stream>:<p>}:t:<table>         a table's keys of this partition (hash: key -> value)
     as:{<app>}:members                        zset worker id -> expiry (server ms)
     as:{<app>}:worker:<id>                    worker info hash (host, pid, started, version)
+    as:{<app>}:incarnation                    a token set once, never expiring: if it changes,
+                                              Redis lost the app's data
     as:{<app>:leader}:lease / :epoch          the leader lease and its fencing token
     as:{<app>:telemetry}:status:<id>          telemetry snapshot for `top` (JSON, TTL)
     as:{<app>:telemetry}:events               a short log of notable events for `top`
@@ -83,6 +85,10 @@ def members_key(app: str) -> str:
 
 def worker_key(app: str, worker_id: str) -> str:
     return f"{app_tag(app)}:worker:{worker_id}"
+
+
+def incarnation_key(app: str) -> str:
+    return f"{app_tag(app)}:incarnation"
 
 
 def leader_tag(app: str) -> str:

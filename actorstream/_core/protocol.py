@@ -56,12 +56,20 @@ class Fenced:
     ours: int
     current: int | None
     label: str
+    #: Set when the epoch matches but the lease is another worker's (or nobody's): Redis lost
+    #: data and the epoch number came round again for a new owner.
+    holder: str | None = None
 
     @property
     def regression(self) -> bool:
         return self.current is not None and self.current < self.ours
 
     def error(self) -> FencedError:
+        if self.holder is not None:
+            return FencedError(
+                f"FENCED the lease of {self.label} at epoch {self.ours} is {self.holder} "
+                "(Redis lost data and the epoch number came round again)"
+            )
         if self.current is None:
             return FencedError(f"FENCED the epoch of {self.label} changed; {self.ours} is stale")
         return FencedError(f"FENCED epoch is {self.current}, {self.label} has {self.ours}")
@@ -186,6 +194,8 @@ class PartitionProtocol:
     stream_key: str = attrs.field(init=False)
     epoch_key: str = attrs.field(init=False)
     epoch_bytes: bytes = attrs.field(init=False)
+    lease_key: str = attrs.field(init=False)
+    consumer_bytes: bytes = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         derived = {
@@ -193,6 +203,8 @@ class PartitionProtocol:
             "stream_key": keys.stream_key(self.app, self.stream, self.partition),
             "epoch_key": keys.epoch_key(self.app, self.stream, self.partition, self.group),
             "epoch_bytes": str(self.epoch).encode(),
+            "lease_key": keys.lease_key(self.app, self.stream, self.partition, self.group),
+            "consumer_bytes": self.consumer.encode(),
         }
         for name, value in derived.items():
             object.__setattr__(self, name, value)
@@ -201,16 +213,24 @@ class PartitionProtocol:
 
     def watch_commands(self) -> list[Command]:
         epoch_key = self.epoch_key
-        return [("WATCH", epoch_key), ("GET", epoch_key)]
+        return [("WATCH", epoch_key), ("GET", epoch_key), ("GET", self.lease_key)]
 
     def on_watch(self, replies: list[Any]) -> Fenced | None:
-        """None: watching our epoch. Raises a Redis error reply (nothing happened yet)."""
+        """None: watching our epoch. Raises a Redis error reply (nothing happened yet).
+
+        The lease must be ours too: after Redis lost data, epochs start again from 1 and
+        another worker can acquire the very epoch number we hold. The lease key itself is not
+        watched (every renewal would abort our transactions): a new owner changes the epoch.
+        """
         error = _first_error(replies)
         if error is not None:
             raise error
-        if replies[1] == self.epoch_bytes:
-            return None
-        return Fenced(self.epoch, int(replies[1] or 0), self.label)
+        if replies[1] != self.epoch_bytes:
+            return Fenced(self.epoch, int(replies[1] or 0), self.label)
+        if replies[2] != self.consumer_bytes:
+            holder = "nobody's" if replies[2] is None else f"held by {replies[2].decode()}"
+            return Fenced(self.epoch, self.epoch, self.label, holder=holder)
+        return None
 
     # -- read ----------------------------------------------------------------------------------
 

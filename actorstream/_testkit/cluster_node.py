@@ -85,6 +85,36 @@ def _call(port: int, *args: Any, timeout: float = 5.0) -> Any:
         raise CommandError(f"{args[0]} on :{port}: {type(exc).__name__}: {exc}") from None
 
 
+async def _pipeline_async(port: int, commands: list[tuple[Any, ...]], timeout: float) -> Any:
+    client = Client.from_url(
+        f"redis://127.0.0.1:{port}/0",
+        connect_timeout=timeout,
+        socket_timeout=timeout,
+        client_name="actorstream:testing",
+        max_connections=1,
+        connect_retry_for=0.0,
+        cluster=False,
+    )
+    try:
+        return await client.pipeline(commands)
+    finally:
+        with trio.CancelScope(shield=True):
+            await client.aclose()
+
+
+def _pipeline(port: int, commands: list[tuple[Any, ...]], timeout: float = 15.0) -> list[Any]:
+    """Many admin commands to one node in one round trip; the first error reply raises
+    ``CommandError`` (the commands after it ran too)."""
+    try:
+        replies: list[Any] = run_in_thread(_pipeline_async, port, commands, timeout)
+    except (rex.ConnectionError, rex.TimeoutError) as exc:
+        raise ConnectionError(f"127.0.0.1:{port}: {exc}") from None
+    for command, reply in zip(commands, replies, strict=True):
+        if isinstance(reply, Exception):
+            raise CommandError(f"{command[:3]} on :{port}: {type(reply).__name__}: {reply}")
+    return replies
+
+
 def _info(port: int, section: str) -> dict[str, str]:
     text = _call(port, "INFO", section).decode()
     return dict(
@@ -197,6 +227,10 @@ class ClusterNode:
     def call(self, *args: Any, timeout: float = 5.0) -> Any:
         """Send one command to this node (raises ``CommandError`` on an error reply)."""
         return _call(self.port, *args, timeout=timeout)
+
+    def pipeline(self, commands: list[tuple[Any, ...]], timeout: float = 15.0) -> list[Any]:
+        """Send many commands to this node in one round trip (``CommandError`` on an error)."""
+        return _pipeline(self.port, commands, timeout=timeout)
 
     def info(self, section: str) -> dict[str, str]:
         return _info(self.port, section)

@@ -10,8 +10,9 @@ Retry policy (deliberately small):
   idempotent. This is what keeps a non-idempotent XADD from ever being duplicated by us.
 - The one exception is ``EVALSHA`` answered with ``NOSCRIPT``: the script did not run, so it is
   loaded and called again.
-- After a connection is lost, idle pooled connections older than the loss are dropped, so one
-  Redis restart costs one failed request rather than one per pooled connection.
+- After a connection is lost or a request timed out, idle pooled connections older than that
+  are dropped, so one Redis restart (or a path gone half-open) costs one failed request rather
+  than one per pooled connection.
 
 Redis Cluster: on first use the client asks its node ``INFO cluster``; on a Cluster node every
 request goes through a ``ClusterRouter`` (``_cluster.py``), with one pool like this one per node.
@@ -159,6 +160,13 @@ class Client:
             discarded_total=sum(p._discarded for p in pools),
             max_connections=self.max_connections * max(1, len(pools) - 1),  # per node
         )
+
+    @property
+    def last_lost_at(self) -> float:
+        """When this client (any node's pool, on a Cluster) last lost a connection or had a
+        request time out, in trio time; ``-inf`` if never."""
+        pools = [self, *self._router.pools.values()] if self._router is not None else [self]
+        return max(p._lost_at for p in pools)
 
     # -- Cluster mode -------------------------------------------------------------------------
 

@@ -42,7 +42,10 @@ class NodeConnection:
         self._reader = hiredis.Reader(replyError=reply_error)
         self.name = name
         self.broken = False
-        self.lost = False  # broken by an I/O error (not by a cancel or timeout)
+        #: Broken by an I/O error or a timeout, not by a cancel: the server or the path to it is
+        #: in doubt, so the pool drops its idle connections too (on a half-open path each of
+        #: them would wait out a whole timeout in turn).
+        self.lost = False
         self.created_at = trio.current_time()
         self.cluster_enabled: bool | None = None  # known if opened with probe_cluster
 
@@ -121,6 +124,7 @@ class NodeConnection:
                 replies = await self._exchange(payload, count)
                 completed = True
                 return replies
+            self.lost = True
             raise rex.TimeoutError(
                 f"no reply from {self._config.describe()} within {timeout:g}s"
             ) from None

@@ -19,6 +19,7 @@ from __future__ import annotations
 import collections
 import logging
 import random
+import uuid
 from collections.abc import Mapping
 from typing import Any
 
@@ -64,6 +65,7 @@ class OwnershipState:
         self.members: tuple[str, ...] = ()
         self.owners: dict[Slot, str] = {}
         self.max_epoch: dict[Slot, int] = {}  # highest epoch seen per slot: detects regressions
+        self.incarnation: bytes | None = None  # the app's token in Redis: a new one, data lost
         self.rebalances = 0
         self.last_rebalance_at: float | None = None
         self.last_error: str | None = None
@@ -124,10 +126,11 @@ class Coordinator:
                     await self.step()
                     delay = 0.05
                     self.state.last_error = None
+                    self.worker.redis.answered()
                 except TRANSIENT_REDIS_ERRORS as exc:
                     self.state.redis_errors[type(exc).__name__] += 1
                     self.state.last_error = describe_error(exc)
-                    log.warning("coordinator: Redis unavailable: %s", self.state.last_error)
+                    self.worker.redis.unavailable("coordinator", self.state.last_error)
                     self._fence_expired()
                     with trio.move_on_after(delay * (0.5 + self._rng.random())):
                         await self.worker.wait_stopping()
@@ -194,18 +197,35 @@ class Coordinator:
         info: list[Any] = [
             "host", rt.host, "pid", rt.pid, "started", rt.started_wall_ms, "version", __version__,
         ]
-        members, expired = await rt.client.evalsha(
+        members, expired, incarnation = await rt.client.evalsha(
             _scripts.HEARTBEAT,
-            [_keys.members_key(rt.app), _keys.worker_key(rt.app, rt.worker_id)],
+            [_keys.members_key(rt.app), _keys.worker_key(rt.app, rt.worker_id),
+             _keys.incarnation_key(rt.app)],
             [rt.worker_id, int(self.timing.member_timeout * 1000),
-             "leave" if leave else "beat", *info],
+             # A fresh offer each time: after a loss the token is new whoever sets it.
+             "leave" if leave else "beat", uuid.uuid4().hex, *info],
         )
+        if not leave:
+            self._check_incarnation(incarnation)
         for gone in expired:
             # Exactly one member's heartbeat removes it: one report, as soon as it is known.
             rt.report("lost", f"worker {gone.decode()} missed its heartbeats for "
                       f"{self.timing.member_timeout:g}s: gone from the membership; its "
                       "partitions are taken over as their leases expire")
         return [m.decode() for m in members]
+
+    def _check_incarnation(self, token: bytes | None) -> None:
+        """The app's incarnation token never expires: a new one means Redis lost our data
+        (however long it was away). Every worker says so once."""
+        state = self.state
+        if token is None:  # not set (or vanished) because Redis refused the write (OOM)
+            return
+        seen, state.incarnation = state.incarnation, token
+        if seen is not None and seen != token:
+            self.worker.redis.data_lost(
+                "the app's keys vanished (membership, leases, epochs): they are recreated, "
+                "with epochs raised where this worker knew them, and consumer groups anew"
+            )
 
     async def step(self) -> None:
         rt = self.worker
@@ -288,6 +308,7 @@ class Coordinator:
         sent_at = trio.current_time()
         replies = await rt.client.evalsha_many(_scripts.ACQUIRE, calls)
         acquired = 0
+        regressed: list[str] = []
         for slot, reply in zip(slots, replies, strict=True):
             if isinstance(reply, Exception):
                 raise reply
@@ -300,7 +321,7 @@ class Coordinator:
                     f"{seen.get(slot, 0)} (Redis lost data: failover or restart without "
                     f"persistence); raised to {epoch} so stale holders stay fenced"
                 )
-                log.error("epoch regression: %s", msg)
+                regressed.append(f"{slot.actor}[{slot.partition}]")
                 rt.report("epoch-regression", msg)
             seen[slot] = max(seen.get(slot, 0), epoch)
             lease = Lease(epoch=epoch, acquired_at=sent_at, timing=self.timing)
@@ -314,6 +335,11 @@ class Coordinator:
             self.state.fences[slot] = fence
             self.partitions.start(slot, fence)
             acquired += 1
+        if regressed:
+            rt.redis.data_lost(
+                f"the fencing epochs of {', '.join(regressed)} went back; raised so stale "
+                "holders stay fenced (consumer groups are recreated as partitions start)"
+            )
         if acquired:
             self._note_rebalance(f"acquired {acquired} partition(s)")
 

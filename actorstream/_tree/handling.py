@@ -28,6 +28,7 @@ from .._core.fence import Fence
 from .._middleware import EventInfo, Outcome
 from .._ops import tracing as _tracing
 from .._transport import Connection
+from .context import RedisHealth
 from .counters import SAMPLE_EVERY, Counters, PartitionState
 from .deadletters import DeadLetters, Poison
 from .link import PartitionLink
@@ -66,6 +67,7 @@ class Handling:
         plain: bool,
         tracer: Any,
         report: Callable[[str, str], None],
+        redis: RedisHealth | None = None,
     ) -> None:
         self.app = app
         self.spec = spec
@@ -80,6 +82,7 @@ class Handling:
         self.tracer = tracer  # OpenTelemetry: a CONSUMER span per handler call, or None
         self.plain = plain and spec.form is Form.EVENT
         self.report = report
+        self.redis = redis  # this worker's Redis outages: their failures are logged once
         self.decode = spec.stream.format_decoder
         self.settings = spec.settings
         self.containment = counters.failures.policy
@@ -323,6 +326,9 @@ class Handling:
         counters.last_error = describe_error(exc)
         if trace:
             counters.last_trace = format_bounded_traceback(exc)
+        label = f"{self.group}[{self.partition}]"
+        if self.redis is not None and self.redis.handler_failed(label, exc):
+            return  # our own Redis is down: the outage's one line says it, not each partition
         now = trio.current_time()
         action = counters.crash_log.on_failure(type(exc).__name__, now)
         if action is LogAction.FULL:
@@ -372,7 +378,9 @@ class Handling:
                     self.partition) else ", nothing succeeded elsewhere since"),
                 "transient-type": "a transient_errors type",
             }.get(reason, reason)
-            log.warning(
+            quiet = self.redis is not None and self.redis.explains()  # our Redis is down
+            log.log(
+                logging.INFO if quiet else logging.WARNING,
                 "%s[%d] backing off (%s): the same event is retried without spending a "
                 "delivery, at most every %gs; last error: %s", self.group, self.partition, why,
                 self.settings.backoff_max, counters.last_error,

@@ -189,9 +189,11 @@ class PartitionLink:
             try:
                 await self.flush_acks(conn)
             except (FencedError, *TRANSIENT_REDIS_ERRORS) as exc:
-                # Not acked: these are redelivered (at-least-once); say so.
-                log.warning(
-                    "%s[%d]: could not ack %d handled event(s) after a crash: %s",
+                # Not acked: these are redelivered (at-least-once); say so. Quietly when Redis
+                # is unavailable: the worker's one outage line says that already.
+                level = logging.WARNING if isinstance(exc, FencedError) else logging.INFO
+                log.log(
+                    level, "%s[%d]: could not ack %d handled event(s) after a crash: %s",
                     self.group, self.partition, len(self.acks), describe_error(exc),
                 )
 

@@ -105,12 +105,14 @@ class PartitionActor:
     #: Called when a read found nothing new (windowed tables with ``idle=``).
     on_idle: Callable[[], Awaitable[None]] | None = None
 
+    # Over 60 lines: one attribute per collaborator, each wired once, in one place.
     def __init__(self, context: PartitionContext) -> None:
         worker = context.worker
         spec = context.spec
         self.app = worker.app
         self.client = worker.client
         self.report = worker.report
+        self.redis = worker.redis
         self.dead_letters = context.dead_letters
         self.spec = spec
         self.partition, self.fence = context.partition, context.fence
@@ -161,6 +163,7 @@ class PartitionActor:
             plain=self.plain,
             tracer=self.tracer,
             report=worker.report,
+            redis=worker.redis,
         )
         self.ctx: ChildContext | None = None
         self._rng = random.Random()
@@ -214,9 +217,8 @@ class PartitionActor:
                     self.counters.redis_errors[type(exc).__name__] += 1
                     self._set_state(PartitionState.WAITING_REDIS)
                     self.counters.last_error = describe_error(exc)
-                    log.warning(
-                        "%s[%d]: Redis unavailable (%s); retrying in %.2fs",
-                        self.group, self.partition, self.counters.last_error, delay,
+                    self.redis.unavailable(
+                        f"{self.group}[{self.partition}]", self.counters.last_error
                     )
                 except GroupLostError as exc:
                     self._set_state(PartitionState.GROUP_LOST)
@@ -230,7 +232,7 @@ class PartitionActor:
             self._set_state(PartitionState.FENCED)
             self.counters.last_error = describe_error(exc)
             self.report("fenced", f"{self.group}[{self.partition}]: {exc}")
-            log.warning("%s[%d] fenced: %s", self.group, self.partition, exc)
+            self.redis.fenced(log, f"{self.group}[{self.partition}]", exc)
             self.on_fenced()
             return
         except HandlerCrashed:

@@ -42,7 +42,7 @@ from .._middleware import Middleware
 from .._ops import logs as _logs
 from .._streams import Stream
 from .._transport import Client
-from .context import WorkerContext
+from .context import RedisHealth, WorkerContext
 from .coordinator import Coordinator, CoordinatorContext, OwnershipState
 from .deadletters import DeadLetters
 from .partitions import PartitionsContext, PartitionsSupervisor
@@ -100,6 +100,7 @@ class Worker:
             settings=plan.settings,
             report=self.report,
             stopping=self._stopping,
+            redis=RedisHealth(plan.settings.lease_timing.ttl, self.client),
         )
         self.ownership = OwnershipState()
         consumed = {spec.stream.name: spec.stream.partitions for spec in plan.actors.values()}

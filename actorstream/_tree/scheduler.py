@@ -184,7 +184,7 @@ class Leadership:
                                 "leader", f"{worker.worker_id} is the leader (epoch {epoch})"
                             )
                 except TRANSIENT_REDIS_ERRORS as exc:
-                    log.warning("leader lease: Redis unavailable: %s", describe_error(exc))
+                    worker.redis.unavailable("leader lease", describe_error(exc))
                 lease = self.lease
                 if lease is not None and lease.must_self_fence(trio.current_time()):
                     self._lose("leader lease could not be renewed in time")

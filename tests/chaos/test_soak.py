@@ -32,26 +32,22 @@ was not killed exits by itself (no escalation), and ownership settles on the liv
 from __future__ import annotations
 
 import collections
-import json
 import os
 import random
 import sys
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 import trio
 
-from actorstream import LeaseTiming, System
-from actorstream._streams import SendError
+from actorstream import LeaseTiming
 from actorstream._transport import Client
 from actorstream.testing import RedisServer, WorkerProcess
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "integration" / "apps"))
 
-from rebalance_harness import Cluster, Order, check_log
+from rebalance_harness import AckedProducer, Cluster, check_log, retrying, stream_seqs
 
 pytestmark = pytest.mark.soak
 
@@ -65,78 +61,6 @@ APP = "soak"
 FAULTS = ["kill9", "sigterm", "scale", "zombie", "redis-kill9", "redis-pause"]
 HARD = {"kill9", "zombie", "redis-kill9", "redis-pause"}
 
-T = TypeVar("T")
-
-
-async def retrying(fn: Callable[[], Awaitable[T]], timeout: float = 30.0) -> T:
-    """Retry a Redis read while the server restarts (connection refused, LOADING)."""
-    with trio.fail_after(timeout):
-        while True:
-            try:
-                return await fn()
-            except Exception:  # any transport error: try again
-                await trio.sleep(0.1)
-
-
-class AckedProducer:
-    """Sends ``Order(seq % KEYS, seq)`` in bursts; never reuses a seq. ``acked`` holds the seqs
-    whose XADD returned an id, ``unknown`` those whose outcome is unknown (the connection broke
-    mid-pipeline: they may or may not be in Redis)."""
-
-    def __init__(self, url: str) -> None:
-        self.system = System(APP, url)
-        self.stream = self.system.stream(
-            "orders", record=Order, partitions=PARTITIONS, key="key"
-        )
-        self.next_seq = 0
-        self.acked: set[int] = set()
-        self.unknown: set[int] = set()
-        self.errors = 0
-        self._stop = trio.Event()
-
-    async def run(self, rate: float, burst: int = 20) -> None:
-        async with self.system:
-            while not self._stop.is_set():
-                seqs = list(range(self.next_seq, self.next_seq + burst))
-                self.next_seq += burst
-                try:
-                    with trio.fail_after(10):
-                        await self.stream.send_many([Order(key=s % KEYS, seq=s) for s in seqs])
-                    self.acked.update(seqs)
-                except SendError as exc:
-                    self.errors += 1
-                    ok = {seqs[i] for i, _ in exc.sent}
-                    self.acked |= ok
-                    self.unknown |= set(seqs) - ok
-                except Exception:  # Redis down, timed out: outcome unknown
-                    self.errors += 1
-                    self.unknown |= set(seqs)
-                    await trio.sleep(0.1)
-                with trio.move_on_after(burst / rate):
-                    await self._stop.wait()
-
-    def stop(self) -> None:
-        self._stop.set()
-
-
-async def stream_seqs(client: Client) -> set[int]:
-    """Every seq still in the partition streams (nothing trims them in this test)."""
-    seqs: set[int] = set()
-    for p in range(PARTITIONS):
-        key = f"as:{{{APP}:orders:{p}}}:s"
-        start = "-"
-        while True:
-            chunk = await client.execute("XRANGE", key, start, "+", "COUNT", 5000)
-            if not chunk:
-                break
-            for _entry_id, fields in chunk:
-                doc = dict(zip(fields[::2], fields[1::2], strict=True))
-                assert doc[b"f"] == b"json", doc[b"f"]
-                seqs.add(json.loads(doc[b"d"])["seq"])
-            start = "(" + chunk[-1][0].decode()
-    return seqs
-
-
 async def test_soak_random_fault_schedule(aof_redis_server: RedisServer) -> None:
     seed = int(os.environ.get("SOAK_SEED", str(int(time.time()) % 100_000)))
     duration = float(os.environ.get("SOAK_SECONDS", "75"))
@@ -149,7 +73,7 @@ async def test_soak_random_fault_schedule(aof_redis_server: RedisServer) -> None
     ok = False
     async with Client.from_url(server.url) as client:
         c = Cluster(server, client, APP, PARTITIONS, BATCH_SIZE=str(BATCH), HANDLE_DELAY="0.001")
-        producer = AckedProducer(server.url)
+        producer = AckedProducer(server.url, APP, PARTITIONS, KEYS)
         try:
             async with trio.open_nursery() as nursery:
                 for _ in range(3):
@@ -221,7 +145,7 @@ async def test_soak_random_fault_schedule(aof_redis_server: RedisServer) -> None
                 producer.stop()
                 await trio.sleep(0.5)
                 # Drain: every seq Redis still has must be handled.
-                in_stream = await retrying(lambda: stream_seqs(client))
+                in_stream = await retrying(lambda: stream_seqs(client, APP, PARTITIONS))
                 handled: set[int] = set()
                 with trio.move_on_after(60):
                     while not in_stream <= handled:
@@ -230,7 +154,7 @@ async def test_soak_random_fault_schedule(aof_redis_server: RedisServer) -> None
                         await trio.sleep(0.5)
                 await trio.sleep(1.0)  # stragglers (duplicates) land too
                 entries = await retrying(c.entries)
-                in_stream = await retrying(lambda: stream_seqs(client))
+                in_stream = await retrying(lambda: stream_seqs(client, APP, PARTITIONS))
                 await c.settled(timeout=30)
                 unexpected_exits = [
                     (w.pid, w.returncode) for w in c.workers

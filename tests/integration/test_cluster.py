@@ -195,6 +195,27 @@ async def test_moved_after_a_live_slot_move(cluster3: RedisCluster, client: Clie
     assert target.call("GET", key) == b"after"
 
 
+async def test_many_slots_move_at_once_keys_and_all(cluster3: RedisCluster) -> None:
+    """``move_slots``: a third of a node's slots in a few round trips, keys included."""
+    async with Client.from_url(cluster3.url, connect_retry_for=3.0) as client:
+        keys = [fresh_key() for _ in range(20)]
+        for key in keys:
+            await client.execute("SET", key, key)
+        source = cluster3.owner_of(slot_of(keys[0]))
+        target = other_primary(cluster3, slot_of(keys[0]))
+        ours = sorted({slot_of(k) for k in keys if cluster3.owner_of(slot_of(k)) is source})
+        lo, hi = next((int(e[0]), int(e[1])) for e in source.call("CLUSTER", "SLOTS")
+                      if int(e[2][1]) == source.port and int(e[0]) <= ours[0] <= int(e[1]))
+        slots = sorted({*range(lo, lo + (hi - lo) // 3), *ours})
+        moved = await trio.to_thread.run_sync(cluster3.move_slots, slots, target)
+        # Other tests' keys share this cluster: at least ours moved.
+        assert moved >= sum(1 for k in keys if slot_of(k) in ours)
+        assert all(cluster3.owner_of(s) is target for s in (slots[0], slots[-1], *ours))
+        await trio.to_thread.run_sync(cluster3.wait_ok)
+        for key in keys:
+            assert await client.execute("GET", key) == key.encode()
+
+
 async def test_ask_during_a_migration(cluster3: RedisCluster, client: Client) -> None:
     tag = fresh_key()
     moved, stays, new = tag + "moved", tag + "stays", tag + "new"

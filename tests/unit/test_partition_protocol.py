@@ -59,14 +59,26 @@ def test_a_bad_epoch_is_rejected_with_its_value(bad: Any) -> None:
 # -- fencing ---------------------------------------------------------------------------------
 
 
-def test_watch_confirms_our_epoch() -> None:
+LEASE = "as:{shop:orders:3}:lease:bill"
+
+
+def test_watch_confirms_our_epoch_and_lease() -> None:
     p = proto()
-    assert p.watch_commands() == [("WATCH", EPOCH), ("GET", EPOCH)]
-    assert p.on_watch([b"OK", b"7"]) is None
+    assert p.watch_commands() == [("WATCH", EPOCH), ("GET", EPOCH), ("GET", LEASE)]
+    assert p.on_watch([b"OK", b"7", b"w1"]) is None
+
+
+@pytest.mark.parametrize(("holder", "says"), [(b"w2", "held by w2"), (None, "nobody's")])
+def test_our_epoch_number_under_another_lease_is_fenced(holder: Any, says: str) -> None:
+    """Redis lost data: epochs started again and another worker acquired our very number."""
+    fenced = proto().on_watch([b"OK", b"7", holder])
+    assert fenced is not None and not fenced.regression
+    with pytest.raises(FencedError, match=rf"FENCED the lease of bill\[3\] at epoch 7 is {says}"):
+        raise fenced.error()
 
 
 def test_watch_fenced_by_a_newer_epoch_is_not_a_regression() -> None:
-    fenced = proto().on_watch([b"OK", b"9"])
+    fenced = proto().on_watch([b"OK", b"9", b"w2"])
     assert fenced is not None
     assert (fenced.ours, fenced.current, fenced.regression) == (7, 9, False)
     assert fenced.notices() == ()
@@ -76,7 +88,7 @@ def test_watch_fenced_by_a_newer_epoch_is_not_a_regression() -> None:
 
 @pytest.mark.parametrize("stored", [b"3", None])
 def test_watch_seeing_an_older_or_missing_epoch_reports_a_regression(stored: Any) -> None:
-    fenced = proto().on_watch([b"OK", stored])
+    fenced = proto().on_watch([b"OK", stored, None])
     assert fenced is not None and fenced.regression
     (kind, message), = fenced.notices()
     assert kind == "epoch-regression"
@@ -85,7 +97,7 @@ def test_watch_seeing_an_older_or_missing_epoch_reports_a_regression(stored: Any
 
 def test_watch_error_reply_is_raised_before_anything_happens() -> None:
     with pytest.raises(rex.BusyLoadingError):
-        proto().on_watch([rex.BusyLoadingError("LOADING"), None])
+        proto().on_watch([rex.BusyLoadingError("LOADING"), None, None])
 
 
 def test_an_aborted_exec_is_fenced_and_stops_watching() -> None:

@@ -1,7 +1,8 @@
 """A worker app for the coordinator tests: like orders_app.py, plus partition and epoch.
 
 Environment: ACTORSTREAM_REDIS_URL, APP_NAME, PARTITIONS, HANDLE_DELAY (seconds per event),
-BATCH_SIZE, LEASE_TTL, LEASE_RENEW, HEARTBEAT, MEMBER_TIMEOUT, FENCE_MARGIN, SHUTDOWN_GRACE,
+EXACTLY_ONCE, ORDERING and CONCURRENCY (see below), BATCH_SIZE, LEASE_TTL, LEASE_RENEW,
+HEARTBEAT, MEMBER_TIMEOUT, FENCE_MARGIN, SHUTDOWN_GRACE,
 CLOCK_STEP_FILE (scenario 19: a file holding seconds added to this worker's time.time()),
 HOG_SECONDS (scenario 22: the first event handled by any worker of the app, picked by a SET NX
 flag, blocks the whole process in a synchronous sleep inside the handler, like CPU-bound work: no
@@ -24,7 +25,7 @@ import trio
 from actorstream import LeaseTiming, Record, System
 from actorstream._core.assignment import Slot
 
-logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
 
 APP = os.environ.get("APP_NAME", "rebalance")
 DELAY = float(os.environ.get("HANDLE_DELAY", "0"))
@@ -68,6 +69,28 @@ orders = system.stream(
     "orders", record=Order, partitions=int(os.environ.get("PARTITIONS", "8")), key="key"
 )
 
+# EXACTLY_ONCE=1: the handler also counts events per key in a table and sends each event's
+# count to the "outputs" stream, with processing="exactly_once" (the count, the output and the
+# ack are committed together, fenced): the outputs then hold each seq once, with exact counts.
+EXACTLY_ONCE = os.environ.get("EXACTLY_ONCE") == "1"
+
+
+class Output(Record):
+    key: int
+    seq: int
+    count: int
+
+
+options: dict[str, object] = {}
+if EXACTLY_ONCE:
+    outputs = system.stream("outputs", record=Output, partitions=1)
+    counts = system.table("counts", value=int, default=0)
+    options = {"tables": [counts], "processing": "exactly_once"}
+# ORDERING=key (or none): events of different keys in flight at once, CONCURRENCY of them.
+if os.environ.get("ORDERING"):
+    options["ordering"] = os.environ["ORDERING"]
+    options["concurrency"] = int(os.environ.get("CONCURRENCY", "8"))
+
 
 def _epoch(partition: int) -> int:
     worker = system._worker
@@ -77,10 +100,13 @@ def _epoch(partition: int) -> int:
     return -1 if counters is None else counters.epoch
 
 
-@system.actor(orders, batch_size=int(os.environ.get("BATCH_SIZE", "20")))
+@system.actor(orders, batch_size=int(os.environ.get("BATCH_SIZE", "20")), **options)  # type: ignore[arg-type]
 async def handle(order: Order) -> None:
     if DELAY:
         await trio.sleep(DELAY)
+    if EXACTLY_ONCE:
+        counts[order.key] += 1
+        await outputs.send(Output(key=order.key, seq=order.seq, count=counts[order.key]))
     p = orders.partition_of(order)
     epoch = _epoch(p)
     client = system.client()

@@ -11,19 +11,22 @@ for loss, per-key order of first deliveries and one worker per (partition, epoch
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import os
 import sys
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 import trio
+from redis import exceptions as rex
 
 from actorstream import Record, System
 from actorstream._core import keys as _keys
+from actorstream._streams import SendError
 from actorstream._transport import Client
 from actorstream.testing import RedisServer, WorkerProcess
 
@@ -116,6 +119,98 @@ class Producer:
         self._stop.set()
 
 
+T = TypeVar("T")
+
+
+async def retrying(fn: Callable[[], Awaitable[T]], timeout: float = 30.0) -> T:
+    """Retry a Redis read while the server restarts or fails over (refused, LOADING, moved)."""
+    with trio.fail_after(timeout):
+        while True:
+            try:
+                return await fn()
+            except Exception:  # any transport error: try again
+                await trio.sleep(0.1)
+
+
+class AckedProducer:
+    """Sends ``Order(seq % keys, seq)`` in bursts through faults; never reuses a seq.
+
+    ``acked`` holds the seqs whose XADD returned an id (confirmed), ``unknown`` those whose
+    outcome is unknown (the connection broke mid-pipeline: they may or may not be in Redis).
+    With ``resend=True`` a burst is sent again, its unconfirmed events only and in order,
+    until all of it is confirmed, before anything newer goes out: per-key order in the stream
+    holds, and an event sent twice shows up as a duplicate, never as a loss.
+    """
+
+    def __init__(
+        self, url: str, app: str, partitions: int, keys: int = 64, *, resend: bool = False
+    ) -> None:
+        self.system = System(app, url)
+        self.stream = self.system.stream("orders", record=Order, partitions=partitions, key="key")
+        self.keys = keys
+        self.resend = resend
+        self.next_seq = 0
+        self.acked: set[int] = set()
+        self.unknown: set[int] = set()
+        self.errors = 0
+        self.resent = 0
+        self._stop = trio.Event()
+
+    async def _send(self, seqs: list[int]) -> list[int]:
+        """One attempt; the seqs not confirmed."""
+        try:
+            with trio.fail_after(10):
+                await self.stream.send_many([Order(key=s % self.keys, seq=s) for s in seqs])
+            self.acked.update(seqs)
+            return []
+        except SendError as exc:
+            ok = {seqs[i] for i, _ in exc.sent}
+        except Exception:  # Redis down, failing over, timed out: outcome unknown
+            ok = set()
+        self.errors += 1
+        self.acked |= ok
+        failed = [s for s in seqs if s not in ok]
+        self.unknown |= set(failed)
+        await trio.sleep(0.1)
+        return failed
+
+    async def run(self, rate: float, burst: int = 20) -> None:
+        async with self.system:
+            while not self._stop.is_set():
+                seqs = list(range(self.next_seq, self.next_seq + burst))
+                self.next_seq += burst
+                failed = await self._send(seqs)
+                while self.resend and failed:
+                    self.resent += len(failed)
+                    failed = await self._send(failed)
+                with trio.move_on_after(burst / rate):
+                    await self._stop.wait()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def partition_of(self, seq: int) -> int:
+        return self.stream.partition_of(Order(key=seq % self.keys, seq=seq))
+
+
+async def stream_seqs(client: Client, app: str, partitions: int) -> set[int]:
+    """Every seq in the partition streams (what Redis has, after whatever it lost)."""
+    seqs: set[int] = set()
+    for p in range(partitions):
+        key = _keys.stream_key(app, "orders", p)
+        start = "-"
+        while True:
+            chunk = await client.execute("XRANGE", key, start, "+", "COUNT", 5000)
+            if not chunk:
+                break
+            for _entry_id, fields in chunk:
+                doc = dict(zip(fields[::2], fields[1::2], strict=True))
+                assert doc[b"f"] == b"json", doc[b"f"]
+                seqs.add(json.loads(doc[b"d"])["seq"])
+            start = "(" + chunk[-1][0].decode()
+    return seqs
+
+
 class LeaseMonitor:
     """Samples every lease key; ``history[p]`` lists (time, holder) at each change (None = free)."""
 
@@ -142,8 +237,10 @@ class LeaseMonitor:
         return {p: int(r or 0) for p, r in enumerate(replies)}
 
     async def run(self, interval: float = 0.02) -> None:
+        """Sample until cancelled; a sample lost to a Redis restart or failover is skipped."""
         while True:
-            await self.sample()
+            with contextlib.suppress(rex.ConnectionError, rex.TimeoutError):
+                await self.sample()
             await trio.sleep(interval)
 
     def transitions(self, since: float, until: float | None = None) -> int:
@@ -190,11 +287,14 @@ class Cluster:
         self.workers: list[WorkerProcess] = []
         self.monitor = LeaseMonitor(client, app, partitions)
 
-    def start_worker(self, script: Path | None = None, **env: str) -> WorkerProcess:
-        """Start a worker running ``script`` (default ``rebalance_app.py``) with extra ``env``."""
+    def start_worker(
+        self, script: Path | None = None, *, redis_url: str | None = None, **env: str
+    ) -> WorkerProcess:
+        """Start a worker running ``script`` (default ``rebalance_app.py``) with extra ``env``;
+        ``redis_url`` (e.g. a ``FaultProxy``'s) instead of the server's."""
         worker = WorkerProcess(
             str(script or APP_SCRIPT),
-            redis_url=self.server.url,
+            redis_url=redis_url or self.server.url,
             env={**self.env, **env},
             name=f"{self.app}-w{len(self.workers)}",
         )
