@@ -45,8 +45,7 @@ SKIPPED = object()  # on_error chose SKIP: ack it
 MOVED = object()  # dead-lettered (the move acked it), or no longer pending: nothing to ack
 STOPPED = object()  # a stop was requested while backing off: it stays pending
 
-#: One handling attempt of an entry: (conn, entry id, fields, event) -> HANDLED | SKIPPED | MOVED
-Handle = Callable[[Connection, bytes, list[bytes], Any], Awaitable[object]]
+Handle = Callable[[Connection, bytes, list[bytes], Any], Awaitable[object]]  # -> HANDLED ...
 
 
 class Handling:
@@ -406,14 +405,9 @@ class Handling:
         return False
 
     def info(self, entry_id: bytes) -> EventInfo:
-        return EventInfo(
-            system=self.app,
-            actor=self.group,
-            stream=self.spec.stream.name,
-            partition=self.partition,
-            entry_id=entry_id.decode(),
-            epoch=self.fence.epoch,
-        )
+        return EventInfo(system=self.app, actor=self.group, stream=self.spec.stream.name,
+                         partition=self.partition, entry_id=entry_id.decode(),
+                         epoch=self.fence.epoch)
 
     async def _handle_one(
         self, conn: Connection, entry_id: bytes, fields: list[bytes], event: Any
