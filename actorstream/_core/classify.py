@@ -8,9 +8,7 @@ from __future__ import annotations
 
 from redis import exceptions as rex
 
-from .crashes import describe_error
-
-__all__ = ["TRANSIENT_REDIS_ERRORS", "describe_error"]
+__all__ = ["TRANSIENT_REDIS_ERRORS"]
 
 #: Redis is unreachable, loading, out of memory or read-only: wait with backoff, not a crash.
 TRANSIENT_REDIS_ERRORS = (

@@ -12,7 +12,8 @@ from typing import Any
 
 import trio
 
-from .._core.classify import TRANSIENT_REDIS_ERRORS, describe_error
+from .._core.classify import TRANSIENT_REDIS_ERRORS
+from .._core.crashes import describe_error
 from .._core.errors import DecodeError, FencedError
 from .counters import Counters
 from .handling import Handling

@@ -23,7 +23,8 @@ from typing import Any
 import trio
 
 from .._core import keys
-from .._core.classify import TRANSIENT_REDIS_ERRORS, describe_error
+from .._core.classify import TRANSIENT_REDIS_ERRORS
+from .._core.crashes import describe_error
 from .._core.errors import FencedError
 from .._core.fence import Fence
 from .._core.protocol import PartitionProtocol, ReadResult

@@ -40,7 +40,8 @@ import trio
 from attrs import frozen
 
 from .._actors import ActorSpec, Form
-from .._core.classify import TRANSIENT_REDIS_ERRORS, describe_error
+from .._core.classify import TRANSIENT_REDIS_ERRORS
+from .._core.crashes import describe_error
 from .._core.dispatch import Ordering
 from .._core.errors import FencedError, GroupLostError
 from .._core.fence import Fence

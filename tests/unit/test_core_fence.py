@@ -6,7 +6,8 @@ import pytest
 from redis import exceptions as rex
 
 from actorstream import SelfFenced
-from actorstream._core.classify import TRANSIENT_REDIS_ERRORS, describe_error
+from actorstream._core.classify import TRANSIENT_REDIS_ERRORS
+from actorstream._core.crashes import describe_error
 from actorstream._core.fence import Fence
 
 
