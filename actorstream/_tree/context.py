@@ -13,7 +13,8 @@ import attrs
 import trio
 from attrs import frozen
 
-from .._core.classify import TRANSIENT_REDIS_ERRORS, describe_error
+from .._core.classify import TRANSIENT_REDIS_ERRORS
+from .._core.crashes import describe_error
 from .._core.outage import OutageLog
 from .._core.settings import Settings
 from .._transport import Client

@@ -106,7 +106,6 @@ class PartitionActor:
     #: Called when a read found nothing new (windowed tables with ``idle=``).
     on_idle: Callable[[], Awaitable[None]] | None = None
 
-    # Over 60 lines: one attribute per collaborator, each wired once, in one place.
     def __init__(self, context: PartitionContext) -> None:
         worker = context.worker
         spec = context.spec
@@ -117,8 +116,7 @@ class PartitionActor:
         self.dead_letters = context.dead_letters
         self.spec = spec
         self.partition, self.fence = context.partition, context.fence
-        self.counters = context.counters
-        self.on_fenced = context.on_fenced
+        self.counters, self.on_fenced = context.counters, context.on_fenced
         self.group = spec.name
         self.link = PartitionLink(
             app=worker.app,
