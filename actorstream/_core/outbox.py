@@ -28,6 +28,7 @@ __all__ = [
     "ForwardResult",
     "Outbox",
     "OutboxEntry",
+    "Replication",
     "after",
     "marks_key",
 ]
@@ -168,3 +169,31 @@ def on_forward(plan: ForwardPlan, replies: list[Any]) -> ForwardResult:
         appended += int(reply[0])
         repeated += int(reply[1])
     return ForwardResult(appended, repeated, failed, error)
+
+
+class Replication:
+    """Which commits of one session (one connection) replicas acknowledged, for
+    ``wait_replicas``: a WAIT that reached them covers every earlier write of its connection.
+
+    Commits are numbered when sent. Outbox entries read after commit ``n`` was sent may have
+    been written by any commit up to ``n`` (never a later one): they are covered once a WAIT
+    sent after ``n`` was acknowledged.
+    """
+
+    __slots__ = ("confirmed", "sent")
+
+    def __init__(self) -> None:
+        self.sent = 0
+        self.confirmed = 0
+
+    def send(self) -> int:
+        """A commit (or a bare WAIT) is sent: its number."""
+        self.sent += 1
+        return self.sent
+
+    def confirm(self, number: int) -> None:
+        """The WAIT of ``number`` reached the replicas asked for."""
+        self.confirmed = max(self.confirmed, number)
+
+    def covers(self, number: int) -> bool:
+        return self.confirmed >= number

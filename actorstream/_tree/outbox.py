@@ -29,7 +29,14 @@ from .._core import keys
 from .._core.classify import TRANSIENT_REDIS_ERRORS
 from .._core.crashes import describe_error
 from .._core.fence import Fence
-from .._core.outbox import ForwardPlan, ForwardResult, after, on_forward, plan_forward
+from .._core.outbox import (
+    ForwardPlan,
+    ForwardResult,
+    Replication,
+    after,
+    on_forward,
+    plan_forward,
+)
 from .._transport import Client
 from . import scripts
 from .context import Report
@@ -60,6 +67,8 @@ class Forwarder:
         counters: Counters,
         report: Report,
         wait: tuple[int, int] | None = None,
+        replicated: Callable[[], Awaitable[int]] | None = None,
+        replication: Replication | None = None,
     ) -> None:
         self.client = client
         self.key = keys.outbox_key(app, stream, partition, actor)
@@ -69,10 +78,15 @@ class Forwarder:
         self.counters = counters
         self.report = report
         self.wait = wait
+        #: With ``wait``: the commits the replicas acknowledged (their WAIT rode with them),
+        #: and a bare WAIT on the partition's own connection when that is not enough yet.
+        self.replication = replication
+        self.replicated = replicated
         self.failure: Exception | None = None
         self._wake = trio.Event()
         self._trim_at: str | None = None
         self._rng = random.Random()
+        self._waiting = False  # a streak of waits is reported once
 
     def wake(self) -> None:
         """A commit put entries in the outbox."""
@@ -89,7 +103,8 @@ class Forwarder:
                     await self.forward_all()
                     delay = 0.05
                     wait = IDLE_CHECK
-                except TRANSIENT_REDIS_ERRORS as exc:
+                    self._waiting = False
+                except (NotReplicated, *TRANSIENT_REDIS_ERRORS) as exc:
                     self._note(exc)
                     wait = delay * (0.5 + self._rng.random())
                     delay = min(delay * 2, 2.0)
@@ -106,7 +121,7 @@ class Forwarder:
             scope.shield = True
             try:
                 await self.forward_all()
-            except (rex.RedisError, *TRANSIENT_REDIS_ERRORS) as exc:
+            except (NotReplicated, rex.RedisError, *TRANSIENT_REDIS_ERRORS) as exc:
                 log.info("%s: outbox not drained at stop: %s", self.label, describe_error(exc))
 
     async def forward_all(self) -> None:
@@ -116,6 +131,8 @@ class Forwarder:
             raw = await self._read()
             if not raw:
                 return
+            if self.replication is not None:
+                await self._check_replicated(self.replication, self.replication.sent)
             plan = plan_forward(raw, self.source, self.fence.epoch)
             result = await self._forward(plan)
             self.counters.forwarded += result.appended
@@ -126,6 +143,20 @@ class Forwarder:
                 ) from result.error
             assert plan.last is not None
             self._trim_at = after(plan.last)
+
+    async def _check_replicated(self, replication: Replication, upto: int) -> None:
+        """With ``wait_replicas``: forward only entries the source's replicas have (written by
+        commits up to ``upto``). Otherwise a failover that lost their commit would have their
+        event handled again and its outputs forwarded twice."""
+        if replication.covers(upto) or self.wait is None or self.replicated is None:
+            return
+        replicas = self.wait[0]
+        acknowledged = await self.replicated()
+        if acknowledged < replicas:
+            raise NotReplicated(
+                f"{self.label}: outbox entries acknowledged by {acknowledged} of {replicas} "
+                "replicas; forwarding waits"
+            )
 
     async def _read(self) -> list[Any]:
         """Trim what was forwarded, read the next entries and the length left, in one trip."""
@@ -190,8 +221,17 @@ class Forwarder:
         replies[i] = rex.NoScriptError("forward script not loaded")
 
     def _note(self, exc: Exception) -> None:
+        """A forward that has to wait: counted; reported once per streak."""
         self.counters.redis_errors[type(exc).__name__] += 1
+        if not self._waiting:
+            self._waiting = True
+            kind = "wait-replicas" if isinstance(exc, NotReplicated) else "outbox-waits"
+            self.report(kind, describe_error(exc))
         log.info("%s: outbox forward waits: %s", self.label, describe_error(exc))
+
+
+class NotReplicated(Exception):
+    """Outbox entries not yet acknowledged by ``wait_replicas`` replicas: forwarded later."""
 
 
 async def beside(forwarder: Forwarder | None, body: Callable[[], Awaitable[None]]) -> None:

@@ -45,7 +45,7 @@ from .._core.crashes import describe_error
 from .._core.dispatch import Ordering
 from .._core.errors import FencedError, GroupLostError
 from .._core.fence import Fence
-from .._core.outbox import Outbox
+from .._core.outbox import Outbox, Replication
 from .._middleware import Middleware, compose
 from .._ops import logs as _logs
 from .._ops import tracing as _tracing
@@ -272,7 +272,7 @@ class PartitionActor:
         reader = Reader(self.link, conn, ctx, self.settings.batch_size, self.on_idle)
         concurrent = self.settings.ordering is not Ordering.PARTITION
         loop = LOOPS[self.spec.form, concurrent](reader, self.handling, self.counters)
-        forwarder = self._forwarder()
+        forwarder = self._forwarder(conn)
         self._set_state(PartitionState.REPLAYING)
         try:
             await beside(forwarder, lambda: self._handle(loop, ctx))
@@ -292,19 +292,36 @@ class PartitionActor:
         self._set_state(PartitionState.RUNNING)
         await loop.run()
 
-    def _forwarder(self) -> Forwarder | None:
+    def _forwarder(self, conn: Connection) -> Forwarder | None:
         """Exactly-once on a Redis Cluster: a commit is one MULTI in the partition's slot, so
         outputs to other slots go to the outbox, forwarded beside the loop (``outbox``)."""
         if not self.spec.exactly_once or not self.client.cluster:
             return None
+        link = self.link
+        wait = link.wait
+        link.replication = replication = Replication() if wait is not None else None
+
+        async def replicated() -> int:
+            """A bare WAIT on the connection that committed (it counts that one's writes)."""
+            assert wait is not None and replication is not None
+            async with link.lock:
+                number = replication.send()
+                acknowledged = int(await conn.execute(
+                    "WAIT", wait[0], wait[1], timeout=wait[1] / 1000 + 10
+                ))
+            if acknowledged >= wait[0]:
+                replication.confirm(number)
+            return acknowledged
+
         forwarder = Forwarder(
             client=self.client, app=self.app, stream=self.spec.stream.name,
             partition=self.partition, actor=self.group, fence=self.fence,
-            counters=self.counters, report=self.report, wait=self.link.wait,
+            counters=self.counters, report=self.report, wait=wait, replicated=replicated,
+            replication=replication,
         )
         home = slot_of(self.link.stream_key)
-        self.link.outbox = Outbox(forwarder.key, lambda key: slot_of(key) == home)
-        self.link.on_outbox = forwarder.wake
+        link.outbox = Outbox(forwarder.key, lambda key: slot_of(key) == home)
+        link.on_outbox = forwarder.wake
         self.counters.outbox = self.counters.outbox or 0
         return forwarder
 

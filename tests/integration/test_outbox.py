@@ -162,25 +162,41 @@ async def test_a_new_owner_forwards_what_a_crashed_one_left(cluster3: RedisClust
     assert sorted(t.orders for t in outputs) == [1, 2, 3]
 
 
-async def test_wait_replicas_counts_a_real_replica_for_commits_and_forwards() -> None:
-    """``wait_replicas`` runs WAIT after each commit (and each forward) against the real
-    replica: asking for 2 of a node with one replica reports "1 of 2" for both."""
+async def test_wait_replicas_holds_the_outbox_until_a_real_replica_has_it() -> None:
+    """``wait_replicas=1`` against a real replica: commits WAIT for it, and the outbox is
+    forwarded only once it acknowledged the commits that wrote the entries. With the replica
+    stopped (SIGSTOP: it acknowledges nothing), the outputs stay in the outbox and the wait is
+    reported; resumed, they are forwarded, each once."""
     async with RedisCluster(primaries=1, replicas=1) as cluster:
+        replica = cluster.replicas_of(cluster.primaries[0])[0]
         system, orders, totals, _counts = make(
-            cluster.url, "eowait", wait_replicas=2, wait_timeout=0.05
+            cluster.url, "eowait", wait_replicas=1, wait_timeout=0.05
         )
-        sent = [Order(f"c{i % 3}", i) for i in range(12)]
+        sent = [Order(f"c{i % 3}", i) for i in range(18)]
         async with system:
             client = system.client()
-            await orders.send_many(sent)
+            await orders.send_many(sent[:12])
             async with running(system) as worker:
+                with trio.fail_after(30):
+                    while len(await read_totals(client, totals)) < 12:
+                        await trio.sleep(0.05)
+                assert not [m for _t, kind, m in worker.events if kind == "wait-replicas"]
+                replica.pause()
+                try:
+                    await orders.send_many(sent[12:])
+                    with trio.fail_after(30):
+                        while not any("forwarding waits" in m for _t, _k, m in worker.events):
+                            await trio.sleep(0.05)
+                    held = await outbox_lengths(client, "eowait")
+                    forwarded = len(await read_totals(client, totals))
+                finally:
+                    replica.resume()
                 with trio.fail_after(30):
                     while len(await read_totals(client, totals)) < len(sent):
                         await trio.sleep(0.05)
                 notices = [m for _t, kind, m in worker.events if kind == "wait-replicas"]
             outputs = await read_totals(client, totals)
-        replica = cluster.replicas_of(cluster.primaries[0])[0]
-        assert replica.call("INFO", "replication").count(b"role:slave") == 1
+    assert held > 0 and forwarded < len(sent)
+    assert any("a commit was acknowledged by 0 of 1 replicas" in m for m in notices), notices
+    assert any("acknowledged by 0 of 1 replicas; forwarding waits" in m for m in notices)
     check_exact(outputs, sent)
-    assert any("a commit was acknowledged by 1 of 2 replicas" in m for m in notices), notices
-    assert any("a forward to" in m and "by 1 of 2 replicas" in m for m in notices), notices

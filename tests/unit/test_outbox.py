@@ -99,3 +99,11 @@ def test_forward_outcomes_count_and_keep_failures_and_raise_fenced() -> None:
 def test_the_outbox_is_trimmed_below_the_id_after_the_last_forwarded() -> None:
     assert after(b"1700000000000-0") == "1700000000000-1"
     assert after("12-41") == "12-42"
+
+
+def test_the_outbox_length_is_published_in_the_status_document() -> None:
+    from actorstream._core.status import PartitionStatus
+
+    status = PartitionStatus.from_json({"actor": "bill", "partition": 2, "outbox": 120})
+    assert status.outbox == 120
+    assert PartitionStatus.from_json({"actor": "bill", "partition": 2}).outbox is None
