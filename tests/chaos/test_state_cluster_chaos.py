@@ -23,11 +23,13 @@ duplicates are consistent; the counters stay exact).
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 import trio
+from redis import exceptions as rex
 
 from actorstream._core import keys
 from actorstream._transport import Client, slot_of
@@ -40,6 +42,8 @@ from state_app import Out  # noqa: E402
 from test_state_chaos import KEYS, PARTITIONS, PER_KEY, Run, assert_exact  # noqa: E402
 
 pytestmark = pytest.mark.chaos
+
+T = TypeVar("T")
 
 
 # -- which commits the promotion lost (from the AOF files) --------------------------------------
@@ -98,6 +102,25 @@ def acked_ids(block: tuple[tuple[bytes, ...], ...]) -> list[tuple[bytes, bytes]]
 # -- the run ------------------------------------------------------------------------------------
 
 
+async def retrying(fn: Callable[[], Awaitable[T]], timeout: float = 60.0) -> T:
+    """The test's own reads through the failover: a pooled connection to the killed node fails
+    once; the cluster is down until the promotion."""
+    with trio.fail_after(timeout):
+        while True:
+            try:
+                return await fn()
+            except (rex.ConnectionError, rex.TimeoutError, rex.ClusterDownError):
+                await trio.sleep(0.2)
+
+
+async def wait_outputs(client: Client, r: Run, n: int, timeout: float) -> float:
+    started = trio.current_time()
+    with trio.fail_after(timeout):
+        while await retrying(lambda: outputs_so_far(client, r)) < n:
+            await trio.sleep(0.25)
+    return trio.current_time() - started
+
+
 async def replicated(cluster: RedisCluster) -> None:
     """Every primary's replica has all it wrote so far (no worker runs yet)."""
     with trio.fail_after(30):
@@ -151,8 +174,12 @@ async def wait_outboxes_empty(client: Client, app: str, timeout: float) -> None:
     """Nothing left to forward (with duplicates, the outputs can reach their number before)."""
     outboxes = [keys.outbox_key(app, "inputs", p, "count") for p in range(PARTITIONS)]
     with trio.fail_after(timeout):
-        while sum([int(await client.execute("XLEN", k)) for k in outboxes]):
+        while await retrying(lambda: _lengths(client, outboxes)):
             await trio.sleep(0.25)
+
+
+async def _lengths(client: Client, keys_: list[str]) -> int:
+    return sum([int(await client.execute("XLEN", k)) for k in keys_])
 
 
 async def outputs_so_far(client: Client, r: Run) -> int:
@@ -180,9 +207,7 @@ async def test_exactly_once_through_a_primary_kill_with_a_lagging_replica(
             r.start_worker(**env)
             r.start_worker(**env)
             started = trio.current_time()
-            with trio.fail_after(120):
-                while await outputs_so_far(client, r) < KEYS * PER_KEY // 3:
-                    await trio.sleep(0.1)
+            await wait_outputs(client, r, KEYS * PER_KEY // 3, timeout=120)
             at_kill = await outputs_so_far(client, r)
             victim.call("CLIENT", "KILL", "TYPE", "replica")
             await trio.sleep(0.3)
@@ -192,12 +217,14 @@ async def test_exactly_once_through_a_primary_kill_with_a_lagging_replica(
             await trio.to_thread.run_sync(cluster.wait_promoted, replica, 30.0)
             promoted_at = trio.current_time()
             await trio.to_thread.run_sync(victim.restart)  # rejoins as the new primary's replica
-            drained = await r.wait_outputs(KEYS * PER_KEY, timeout=180)
+            drained = await wait_outputs(client, r, KEYS * PER_KEY, timeout=180)
             await wait_outboxes_empty(client, app, timeout=60)
-            f = await r.figures(trio.current_time() - started)
+            f = await retrying(lambda: r.figures(trio.current_time() - started))
             lost = victim_commits - commits(replica)
             lost_events = {i for block in lost for i in acked_ids(block)}
-            once, right, n_lost = await lost_events_outputs(client, r, lost_events)
+            once, right, n_lost = await retrying(
+                lambda: lost_events_outputs(client, r, lost_events)
+            )
             all_workers_ran = all(w.running for w in r.workers)
             outages = sum(w.output().count("Redis unavailable") for w in r.workers)
             regressions = sum(w.output().count("epoch went back") for w in r.workers)

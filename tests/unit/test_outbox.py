@@ -107,3 +107,20 @@ def test_the_outbox_length_is_published_in_the_status_document() -> None:
     status = PartitionStatus.from_json({"actor": "bill", "partition": 2, "outbox": 120})
     assert status.outbox == 120
     assert PartitionStatus.from_json({"actor": "bill", "partition": 2}).outbox is None
+
+
+def test_a_wait_covers_the_commits_sent_before_it_only() -> None:
+    from actorstream._core.outbox import Replication
+
+    r = Replication()
+    assert r.covers(r.sent)  # nothing committed by this session: leftovers go as they are
+    first = r.send()
+    second = r.send()
+    assert not r.covers(first)
+    r.confirm(first)  # the first commit's WAIT reached the replicas; the second's did not
+    assert r.covers(first) and not r.covers(second)
+    bare = r.send()  # a bare WAIT after both
+    r.confirm(bare)
+    assert r.covers(second)
+    r.confirm(first)  # a late confirmation never moves it back
+    assert r.covers(bare)
