@@ -1,8 +1,8 @@
 """The worker app of the punctuator chaos test, run with ``actorstream worker``.
 
-Sales summed per partition between stream-time ticks (every 10 s of event time): each tick
+Sales summed per partition between stream-time ticks (every second of event time): each tick
 sends the sum since the last one and starts afresh; and a wall-clock heartbeat per partition
-(every 0.5 s) that sends the tick it covers. Both under ``PROCESSING`` (``exactly_once``, or
+(every 0.2 s) that sends the tick it covers. Both under ``PROCESSING`` (``exactly_once``, or
 ``at_least_once`` to show what the checker catches without it). Environment: ``APP_NAME``,
 ``PARTITIONS``, ``PROCESSING``.
 """
@@ -59,7 +59,7 @@ async def tally(sale: Sale) -> None:
     acc[sale.customer] += sale.amount
 
 
-@system.punctuate(tally, every=10.0, time="stream")
+@system.punctuate(tally, every=1.0, time="stream")
 async def flush(tick: Tick) -> None:
     total = 0
     for key, value in acc.items():
@@ -68,6 +68,6 @@ async def flush(tick: Tick) -> None:
     await totals.send(Total(tick.partition, tick.time, tick.previous, total))
 
 
-@system.punctuate(tally, every=0.5, time="wall")
+@system.punctuate(tally, every=0.2, time="wall")
 async def heartbeat(tick: Tick) -> None:
     await beats.send(Beat(tick.partition, tick.time, tick.previous))
