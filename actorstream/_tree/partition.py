@@ -60,11 +60,8 @@ from .events import HandlerCrashed, IteratorLoop
 from .handling import FENCE_CHECK_EVERY, Handling
 from .lanes import LaneLoop
 from .link import PartitionLink
-<<<<<<< HEAD
 from .outbox import Forwarder, beside
-=======
 from .punctuators import PartitionPunctuators, idle_hooks
->>>>>>> main
 from .reader import FormLoop, Reader
 from .serial import SerialLoop
 from .supervisor import ChildContext
@@ -273,6 +270,7 @@ class PartitionActor:
         self._set_state(PartitionState.STARTING)
         await self.link.ensure_group(conn)
         await self.link.claim_previous_owners(conn)
+        forwarder = self._forwarder(conn)  # before anything commits: it routes the outputs
         if self.tables is not None:
             # What this actor held (values, writes and acks not known to be committed) is
             # dropped together: Redis is the truth; unacked events are replayed below.
@@ -286,7 +284,6 @@ class PartitionActor:
         reader = Reader(self.link, conn, ctx, self.settings.batch_size, self.on_idle)
         concurrent = self.settings.ordering is not Ordering.PARTITION
         loop = LOOPS[self.spec.form, concurrent](reader, self.handling, self.counters)
-        forwarder = self._forwarder(conn)
         self._set_state(PartitionState.REPLAYING)
         try:
             await beside(forwarder, lambda: self._handle(loop, ctx))
