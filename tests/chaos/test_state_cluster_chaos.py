@@ -8,8 +8,8 @@ the workers start, so every input exists once whatever the fault does.
 
 The fault: a primary holding input and output partitions is cut from its replica
 (``CLIENT KILL TYPE replica`` six times in 0.3 s: the replica reconnects within a second), then
-killed (kill -9) while commits go on, so the promoted replica misses the last transactions, the worst that
-asynchronous replication allows. Which transactions it lost is read from the nodes' AOF
+killed (kill -9) while commits go on, so the promoted replica misses the last transactions, the
+worst that asynchronous replication allows. Which transactions it lost is read from the nodes' AOF
 (``appendfsync always``): a commit in the victim's AOF and not in the promoted replica's was
 lost whole. The killed node is restarted and rejoins as a replica.
 
