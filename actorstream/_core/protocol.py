@@ -99,6 +99,7 @@ class ReadPlan(NamedTuple):
     history: bool  # replaying our own pending entries (XPENDING gives delivery counts)
     commit: CommitPlan | None = None  # table writes and held outputs, before the acks
     wait: int = 0  # replicas to WAIT for after a commit (0: no WAIT)
+    blocks: bool = False  # led by a side-effect-free XREAD BLOCK (``plan_wait_read``)
 
 
 class ReadResult(NamedTuple):
@@ -278,8 +279,24 @@ class PartitionProtocol:
             commands.append(("WAIT", replicas, wait[1]))
         return ReadPlan(commands, len(acks), count, history, commit, replicas)
 
+    def plan_wait_read(self, tail: bytes | str, block_ms: int, count: int) -> ReadPlan:
+        """Wait for an append after ``tail``, then read up to ``count`` new entries: one write.
+
+        ``XREAD BLOCK`` first (no side effect), then the fenced read transaction queued behind
+        it: Redis runs the transaction as soon as the XREAD returns (an append, or the time
+        out), so the entries come back with the wake, one round trip after the append instead
+        of two. The transaction is fenced when it runs, not when it was sent: the WATCH armed
+        by the previous read still holds, so a new owner's epoch aborts it. No acks or commit
+        ride on it (they would wait for the next append): only for an idle partition.
+        """
+        plan = self.plan_read([], ">", count)
+        wait: Command = ("XREAD", "COUNT", 1, "BLOCK", block_ms, "STREAMS", self.stream_key, tail)
+        return plan._replace(commands=[wait, *plan.commands], blocks=True)
+
     def on_read(self, plan: ReadPlan, replies: list[Any]) -> ReadResult:
         """The result of a read's replies."""
+        if plan.blocks:
+            replies = replies[1:]  # the XREAD's: the transaction's result says it all
         waited: tuple[Notice, ...] = ()
         if plan.wait:
             waited = self._waited(plan.wait, replies[-1])

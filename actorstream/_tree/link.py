@@ -252,6 +252,59 @@ class PartitionLink:
             raise error
         return not ctx.stop_requested
 
+    async def wait_and_read(
+        self, conn: Connection, ctx: ChildContext, tail: Any, block_ms: int, count: int
+    ) -> ReadResult | None:
+        """``wait_for_append`` and the fenced read after it in one round trip (see
+        ``protocol.plan_wait_read``); None if stopping or if something is to be committed
+        (the caller then waits and reads as two round trips).
+
+        A stop interrupts it by closing the connection, as it does the plain wait: Redis then
+        drops the queued transaction, unless the append came first and it ran; what it read
+        stays in our pending list, unhandled, for the next owner (or our next session) to claim.
+        """
+        if self.acks or (self.tables is not None and self.tables.pending):
+            return None
+        error: Exception | None = None
+        result: ReadResult | None = None
+        async with trio.open_nursery() as nursery:
+
+            async def interrupt_on_stop() -> None:
+                await ctx.wait_stop_requested()
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(interrupt_on_stop)
+            try:
+                async with self.lock:
+                    result = await self._wait_and_read(conn, tail, block_ms, count)
+            except Exception as exc:
+                error = exc
+            nursery.cancel_scope.cancel()
+        if error is not None:
+            raise error
+        return result
+
+    async def _wait_and_read(
+        self, conn: Connection, tail: Any, block_ms: int, count: int
+    ) -> ReadResult | None:
+        self.fence.check(trio.current_time())
+        if self.acks or (self.tables is not None and self.tables.pending):
+            return None  # added while we waited for the lock
+        if self._watched is not conn:
+            await self._watch(conn)
+        protocol = self.protocol
+        plan = protocol.plan_wait_read(tail, block_ms, count)
+        replies = await conn.pipeline(plan.commands, timeout=block_ms / 1000 + 10.0)
+        result = protocol.on_read(plan, replies)
+        if not result.watching:
+            self._watched = None
+        result.raise_for_failure()
+        # Sent before the wait: the lease may have lapsed while we blocked. What was read
+        # stays pending (ours, unhandled) for whoever holds the partition next.
+        self.fence.check(trio.current_time())
+        self._settle(0, result)
+        return result
+
     async def block_briefly(self, conn: Connection, last: Any, seconds: float) -> None:
         """Wait up to ``seconds`` for the partition to grow past ``last`` (to fill a batch).
 

@@ -33,7 +33,7 @@ WAIT_BLOCK_MS = 2000
 class Reader:
     """The fenced entries of one partition actor's session (one connection, one epoch)."""
 
-    __slots__ = ("batch_size", "conn", "ctx", "link", "on_idle")
+    __slots__ = ("_woken", "batch_size", "conn", "ctx", "link", "on_idle")
 
     def __init__(
         self,
@@ -51,6 +51,8 @@ class Reader:
         #: ``idle=``: stream time may move on when quiet; wall-clock punctuators); returns
         #: the seconds until it needs calling again, or None.
         self.on_idle = on_idle
+        #: What the wait for an append read with the wake (one round trip): the next read's.
+        self._woken: ReadResult | None = None
 
     @property
     def writes_pending(self) -> bool:
@@ -68,7 +70,16 @@ class Reader:
         self.link.acks.extend(ids)
 
     async def read_new(self, count: int) -> ReadResult:
-        """Commit what is handled and read up to ``count`` new entries (one round trip)."""
+        """Commit what is handled and read up to ``count`` new entries (one round trip).
+
+        Right after ``wait_for_append``: what it read with the wake, if anything (at most
+        ``batch_size`` entries; callers wait only when they would read that many).
+        """
+        woken = self._woken
+        if woken is not None:
+            self._woken = None
+            if woken.entries:
+                return woken
         return await self.link.read(self.conn, ">", count)
 
     async def next_entries(self, count: int | None = None) -> list[Any] | None:
@@ -80,7 +91,7 @@ class Reader:
         count = count or self.batch_size
         ctx = self.ctx
         while True:
-            read = await self.link.read(self.conn, ">", count)
+            read = await self.read_new(count)
             if read.entries:
                 return read.entries
             if ctx.stop_requested:
@@ -96,7 +107,13 @@ class Reader:
                 return not self.ctx.stop_requested
             if wake is not None:
                 block_ms = max(1, min(block_ms, math.ceil(wake * 1000)))
-        return await self.link.wait_for_append(self.conn, self.ctx, tail, block_ms)
+        woken = await self.link.wait_and_read(self.conn, self.ctx, tail, block_ms, self.batch_size)
+        if woken is None:
+            if self.ctx.stop_requested:
+                return False
+            return await self.link.wait_for_append(self.conn, self.ctx, tail, block_ms)
+        self._woken = woken
+        return bool(woken.entries) or not self.ctx.stop_requested
 
     async def linger(self, tail: Any, seconds: float) -> None:
         """Wait up to ``seconds`` for an append after ``tail``, not interrupted by a stop."""

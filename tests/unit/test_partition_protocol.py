@@ -126,6 +126,48 @@ def test_a_failed_rewatch_also_stops_watching() -> None:
     assert not p.on_read(plan, replies).watching
 
 
+# -- waiting and reading in one round trip ----------------------------------------------------
+
+
+def test_a_wait_read_is_a_side_effect_free_xread_block_then_the_fenced_transaction() -> None:
+    p = proto()
+    plan = p.plan_wait_read(b"5-0", 2000, 50)
+    assert plan.blocks and plan.acks == 0 and plan.commit is None and plan.limit == 50
+    assert plan.commands[0] == ("XREAD", "COUNT", 1, "BLOCK", 2000, "STREAMS", STREAM, b"5-0")
+    assert plan.commands[1:] == p.plan_read([], ">", 50).commands
+    assert not any(c[0] == "XACK" for c in plan.commands)
+
+
+def test_a_wait_read_woken_by_an_append_returns_the_entries_the_transaction_read() -> None:
+    p = proto()
+    plan = p.plan_wait_read(b"5-0", 2000, 50)
+    woke = [[STREAM.encode(), [entry(6)]]]
+    exec_reply = [[[STREAM.encode(), [entry(6)]]], []]
+    result = p.on_read(plan, [woke, *queued(plan._replace(commands=plan.commands[1:])),
+                              exec_reply, *tail()])
+    assert result.entries == [entry(6)] and result.watching and result.fenced is None
+
+
+def test_a_wait_read_timed_out_returns_the_tail() -> None:
+    p = proto()
+    plan = p.plan_wait_read(b"5-0", 2000, 50)
+    exec_reply = [[], [entry(5)]]
+    result = p.on_read(plan, [None, *queued(plan._replace(commands=plan.commands[1:])),
+                              exec_reply, *tail()])
+    assert result.entries == [] and result.tail == b"5-0"
+
+
+def test_a_wait_read_whose_epoch_changed_while_blocked_is_fenced() -> None:
+    p = proto()
+    plan = p.plan_wait_read(b"5-0", 2000, 50)
+    woke = [[STREAM.encode(), [entry(6)]]]
+    result = p.on_read(plan, [woke, *queued(plan._replace(commands=plan.commands[1:])),
+                              None, *tail(b"8")])
+    assert result.fenced is not None and not result.watching and result.entries == []
+    with pytest.raises(FencedError):
+        result.raise_for_failure()
+
+
 # -- ack batching ----------------------------------------------------------------------------
 
 
