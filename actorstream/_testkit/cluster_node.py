@@ -20,6 +20,7 @@ import trio
 from redis import exceptions as rex
 
 from .._servers.ping import run_in_thread
+from .._servers.process import spawn
 from .._transport import Client
 
 __all__ = ["SLOTS", "START_TIMEOUT", "ClusterNode", "CommandError"]
@@ -199,7 +200,7 @@ class ClusterNode:
             "--protected-mode", "no",
             *self.args,
         ]  # fmt: skip
-        self._owned.proc = subprocess.Popen(
+        self._owned.proc = spawn(
             command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         deadline = time.monotonic() + timeout
