@@ -173,6 +173,11 @@ class Table(Generic[V]):
         stream = self._bound()
         return _keys.table_key(self.system.name, stream.name, partition, self.name)
 
+    @property
+    def partitions(self) -> int:
+        """Its stream's partition count (``TableError`` while no actor writes it)."""
+        return self._bound().partitions
+
     def _bound(self) -> Partitioned:
         if self.stream is None:
             raise TableError(
