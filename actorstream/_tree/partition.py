@@ -59,6 +59,7 @@ from .events import HandlerCrashed, IteratorLoop
 from .handling import FENCE_CHECK_EVERY, Handling
 from .lanes import LaneLoop
 from .link import PartitionLink
+from .punctuators import PartitionPunctuators, idle_hooks
 from .reader import FormLoop, Reader
 from .serial import SerialLoop
 from .supervisor import ChildContext
@@ -103,8 +104,10 @@ class PartitionContext:
 class PartitionActor:
     """Runs one (actor, partition) for one lease epoch. Created afresh for each restart."""
 
-    #: Called when a read found nothing new (windowed tables with ``idle=``).
-    on_idle: Callable[[], Awaitable[None]] | None = None
+    #: Called when a read found nothing new (windowed tables with ``idle=``, wall-clock
+    #: punctuators); returns the seconds until it needs calling again, or None.
+    on_idle: Callable[[], Awaitable[float | None]] | None = None
+    punctuators: PartitionPunctuators | None = None
 
     def __init__(self, context: PartitionContext) -> None:
         worker = context.worker
@@ -147,7 +150,7 @@ class PartitionActor:
             and self.settings.timeout is None
             and self.settings.retries == 0
             and self.tracer is None
-            and plain_windows(spec)
+            and plain_windows(spec) and not spec.punctuators
         )
         self.handling = Handling(
             app=worker.app,
@@ -186,6 +189,12 @@ class PartitionActor:
             )
             self.handler, self.chain = windows.wrap(self.handler), windows.wrap(self.chain)
             self.on_idle = windows.on_idle if windows.idle else None
+        if spec.punctuators:
+            self.punctuators = PartitionPunctuators(
+                app=self.app, spec=spec, partition=context.partition, tables=tables,
+                fence=context.fence, counters=context.counters,
+            )
+            self.on_idle = idle_hooks(self.on_idle, self.punctuators.on_idle)
         self.link.tables = tables
         if spec.wait_replicas:
             self.link.wait = (spec.wait_replicas, max(1, int(spec.wait_timeout * 1000)))
@@ -267,6 +276,8 @@ class PartitionActor:
             began = trio.current_time()
             await restore(self.tables, conn, self.fence, self.report)
             self.counters.restore_seconds = trio.current_time() - began
+            if self.punctuators is not None:
+                await self.punctuators.start(conn, ctx, self.handling)
         reader = Reader(self.link, conn, ctx, self.settings.batch_size, self.on_idle)
         concurrent = self.settings.ordering is not Ordering.PARTITION
         loop = LOOPS[self.spec.form, concurrent](reader, self.handling, self.counters)
