@@ -5,7 +5,8 @@ A per-key counter with ``processing="exactly_once"``: each input ``(key, seq)`` 
 Environment: ``APP_NAME``, ``PARTITIONS`` (8), ``BATCH_SIZE`` (50), ``HANDLE_SLEEP`` (seconds
 each handling sleeps: a slower handler keeps events in flight when a fault hits),
 ``PROCESSING`` (``exactly_once``; ``at_least_once`` shows what the checker catches without it),
-``ORDERING``/``CONCURRENCY`` (``key``: events of different keys in flight at once).
+``ORDERING``/``CONCURRENCY`` (``key``: events of different keys in flight at once),
+``WAIT_REPLICAS``/``WAIT_TIMEOUT`` (commits and outbox forwards WAIT for replicas).
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ settings: dict[str, object] = {"batch_size": env_int("BATCH_SIZE", 50)}
 if os.environ.get("ORDERING"):  # "key": many events in flight, one per key
     settings["ordering"] = os.environ["ORDERING"]
     settings["concurrency"] = env_int("CONCURRENCY", 64)
+if os.environ.get("WAIT_REPLICAS"):
+    settings["wait_replicas"] = env_int("WAIT_REPLICAS", 0)
+    settings["wait_timeout"] = env_float("WAIT_TIMEOUT", 0.2)
 
 
 @system.actor(
