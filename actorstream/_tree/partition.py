@@ -175,7 +175,8 @@ class PartitionActor:
         handler inside the chain has a scope too (one unit with it: ``wrap``)."""
         spec = self.spec
         tables = PartitionTables(
-            spec.name, context.partition, spec.tables, holds=spec.exactly_once
+            spec.name, context.partition, spec.tables, holds=spec.exactly_once,
+            concurrent=self.settings.ordering is not Ordering.PARTITION,
         )
         self.handler = tables.wrap(self.handler)
         self.chain = tables.wrap(compose(self.handler, middleware))
