@@ -75,6 +75,11 @@ def table_key(app: str, stream: str, partition: int, table: str) -> str:
     return f"{partition_tag(app, stream, partition)}:t:{table}"
 
 
+def punctuators_key(app: str, stream: str, partition: int, actor: str) -> str:
+    """The marks (last tick fired) of an actor's punctuators on one partition: a hash."""
+    return f"{partition_tag(app, stream, partition)}:pt:{actor}"
+
+
 def app_tag(app: str) -> str:
     return f"as:{{{app}}}"
 
