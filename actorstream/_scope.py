@@ -116,6 +116,9 @@ class PartitionTables:
         self.deferred = all(t.codec.deferred for t in self.tables)
         #: the scope reused by calls that run alone (``wrap``); None while one is running
         self.spare: EventScope | None = EventScope(self)
+        #: one call at a time and scalar values: a call's changed fields join the pending
+        #: commit as they are, their values read when it is planned (``PendingCommit.changed``)
+        self.journal = self.deferred and not concurrent
 
     def reset(self) -> None:
         """Forget every value and uncommitted write (before reloading from Redis)."""
@@ -151,26 +154,44 @@ class PartitionTables:
             kept = False
             try:
                 result = await fn(*args)
-                if scope.undo:
-                    if owner.deferred:
-                        scope.complete_scalars()
-                    else:
-                        scope.complete()
-                elif scope.outputs:
-                    scope.complete()
+                if scope.undo or scope.outputs:
+                    owner.keep(scope)
                 kept = True
             finally:
                 reset_scope(token)
-                if scope.undo:
-                    if not kept:
-                        scope.abort()
-                    scope.undo = {}
-                if scope.outputs:
-                    scope.outputs = []
+                if not kept:
+                    owner.drop(scope)
                 owner.spare = scope
             return result
 
         return with_tables
+
+    def keep(self, scope: EventScope) -> None:
+        """The call of the reused ``scope`` returned: what it did joins the pending commit
+        (a value the codec refuses raises here, before anything is kept); the scope is
+        emptied."""
+        if scope.undo:
+            if self.journal:
+                self.pending.changed.append(scope.undo)
+                if scope.outputs:
+                    self.pending.outputs.extend(scope.outputs)
+            elif self.deferred:
+                scope.complete_scalars()
+            else:
+                scope.complete()
+            scope.undo = {}
+        elif scope.outputs:
+            scope.complete()
+        if scope.outputs:
+            scope.outputs = []
+
+    def drop(self, scope: EventScope) -> None:
+        """The call of the reused ``scope`` did not return: undo it; the scope is emptied."""
+        if scope.undo:
+            scope.abort()
+            scope.undo = {}
+        if scope.outputs:
+            scope.outputs = []
 
     def _wrap_general(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         """``wrap`` with a fresh scope per call (calls in flight at once, nested calls)."""

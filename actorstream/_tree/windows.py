@@ -27,6 +27,7 @@ import trio
 
 from .._core.commit import key_of_field
 from .._core.windows import Closing, Placement, WindowTracker
+from .._scope import _SCOPE
 from .._tables import MISSING, PartitionTable, PartitionTables, current_scope
 from .._windows import (
     ST_FIELD,
@@ -108,6 +109,7 @@ class WindowsOfPartition:
     ) -> None:
         self.tables = tables
         self.parts = {t: PartitionWindows(t, tables.tables[t]) for t in windowed}
+        self.plist = list(self.parts.values())
         self.time_of = time_of
         self.late = late  # late events by table name (statistics, top, metrics)
         self.idle = [p for p in self.parts.values() if p.table.idle is not None]
@@ -134,40 +136,14 @@ class WindowsOfPartition:
             self._save_times(self.parts)
 
     def wrap(self, chain: Callable[..., Any]) -> Callable[..., Any]:
-        """``chain(event, info)`` or ``handler(event)`` (its table scope inside) with the
-        windows around it; the plain handler only for a stream whose events carry a time.
-
-        Per event: its time moves each table's stream time; only when that passes the next
-        window's end + grace (the tracker's earliest deadline) does anything close, and the
-        stream time is saved only when it could decide something (``save_at``)."""
-        parts = self.parts
-        plist = list(parts.values())
+        """``chain(event, info)`` (its table scope inside) with the windows around it."""
+        plist = list(self.parts.values())
         time_of = self.time_of
 
         async def with_windows(event: Any, *info: Any) -> Any:
             t_ms = time_of(event, info[0].entry_id if info else "")
-            if self.idle:
-                last = self.last_time
-                self.last_event = trio.current_time()
-                self.last_time = t_ms if last is None or t_ms > last else last
-            closing = save = False
-            for part in plist:
-                if part.local.data is not part._data:
-                    part.sync()
-                st = part.tracker.stream_time_ms
-                if st is None or t_ms > st:
-                    closed, expired = part.tracker.advance(t_ms)
-                    if closed:
-                        part.closing.extend(closed)
-                    if expired:
-                        part.expired.extend(expired)
-                    save = save or t_ms >= part.save_at
-                if part.closing or part.expired:
-                    closing = True
-            if closing:
-                await self._close(parts)  # emits what closed, then saves the stream time
-            elif save:
-                self._save_times(parts)
+            if self._advance(t_ms):
+                await self._close(self.parts)  # emits what closed, then saves the stream time
             for part in plist:
                 part.begin(t_ms)
             try:
@@ -176,15 +152,93 @@ class WindowsOfPartition:
                 for part in plist:
                     part.active = False
             for part in plist:
-                if part.fresh:
-                    part.written_sessions()
-                if part.late:
-                    self.late[part.table.name] += 1
-                    if part.table.late_hook is not None:
-                        await self._late(part)
+                if part.fresh or part.late:
+                    await self._settle()
+                    break
             return result
 
         return with_windows
+
+    def wrap_handler(self, handler: Callable[[Any], Any]) -> Callable[[Any], Any]:
+        """``handler(event)`` with the windows and the table scope around it in one call:
+        ``wrap(tables.wrap(handler))`` for the plain hot path (a stream whose events carry a
+        time), with the scope of ``PartitionTables.wrap`` reused."""
+        tables = self.tables
+        slow = self.wrap(tables.wrap(handler))
+        plist = list(self.parts.values())
+        time_of = self.time_of
+        set_scope, reset_scope = _SCOPE.set, _SCOPE.reset
+
+        async def windowed(event: Any) -> Any:
+            scope = tables.spare
+            if scope is None:
+                return await slow(event)
+            t_ms = time_of(event, "")
+            if self._advance(t_ms):
+                await self._close(self.parts)
+            for part in plist:
+                part.begin(t_ms)
+            tables.spare = None
+            token = set_scope(scope)
+            kept = False
+            try:
+                result = await handler(event)
+                if scope.undo or scope.outputs:
+                    tables.keep(scope)
+                kept = True
+            finally:
+                reset_scope(token)
+                for part in plist:
+                    part.active = False
+                if not kept:
+                    tables.drop(scope)
+                tables.spare = scope
+            for part in plist:
+                if part.fresh or part.late:
+                    await self._settle()
+                    break
+            return result
+
+        return windowed
+
+    def _advance(self, t_ms: int) -> bool:
+        """An event's time moves each table's stream time; whether windows wait to close.
+
+        Only when stream time passes the next window's end + grace (the tracker's earliest
+        deadline) does anything close, and it is saved only when it could decide something
+        (``save_at``): per event, a few comparisons."""
+        if self.idle:
+            last = self.last_time
+            self.last_event = trio.current_time()
+            self.last_time = t_ms if last is None or t_ms > last else last
+        closing = save = False
+        for part in self.plist:
+            if part.local.data is not part._data:
+                part.sync()
+            st = part.tracker.stream_time_ms
+            if st is None or t_ms > st:
+                closed, expired = part.tracker.advance(t_ms)
+                if closed:
+                    part.closing.extend(closed)
+                if expired:
+                    part.expired.extend(expired)
+                save = save or t_ms >= part.save_at
+            if part.closing or part.expired:
+                closing = True
+        if save and not closing:
+            self._save_times(self.parts)
+        return closing
+
+    async def _settle(self) -> None:
+        """After a handler returned: track the sessions it wrote, count late events and give
+        them to ``on_late``."""
+        for part in self.plist:
+            if part.fresh:
+                part.written_sessions()
+            if part.late:
+                self.late[part.table.name] += 1
+                if part.table.late_hook is not None:
+                    await self._late(part)
 
     def _save_times(self, parts: dict[WindowedTable[Any], PartitionWindows]) -> None:
         writes = self.tables.pending.writes
