@@ -12,6 +12,7 @@ interface, so a new form or ordering is one module and none reaches into the par
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -40,14 +41,15 @@ class Reader:
         conn: Connection,
         ctx: ChildContext,
         batch_size: int,
-        on_idle: Callable[[], Awaitable[None]] | None = None,
+        on_idle: Callable[[], Awaitable[float | None]] | None = None,
     ) -> None:
         self.link = link
         self.conn = conn
         self.ctx = ctx
         self.batch_size = batch_size
         #: Called when a read found nothing new, before a long wait (windowed tables with
-        #: ``idle=``: stream time may move on when quiet).
+        #: ``idle=``: stream time may move on when quiet; wall-clock punctuators); returns
+        #: the seconds until it needs calling again, or None.
         self.on_idle = on_idle
 
     @property
@@ -89,7 +91,11 @@ class Reader:
     async def wait_for_append(self, tail: Any, block_ms: int = WAIT_BLOCK_MS) -> bool:
         """Wait for an append after ``tail``; False if a stop was requested meanwhile."""
         if self.on_idle is not None:
-            await self.on_idle()
+            wake = await self.on_idle()
+            if self.writes_pending:  # what it did is committed by the next read, at once
+                return not self.ctx.stop_requested
+            if wake is not None:
+                block_ms = max(1, min(block_ms, math.ceil(wake * 1000)))
         return await self.link.wait_for_append(self.conn, self.ctx, tail, block_ms)
 
     async def linger(self, tail: Any, seconds: float) -> None:

@@ -138,7 +138,7 @@ def test_bad_targets_and_callbacks_are_refused_precisely() -> None:
     def sync(tick: Tick) -> None: ...
 
     with pytest.raises(ConfigError, match="actor 'a': punctuator 'sync' must be an `async def`"):
-        system.punctuate(a, every=1.0)(sync)  # type: ignore[type-var]
+        system.punctuate(a, every=1.0)(sync)
 
     async def two(tick: Tick, other: int) -> None: ...
 
