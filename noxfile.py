@@ -7,9 +7,11 @@ import nox
 nox.options.sessions = ["tests"]
 nox.options.default_venv_backend = "venv"
 
-#: pytest-xdist workers: the machine the figures in docs/design.md come from has 2 cores. Every
-#: test starts its own redis-server processes on free ports, so tests share nothing across workers.
-WORKERS = "2"
+#: pytest-xdist workers. The machine the figures in docs/design.md come from has 2 cores, and
+#: the suite spends about half its time waiting (worker processes starting, lease timing), so a
+#: third worker fills the cores (docs/design.md). Every test starts its own redis-server
+#: processes on free ports, so tests share nothing across workers.
+WORKERS = "3"
 
 
 @nox.session
