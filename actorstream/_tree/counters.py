@@ -62,6 +62,7 @@ class PartitionStatistics:
     committed: int = 0  # commits with table writes or held outputs
     restore_seconds: float | None = None  # how long the last load of its tables took
     late_events: int = 0  # events that came after their window closed (windowed tables)
+    ticks: int = 0  # punctuator calls that returned (each commits with the partition's next)
 
 
 class Counters:
@@ -91,6 +92,7 @@ class Counters:
         "restore_seconds",
         "state",
         "tables",
+        "ticks",
         "trimmed",
     )
 
@@ -123,6 +125,7 @@ class Counters:
         self.restore_seconds: float | None = None
         self.tables: Callable[[], dict[str, int]] | None = None  # keys per table, if stateful
         self.late: collections.Counter[str] = collections.Counter()  # late events by table
+        self.ticks = 0  # punctuator calls that returned
 
 
 def _percentile(ordered: list[float], q: float) -> float | None:
@@ -157,4 +160,5 @@ def snapshot(spec: ActorSpec, partition: int, c: Counters) -> PartitionStatistic
         committed=c.committed,
         restore_seconds=c.restore_seconds,
         late_events=sum(c.late.values()),
+        ticks=c.ticks,
     )
