@@ -243,6 +243,10 @@ def render_partitions(
     if late:  # windowed tables: events that came after their window closed
         shown = "late events: " + ", ".join(late[:6]) + (" ..." if len(late) > 6 else "")
         table.caption = f"{table.caption}; {shown}" if table.caption else shown
+    waiting = [f"{p.label} {p.outbox}" for p in parts if p.outbox]
+    if waiting:  # exactly-once on a Cluster: outputs not yet forwarded from the outbox
+        shown = "outbox: " + ", ".join(waiting[:6]) + (" ..." if len(waiting) > 6 else "")
+        table.caption = f"{table.caption}; {shown}" if table.caption else shown
     names = snap.worker_names()
     for p in parts:
         flight = ["-" if p.in_flight is None else str(p.in_flight)] if in_flight else []

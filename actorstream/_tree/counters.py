@@ -63,6 +63,8 @@ class PartitionStatistics:
     restore_seconds: float | None = None  # how long the last load of its tables took
     late_events: int = 0  # events that came after their window closed (windowed tables)
     ticks: int = 0  # punctuator calls that returned (each commits with the partition's next)
+    outbox: int | None = None  # entries waiting in its outbox (exactly-once on a Cluster)
+    forwarded: int = 0  # outbox entries appended to their target streams
 
 
 class Counters:
@@ -80,12 +82,14 @@ class Counters:
         "errors",
         "failed",
         "failures",
+        "forwarded",
         "in_flight",
         "last_dead_letter",
         "last_error",
         "last_trace",
         "late",
         "latencies",
+        "outbox",
         "processed",
         "redis_errors",
         "restarts",
@@ -126,6 +130,8 @@ class Counters:
         self.tables: Callable[[], dict[str, int]] | None = None  # keys per table, if stateful
         self.late: collections.Counter[str] = collections.Counter()  # late events by table
         self.ticks = 0  # punctuator calls that returned
+        self.outbox: int | None = None  # outbox length last seen (exactly-once on a Cluster)
+        self.forwarded = 0  # outbox entries appended to their targets
 
 
 def _percentile(ordered: list[float], q: float) -> float | None:
@@ -161,4 +167,6 @@ def snapshot(spec: ActorSpec, partition: int, c: Counters) -> PartitionStatistic
         restore_seconds=c.restore_seconds,
         late_events=sum(c.late.values()),
         ticks=c.ticks,
+        outbox=c.outbox,
+        forwarded=c.forwarded,
     )
