@@ -22,9 +22,10 @@ from .link import PartitionLink
 from .supervisor import ChildContext
 
 if TYPE_CHECKING:
+    from .counters import Counters
     from .handling import Handling
 
-__all__ = ["WAIT_BLOCK_MS", "FormLoop", "Reader"]
+__all__ = ["WAIT_BLOCK_MS", "FormLoop", "PendingFirst", "Reader"]
 
 #: The longest wait for an append when the partition is idle (side-effect free XREAD BLOCK).
 WAIT_BLOCK_MS = 2000
@@ -135,3 +136,16 @@ class FormLoop(Protocol):
 
     async def run(self) -> None:
         """Handle new entries until a graceful stop; leave nothing handled uncommitted."""
+
+
+class PendingFirst:
+    """A form loop that replays our own pending entries, one at a time, before anything new:
+    the serial and the batch forms'."""
+
+    def __init__(self, reader: Reader, handling: Handling, counters: Counters) -> None:
+        self.reader = reader
+        self.handling = handling
+        self.counters = counters
+
+    async def replay(self) -> None:
+        await replay_own_pending(self.reader, self.handling)
