@@ -146,6 +146,29 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     return DocumentsWhole(config, log)
 
 
+#: Tests of minutes' worth in all (worker processes, lease timing, command-line processes): they
+#: start first, longest first, so that under ``-n`` no worker picks one up while the other has
+#: nothing left to do. Order inside each group, and of the rest, is the collection order.
+START_FIRST = (
+    "test_deadletter.py::test_cli_",
+    "test_cluster_tools.py::",
+    "test_fault_scenarios.py::",
+    "test_coordinator.py::",
+    "test_wheel.py::",
+    "test_newcomer_paths.py::",
+    "test_worker_start.py::",
+    "test_ops_processes.py::",
+    "test_cli.py::",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        return next((i for i, k in enumerate(START_FIRST) if k in item.nodeid), len(START_FIRST))
+
+    items.sort(key=rank)
+
+
 #: Per logger (None: the root): level, propagate, disabled, handlers.
 LoggingState = dict[str | None, tuple[int, bool, bool, list[logging.Handler]]]
 

@@ -19,6 +19,7 @@ from ._core.errors import (
 )
 from ._core.leasetiming import LeaseTiming
 from ._core.policy import RestartPolicy
+from ._core.punctuation import Tick
 from ._core.settings import Settings
 from ._core.windows import Hopping, Session, Tumbling, Window
 from ._middleware import ErrorHook, EventInfo, Middleware, Next, Outcome
@@ -82,6 +83,7 @@ __all__ = [
     "System",
     "Table",
     "TableError",
+    "Tick",
     "Tumbling",
     "Window",
     "WindowedTable",

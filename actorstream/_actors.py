@@ -178,6 +178,8 @@ class ActorSpec:
     #: after a commit, WAIT for this many replicas (0: do not wait), up to ``wait_timeout`` s
     wait_replicas: int = 0
     wait_timeout: float = 1.0
+    #: per-partition timers (``_core.punctuation.PunctuatorSpec``), added by ``punctuate``
+    punctuators: tuple[Any, ...] = ()
 
     @property
     def exactly_once(self) -> bool:
@@ -185,8 +187,9 @@ class ActorSpec:
 
     @property
     def stateful(self) -> bool:
-        """Whether handling an event may commit more than its ack."""
-        return bool(self.tables) or self.exactly_once
+        """Whether handling an event may commit more than its ack (a punctuator commits its
+        progress mark)."""
+        return bool(self.tables) or self.exactly_once or bool(self.punctuators)
 
     def __attrs_post_init__(self) -> None:
         self._check_handler()

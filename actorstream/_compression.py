@@ -81,13 +81,19 @@ class _ZlibCompression(Compression):
             out = stream.decompress(data, max_size + 1)  # one byte more tells "too big" apart
         except zlib.error as exc:
             raise DecodeError(f"bad zlib payload: {exc}", kind="compression") from None
-        if len(out) > max_size:
-            raise _oversize(max_size)
-        if not stream.eof:
-            raise DecodeError("bad zlib payload: truncated", kind="compression")
-        if stream.unused_data:
-            raise DecodeError("bad zlib payload: trailing bytes", kind="compression")
-        return out
+        return _whole(out, stream, max_size, "zlib")
+
+
+def _whole(out: bytes, stream: Any, max_size: int, name: str) -> bytes:
+    """``out``, what a streaming decompressor gave for at most ``max_size + 1`` bytes, if that is
+    one complete payload within ``max_size``; else the ``DecodeError`` saying what is wrong."""
+    if len(out) > max_size:
+        raise _oversize(max_size)
+    if not stream.eof:
+        raise DecodeError(f"bad {name} payload: truncated", kind="compression")
+    if stream.unused_data:
+        raise DecodeError(f"bad {name} payload: trailing bytes", kind="compression")
+    return out
 
 
 class _Lz4Compression(Compression):
@@ -106,13 +112,7 @@ class _Lz4Compression(Compression):
             out: bytes = stream.decompress(data, max_length=max_size + 1)
         except (RuntimeError, ValueError) as exc:
             raise DecodeError(f"bad lz4 payload: {exc}", kind="compression") from None
-        if len(out) > max_size:
-            raise _oversize(max_size)
-        if not stream.eof:
-            raise DecodeError("bad lz4 payload: truncated", kind="compression")
-        if stream.unused_data:
-            raise DecodeError("bad lz4 payload: trailing bytes", kind="compression")
-        return out
+        return _whole(out, stream, max_size, "lz4")
 
 
 # --- registry (shared with the codecs) ---------------------------------------------------------

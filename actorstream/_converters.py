@@ -12,7 +12,7 @@ import binascii
 import enum
 import math
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import date, datetime
 from typing import Any
 
@@ -192,38 +192,35 @@ def enum_spec(tp: type[enum.Enum]) -> Spec:
     return Spec(Never, Never, decode, encode, name)
 
 
+def convert_items(items: Iterable[Any], fast: type, conv: Conv) -> list[Any]:
+    """Each item converted (an item already of type ``fast`` as it is); an invalid one's error
+    names its index."""
+    out = []
+    for i, x in enumerate(items):
+        if type(x) is fast:
+            out.append(x)
+        else:
+            try:
+                out.append(conv(x))
+            except Invalid as exc:
+                exc.path.append(f"[{i}]")
+                raise
+    return out
+
+
 def sequence_spec(item: Spec, kind: type, desc: str) -> Spec:
     fast_d, conv_d, fast_e, conv_e = item.fast_decode, item.decode, item.fast_encode, item.encode
 
     def decode(v: Any) -> Any:
         if type(v) is not list and type(v) is not tuple:
             raise mismatch(desc, v)
-        out = []
-        for i, x in enumerate(v):
-            if type(x) is fast_d:
-                out.append(x)
-            else:
-                try:
-                    out.append(conv_d(x))
-                except Invalid as exc:
-                    exc.path.append(f"[{i}]")
-                    raise
+        out = convert_items(v, fast_d, conv_d)
         return out if kind is list else tuple(out)
 
     def encode(v: Any) -> list[Any]:
         if not isinstance(v, (list, tuple)):
             raise mismatch(desc, v)
-        out = []
-        for i, x in enumerate(v):
-            if type(x) is fast_e:
-                out.append(x)
-            else:
-                try:
-                    out.append(conv_e(x))
-                except Invalid as exc:
-                    exc.path.append(f"[{i}]")
-                    raise
-        return out
+        return convert_items(v, fast_e, conv_e)
 
     return Spec(Never, Never, decode, encode, desc)
 

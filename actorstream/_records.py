@@ -182,7 +182,7 @@ def _compile(cls: type, plan: _Plan) -> None:
         namespace[f"FD{i}"] = spec.fast_decode
         namespace[f"FE{i}"] = spec.fast_encode
         namespace[f"CD{i}"] = _field_decoder(a.name, spec.decode, _default_maker(cls, a))
-        namespace[f"CE{i}"] = _field_encoder(a.name, spec.encode)
+        namespace[f"CE{i}"] = _field_converter(a.name, spec.encode)
         dec_lines.append(f"    v{i} = get({a.name!r}, _MISSING)")
         dec_lines.append(f"    if type(v{i}) is not FD{i}: v{i} = CD{i}(v{i})")
         enc_lines.append(f"    v{i} = values[{a.name!r}]")
@@ -238,6 +238,9 @@ def _default_maker(cls: type, a: attrs.Attribute[Any]) -> Callable[[], Any] | No
 
 
 def _field_decoder(name: str, conv: Conv, default: Callable[[], Any] | None) -> Conv:
+    """``_field_converter``, plus a missing field's default (or error)."""
+    convert = _field_converter(name, conv)
+
     def decode(v: Any) -> Any:
         if v is _MISSING:
             if default is None:
@@ -245,24 +248,22 @@ def _field_decoder(name: str, conv: Conv, default: Callable[[], Any] | None) -> 
                 exc.path.append("." + name)
                 raise exc
             return default()
-        try:
-            return conv(v)
-        except Invalid as exc:
-            exc.path.append("." + name)
-            raise
+        return convert(v)
 
     return decode
 
 
-def _field_encoder(name: str, conv: Conv) -> Conv:
-    def encode(v: Any) -> Any:
+def _field_converter(name: str, conv: Conv) -> Conv:
+    """``conv`` for the field ``name``: an invalid value's error names the field."""
+
+    def convert(v: Any) -> Any:
         try:
             return conv(v)
         except Invalid as exc:
             exc.path.append("." + name)
             raise
 
-    return encode
+    return convert
 
 
 # --- per-type converters ------------------------------------------------------------------------

@@ -10,13 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from ._core.commit import PendingCommit, key_of_field, partition_of_field
 from ._core.errors import TableError
-
-if TYPE_CHECKING:
-    from ._tables import Table
 
 __all__ = ["EventScope", "PartitionTable", "PartitionTables", "current_scope"]
 
@@ -31,16 +28,43 @@ def current_scope() -> EventScope | None:
     return _SCOPE.get()
 
 
+class StoredValues(Protocol):
+    """How a table's values are stored (``deferred``: scalars the commit itself encodes)."""
+
+    @property
+    def deferred(self) -> bool: ...
+
+    def encode(self, value: Any, /) -> bytes: ...
+
+    def decode(self, data: bytes, /) -> Any: ...
+
+
+class ScopedTable(Protocol):
+    """What an event's scope needs of a table it writes: its name (for errors), how its values
+    are stored, and where its data lives: one hash per partition of its stream."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def codec(self) -> StoredValues: ...
+
+    @property
+    def partitions(self) -> int: ...
+
+    def hash_key(self, partition: int) -> str: ...
+
+
 class PartitionTable:
     """One table's keys in one partition, in memory: committed values plus those of events
     handled but not yet committed (dropped together with them, then reloaded)."""
 
     __slots__ = ("data", "hash_key", "owners", "partition", "partitions", "table")
 
-    def __init__(self, table: Table[Any], partition: int, *, concurrent: bool = False) -> None:
+    def __init__(self, table: ScopedTable, partition: int, *, concurrent: bool = False) -> None:
         self.table = table
         self.partition = partition
-        self.partitions = table._bound().partitions
+        self.partitions = table.partitions
         self.hash_key = table.hash_key(partition)
         self.data: dict[str, Any] = {}
         #: with events in flight at once: which call changed a key and has not finished
@@ -93,7 +117,7 @@ class PartitionTables:
         self,
         actor: str,
         partition: int,
-        tables: tuple[Table[Any], ...],
+        tables: tuple[ScopedTable, ...],
         *,
         holds: bool,
         concurrent: bool = False,
@@ -105,7 +129,7 @@ class PartitionTables:
         self.tables = {
             t: PartitionTable(t, partition, concurrent=concurrent) for t in tables
         }
-        self.encoders = {
+        self.encoders: dict[str, Callable[[Any], bytes]] = {
             local.hash_key: t.codec.encode for t, local in self.tables.items()
             if t.codec.deferred
         }

@@ -26,6 +26,7 @@ from ._core.settings import Settings
 from ._core.windows import WindowSpec
 from ._middleware import ErrorHook, Middleware
 from ._ops.logs import configure_logging
+from ._punctuate import punctuate
 from ._records import Record
 from ._redis import RedisClient, run_client
 from ._signature import check_handler
@@ -268,6 +269,8 @@ class System:
                                   idle=idle)  # fmt: skip
         self.tables[name] = table
         return table
+
+    punctuate = punctuate
 
     def middleware(self, mw: M) -> M:
         """Register middleware around the handler of every event- and batch-form actor

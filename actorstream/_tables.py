@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from ._codecs import get_codec
 from ._core import keys as _keys
@@ -23,9 +23,6 @@ from ._core.commit import field_of, key_of_field, partition_of_field
 from ._core.errors import ConfigError, DecodeError, TableError
 from ._records import Record, check_record_type, record_decoder, record_encoder
 from ._scope import _SCOPE, MISSING, EventScope, PartitionTable, PartitionTables, current_scope
-
-if TYPE_CHECKING:
-    from ._streams import Stream
 
 __all__ = [
     "MISSING",
@@ -109,6 +106,17 @@ _INT_MIN = -(2**63)
 _UINT_MAX = 2**64 - 1
 
 
+class Partitioned(Protocol):
+    """What a table needs of the stream its writer consumes: the name its keys carry and the
+    number of partitions its data is split into, like the stream's."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def partitions(self) -> int: ...
+
+
 class Table(Generic[V]):
     """A declared table. In a handler of its actor: a mapping over the current partition.
 
@@ -142,13 +150,13 @@ class Table(Generic[V]):
         self.default = default
         self._int = value is int
         self.actor: str | None = None
-        self.stream: Stream[Any] | None = None
+        self.stream: Partitioned | None = None
 
     def __repr__(self) -> str:
         owner = f" of actor {self.actor!r}" if self.actor else ""
         return f"<Table {self.name}{owner}>"
 
-    def bind(self, actor: str, stream: Stream[Any]) -> None:
+    def bind(self, actor: str, stream: Partitioned) -> None:
         """Make ``actor`` this table's only writer (partitioned like ``stream``)."""
         self.check_writer(actor)
         self.actor = actor
@@ -165,7 +173,12 @@ class Table(Generic[V]):
         stream = self._bound()
         return _keys.table_key(self.system.name, stream.name, partition, self.name)
 
-    def _bound(self) -> Stream[Any]:
+    @property
+    def partitions(self) -> int:
+        """Its stream's partition count (``TableError`` while no actor writes it)."""
+        return self._bound().partitions
+
+    def _bound(self) -> Partitioned:
         if self.stream is None:
             raise TableError(
                 f"table {self.name!r} is not used by any actor: list it in "

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
 from .hashing import partition_for
+from .outbox import Outbox
 
 __all__ = [
     "KEY_SEPARATOR",
@@ -92,6 +93,7 @@ class CommitPlan(NamedTuple):
     commands: list[Command]
     writes: int  # hash fields set or deleted
     outputs: int  # events appended (XADD)
+    outboxed: int = 0  # of those, appended to the outbox (to be forwarded: a Redis Cluster)
 
 
 class PendingCommit:
@@ -145,9 +147,10 @@ class PendingCommit:
         self.writes, self.outputs = taken.writes, taken.outputs
         self.add(later.writes.items(), later.outputs)
 
-    def plan(self) -> CommitPlan:
+    def plan(self, outbox: Outbox | None = None) -> CommitPlan:
         """The commands: per hash one HSET of its set fields and one HDEL of its deleted ones,
-        then the outputs in order."""
+        then the outputs in order (through ``outbox`` when given: on a Redis Cluster, outputs
+        to another slot than the partition's go to its outbox, ``_core/outbox.py``)."""
         commands: list[Command] = []
         count = 0
         for hash_key, fields in self.writes.items():
@@ -166,8 +169,12 @@ class PendingCommit:
             if deletes:
                 commands.append(("HDEL", hash_key, *deletes))
             count += len(fields)
-        commands.extend(self.outputs)
-        return CommitPlan(commands, count, len(self.outputs))
+        if outbox is None or not self.outputs:
+            commands.extend(self.outputs)
+            return CommitPlan(commands, count, len(self.outputs))
+        routed, outboxed = outbox.route(self.outputs)
+        commands.extend(routed)
+        return CommitPlan(commands, count, len(self.outputs), outboxed)
 
 
 def first_commit_error(plan: CommitPlan, replies: list[Any]) -> Exception | None:

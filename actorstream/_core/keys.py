@@ -7,6 +7,10 @@
     as:{<app>:<stream>:<p>}:dlq               dead letters of this partition (all actors)
     as:{<app>:<stream>:<p>}:dlqidx            original id -> dead-letter id (idempotent moves)
     as:{<app>:<stream>:<p>}:t:<table>         a table's keys of this partition (hash: key -> value)
+    as:{<app>:<stream>:<p>}:outbox:<actor>    exactly-once outputs to other Cluster slots, until
+                                              forwarded (stream; ``_core/outbox.py``)
+    as:{<app>:<stream>:<p>}:fwd               forward marks of the sources that append here
+                                              (hash: source -> "<epoch> <last outbox id>")
     as:{<app>}:members                        zset worker id -> expiry (server ms)
     as:{<app>}:worker:<id>                    worker info hash (host, pid, started, version)
     as:{<app>}:incarnation                    a token set once, never expiring: if it changes,
@@ -73,6 +77,16 @@ def dlq_index_key(app: str, stream: str, partition: int) -> str:
 def table_key(app: str, stream: str, partition: int, table: str) -> str:
     """The hash of one table's keys in one partition: beside its stream, in the same slot."""
     return f"{partition_tag(app, stream, partition)}:t:{table}"
+
+
+def outbox_key(app: str, stream: str, partition: int, actor: str) -> str:
+    """Where an exactly-once actor's commits put outputs to other slots (a Redis Cluster)."""
+    return f"{partition_tag(app, stream, partition)}:outbox:{actor}"
+
+
+def punctuators_key(app: str, stream: str, partition: int, actor: str) -> str:
+    """The marks (last tick fired) of an actor's punctuators on one partition: a hash."""
+    return f"{partition_tag(app, stream, partition)}:pt:{actor}"
 
 
 def app_tag(app: str) -> str:

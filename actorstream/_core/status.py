@@ -101,6 +101,7 @@ class PartitionStatus:
     concurrency: int = 1
     late_events: int = 0  # events after their window closed (windowed tables)
     table_keys: int | None = None  # keys held in its tables (None: a stateless actor)
+    outbox: int | None = None  # entries waiting in its outbox (exactly-once on a Cluster)
 
     @property
     def active(self) -> bool:
@@ -128,6 +129,7 @@ class PartitionStatus:
             concurrency=_int(item.get("concurrency"), 1),
             late_events=_int(item.get("late_events")),
             table_keys=_table_keys(item.get("table_keys")),
+            outbox=_opt_int(item.get("outbox")),
         )
 
 

@@ -5,7 +5,9 @@ Shared by ``RedisServer``, ``WorkerProcess`` and the demo's embedded server.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
+import ctypes
 import functools
 import importlib.util
 import os
@@ -14,9 +16,11 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
+import threading
 import time
 from pathlib import Path
-from typing import Self
+from typing import Any, Self
 
 import trio
 
@@ -29,6 +33,7 @@ __all__ = [
     "free_port",
     "server_version",
     "signal_process",
+    "spawn",
     "stop_process",
     "wait_state",
 ]
@@ -85,6 +90,57 @@ def config_value(value: str) -> str:
     """Quote a value for redis.conf (double quotes, backslash escapes)."""
     escaped = value.replace("\\", "\\\\").replace('"', '\\"')
     return f'"{escaped}"'
+
+
+#: ``prctl`` option: the signal the kernel sends a process when the thread that started it ends.
+_PR_SET_PDEATHSIG = 1
+_spawner: tuple[int, concurrent.futures.ThreadPoolExecutor] | None = None
+_spawner_lock = threading.Lock()
+
+
+def spawn(args: list[str], **popen: Any) -> subprocess.Popen[bytes]:
+    """``subprocess.Popen(args, **popen)``, a child that dies with this process, however this
+    process ends: on Linux the kernel SIGKILLs it (``PR_SET_PDEATHSIG``) when a Ctrl-C, a SIGTERM
+    or a kill -9 ends a test run before its finalizers could stop it.
+
+    The kernel sends that signal when the *thread* that forked the child ends, so every child is
+    started from one thread that lives as long as the process (``async with`` starts servers in
+    trio's worker threads, which end when idle).
+    """
+    global _spawner
+    with _spawner_lock:
+        if _spawner is None or _spawner[0] != os.getpid():  # none yet, or a forked copy's
+            _spawner = (os.getpid(), concurrent.futures.ThreadPoolExecutor(1, "actorstream-spawn"))
+        pool = _spawner[1]
+    preexec = _die_with_parent()
+
+    def start() -> subprocess.Popen[bytes]:
+        return subprocess.Popen(args, preexec_fn=preexec, **popen)
+
+    return pool.submit(start).result()
+
+
+@functools.cache
+def _prctl() -> Any:
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+def _die_with_parent() -> Any:
+    """A ``preexec_fn`` asking for SIGKILL when the spawning thread ends (Linux), else None."""
+    prctl = _prctl() if sys.platform.startswith("linux") else None
+    if prctl is None:
+        return None
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL))
+        if os.getppid() != parent:  # the parent is already gone: nobody would ever stop us
+            os._exit(1)
+
+    return preexec
 
 
 def signal_process(proc: subprocess.Popen[bytes] | None, sig: signal.Signals) -> None:

@@ -25,6 +25,7 @@ from .process import (
     free_port,
     server_version,
     signal_process,
+    spawn,
     stop_process,
     wait_state,
 )
@@ -357,7 +358,7 @@ class RedisServer(Managed):
         with self.log_path.open("ab") as log:
             log.write(f"--- actorstream.testing: starting on port {self.port}\n".encode())
             log.flush()
-            proc = self._owned.proc = subprocess.Popen(
+            proc = self._owned.proc = spawn(
                 [self.binary, str(conf), *self.extra_args],
                 stdin=subprocess.DEVNULL,
                 stdout=log,

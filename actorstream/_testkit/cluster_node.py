@@ -11,7 +11,8 @@ import socket
 import subprocess
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import trio
 from redis import exceptions as rex
 
 from .._servers.ping import run_in_thread
+from .._servers.process import spawn
 from .._transport import Client
 
 __all__ = ["SLOTS", "START_TIMEOUT", "ClusterNode", "CommandError"]
@@ -56,7 +58,9 @@ class PortTaken(RuntimeError):
     """Another process bound the node's port (or bus port) between the probe and the spawn."""
 
 
-async def _call_async(port: int, args: tuple[Any, ...], timeout: float) -> Any:
+@asynccontextmanager
+async def _node_client(port: int, timeout: float) -> AsyncIterator[Client]:
+    """A client of this one node (admin commands go to it, never routed), closed shielded."""
     client = Client.from_url(
         f"redis://127.0.0.1:{port}/0",
         connect_timeout=timeout,
@@ -64,13 +68,18 @@ async def _call_async(port: int, args: tuple[Any, ...], timeout: float) -> Any:
         client_name="actorstream:testing",
         max_connections=1,
         connect_retry_for=0.0,
-        cluster=False,  # admin commands go to this very node, never routed
+        cluster=False,
     )
     try:
-        return await client.execute(*args)
+        yield client
     finally:
         with trio.CancelScope(shield=True):
             await client.aclose()
+
+
+async def _call_async(port: int, args: tuple[Any, ...], timeout: float) -> Any:
+    async with _node_client(port, timeout) as client:
+        return await client.execute(*args)
 
 
 def _call(port: int, *args: Any, timeout: float = 5.0) -> Any:
@@ -86,20 +95,8 @@ def _call(port: int, *args: Any, timeout: float = 5.0) -> Any:
 
 
 async def _pipeline_async(port: int, commands: list[tuple[Any, ...]], timeout: float) -> Any:
-    client = Client.from_url(
-        f"redis://127.0.0.1:{port}/0",
-        connect_timeout=timeout,
-        socket_timeout=timeout,
-        client_name="actorstream:testing",
-        max_connections=1,
-        connect_retry_for=0.0,
-        cluster=False,
-    )
-    try:
+    async with _node_client(port, timeout) as client:
         return await client.pipeline(commands)
-    finally:
-        with trio.CancelScope(shield=True):
-            await client.aclose()
 
 
 def _pipeline(port: int, commands: list[tuple[Any, ...]], timeout: float = 15.0) -> list[Any]:
@@ -203,7 +200,7 @@ class ClusterNode:
             "--protected-mode", "no",
             *self.args,
         ]  # fmt: skip
-        self._owned.proc = subprocess.Popen(
+        self._owned.proc = spawn(
             command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         deadline = time.monotonic() + timeout

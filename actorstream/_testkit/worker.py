@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Self
 
-from .._servers.process import Owned, signal_process, wait_state
+from .._servers.process import Owned, signal_process, spawn, wait_state
 
 __all__ = ["WorkerProcess"]
 
@@ -83,7 +83,7 @@ class WorkerProcess:
         if self._proc is not None:
             raise RuntimeError(f"{self.name} was already started")
         with self.output_path.open("ab") as out:
-            self._owned.proc = subprocess.Popen(
+            self._owned.proc = spawn(
                 self.command,
                 stdin=subprocess.DEVNULL,
                 stdout=out,

@@ -167,6 +167,7 @@ class PartitionView:
     concurrency: int = 1  # what it may have in flight (1: one event at a time)
     late: int = 0  # events after their window closed (windowed tables)
     table_keys: int | None = None  # keys in its tables; None for a stateless actor
+    outbox: int | None = None  # outputs waiting to be forwarded (exactly-once on a Cluster)
 
     @property
     def label(self) -> str:
@@ -285,6 +286,7 @@ def _partition_view(reading: Reading, actor: str, stream: str, p: int,
         concurrency=status.concurrency if status else 1,
         late=status.late_events if status else 0,
         table_keys=status.table_keys if status else None,
+        outbox=status.outbox if status else None,
     )
 
 

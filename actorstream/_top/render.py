@@ -42,38 +42,34 @@ def fmt_ms(seconds: float | None) -> str:
     return f"{ms:.1f}" if ms < 100 else f"{ms:.0f}"
 
 
+#: How a number is shown: by the first step it is below, divided by that step's divisor.
+Steps = tuple[tuple[float, float, str], ...]
+_AGE: Steps = (
+    (1, 0.001, "{:.0f}ms"), (10, 1, "{:.1f}s"), (60, 1, "{:.0f}s"), (3600, 60, "{:.0f}m"),
+    (86400, 3600, "{:.1f}h"), (math.inf, 86400, "{:.1f}d"),
+)
+_COUNT: Steps = ((100_000, 1, "{:.0f}"), (10_000_000, 1000, "{:.0f}k"), (math.inf, 1e6, "{:.0f}M"))
+_RATE: Steps = ((10, 1, "{:.1f}"), (100_000, 1, "{:.0f}"), (math.inf, 1000, "{:.0f}k"))
+
+
+def scaled(value: float, steps: Steps) -> str:
+    """``value`` in the unit of its size (the last step's beyond the last bound)."""
+    _below, divisor, fmt = next((step for step in steps if value < step[0]), steps[-1])
+    return fmt.format(value / divisor)
+
+
 def fmt_age(seconds: float | None) -> str:
     if seconds is None or math.isnan(seconds):
         return "-"
-    if seconds < 1:
-        return f"{seconds * 1000:.0f}ms" if seconds > 0 else "0s"
-    if seconds < 60:
-        return f"{seconds:.0f}s" if seconds >= 10 else f"{seconds:.1f}s"
-    if seconds < 3600:
-        return f"{seconds / 60:.0f}m"
-    if seconds < 86400:
-        return f"{seconds / 3600:.1f}h"
-    return f"{seconds / 86400:.1f}d"
+    return scaled(seconds, _AGE) if seconds > 0 else "0s"
 
 
 def fmt_int(value: int | None) -> str:
-    if value is None:
-        return "?"
-    if value < 100_000:
-        return str(value)
-    if value < 10_000_000:
-        return f"{value / 1000:.0f}k"
-    return f"{value / 1_000_000:.0f}M"
+    return "?" if value is None else scaled(value, _COUNT)
 
 
 def fmt_rate(value: float | None) -> str:
-    if value is None:
-        return "-"
-    if value < 10:
-        return f"{value:.1f}"
-    if value < 100_000:
-        return f"{value:.0f}"
-    return f"{value / 1000:.0f}k"
+    return "-" if value is None else scaled(value, _RATE)
 
 
 STATE_STYLE = {
@@ -242,6 +238,10 @@ def render_partitions(
     late = [f"{p.label} {p.late}" for p in parts if p.late]
     if late:  # windowed tables: events that came after their window closed
         shown = "late events: " + ", ".join(late[:6]) + (" ..." if len(late) > 6 else "")
+        table.caption = f"{table.caption}; {shown}" if table.caption else shown
+    waiting = [f"{p.label} {p.outbox}" for p in parts if p.outbox]
+    if waiting:  # exactly-once on a Cluster: outputs not yet forwarded from the outbox
+        shown = "outbox: " + ", ".join(waiting[:6]) + (" ..." if len(waiting) > 6 else "")
         table.caption = f"{table.caption}; {shown}" if table.caption else shown
     names = snap.worker_names()
     for p in parts:

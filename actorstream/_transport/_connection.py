@@ -33,7 +33,34 @@ def pack(command: Command) -> bytes:
         raise rex.DataError(f"cannot encode command argument: {exc}") from None
 
 
-class NodeConnection:
+class Commands:
+    """``execute`` and ``pipeline`` over one request primitive, ``_request``: what a
+    ``NodeConnection`` and a Cluster ``SlotConnection`` share."""
+
+    async def _request(self, commands: Sequence[Command], timeout: float | None) -> list[Any]:
+        """Send ``commands`` (at least one) and return every reply, error replies in place."""
+        raise NotImplementedError
+
+    async def execute(self, *args: Arg, timeout: float | None = math.inf) -> Any:
+        """Send one command; raise its error reply as an exception.
+
+        ``timeout`` defaults to the URL's socket timeout; ``None`` waits forever (for BLOCK).
+        """
+        reply = (await self._request((args,), timeout))[0]
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+
+    async def pipeline(
+        self, commands: Sequence[Command], *, timeout: float | None = math.inf
+    ) -> list[Any]:
+        """Send all commands in one write and read all replies; error replies come back in place."""
+        if not commands:
+            return []
+        return await self._request(commands, timeout)
+
+
+class NodeConnection(Commands):
     """A single connection. Not safe for concurrent use; the pool hands it to one task at a time."""
 
     def __init__(self, stream: trio.abc.Stream, config: ConnectionConfig, name: str) -> None:
@@ -94,22 +121,7 @@ class NodeConnection:
         self.broken = True
         await trio.aclose_forcefully(self._stream)
 
-    async def execute(self, *args: Arg, timeout: float | None = math.inf) -> Any:
-        """Send one command; raise its error reply as an exception.
-
-        ``timeout`` defaults to the URL's socket timeout; ``None`` waits forever (for BLOCK).
-        """
-        reply = (await self._roundtrip(pack(args), 1, timeout))[0]
-        if isinstance(reply, Exception):
-            raise reply
-        return reply
-
-    async def pipeline(
-        self, commands: Sequence[Command], *, timeout: float | None = math.inf
-    ) -> list[Any]:
-        """Send all commands in one write and read all replies; error replies come back in place."""
-        if not commands:
-            return []
+    async def _request(self, commands: Sequence[Command], timeout: float | None) -> list[Any]:
         payload = b"".join([pack(c) for c in commands])
         return await self._roundtrip(payload, len(commands), timeout)
 

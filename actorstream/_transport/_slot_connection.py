@@ -9,14 +9,13 @@ after a lost connection.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any, TypeAlias
 
 import trio
 from redis import exceptions as rex
 
-from ._connection import Arg, Command, NodeConnection
+from ._connection import Command, Commands, NodeConnection
 from ._errors import SlotMovedError, UnblockedError
 from ._slots import arg_text, command_slot, is_transaction
 from ._topology import REDIRECTS, Addr, Budget, Topology
@@ -30,7 +29,7 @@ _STATEFUL = frozenset(
 # -- slot-bound dedicated connections -----------------------------------------------------------
 
 
-class SlotConnection:
+class SlotConnection(Commands):
     """A dedicated connection for one slot on a Cluster: same API as ``NodeConnection``.
 
     Opened lazily on the node that owns its slot; follows the slot when a reply proves it moved
@@ -60,19 +59,6 @@ class SlotConnection:
         conn, self._conn = self._conn, None
         if conn is not None:
             await conn.aclose()
-
-    async def execute(self, *args: Arg, timeout: float | None = math.inf) -> Any:
-        reply = (await self._request([args], timeout))[0]
-        if isinstance(reply, Exception):
-            raise reply
-        return reply
-
-    async def pipeline(
-        self, commands: Sequence[Command], *, timeout: float | None = math.inf
-    ) -> list[Any]:
-        if not commands:
-            return []
-        return await self._request(commands, timeout)
 
     def _bind(self, commands: Sequence[Command]) -> None:
         for command in commands:

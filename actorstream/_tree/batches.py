@@ -17,9 +17,8 @@ from .._core.crashes import describe_error, format_bounded_traceback
 from .._core.errors import DecodeError
 from .._middleware import Outcome
 from .._transport import Connection
-from .counters import Counters
 from .handling import Handling
-from .reader import Reader, replay_own_pending
+from .reader import PendingFirst
 from .supervisor import ChildContext
 
 __all__ = ["BatchLoop", "Item", "decode_all", "handle_batch"]
@@ -28,16 +27,8 @@ __all__ = ["BatchLoop", "Item", "decode_all", "handle_batch"]
 Item = tuple[bytes, list[bytes], Any]
 
 
-class BatchLoop:
+class BatchLoop(PendingFirst):
     """The batch form with ``ordering="partition"``: one batch in flight."""
-
-    def __init__(self, reader: Reader, handling: Handling, counters: Counters) -> None:
-        self.reader = reader
-        self.handling = handling
-        self.counters = counters
-
-    async def replay(self) -> None:
-        await replay_own_pending(self.reader, self.handling)
 
     async def run(self) -> None:
         reader = self.reader

@@ -1,5 +1,7 @@
 """What a supervisor hands its children and shows: restart strategies, the child context,
 statistics; and the records it keeps per child and per restart group (used by ``supervisor``).
+
+The tree imports these values from ``supervisor``, whose ``__all__`` lists them: one list.
 """
 
 from __future__ import annotations
@@ -13,16 +15,6 @@ import trio
 from attrs import frozen
 
 from .._core.policy import Backoff, RestartIntensity
-
-__all__ = [
-    "ChildContext",
-    "ChildFn",
-    "ChildState",
-    "ChildStatistics",
-    "Restart",
-    "Strategy",
-    "SupervisorStatistics",
-]
 
 
 class Strategy(enum.Enum):

@@ -62,6 +62,8 @@ class PartitionStatistics:
     committed: int = 0  # commits with table writes or held outputs
     restore_seconds: float | None = None  # how long the last load of its tables took
     late_events: int = 0  # events that came after their window closed (windowed tables)
+    outbox: int | None = None  # entries waiting in its outbox (exactly-once on a Cluster)
+    forwarded: int = 0  # outbox entries appended to their target streams
 
 
 class Counters:
@@ -79,12 +81,14 @@ class Counters:
         "errors",
         "failed",
         "failures",
+        "forwarded",
         "in_flight",
         "last_dead_letter",
         "last_error",
         "last_trace",
         "late",
         "latencies",
+        "outbox",
         "processed",
         "redis_errors",
         "restarts",
@@ -123,6 +127,8 @@ class Counters:
         self.restore_seconds: float | None = None
         self.tables: Callable[[], dict[str, int]] | None = None  # keys per table, if stateful
         self.late: collections.Counter[str] = collections.Counter()  # late events by table
+        self.outbox: int | None = None  # outbox length last seen (exactly-once on a Cluster)
+        self.forwarded = 0  # outbox entries appended to their targets
 
 
 def _percentile(ordered: list[float], q: float) -> float | None:
@@ -157,4 +163,6 @@ def snapshot(spec: ActorSpec, partition: int, c: Counters) -> PartitionStatistic
         committed=c.committed,
         restore_seconds=c.restore_seconds,
         late_events=sum(c.late.values()),
+        outbox=c.outbox,
+        forwarded=c.forwarded,
     )

@@ -18,6 +18,7 @@ this module sends the commands, keeps which connection watches the epoch, and bo
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import trio
@@ -27,6 +28,7 @@ from .._core.classify import TRANSIENT_REDIS_ERRORS
 from .._core.crashes import describe_error
 from .._core.errors import FencedError
 from .._core.fence import Fence
+from .._core.outbox import Outbox, Replication
 from .._core.protocol import PartitionProtocol, ReadResult
 from .._scope import PartitionTables
 from .._transport import Connection, evalsha_on
@@ -83,6 +85,12 @@ class PartitionLink:
         self.tables: PartitionTables | None = None
         #: After a commit: WAIT for (replicas, milliseconds), or None.
         self.wait: tuple[int, int] | None = None
+        #: Exactly-once on a Redis Cluster: routes outputs to other slots through the outbox,
+        #: and ``on_outbox`` wakes its forwarder after a commit that put entries there.
+        self.outbox: Outbox | None = None
+        self.on_outbox: Callable[[], None] | None = None
+        #: With ``wait`` and an outbox: which commits the replicas acknowledged (forward gate).
+        self.replication: Replication | None = None
         self._watched: Connection | None = None
 
     async def ensure_group(self, conn: Connection) -> None:
@@ -133,7 +141,8 @@ class PartitionLink:
         """
         taken = tables.pending.take()
         protocol = self.protocol
-        plan = protocol.plan_read(self.acks, start, count, taken.plan(), self.wait)
+        plan = protocol.plan_read(self.acks, start, count, taken.plan(self.outbox), self.wait)
+        number = self.replication.send() if self.replication is not None else 0
         result = protocol.on_read(plan, await conn.pipeline(plan.commands))
         if not result.watching:
             self._watched = None
@@ -141,6 +150,10 @@ class PartitionLink:
             tables.pending.restore(taken)
         result.raise_for_failure()
         self.counters.committed += 1
+        if number and plan.wait and not any(k == "wait-replicas" for k, _ in result.notices):
+            self.replication.confirm(number)  # type: ignore[union-attr]
+        if plan.commit is not None and plan.commit.outboxed and self.on_outbox is not None:
+            self.on_outbox()
         self._settle(plan.acks, result)
         return result
 

@@ -45,12 +45,13 @@ from .._core.crashes import describe_error
 from .._core.dispatch import Ordering
 from .._core.errors import FencedError, GroupLostError
 from .._core.fence import Fence
+from .._core.outbox import Outbox, Replication
 from .._middleware import Middleware, compose
 from .._ops import logs as _logs
 from .._ops import tracing as _tracing
 from .._ops.durations import timed
 from .._scope import PartitionTables
-from .._transport import Connection
+from .._transport import Connection, slot_of
 from .batches import BatchLoop
 from .context import WorkerContext
 from .counters import Counters, PartitionState, PartitionStatistics, snapshot
@@ -59,6 +60,8 @@ from .events import HandlerCrashed, IteratorLoop
 from .handling import FENCE_CHECK_EVERY, Handling
 from .lanes import LaneLoop
 from .link import PartitionLink
+from .outbox import Forwarder, beside
+from .punctuators import PartitionPunctuators, idle_hooks
 from .reader import FormLoop, Reader
 from .serial import SerialLoop
 from .supervisor import ChildContext
@@ -103,8 +106,10 @@ class PartitionContext:
 class PartitionActor:
     """Runs one (actor, partition) for one lease epoch. Created afresh for each restart."""
 
-    #: Called when a read found nothing new (windowed tables with ``idle=``).
-    on_idle: Callable[[], Awaitable[None]] | None = None
+    #: Called when a read found nothing new (windowed tables with ``idle=``, wall-clock
+    #: punctuators); returns the seconds until it needs calling again, or None.
+    on_idle: Callable[[], Awaitable[float | None]] | None = None
+    punctuators: PartitionPunctuators | None = None
 
     def __init__(self, context: PartitionContext) -> None:
         worker = context.worker
@@ -147,7 +152,7 @@ class PartitionActor:
             and self.settings.timeout is None
             and self.settings.retries == 0
             and self.tracer is None
-            and plain_windows(spec)
+            and plain_windows(spec) and not spec.punctuators
         )
         self.handling = Handling(
             app=worker.app,
@@ -186,6 +191,12 @@ class PartitionActor:
             )
             self.handler, self.chain = windows.wrap(self.handler), windows.wrap(self.chain)
             self.on_idle = windows.on_idle if windows.idle else None
+        if spec.punctuators:
+            self.punctuators = PartitionPunctuators(
+                app=self.app, spec=spec, partition=context.partition, tables=tables,
+                fence=context.fence, counters=context.counters,
+            )
+            self.on_idle = idle_hooks(self.on_idle, self.punctuators.on_idle)
         self.link.tables = tables
         if spec.wait_replicas:
             self.link.wait = (spec.wait_replicas, max(1, int(spec.wait_timeout * 1000)))
@@ -259,6 +270,7 @@ class PartitionActor:
         self._set_state(PartitionState.STARTING)
         await self.link.ensure_group(conn)
         await self.link.claim_previous_owners(conn)
+        forwarder = self._forwarder(conn)  # before anything commits: it routes the outputs
         if self.tables is not None:
             # What this actor held (values, writes and acks not known to be committed) is
             # dropped together: Redis is the truth; unacked events are replayed below.
@@ -267,23 +279,62 @@ class PartitionActor:
             began = trio.current_time()
             await restore(self.tables, conn, self.fence, self.report)
             self.counters.restore_seconds = trio.current_time() - began
+            if self.punctuators is not None:
+                await self.punctuators.start(conn, ctx, self.handling)
         reader = Reader(self.link, conn, ctx, self.settings.batch_size, self.on_idle)
         concurrent = self.settings.ordering is not Ordering.PARTITION
         loop = LOOPS[self.spec.form, concurrent](reader, self.handling, self.counters)
         self._set_state(PartitionState.REPLAYING)
         try:
-            await loop.replay()
-            if ctx.stop_requested:
-                await reader.flush()
-                return
-            self._set_state(PartitionState.RUNNING)
-            await loop.run()
+            await beside(forwarder, lambda: self._handle(loop, ctx))
         except Exception:
             # Ack what was handled before the crash, so only the failing event is redelivered.
             await self.link.flush_acks_after_crash(conn)
             raise
         self._set_state(PartitionState.DRAINING)
         await reader.flush()
+        if forwarder is not None:
+            await forwarder.drain()
+
+    async def _handle(self, loop: FormLoop, ctx: ChildContext) -> None:
+        await loop.replay()
+        if ctx.stop_requested:
+            return
+        self._set_state(PartitionState.RUNNING)
+        await loop.run()
+
+    def _forwarder(self, conn: Connection) -> Forwarder | None:
+        """Exactly-once on a Redis Cluster: a commit is one MULTI in the partition's slot, so
+        outputs to other slots go to the outbox, forwarded beside the loop (``outbox``)."""
+        if not self.spec.exactly_once or not self.client.cluster:
+            return None
+        link = self.link
+        wait = link.wait
+        link.replication = replication = Replication() if wait is not None else None
+
+        async def replicated() -> int:
+            """A bare WAIT on the connection that committed (it counts that one's writes)."""
+            assert wait is not None and replication is not None
+            async with link.lock:
+                number = replication.send()
+                acknowledged = int(await conn.execute(
+                    "WAIT", wait[0], wait[1], timeout=wait[1] / 1000 + 10
+                ))
+            if acknowledged >= wait[0]:
+                replication.confirm(number)
+            return acknowledged
+
+        forwarder = Forwarder(
+            client=self.client, app=self.app, stream=self.spec.stream.name,
+            partition=self.partition, actor=self.group, fence=self.fence,
+            counters=self.counters, report=self.report, wait=wait, replicated=replicated,
+            replication=replication,
+        )
+        home = slot_of(self.link.stream_key)
+        link.outbox = Outbox(forwarder.key, lambda key: slot_of(key) == home)
+        link.on_outbox = forwarder.wake
+        self.counters.outbox = self.counters.outbox or 0
+        return forwarder
 
     def statistics(self) -> PartitionStatistics:
         return snapshot(self.spec, self.partition, self.counters)

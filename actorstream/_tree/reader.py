@@ -12,6 +12,7 @@ interface, so a new form or ordering is one module and none reaches into the par
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -21,9 +22,10 @@ from .link import PartitionLink
 from .supervisor import ChildContext
 
 if TYPE_CHECKING:
+    from .counters import Counters
     from .handling import Handling
 
-__all__ = ["WAIT_BLOCK_MS", "FormLoop", "Reader"]
+__all__ = ["WAIT_BLOCK_MS", "FormLoop", "PendingFirst", "Reader"]
 
 #: The longest wait for an append when the partition is idle (side-effect free XREAD BLOCK).
 WAIT_BLOCK_MS = 2000
@@ -40,14 +42,15 @@ class Reader:
         conn: Connection,
         ctx: ChildContext,
         batch_size: int,
-        on_idle: Callable[[], Awaitable[None]] | None = None,
+        on_idle: Callable[[], Awaitable[float | None]] | None = None,
     ) -> None:
         self.link = link
         self.conn = conn
         self.ctx = ctx
         self.batch_size = batch_size
         #: Called when a read found nothing new, before a long wait (windowed tables with
-        #: ``idle=``: stream time may move on when quiet).
+        #: ``idle=``: stream time may move on when quiet; wall-clock punctuators); returns
+        #: the seconds until it needs calling again, or None.
         self.on_idle = on_idle
 
     @property
@@ -89,7 +92,11 @@ class Reader:
     async def wait_for_append(self, tail: Any, block_ms: int = WAIT_BLOCK_MS) -> bool:
         """Wait for an append after ``tail``; False if a stop was requested meanwhile."""
         if self.on_idle is not None:
-            await self.on_idle()
+            wake = await self.on_idle()
+            if self.writes_pending:  # what it did is committed by the next read, at once
+                return not self.ctx.stop_requested
+            if wake is not None:
+                block_ms = max(1, min(block_ms, math.ceil(wake * 1000)))
         return await self.link.wait_for_append(self.conn, self.ctx, tail, block_ms)
 
     async def linger(self, tail: Any, seconds: float) -> None:
@@ -129,3 +136,16 @@ class FormLoop(Protocol):
 
     async def run(self) -> None:
         """Handle new entries until a graceful stop; leave nothing handled uncommitted."""
+
+
+class PendingFirst:
+    """A form loop that replays our own pending entries, one at a time, before anything new:
+    the serial and the batch forms'."""
+
+    def __init__(self, reader: Reader, handling: Handling, counters: Counters) -> None:
+        self.reader = reader
+        self.handling = handling
+        self.counters = counters
+
+    async def replay(self) -> None:
+        await replay_own_pending(self.reader, self.handling)

@@ -34,7 +34,7 @@ from attrs import frozen
 from .._actors import ActorSpec
 from .._core.assignment import Slot
 from .._core.classify import TRANSIENT_REDIS_ERRORS
-from .._core.errors import ConfigError, SupervisorGaveUp
+from .._core.errors import SupervisorGaveUp
 from .._core.policy import RestartPolicy
 from .._core.settings import Settings
 from .._core.status import LayoutEntry
@@ -177,7 +177,6 @@ class Worker:
             streams=plan.streams,
             leadership=self.leadership,
         )
-        await self._refuse_what_redis_cannot_do()
         left = trio.Event()
         # Every log line of this worker's tasks carries these (structured logs, --log-format).
         _logs.bind(worker=self.worker_id, app=self.app)
@@ -199,20 +198,6 @@ class Worker:
         except* SupervisorGaveUp as group:
             self.gave_up = group.exceptions[0]
             raise
-
-    async def _refuse_what_redis_cannot_do(self) -> None:
-        """Exactly-once outputs ride in one MULTI with the acks: on a Redis Cluster that
-        transaction cannot span the slots of other partitions' streams."""
-        held = [s.name for s in self.plan.actors.values() if s.exactly_once]
-        if not held:
-            return
-        await self.client.execute("PING")
-        if self.client.cluster:
-            raise ConfigError(
-                f"actor(s) {', '.join(held)}: processing='exactly_once' is not supported on a "
-                "Redis Cluster yet (its outputs would cross slots in one transaction); use "
-                "processing='at_least_once' there (tables stay exact: they commit with the ack)"
-            )
 
     async def _publish_last(self, telemetry: TelemetryContext) -> None:
         """Publish the stop's events ("released", "left") before telemetry is cancelled."""

@@ -8,23 +8,13 @@ because it is the hot path: no lane bookkeeping per event (docs/design.md, "Even
 
 from __future__ import annotations
 
-from .counters import Counters
-from .handling import Handling
-from .reader import Reader, replay_own_pending
+from .reader import PendingFirst
 
 __all__ = ["SerialLoop"]
 
 
-class SerialLoop:
+class SerialLoop(PendingFirst):
     """Read a batch, handle it in order, ack it with the next read."""
-
-    def __init__(self, reader: Reader, handling: Handling, counters: Counters) -> None:
-        self.reader = reader
-        self.handling = handling
-        self.counters = counters
-
-    async def replay(self) -> None:
-        await replay_own_pending(self.reader, self.handling)
 
     async def run(self) -> None:
         reader = self.reader

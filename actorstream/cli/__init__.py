@@ -16,10 +16,10 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-from .._core.exits import EXIT_INTERRUPTED, TRACEBACK_ENV, classify_exit, leaves
+from .._core.exits import EXIT_INTERRUPTED, EXIT_USAGE, TRACEBACK_ENV, classify_exit, leaves
 from .._ops.logs import configure_logging
 from .._version import __version__
-from ._common import EXIT_USAGE, CliError, add_url_option
+from ._common import CliError, add_url_option
 
 __all__ = ["build_parser", "main"]
 

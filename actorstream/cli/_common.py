@@ -10,8 +10,10 @@ import argparse
 import importlib
 import importlib.util
 import os
+import shutil
 import sys
-from collections.abc import Awaitable, Callable
+import textwrap
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -20,9 +22,6 @@ from redis import exceptions as rex
 
 from .._core.errors import ConfigError
 from .._core.exits import (
-    EXIT_FAILURE,
-    EXIT_INTERRUPTED,
-    EXIT_OK,
     EXIT_UNREACHABLE,
     EXIT_USAGE,
     UNREACHABLE,
@@ -32,16 +31,6 @@ from .._core.exits import (
 from .._streams import Stream
 from .._system import DEFAULT_URL, System, default_redis_url
 from .._transport import Client, redact_url
-
-__all__ = [
-    "EXIT_FAILURE",
-    "EXIT_INTERRUPTED",
-    "EXIT_OK",
-    "EXIT_UNREACHABLE",
-    "EXIT_USAGE",
-    "UNREACHABLE",
-    "CliError",
-]
 
 URL_ENV = "ACTORSTREAM_REDIS_URL"
 
@@ -61,6 +50,31 @@ class CliError(Exception):
         self.code = code
         #: Redis did not answer (it may later); not refused credentials or a bad database.
         self.transient = transient
+
+
+def add_command(
+    subparsers: Any,
+    name: str,
+    help_text: str,
+    description: str,
+    *,
+    parents: Sequence[argparse.ArgumentParser] = (),
+    epilog: str | None = None,
+) -> argparse.ArgumentParser:
+    """A subcommand's parser: ``help_text`` is its line in ``actorstream --help``; ``epilog``
+    (examples: command lines) is printed as written, the description wrapped as argparse would."""
+    if epilog:
+        # The raw formatter keeps the epilog's lines, and would leave the description one line.
+        description = textwrap.fill(description, shutil.get_terminal_size().columns - 2)
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        name,
+        parents=list(parents),
+        help=help_text,
+        description=description,
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter if epilog else argparse.HelpFormatter,
+    )
+    return parser
 
 
 def add_url_option(parser: argparse.ArgumentParser, *, top_level: bool = False) -> None:
@@ -175,22 +189,34 @@ def load_system(target: str) -> System:
 
 def load_stream(target: str) -> Stream[Any]:
     """``module:attr`` naming a Stream, or ``module:name`` where name is a stream of its System."""
+    stream: Stream[Any] = load_declared(target, Stream, "stream", lambda system: system.streams)
+    return stream
+
+
+def load_declared(
+    target: str, kind: type[T], what: str, declared: Callable[[System], Mapping[str, Any]]
+) -> T:
+    """``module:attr`` naming a ``kind`` (a Stream, a Table), or ``module:name`` where name is
+    one of the ``what``s a System of the module declared (``declared(system)``, by name)."""
     module_name, attr = split_target(target)
     module = import_module(module_name)
     value = getattr(module, attr, None)
-    if isinstance(value, Stream):
+    if isinstance(value, kind):
         return value
     if value is not None and not isinstance(value, System):
-        raise CliError(f"{target!r} is a {type(value).__name__}, not an actorstream Stream")
+        raise CliError(
+            f"{target!r} is a {type(value).__name__}, not an actorstream {kind.__name__}"
+        )
     systems = _systems_in(module)
     for system in systems:
-        if attr in system.streams:
-            return system.streams[attr]
+        if attr in declared(system):
+            found: T = declared(system)[attr]
+            return found
     if isinstance(value, System):
-        names = ", ".join(sorted(value.streams)) or "none"
-        raise CliError(f"{target!r} is a System; name one of its streams (streams: {names})")
-    names = ", ".join(sorted({n for s in systems for n in s.streams})) or "none declared"
-    raise CliError(f"unknown stream {attr!r} in module {module_name!r} (streams: {names})")
+        names = ", ".join(sorted(declared(value))) or "none"
+        raise CliError(f"{target!r} is a System; name one of its {what}s ({what}s: {names})")
+    names = ", ".join(sorted({n for s in systems for n in declared(s)})) or "none declared"
+    raise CliError(f"unknown {what} {attr!r} in module {module_name!r} ({what}s: {names})")
 
 
 def is_target(text: str) -> bool:

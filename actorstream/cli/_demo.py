@@ -20,21 +20,14 @@ from typing import Any
 import attrs
 import trio
 
+from .._core.exits import EXIT_FAILURE, EXIT_OK
 from .._embedded import EmbeddedRedis
 from .._ops.logs import announce
 from .._system import System
 from .._top import LayoutEntry, Poller, ViewOptions
 from .._transport import Client, redact_url
 from .._tree.root import Worker
-from ._common import (
-    EXIT_FAILURE,
-    EXIT_OK,
-    URL_ENV,
-    CliError,
-    check_reachable,
-    configured_url,
-    import_module,
-)
+from ._common import URL_ENV, CliError, add_command, check_reachable, configured_url, import_module
 
 DEMO_APP = "actorstream._demo.app"
 #: How long ``--no-top`` runs when no --duration is given.
@@ -43,10 +36,11 @@ NO_TOP_DURATION = 20.0
 
 def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     # Not the common --url: the demo's falls back to an embedded server, not to a default URL.
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "demo",
-        help="run a demo app (producer, 8 partitions, failures) under the live top",
-        description="Run the demo app in this process: a producer of orders, a worker on 8 "
+        "run a demo app (producer, 8 partitions, failures) under the live top",
+        "Run the demo app in this process: a producer of orders, a worker on 8 "
         "partitions whose handler sometimes fails (so restarts and dead letters show), under "
         "the live top. Ctrl-C stops everything cleanly.",
     )

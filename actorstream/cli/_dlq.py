@@ -14,6 +14,7 @@ import attrs
 
 from .._core.deadletter import DeadLetter
 from .._core.errors import ConfigError
+from .._core.exits import EXIT_FAILURE, EXIT_OK
 from .._streams import Stream
 from .._system import System
 from .._transport import Client, redact_url
@@ -28,9 +29,8 @@ from ..dlq import (
     show_dead_letter,
 )
 from ._common import (
-    EXIT_FAILURE,
-    EXIT_OK,
     CliError,
+    add_command,
     check_reachable,
     import_module,
     load_system,
@@ -74,23 +74,20 @@ Command = Callable[[str, str, str], argparse.ArgumentParser]
 
 
 def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "dlq",
-        help="list, show, replay or purge dead letters",
-        description="Dead letters: events that could not be decoded, or were delivered more "
+        "list, show, replay or purge dead letters",
+        "Dead letters: events that could not be decoded, or were delivered more "
         "than max_deliveries times. They are kept per partition; replay sends them back, "
         "untouched, to the partition they came from.",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
     parser.set_defaults(handler=lambda _args: _usage(parser))
 
     def command(name: str, help_text: str, description: str) -> argparse.ArgumentParser:
-        sub: argparse.ArgumentParser = commands.add_parser(
-            name, parents=[common], help=help_text, description=description, epilog=EPILOG,
-            formatter_class=argparse.RawDescriptionHelpFormatter,
-        )
+        sub = add_command(commands, name, help_text, description, parents=[common], epilog=EPILOG)
         sub.add_argument("target", metavar="TARGET", help="module:system or module:stream")
         sub.add_argument("--stream", metavar="S", help="only this stream")
         sub.add_argument("--json", action="store_true", help="print JSON")

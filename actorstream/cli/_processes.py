@@ -31,9 +31,9 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from .._core.exits import EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE
 from .._ops.http import Response, Route, http_get, serve_http
 from .._ops.logs import announce
-from ._common import EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE
 
 if TYPE_CHECKING:
     from .._system import System

@@ -8,13 +8,13 @@ import sys
 from typing import Any
 
 from .._core.errors import ActorstreamError, DecodeError
+from .._core.exits import EXIT_FAILURE, EXIT_OK
 from .._records import from_primitive, record_fields, to_primitive
 from .._streams import SendError, Stream
 from .._transport import redact_url
 from ._common import (
-    EXIT_FAILURE,
-    EXIT_OK,
     CliError,
+    add_command,
     check_reachable,
     load_stream,
     resolve_url,
@@ -24,19 +24,19 @@ from ._common import (
 
 
 def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "send",
-        parents=[common],
-        help="send events (JSON) to a stream",
-        description="Send events to a stream. Every event is validated against the stream's "
+        "send events (JSON) to a stream",
+        "Send events to a stream. Every event is validated against the stream's "
         "record type first; if any is bad, nothing is sent and the error names its line and "
         "field. If Redis refuses some events, the exact lines that were sent are listed.",
+        parents=[common],
         epilog="examples:\n"
         "  actorstream send app:orders '{\"order_id\": 1, \"amount\": 5}' '{\"order_id\": 2, "
         "\"amount\": 7}'\n"
         "  actorstream send shop:orders --file orders.jsonl     (one JSON object a line; "
         "- is stdin)",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "target", metavar="TARGET",

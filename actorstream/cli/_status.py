@@ -11,12 +11,13 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from .._core.errors import ConfigError
+from .._core.exits import EXIT_OK
 from .._core.keys import check_name
 from .._top import LayoutEntry, Poller, known_apps, status_text
 from .._transport import Client, redact_url
 from ._common import (
-    EXIT_OK,
     CliError,
+    add_command,
     check_reachable,
     is_target,
     load_system,
@@ -34,13 +35,14 @@ def add_app_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "status",
-        parents=[common],
-        help="one-shot summary of an app (members, partitions, lag, dead letters)",
-        description="Print a one-shot summary read from Redis (read-only): workers, every "
+        "one-shot summary of an app (members, partitions, lag, dead letters)",
+        "Print a one-shot summary read from Redis (read-only): workers, every "
         "partition's owner, epoch, state, lag, pending and dead letters, stream totals and "
         "recent events. --json prints the same data as JSON.",
+        parents=[common],
     )
     add_app_argument(parser)
     parser.add_argument("--json", action="store_true", help="print JSON")

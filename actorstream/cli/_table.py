@@ -8,35 +8,33 @@ import sys
 from typing import Any
 
 from .._core.commit import field_of, key_of_field, partition_of_field
+from .._core.exits import EXIT_FAILURE, EXIT_OK
 from .._records import Record, to_primitive
 from .._tables import Table
 from .._transport import Client
 from .._windows import WindowedTable
 from ._common import (
-    EXIT_FAILURE,
-    EXIT_OK,
     CliError,
-    _systems_in,
+    add_command,
     check_reachable,
-    import_module,
+    load_declared,
     resolve_url,
     run_async,
-    split_target,
 )
 
 
 def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "table",
-        parents=[common],
-        help="print a table's committed values (one key, or all of them)",
-        description="Print a table's committed values, read from Redis (read-only): every key "
+        "print a table's committed values (one key, or all of them)",
+        "Print a table's committed values, read from Redis (read-only): every key "
         "and value, one a line as JSON, or the value of KEY alone (exit 1 if it has none). "
         "A windowed table prints its open windows: key, window and value, one a line.",
+        parents=[common],
         epilog="examples:\n"
         "  actorstream table app:counts           (every key)\n"
         "  actorstream table app:counts cust-42   (one key)",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "target", metavar="TARGET",
@@ -47,18 +45,9 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
 
 
 def load_table(target: str) -> Table[Any]:
-    module_name, attr = split_target(target)
-    module = import_module(module_name)
-    value = getattr(module, attr, None)
-    if isinstance(value, Table):
-        return value
-    systems = _systems_in(module)
-    for system in systems:
-        if attr in system.tables:
-            table: Table[Any] = system.tables[attr]
-            return table
-    names = ", ".join(sorted({n for s in systems for n in s.tables})) or "none declared"
-    raise CliError(f"unknown table {attr!r} in module {module_name!r} (tables: {names})")
+    """``module:attr`` naming a Table, or ``module:name`` where name is a table of its System."""
+    table: Table[Any] = load_declared(target, Table, "table", lambda system: system.tables)
+    return table
 
 
 def _shown(value: Any) -> str:

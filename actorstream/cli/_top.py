@@ -14,21 +14,23 @@ import trio
 from rich.console import Console
 from rich.live import Live
 
+from .._core.exits import EXIT_OK
 from .._top import FILTERS, SORTS, Poller, Snapshot, ViewOptions, render_frame
-from ._common import EXIT_OK, CliError, run_async
+from ._common import CliError, add_command, run_async
 from ._status import add_app_argument, open_poller, resolve_app
 
 
 def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "top",
-        parents=[common],
-        help="live view of workers, partitions, lag and dead letters",
-        description="A live, read-only view of an app: workers (heartbeat, partitions, rate), "
+        "live view of workers, partitions, lag and dead letters",
+        "A live, read-only view of an app: workers (heartbeat, partitions, rate), "
         "partitions (owner, epoch, state, lag, pending, processed/s, restarts, dead letters), "
         "stream totals, the coordinator and recent events. One Redis pipeline per refresh, "
         "whatever the event rate. Keys: q quit, s sort, r reverse, f filter (all/problems), "
         "n/p page; Ctrl-C quits too.",
+        parents=[common],
     )
     add_app_argument(parser)
     parser.add_argument("--once", action="store_true", help="print one frame and exit")

@@ -12,17 +12,9 @@ import attrs
 import trio
 
 from .._core.crashes import describe_error
-from .._core.exits import classify_exit, leaves
+from .._core.exits import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, classify_exit, leaves
 from .._ops.logs import LOG_FORMATS, configure_logging
-from ._common import (
-    EXIT_FAILURE,
-    EXIT_INTERRUPTED,
-    EXIT_OK,
-    EXIT_USAGE,
-    CliError,
-    load_system,
-    resolve_url,
-)
+from ._common import CliError, add_command, load_system, resolve_url
 
 if TYPE_CHECKING:
     from .._system import System
@@ -50,15 +42,16 @@ async def watch_parent(parent_pid: int) -> None:
 
 
 def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "worker",
-        parents=[common],
-        help="run a worker of a System",
-        description="Run one worker of a System: it joins the membership, takes its share of "
+        "run a worker of a System",
+        "Run one worker of a System: it joins the membership, takes its share of "
         "the partitions and processes them until SIGINT/SIGTERM (a first signal drains "
         "gracefully, a second one exits at once). Exit 0 after a graceful stop, 1 if the "
         "system gave up (restart intensity exceeded). While Redis does not answer at start it "
         "waits, backing off, and says so once.",
+        parents=[common],
     )
     parser.add_argument("target", metavar="TARGET", help="module:system, e.g. myapp:system")
     ops = parser.add_argument_group("operations (docs/operations.md)")

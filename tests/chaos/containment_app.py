@@ -20,26 +20,18 @@ import time
 from typing import Any
 
 import trio
+from _harness import app_system, env_float, env_int  # the set-up every chaos app shares
 
-from actorstream import LeaseTiming, Record, System
+from actorstream import Record
 
-APP = os.environ.get("APP_NAME", "contain")
-PARTITIONS = int(os.environ.get("PARTITIONS", "16"))
-OUTAGE_AT = float(os.environ.get("OUTAGE_AT", "0"))
-OUTAGE_END = OUTAGE_AT + float(os.environ.get("OUTAGE_FOR", "0"))
-SLEEP = float(os.environ.get("HANDLE_SLEEP", "0"))
+system = app_system("contain")
+APP = system.name
+PARTITIONS = env_int("PARTITIONS", 16)
+OUTAGE_AT = env_float("OUTAGE_AT", 0)
+OUTAGE_END = OUTAGE_AT + env_float("OUTAGE_FOR", 0)
+SLEEP = env_float("HANDLE_SLEEP", 0)
 RECORD = os.environ.get("RECORD", "1") == "1"
 PID = os.getpid()
-
-system = System(
-    APP,
-    lease_timing=LeaseTiming(
-        ttl=3.0, renew_interval=1.0, heartbeat_interval=0.5, member_timeout=3.0,
-        self_fence_margin=0.5,
-    ),
-    shutdown_grace=10.0,
-    telemetry_interval=0.2,
-)
 
 
 class Event(Record):
@@ -54,7 +46,7 @@ class PoisonError(ValueError):
 
 events = system.stream("orders", record=Event, partitions=PARTITIONS, key="key")
 
-settings: dict[str, Any] = {"batch_size": int(os.environ.get("BATCH_SIZE", "100"))}
+settings: dict[str, Any] = {"batch_size": env_int("BATCH_SIZE", 100)}
 if os.environ.get("CLASSIFY") == "1":
     settings["poison_errors"] = (PoisonError,)
 

@@ -12,23 +12,15 @@ import os
 import time
 
 import trio
+from _harness import app_system, env_float, env_int  # the set-up every chaos app shares
 
-from actorstream import LeaseTiming, Record, System
+from actorstream import Record
 
-APP = os.environ.get("APP_NAME", "perkey")
-PARTITIONS = int(os.environ.get("PARTITIONS", "16"))
-SLEEP = float(os.environ.get("HANDLE_SLEEP", "0.005"))
+system = app_system("perkey")
+APP = system.name
+PARTITIONS = env_int("PARTITIONS", 16)
+SLEEP = env_float("HANDLE_SLEEP", 0.005)
 PID = os.getpid()
-
-system = System(
-    APP,
-    lease_timing=LeaseTiming(
-        ttl=3.0, renew_interval=1.0, heartbeat_interval=0.5, member_timeout=3.0,
-        self_fence_margin=0.5,
-    ),
-    shutdown_grace=10.0,
-    telemetry_interval=0.2,
-)
 
 
 class Event(Record):
@@ -40,7 +32,7 @@ class Event(Record):
 events = system.stream("orders", record=Event, partitions=PARTITIONS, key="key")
 
 
-@system.actor(events, ordering="key", concurrency=int(os.environ.get("CONCURRENCY", "256")))
+@system.actor(events, ordering="key", concurrency=env_int("CONCURRENCY", 256))
 async def handle(event: Event) -> None:
     start = time.time()
     await trio.sleep(SLEEP)

@@ -5,7 +5,8 @@ A per-key counter with ``processing="exactly_once"``: each input ``(key, seq)`` 
 Environment: ``APP_NAME``, ``PARTITIONS`` (8), ``BATCH_SIZE`` (50), ``HANDLE_SLEEP`` (seconds
 each handling sleeps: a slower handler keeps events in flight when a fault hits),
 ``PROCESSING`` (``exactly_once``; ``at_least_once`` shows what the checker catches without it),
-``ORDERING``/``CONCURRENCY`` (``key``: events of different keys in flight at once).
+``ORDERING``/``CONCURRENCY`` (``key``: events of different keys in flight at once),
+``WAIT_REPLICAS``/``WAIT_TIMEOUT`` (commits and outbox forwards WAIT for replicas).
 """
 
 from __future__ import annotations
@@ -13,22 +14,13 @@ from __future__ import annotations
 import os
 
 import trio
+from _harness import app_system, env_float, env_int  # the set-up every chaos app shares
 
-from actorstream import LeaseTiming, Record, System
+from actorstream import Record
 
-APP = os.environ.get("APP_NAME", "exactly")
-PARTITIONS = int(os.environ.get("PARTITIONS", "8"))
-SLEEP = float(os.environ.get("HANDLE_SLEEP", "0"))
-
-system = System(
-    APP,
-    lease_timing=LeaseTiming(
-        ttl=3.0, renew_interval=1.0, heartbeat_interval=0.5, member_timeout=3.0,
-        self_fence_margin=0.5,
-    ),
-    shutdown_grace=10.0,
-    telemetry_interval=0.2,
-)
+system = app_system("exactly")
+PARTITIONS = env_int("PARTITIONS", 8)
+SLEEP = env_float("HANDLE_SLEEP", 0)
 
 
 class In(Record):
@@ -47,10 +39,13 @@ outputs = system.stream("outputs", record=Out, partitions=4, key="key")
 counts = system.table("counts", value=int, default=0)
 
 
-settings: dict[str, object] = {"batch_size": int(os.environ.get("BATCH_SIZE", "50"))}
+settings: dict[str, object] = {"batch_size": env_int("BATCH_SIZE", 50)}
 if os.environ.get("ORDERING"):  # "key": many events in flight, one per key
     settings["ordering"] = os.environ["ORDERING"]
-    settings["concurrency"] = int(os.environ.get("CONCURRENCY", "64"))
+    settings["concurrency"] = env_int("CONCURRENCY", 64)
+if os.environ.get("WAIT_REPLICAS"):
+    settings["wait_replicas"] = env_int("WAIT_REPLICAS", 0)
+    settings["wait_timeout"] = env_float("WAIT_TIMEOUT", 0.2)
 
 
 @system.actor(

@@ -15,8 +15,6 @@ import json
 import os
 import sys
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,15 +22,15 @@ import attrs
 import pytest
 import trio
 
-from actorstream import System
 from actorstream._core.deadletter import DeadLetter
 from actorstream._transport import Client
-from actorstream.testing import RedisServer, WorkerProcess
+from actorstream.testing import RedisServer
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
 
 import containment_app as app_module  # noqa: E402 - the app's record and partitioning
+from _harness import WorkerRun, running  # noqa: E402
 from containment_app import Event  # noqa: E402
 
 pytestmark = pytest.mark.chaos
@@ -106,29 +104,13 @@ class Figures:
         )
 
 
-class Harness:
+class Harness(WorkerRun):
     def __init__(self, server: RedisServer, client: Client, app: str) -> None:
-        self.server = server
-        self.client = client
-        self.app = app
-        self.workers: list[WorkerProcess] = []
-        self.system = System(app, server.url)
+        super().__init__(server, client, app, target=TARGET, partitions=PARTITIONS)
         self.stream = self.system.stream(
             "orders", record=Event, partitions=PARTITIONS, key="key"
         )
         self.sent: list[Event] = []
-
-    def env(self, **extra: str) -> dict[str, str]:
-        return {"APP_NAME": self.app, "PARTITIONS": str(PARTITIONS), **extra}
-
-    def start_worker(self, *flags: str, **env: str) -> WorkerProcess:
-        worker = WorkerProcess(
-            "-m", "actorstream", *flags, "worker", TARGET,
-            redis_url=self.server.url, env=self.env(**env), pythonpath=[HERE],
-            name=f"{self.app}-w{len(self.workers)}",
-        )
-        self.workers.append(worker.start())
-        return worker
 
     async def send(self, events: list[Event]) -> None:
         async with self.system:
@@ -224,31 +206,6 @@ class Harness:
             total += int(reply[0])
         return total
 
-    async def stop_all(self, expect: int = 0) -> None:
-        for w in self.workers:
-            if w.running:
-                w.terminate()
-        for w in self.workers:
-            with trio.fail_after(30):
-                code = await w.wait_exited()
-            assert code == expect, f"{w!r} exited {code}:\n{w.output()[-3000:]}"
-
-
-@asynccontextmanager
-async def harness(server: RedisServer, app: str) -> AsyncIterator[Harness]:
-    ok = False
-    async with Client.from_url(server.url) as client:
-        h = Harness(server, client, app)
-        try:
-            yield h
-            ok = True
-        finally:
-            for w in h.workers:
-                w.close()
-                if not ok:
-                    print(f"--- output of {w!r}:\n{w.output()[-5000:]}", file=sys.stderr)
-                w.cleanup()
-
 
 # -- the scenarios -----------------------------------------------------------------------------
 
@@ -259,14 +216,14 @@ async def test_poison_mix(redis_server: RedisServer) -> None:
     worker stays up and exits 0 on SIGTERM."""
     events = poison_mix(20_000, 1_000)
     poison = {e.seq for e in events if e.poison}
-    async with harness(redis_server, "mix") as h:
+    async with running(Harness, redis_server, "mix") as h:
         await h.send(events)
         h.start_worker()
         seconds = await h.wait_done(dead=len(poison), timeout=60)
         fig = await h.figures(seconds)
         fig.show("poison mix")
         assert h.workers[0].running
-        await h.stop_all()
+        await h.stop_all(expect=0)
         letters = await h.dead_letters()
     assert {ev.seq for _, ev, _ in letters} == poison
     assert fig.dead_lettered == len(poison) and fig.dead_letter_dupes == 0
@@ -278,7 +235,7 @@ async def test_fleet_survives_a_poison_key(redis_server: RedisServer) -> None:
     """Three workers, a poison key: no worker exits; every poison event dead-lettered once."""
     events = poison_mix(6_000, 300, poison_partition=7)
     poison = {e.seq for e in events if e.poison}
-    async with harness(redis_server, "fleet") as h:
+    async with running(Harness, redis_server, "fleet") as h:
         for _ in range(3):
             h.start_worker()
         await trio.sleep(2.0)  # let them share the partitions out, then load them
@@ -289,7 +246,7 @@ async def test_fleet_survives_a_poison_key(redis_server: RedisServer) -> None:
         fig.extra["workers_running"] = sum(w.running for w in h.workers)
         fig.show("fleet")
         assert all(w.running for w in h.workers)
-        await h.stop_all()
+        await h.stop_all(expect=0)
     assert fig.dead_lettered == len(poison) and fig.dead_letter_dupes == 0
     assert fig.lost == 0 and fig.inversions == 0 and fig.pending == 0
 
@@ -299,7 +256,7 @@ async def test_outage_backs_off_and_recovers(redis_server: RedisServer) -> None:
     one dead letter per partition, everything else handled in order, and `status --json`
     shows backing-off partitions with the error while it lasts."""
     outage_at = time.time() + 8.0
-    async with harness(redis_server, "outage") as h:
+    async with running(Harness, redis_server, "outage") as h:
         h.start_worker(OUTAGE_AT=str(outage_at), OUTAGE_FOR="20")
         seen_backing_off: set[int] = set()
         seen_errors: set[str] = set()
@@ -345,7 +302,7 @@ async def test_outage_backs_off_and_recovers(redis_server: RedisServer) -> None:
         )
         fig.show("outage")
         assert h.workers[0].running
-        await h.stop_all()
+        await h.stop_all(expect=0)
     assert max(per_partition.values(), default=0) <= 1, per_partition
     dead = {ev.seq for _, ev, _ in letters}
     # Everything not dead-lettered was handled, in key order.
@@ -368,7 +325,7 @@ def poison_run(run: int) -> list[Event]:
 async def test_poison_run_never_spins_and_never_kills(redis_server: RedisServer) -> None:
     """50 poison events in a row, nothing succeeding anywhere: indistinguishable from an
     outage, so the partition waits, backing off, with the error visible; the worker stays up."""
-    async with harness(redis_server, "run") as h:
+    async with running(Harness, redis_server, "run") as h:
         h.start_worker()
         await h.send(poison_run(50))
         with trio.fail_after(30):
@@ -383,7 +340,7 @@ async def test_poison_run_never_spins_and_never_kills(redis_server: RedisServer)
         fig.extra.update(failed_calls=sum(failures.values()), state=states.get(5))
         fig.show("poison run, unclassified")
         assert h.workers[0].running
-        await h.stop_all()
+        await h.stop_all(expect=0)
     assert sum(failures.values()) <= 30, failures  # a hot loop makes thousands
     assert fig.dead_lettered <= 1
     assert states[5] == "backing-off"
@@ -392,7 +349,7 @@ async def test_poison_run_never_spins_and_never_kills(redis_server: RedisServer)
 async def test_poison_run_drains_at_once_when_classified(redis_server: RedisServer) -> None:
     """With PoisonError in ``poison_errors``, a run of 1,000 drains: one call each, no retry."""
     events = poison_run(1000)
-    async with harness(redis_server, "runfast") as h:
+    async with running(Harness, redis_server, "runfast") as h:
         h.start_worker(CLASSIFY="1")
         await h.send(events)
         seconds = await h.wait_done(dead=1000, timeout=60)
@@ -400,7 +357,7 @@ async def test_poison_run_drains_at_once_when_classified(redis_server: RedisServ
         failures = await h.failures()
         fig.extra["failed_calls"] = sum(failures.values())
         fig.show("poison run, classified")
-        await h.stop_all()
+        await h.stop_all(expect=0)
     assert fig.dead_lettered == 1000 and fig.dead_letter_dupes == 0
     assert set(failures.values()) == {1} and len(failures) == 1000
     assert fig.lost == 0 and fig.inversions == 0
@@ -409,7 +366,7 @@ async def test_poison_run_drains_at_once_when_classified(redis_server: RedisServ
 async def test_crash_traceback_on_stderr_and_in_dlq_show(redis_server: RedisServer) -> None:
     """Without -v, a handler crash prints its traceback; `dlq show` prints file and line.
     The first Ctrl-C says the worker drains, a second one forces the exit."""
-    async with harness(redis_server, "trace") as h:
+    async with running(Harness, redis_server, "trace") as h:
         worker = h.start_worker()
         await h.send([Event(key=1, seq=0, poison=True), Event(key=1, seq=1)])
         await h.wait_done(dead=1, timeout=30)
@@ -429,7 +386,7 @@ async def test_crash_traceback_on_stderr_and_in_dlq_show(redis_server: RedisServ
 async def test_ctrl_c_announces_the_drain_and_a_second_forces_exit(
     redis_server: RedisServer,
 ) -> None:
-    async with harness(redis_server, "ctrlc") as h:
+    async with running(Harness, redis_server, "ctrlc") as h:
         busy = h.start_worker(HANDLE_SLEEP="60")
         await h.send([Event(key=k, seq=k) for k in range(PARTITIONS * 2)])
         await trio.sleep(3.0)  # handlers are asleep in their events: a drain has to wait

@@ -21,13 +21,13 @@ import attrs
 import pytest
 import trio
 
-from actorstream import System
 from actorstream._transport import Client
-from actorstream.testing import RedisServer, WorkerProcess
+from actorstream.testing import RedisServer
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
 
+from _harness import WorkerRun, running  # noqa: E402
 from perkey_app import Event  # noqa: E402
 
 pytestmark = pytest.mark.chaos
@@ -114,24 +114,11 @@ def check(sent: list[Event], records: list[Record_], seconds: float, bound: int,
     )
 
 
-class Run:
+class Run(WorkerRun):
     def __init__(self, server: RedisServer, client: Client, app: str, **env: str) -> None:
-        self.server = server
-        self.client = client
-        self.app = app
-        self.env = {"APP_NAME": app, "PARTITIONS": str(PARTITIONS), **env}
-        self.workers: list[WorkerProcess] = []
-        self.system = System(app, server.url)
+        super().__init__(server, client, app, target=TARGET, partitions=PARTITIONS, **env)
         self.stream = self.system.stream("orders", record=Event, partitions=PARTITIONS,
                                          key="key")
-
-    def start_worker(self) -> WorkerProcess:
-        worker = WorkerProcess(
-            "-m", "actorstream", "worker", TARGET, redis_url=self.server.url, env=self.env,
-            pythonpath=[HERE], name=f"{self.app}-w{len(self.workers)}",
-        )
-        self.workers.append(worker.start())
-        return worker
 
     async def send(self, events: list[Event]) -> None:
         async with self.system:
@@ -162,21 +149,12 @@ class Run:
             return trio.current_time() - t0
         raise AssertionError(f"after {timeout}s: not {what}")
 
-    def stop(self) -> None:
-        for w in self.workers:
-            w.resume()
-            w.terminate()
-
 
 @asynccontextmanager
 async def run(app: str, **env: str) -> AsyncIterator[Run]:
     with RedisServer() as server:
-        async with Client.from_url(server.url) as client:
-            r = Run(server, client, app, **env)
-            try:
-                yield r
-            finally:
-                r.stop()
+        async with running(Run, server, app, **env) as r:
+            yield r
 
 
 TOTAL = 30_000

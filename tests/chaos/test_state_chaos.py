@@ -11,22 +11,19 @@ from __future__ import annotations
 import collections
 import re
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import attrs
 import pytest
 import trio
 
-from actorstream import System
 from actorstream._transport import Client
-from actorstream.testing import RedisServer, WorkerProcess
+from actorstream.testing import RedisServer
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
 
+from _harness import WorkerRun, running  # noqa: E402
 from state_app import In, Out  # noqa: E402
 
 pytestmark = pytest.mark.chaos
@@ -60,28 +57,15 @@ class Figures:
         )
 
 
-class Run:
+class Run(WorkerRun):
     def __init__(self, server: RedisServer, client: Client, app: str) -> None:
-        self.server = server
-        self.client = client
-        self.app = app
-        self.workers: list[WorkerProcess] = []
-        self.system = System(app, server.url)
+        super().__init__(server, client, app, target=TARGET, partitions=PARTITIONS)
         self.inputs = self.system.stream("inputs", record=In, partitions=PARTITIONS, key="key")
         self.outputs = self.system.stream("outputs", record=Out, partitions=4, key="key")
         self.counts = self.system.table("counts", value=int, default=0)
 
         @self.system.actor(self.inputs, tables=[self.counts])
         async def count(event: In) -> None: ...  # declared for reading the table only
-
-    def start_worker(self, **env: str) -> WorkerProcess:
-        worker = WorkerProcess(
-            "-m", "actorstream", "worker", TARGET, redis_url=self.server.url,
-            env={"APP_NAME": self.app, "PARTITIONS": str(PARTITIONS), **env},
-            pythonpath=[HERE], name=f"{self.app}-w{len(self.workers)}",
-        )
-        self.workers.append(worker.start())
-        return worker
 
     def chunks(self) -> list[list[In]]:
         order = [In(key, seq) for seq in range(PER_KEY) for key in range(KEYS)]
@@ -90,13 +74,6 @@ class Run:
     async def send(self, chunk: list[In]) -> None:
         async with self.system:
             await self.inputs.send_many(chunk)
-
-    async def read_all(self, stream: Any, record: type) -> list[Any]:
-        out = []
-        for p in range(stream.partitions):
-            for _id, flat in await self.client.execute("XRANGE", stream.stream_key(p), "-", "+"):
-                out.append(stream.format_decoder(flat))
-        return out
 
     async def wait_outputs(self, n: int, timeout: float) -> float:
         t0 = trio.current_time()
@@ -112,8 +89,8 @@ class Run:
 
     async def figures(self, seconds: float) -> Figures:
         await trio.sleep(1.0)  # anything still committing lands (or never does)
-        ins = await self.read_all(self.inputs, In)
-        outs = await self.read_all(self.outputs, Out)
+        ins = await self.read(self.inputs)
+        outs = await self.read(self.outputs)
         seen_in = collections.Counter((e.key, e.seq) for e in ins)
         seen_out = collections.Counter((o.key, o.seq) for o in outs)
         expected = {(k, s) for k in range(KEYS) for s in range(PER_KEY)}
@@ -133,30 +110,6 @@ class Run:
             seconds=seconds,
         )
 
-    async def stop_all(self) -> None:
-        for w in self.workers:
-            if w.running:
-                w.terminate()
-        for w in self.workers:
-            with trio.fail_after(30):
-                await w.wait_exited()
-
-
-@asynccontextmanager
-async def run(server: RedisServer, app: str) -> AsyncIterator[Run]:
-    ok = False
-    async with Client.from_url(server.url) as client:
-        r = Run(server, client, app)
-        try:
-            yield r
-            ok = True
-        finally:
-            for w in r.workers:
-                w.close()
-                if not ok:
-                    print(f"--- output of {w!r}:\n{w.output()[-5000:]}", file=sys.stderr)
-                w.cleanup()
-
 
 def assert_exact(f: Figures) -> None:
     assert f.input_dupes == 0 and f.inputs == KEYS * PER_KEY
@@ -170,7 +123,7 @@ async def test_exactly_once_through_worker_and_redis_kills(processing: str) -> N
     ``at_least_once`` for comparison: the same checker then finds duplicate outputs (their
     counts consistent: the table commits with the ack either way)."""
     with RedisServer(appendonly=True, extra_args=["--appendfsync", "always"]) as server:
-        async with run(server, "eo-kill") as r:
+        async with running(Run, server, "eo-kill") as r:
             env = {"HANDLE_SLEEP": "0.0005", "PROCESSING": processing}
             r.start_worker(**env)
             r.start_worker(**env)
@@ -205,7 +158,7 @@ async def test_exactly_once_through_worker_and_redis_kills(processing: str) -> N
 async def test_exactly_once_through_a_20s_pause() -> None:
     """A worker paused (SIGSTOP) for 20 s mid-run: its stale commits are all FENCED."""
     with RedisServer() as server:
-        async with run(server, "eo-pause") as r:
+        async with running(Run, server, "eo-pause") as r:
             # a slower handler: the paused worker holds handled, uncommitted events
             a = r.start_worker(HANDLE_SLEEP="0.004")
             r.start_worker(HANDLE_SLEEP="0.004")

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import collections
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +20,13 @@ import attrs
 import pytest
 import trio
 
-from actorstream import System
 from actorstream._transport import Client
-from actorstream.testing import RedisServer, WorkerProcess
+from actorstream.testing import RedisServer
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
 
+from _harness import WorkerRun, running  # noqa: E402
 from windows_app import Click, Closed, Late, Sale  # noqa: E402
 
 pytestmark = pytest.mark.chaos
@@ -125,26 +123,15 @@ class Figures:
         ) and (self.late_emitted, self.late_duplicates) == (self.expected_late, 0)
 
 
-class Run:
+class Run(WorkerRun):
     def __init__(self, server: RedisServer, client: Client, app: str) -> None:
-        self.server, self.client, self.app = server, client, app
-        self.workers: list[WorkerProcess] = []
-        self.system = System(app, server.url)
+        super().__init__(server, client, app, target=TARGET, partitions=PARTITIONS)
         s = self.system
         self.sales = s.stream("sales", record=Sale, partitions=PARTITIONS, key="customer")
         self.clicks = s.stream("clicks", record=Click, partitions=PARTITIONS, key="user")
         self.revenue = s.stream("revenue", record=Closed, partitions=4, key="key")
         self.sessions = s.stream("sessions", record=Closed, partitions=4, key="key")
         self.late = s.stream("late", record=Late, partitions=1, key="key")
-
-    def start_worker(self, processing: str = "exactly_once") -> WorkerProcess:
-        worker = WorkerProcess(
-            "-m", "actorstream", "worker", TARGET, redis_url=self.server.url,
-            env={"APP_NAME": self.app, "PARTITIONS": str(PARTITIONS), "PROCESSING": processing},
-            pythonpath=[HERE], name=f"{self.app}-w{len(self.workers)}",
-        )
-        self.workers.append(worker.start())
-        return worker
 
     async def send(
         self, stream: Any, events: list[Any], kill_at: int | None = None, pace: float = 0.05
@@ -194,16 +181,6 @@ class Run:
         victim.kill()
         return sum(f"-{victim.pid}-" in o for o in owners)
 
-    async def partitions_in_order(self, stream: Any) -> list[list[Any]]:
-        out = []
-        for p in range(stream.partitions):
-            entries = await self.client.execute("XRANGE", stream.stream_key(p), "-", "+")
-            out.append([stream.format_decoder(flat) for _id, flat in entries])
-        return out
-
-    async def read(self, stream: Any) -> list[Any]:
-        return [e for part in await self.partitions_in_order(stream) for e in part]
-
     async def wait_quiet(self, stream: Any, group: str, timeout: float) -> float:
         """Until the group has handled and acked every input (what it emitted is committed
         with those acks, so nothing more comes)."""
@@ -226,30 +203,6 @@ class Run:
             if mine[0][b"last-delivered-id"] != info[b"last-generated-id"]:
                 return False
         return True
-
-    async def stop_all(self) -> None:
-        for w in self.workers:
-            if w.running:
-                w.terminate()
-        for w in self.workers:
-            with trio.fail_after(30):
-                await w.wait_exited()
-
-
-@asynccontextmanager
-async def run(server: RedisServer, app: str) -> AsyncIterator[Run]:
-    ok = False
-    async with Client.from_url(server.url) as client:
-        r = Run(server, client, app)
-        try:
-            yield r
-            ok = True
-        finally:
-            for w in r.workers:
-                w.close()
-                if not ok:
-                    print(f"--- output of {w!r}:\n{w.output()[-5000:]}", file=sys.stderr)
-                w.cleanup()
 
 
 def compare(
@@ -292,9 +245,9 @@ async def test_tumbling_windows_emitted_exactly_once_through_a_kill(processing: 
     between its send and the commit repeats it (the checker counts those duplicates); the
     values stay exact either way, since the table commits with the ack."""
     with RedisServer(appendonly=True, extra_args=["--appendfsync", "always"]) as server:
-        async with run(server, f"win-kill-{processing[:2]}") as r:
-            r.start_worker(processing)
-            r.start_worker(processing)
+        async with running(Run, server, f"win-kill-{processing[:2]}") as r:
+            r.start_worker(PROCESSING=processing)
+            r.start_worker(PROCESSING=processing)
             main, late, closers = sales_plan()
             await r.send(r.sales, main[:CHUNK])
             await r.wait_owned_by_all(r.sales)
@@ -364,7 +317,7 @@ def clicks_plan() -> list[Click]:
 async def test_sessions_emitted_exactly_once_through_a_kill() -> None:
     """Session(30, grace=10): bridging clicks merge sessions, late ones are not counted."""
     with RedisServer(appendonly=True, extra_args=["--appendfsync", "always"]) as server:
-        async with run(server, "ses-kill") as r:
+        async with running(Run, server, "ses-kill") as r:
             r.start_worker()
             r.start_worker()
             plan = clicks_plan()

@@ -11,20 +11,12 @@ from __future__ import annotations
 
 import os
 
-from actorstream import LeaseTiming, Record, Session, System, Tumbling, Window
+from _harness import app_system, env_int  # the set-up every chaos app shares
 
-APP = os.environ.get("APP_NAME", "windows")
-PARTITIONS = int(os.environ.get("PARTITIONS", "8"))
+from actorstream import Record, Session, Tumbling, Window
 
-system = System(
-    APP,
-    lease_timing=LeaseTiming(
-        ttl=3.0, renew_interval=1.0, heartbeat_interval=0.5, member_timeout=3.0,
-        self_fence_margin=0.5,
-    ),
-    shutdown_grace=10.0,
-    telemetry_interval=0.2,
-)
+system = app_system("windows")
+PARTITIONS = env_int("PARTITIONS", 8)
 
 
 class Sale(Record):

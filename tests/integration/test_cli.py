@@ -1,4 +1,8 @@
-"""The CLI's contract: exit codes, one clear error line, send validates before sending."""
+"""The CLI's contract: exit codes, one clear error line, send validates before sending.
+
+A test whose commands all fail before any Redis command (bad targets, bad input) takes
+``redis_server``, one Redis: ``redis_url``'s Cluster variants would run the same lines again.
+"""
 
 from __future__ import annotations
 
@@ -80,26 +84,27 @@ def test_version_and_help() -> None:
     assert cli().returncode == 2
 
 
-def test_bad_module_path(app: Path, redis_url: str) -> None:
-    result = cli("send", "no_such_module_xyz:orders", "{}", url=redis_url)
+def test_bad_module_path(app: Path, redis_server: RedisServer) -> None:
+    result = cli("send", "no_such_module_xyz:orders", "{}", url=redis_server.url)
     assert result.returncode == 2
     assert "no_such_module_xyz" in one_error_line(result)
-    result = cli("worker", f"{app}:nothing", url=redis_url)
+    result = cli("worker", f"{app}:nothing", url=redis_server.url)
     assert result.returncode == 2
     assert "no attribute 'nothing'" in one_error_line(result)
-    result = cli("worker", "justaname", url=redis_url)
+    result = cli("worker", "justaname", url=redis_server.url)
     assert result.returncode == 2
     assert "module:attribute" in one_error_line(result)
 
 
-def test_bad_json_names_the_argument(app: Path, redis_url: str) -> None:
-    result = cli("send", f"{app}:orders", '{"order_id": 1, "amount": 2}', "{nope", url=redis_url)
+def test_bad_json_names_the_argument(app: Path, redis_server: RedisServer) -> None:
+    result = cli("send", f"{app}:orders", '{"order_id": 1, "amount": 2}', "{nope",
+                 url=redis_server.url)
     assert result.returncode == 2
     assert "argument 2: bad JSON" in one_error_line(result)
 
 
-def test_unknown_stream(app: Path, redis_url: str) -> None:
-    result = cli("send", f"{app}:payments", "{}", url=redis_url)
+def test_unknown_stream(app: Path, redis_server: RedisServer) -> None:
+    result = cli("send", f"{app}:payments", "{}", url=redis_server.url)
     assert result.returncode == 2
     line = one_error_line(result)
     assert "unknown stream 'payments'" in line
@@ -224,22 +229,25 @@ def test_demo_help_says_what_it_does() -> None:
     assert "the URL the app's System declares" not in text
 
 
-def test_import_error_keeps_its_traceback_with_verbose(tmp_path: Path, redis_url: str) -> None:
+def test_import_error_keeps_its_traceback_with_verbose(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
     """One line by default; -v / -vv add the app's traceback."""
     bad = tmp_path / "badapp.py"
     bad.write_text("import json\n\ndef helper():\n    raise RuntimeError('app broke')\n\n"
                    "helper()\n")
-    result = cli("worker", f"{bad}:system", url=redis_url)
+    result = cli("worker", f"{bad}:system", url=redis_server.url)
     assert result.returncode == 2
     line = one_error_line(result)
     assert "RuntimeError: app broke" in line and "-v shows the traceback" in line
     for verbose in (("-v", "worker"), ("worker", "-vv")):
-        result = cli(*verbose, f"{bad}:system", url=redis_url)
+        result = cli(*verbose, f"{bad}:system", url=redis_server.url)
         assert result.returncode == 2
         assert "Traceback (most recent call last)" in result.stderr
         assert 'badapp.py", line 4, in helper' in result.stderr
         assert result.stderr.strip().splitlines()[-1].startswith("actorstream: error: cannot load")
-    result = cli("-v", "send", "cliapp_missing_dep_mod:orders", "{}", cwd=tmp_path, url=redis_url)
+    result = cli("-v", "send", "cliapp_missing_dep_mod:orders", "{}", cwd=tmp_path,
+                 url=redis_server.url)
     assert "Traceback" not in result.stderr  # the module itself is missing: nothing to show
 
 
@@ -280,7 +288,9 @@ def test_send_rejects_unknown_fields_unless_allowed(app: Path, redis_server: Red
     assert stream_lengths(redis_server) == 1
 
 
-def test_docs_cli_example_error_is_the_real_one(app: Path, tmp_path: Path, redis_url: str) -> None:
+def test_docs_cli_example_error_is_the_real_one(
+    app: Path, tmp_path: Path, redis_server: RedisServer
+) -> None:
     """The error docs/cli.md shows is what `send --file` prints."""
     docs = (Path(__file__).resolve().parents[2] / "docs" / "cli.md").read_text()
     shown = next(ln.strip() for ln in docs.splitlines() if "events.jsonl line 4" in ln)
@@ -288,7 +298,8 @@ def test_docs_cli_example_error_is_the_real_one(app: Path, tmp_path: Path, redis
         '{"order_id": 1, "amount": 10}\n\n{"order_id": 2, "amount": 20}\n'
         '{"order_id": 3, "amount": "thirty"}\n'
     )
-    result = cli("send", f"{app}:orders", "--file", "events.jsonl", cwd=tmp_path, url=redis_url)
+    result = cli("send", f"{app}:orders", "--file", "events.jsonl", cwd=tmp_path,
+                 url=redis_server.url)
     assert one_error_line(result) == shown
 
 

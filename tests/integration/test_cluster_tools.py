@@ -6,6 +6,7 @@ the tools' outputs are compared after removing what differs by nature (worker id
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import re
 import subprocess
@@ -122,12 +123,21 @@ def _top_rows(frame: str) -> list[str]:
 
 
 def test_tools_give_the_same_answers_on_three_primaries(tmp_path: Path) -> None:
-    with RedisServer() as server:
-        single = answers(tmp_path / "single", server.url)
-    with RedisCluster(primaries=3) as cluster:
-        spread = answers(tmp_path / "cluster", cluster.url)
-        owners = {cluster.owner_of(s).port for s in _partition_slots("tooltest", "jobs", 6)}
-        assert len(owners) > 1  # the partitions really live on different primaries
+    def on_one_redis() -> dict[str, Any]:
+        with RedisServer() as server:
+            return answers(tmp_path / "single", server.url)
+
+    def on_three_primaries() -> dict[str, Any]:
+        with RedisCluster(primaries=3) as cluster:
+            owners = {cluster.owner_of(s).port for s in _partition_slots("tooltest", "jobs", 6)}
+            assert len(owners) > 1  # the partitions really live on different primaries
+            return answers(tmp_path / "cluster", cluster.url)
+
+    # The two scenarios share nothing (servers, app files): they run side by side, each mostly
+    # waiting for its command-line processes.
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        single_run, spread_run = pool.submit(on_one_redis), pool.submit(on_three_primaries)
+        single, spread = single_run.result(), spread_run.result()
     assert single["dlq_list"] and len(single["top"]) == 8, single  # stream, 6 rows, unowned
     assert any(row.startswith("jobs 6 1 ") for row in single["top_before_workers"]), single
     assert single == spread

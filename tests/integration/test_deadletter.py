@@ -759,17 +759,28 @@ async def test_cli_list_show_replay_purge(redis_url: str, tmp_path: Path) -> Non
     (replayed,) = json.loads(out)["replayed"]
     assert replayed["dlq_id"] == listed[0]["dlq_id"] and replayed["new_id"]
 
-    # Purge asks first; "n" (or no answer) purges nothing.
-    code, out, err = await _cli("purge", target, url=redis_url, cwd=tmp_path, stdin=b"n\n")
-    assert code == 1 and "purge 3 dead letter(s)" in err and "nothing purged" in err
-    code, out, err = await _cli("purge", target, url=redis_url, cwd=tmp_path)
-    assert code == 1 and "nothing purged" in err
     code, out, err = await _cli(
         "purge", target, "--kind", "poison_error", url=redis_url, cwd=tmp_path, stdin=b"y\n"
     )
     assert code == 0 and "purged 3" in err
     code, out, err = await _cli("purge", target, "--yes", "--json", url=redis_url, cwd=tmp_path)
     assert code == 0 and json.loads(out)["purged"] == 0
+
+
+async def test_cli_purge_asks_and_bad_input_is_one_line(redis_server: RedisServer,
+                                                        tmp_path: Path) -> None:
+    """What does not depend on how Redis is laid out (one Redis only): the purge prompt and
+    the one-line errors of bad input."""
+    (tmp_path / "shopapp.py").write_text(textwrap.dedent(APP))
+    redis_url = redis_server.url
+    await _dead_letter_some(redis_url, {1})
+    target = "shopapp:system"
+
+    # Purge asks first; "n" (or no answer) purges nothing.
+    code, _out, err = await _cli("purge", target, url=redis_url, cwd=tmp_path, stdin=b"n\n")
+    assert code == 1 and "purge 2 dead letter(s)" in err and "nothing purged" in err
+    code, _out, err = await _cli("purge", target, url=redis_url, cwd=tmp_path)
+    assert code == 1 and "nothing purged" in err
 
     # Bad input: one clear line, exit 2.
     for args, message in [
@@ -780,6 +791,6 @@ async def test_cli_list_show_replay_purge(redis_url: str, tmp_path: Path) -> Non
         (("list", target, "--since", "yesterday"), "--since 'yesterday'"),
         (("list", target, "--partition", "9"), "partitions 0..3, not 9"),
     ]:
-        code, out, err = await _cli(*args, url=redis_url, cwd=tmp_path)
+        code, _out, err = await _cli(*args, url=redis_url, cwd=tmp_path)
         assert code == 2, (args, err)
         assert err.count("\n") == 1 and message in err, err

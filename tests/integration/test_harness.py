@@ -5,11 +5,13 @@ Independent of our transport on purpose: if these fail, the transport tests mean
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import importlib.util
 import os
 import signal
 import subprocess
+import sys
 import textwrap
 import time
 from collections.abc import Callable
@@ -111,6 +113,47 @@ def test_forgotten_or_failed_servers_leave_nothing_behind() -> None:
     del failed
     gc.collect()
     assert not directory.exists()
+
+
+_KILLED_RUN = """
+import os, signal, trio
+from actorstream.testing import RedisServer, WorkerProcess
+
+async def main():
+    async with RedisServer() as server:  # started from one of trio's worker threads
+        worker = WorkerProcess("-c", "import time; time.sleep(60)").start()
+        print(server.pid, worker.pid, flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)  # no finalizer, no atexit: like an xdist worker killed
+
+trio.run(main)
+"""
+
+
+def test_a_killed_test_run_leaves_no_server_or_worker_behind() -> None:
+    """However the process that started them ends (Ctrl-C, SIGTERM, or here kill -9, which runs
+    no finalizer), its servers and workers end with it."""
+    run = subprocess.run(
+        [sys.executable, "-c", _KILLED_RUN], capture_output=True, text=True, timeout=60
+    )
+    assert run.returncode == -signal.SIGKILL, run.stderr
+    pids = [int(pid) for pid in run.stdout.split()]
+    assert len(pids) == 2, run.stdout
+
+    def gone(pid: int) -> bool:
+        try:
+            return process_state(pid) == "Z"  # dead, not yet reaped by its new parent
+        except FileNotFoundError:
+            return True
+
+    deadline = time.monotonic() + 10
+    try:
+        while not all(gone(pid) for pid in pids):
+            assert time.monotonic() < deadline, [(pid, gone(pid)) for pid in pids]
+            time.sleep(0.05)
+    finally:  # the orphans, if this failed
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 def test_kill_then_restart_same_port_without_aof_is_empty(redis_server: RedisServer) -> None:

@@ -270,15 +270,3 @@ async def test_a_commit_after_the_epoch_moved_is_fenced_whole(redis_server: Any)
         assert await counts.read("ann") == 1
         assert await client.execute("XLEN", out.stream_key(0)) == 1
         assert any("FENCED" in e for e in errors), errors
-
-
-async def test_exactly_once_is_refused_on_a_cluster_with_the_reason(cluster_node: Any) -> None:
-    for node in cluster_node.primaries:
-        node.call("FLUSHALL")
-    system, orders, _totals, counts, _latest = make(cluster_node.url, "exactly_once")
-
-    @system.actor(orders, tables=[counts], processing="exactly_once")
-    async def tally(order: Order) -> None: ...
-
-    with pytest.raises(ConfigError, match="exactly_once' is not supported on a Redis Cluster"):
-        await system.start()

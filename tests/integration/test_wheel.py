@@ -1,7 +1,7 @@
 """``actorstream demo`` from a wheel: built from this tree, installed into a fresh venv.
 
 The demo app ships inside the package; a wheel that forgot it fails here. Takes ~15-20 s
-(pip's cache and the local index make the install quick).
+(pip's cache and the local index make the install quick; the venv is made without a pip).
 """
 
 from __future__ import annotations
@@ -28,8 +28,10 @@ def test_demo_runs_from_an_installed_wheel(tmp_path: Path, redis_server: RedisSe
         cwd=tmp_path)
     wheel = next((tmp_path / "dist").glob("actorstream-*.whl"))
     venv = tmp_path / "venv"
-    run(sys.executable, "-m", "venv", venv, cwd=tmp_path)
-    run(venv / "bin" / "pip", "install", "-q", wheel, cwd=tmp_path)
+    # No pip of its own (ensurepip takes seconds): this pip installs into it, dependencies too.
+    run(sys.executable, "-m", "venv", "--without-pip", venv, cwd=tmp_path)
+    run(sys.executable, "-m", "pip", "--python", venv / "bin" / "python", "install", "-q", wheel,
+        cwd=tmp_path)
     # Outside the source tree: only the installed wheel can be imported.
     where = run(venv / "bin" / "python", "-c", "import actorstream; print(actorstream.__file__)",
                 cwd=tmp_path)

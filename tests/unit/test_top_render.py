@@ -206,6 +206,16 @@ def test_late_events_of_windowed_tables_show_under_the_partitions() -> None:
     assert "late events: bill[3] 7" in console.export_text()
 
 
+def test_outputs_waiting_in_an_outbox_show_under_the_partitions() -> None:
+    snap = snapshot()
+    parts = tuple(
+        attrs.evolve(p, outbox=120 if p.partition == 2 else 0) for p in snap.partitions
+    )
+    console = Console(record=True, width=120)
+    console.print(render_partitions(attrs.evolve(snap, partitions=parts)))
+    assert "outbox: bill[2] 120" in console.export_text()
+
+
 # -- the golden frame: docs/top.txt is a real render ---------------------------------------------
 
 DOCS_TOP = Path(__file__).resolve().parents[2] / "docs" / "top.txt"
