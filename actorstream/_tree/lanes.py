@@ -22,6 +22,7 @@ entries read but not started stay pending and are replayed first by the next own
 from __future__ import annotations
 
 import operator
+import typing
 from collections.abc import Callable, Hashable
 from typing import Any
 
@@ -406,10 +407,17 @@ class LaneLoop:
 
 
 def _lane_getter(stream: Any) -> Callable[[Any], Hashable]:
-    """The lane of an event: a typed record's key field as it is (one type, so equal values
-    are equal keys); otherwise the key normalised as for partitioning (``lane_key``)."""
+    """The lane of an event: a typed record's key field as it is when the field has one type
+    whose equal values are equal keys (``int``, ``str`` or ``bytes``); otherwise the key
+    normalised as for partitioning (``lane_key``: ``1`` and ``"1"`` share a partition, and a
+    lane)."""
     if stream.record is not None and isinstance(stream.key, str):
-        getter: Callable[[Any], Hashable] = operator.attrgetter(stream.key)
-        return getter
+        try:
+            hint = typing.get_type_hints(stream.record).get(stream.key)
+        except Exception:  # a hint naming a local type: normalise, to be safe
+            hint = None
+        if hint in (int, str, bytes):
+            getter: Callable[[Any], Hashable] = operator.attrgetter(stream.key)
+            return getter
     key_of = stream.key_of
     return lambda event: lane_key(key_of(event))

@@ -16,7 +16,9 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
+from actorstream import Record, System
 from actorstream._core.dispatch import Dispatch, Held, Ordering, Start, lane_key
+from actorstream._tree.lanes import _lane_getter
 
 
 def ids(units: list[Held] | Start | None) -> list[bytes]:
@@ -271,3 +273,33 @@ def _seq(entry_id: bytes) -> int:
 
 TestDispatchModel = DispatchModel.TestCase
 TestDispatchModel.settings = settings(max_examples=200, stateful_step_count=50, deadline=None)
+
+
+class Loose(Record):
+    """A key field of any type: ``1`` and ``"1"`` share a partition."""
+
+    key: Any
+    seq: int
+
+
+class Tight(Record):
+    key: int
+    seq: int
+
+
+def test_a_typed_key_field_of_two_types_is_normalised_like_the_partitioner() -> None:
+    system = System("lanes", "redis://127.0.0.1:1", install_signal_handlers=False)
+    loose = system.stream("loose", record=Loose, partitions=4, key="key")
+    lane_of = _lane_getter(loose)
+    assert lane_of(Loose(key=1, seq=1)) == lane_of(Loose(key="1", seq=2))
+    assert loose.partition_of(Loose(key=1, seq=1)) == loose.partition_of(Loose(key="1", seq=2))
+    assert lane_of(Loose(key=1, seq=1)) != lane_of(Loose(key="2", seq=1))
+    tight = system.stream("tight", record=Tight, partitions=4, key="key")
+    assert _lane_getter(tight)(Tight(key=7, seq=1)) == 7  # one type: the value as it is
+
+
+def test_a_key_function_gives_lanes_normalised_like_the_partitioner() -> None:
+    system = System("lanes", "redis://127.0.0.1:1", install_signal_handlers=False)
+    plain = system.stream("plain", partitions=4, key=lambda event: event["k"])
+    lane_of = _lane_getter(plain)
+    assert lane_of({"k": 1}) == lane_of({"k": "1"}) != lane_of({"k": 2})
