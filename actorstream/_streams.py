@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import operator
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any, Generic, Protocol, TypeVar
@@ -161,7 +162,7 @@ def _time_getter(
         return time
     field = time
     if record is not None:
-        return lambda event: getattr(event, field)
+        return operator.attrgetter(field)
 
     def from_dict(event: Any) -> object:
         try:
@@ -268,6 +269,8 @@ class Stream(Generic[E]):
             value = self._time_of(event)
         except Exception as exc:
             raise DecodeError(f"{self._time_where}: {exc}", kind="time") from exc
+        if type(value) is float and value - value == 0.0:  # finite epoch seconds: per event
+            return round(value * 1000)
         return event_time_millis(value, self._time_where)
 
     def key_of(self, event: E) -> object:

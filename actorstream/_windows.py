@@ -16,14 +16,12 @@ import inspect
 import math
 import operator
 from collections.abc import Callable
-from contextvars import ContextVar
 from typing import Any, TypeVar
 
 from ._actors import ActorSpec, Form
 from ._core.commit import KEY_SEPARATOR, field_of, key_of_field, partition_of_field
 from ._core.errors import ConfigError, TableError
 from ._core.windows import (
-    Hopping,
     Placement,
     Session,
     Window,
@@ -31,9 +29,13 @@ from ._core.windows import (
     check_spec,
     to_millis,
 )
-from ._tables import MISSING, EventScope, PartitionTable, Table, ValueCodec
+from ._eventwindows import EventWindows
+from ._scope import _SCOPE
+from ._tables import _INT_MIN, _UINT_MAX, MISSING, EventScope, PartitionTable, Table, ValueCodec
 
-__all__ = ["ST_FIELD", "PerWindow", "StreamTime", "WindowEvent", "WindowedTable", "window_field"]
+__all__ = [
+    "ST_FIELD", "EventWindows", "PerWindow", "StreamTime", "WindowedTable", "window_field",
+]
 
 V = TypeVar("V")
 
@@ -109,30 +111,6 @@ for _name, _op in (("add", operator.add), ("sub", operator.sub), ("mul", operato
                    ("truediv", operator.truediv), ("floordiv", operator.floordiv),
                    ("or", operator.or_), ("and", operator.and_)):  # fmt: skip
     setattr(PerWindow, f"__{_name}__", _lift(_op))
-
-
-class WindowEvent:
-    """The handler call's event time and where its keys went (applied if it returned)."""
-
-    __slots__ = ("fresh", "late", "parts", "placements", "t_ms", "written")
-
-    def __init__(self, t_ms: int, parts: dict[WindowedTable[Any], Any]) -> None:
-        self.t_ms = t_ms
-        self.parts = parts  # table -> its _tree.windows.PartitionWindows
-        #: (table, key as the handler gave it) -> (key field, placement, window fields)
-        self.placements: dict[
-            tuple[WindowedTable[Any], object], tuple[str, Placement, tuple[str, ...]]
-        ] = {}
-        self.written: set[tuple[WindowedTable[Any], str]] = set()
-        self.fresh: set[tuple[WindowedTable[Any], str]] = set()
-        self.late: dict[tuple[WindowedTable[Any], str], Placement] = {}
-
-
-_EVENT: ContextVar[WindowEvent | None] = ContextVar("actorstream_window_event", default=None)
-
-
-def current_event() -> ContextVar[WindowEvent | None]:
-    return _EVENT
 
 
 def _check_seconds(name: str, what: str, value: object) -> float:
@@ -240,110 +218,154 @@ class WindowedTable(Table[V]):
 
     # -- in a handler -------------------------------------------------------------------------
 
-    def _here(self) -> tuple[EventScope, PartitionTable, WindowEvent]:
+    def _here(self) -> tuple[EventScope, PartitionTable, EventWindows]:
         scope, local = self._local()
-        event = _EVENT.get()
-        if event is None or self not in event.parts:
-            raise TableError(
-                f"table {self.name!r} is windowed: it is addressed by the time of the event "
-                "being handled, in a handler (event form) of the actor that declared it"
-            )
-        return scope, local, event
+        slot = local.windows
+        if slot is None or not slot.active:
+            raise self._no_event()
+        return scope, local, slot
 
-    def _placement(self, local: PartitionTable, event: WindowEvent, key: object) -> tuple[
+    def _no_event(self) -> TableError:
+        return TableError(
+            f"table {self.name!r} is windowed: it is addressed by the time of the event "
+            "being handled, in a handler (event form) of the actor that declared it"
+        )
+
+    def _placement(self, local: PartitionTable, slot: EventWindows, key: object) -> tuple[
         str, Placement, tuple[str, ...]
     ]:  # fmt: skip
-        """Where ``key`` goes for this event, and the hash fields of its windows (cached for
-        the handler call: the same windows however often the handler touches the key)."""
+        """Where ``key`` goes for this event, and the hash fields of its windows."""
+        if not slot.session:  # time windows: the event's, whatever the key
+            key_field = key if type(key) is str else field_of(key)
+            placement = slot.placement
+            fields = tuple(key_field + suffix for suffix in slot.suffixes)
+            if slot.missed:
+                slot.late[key_field] = placement
+            data = local.data
+            if not fields or any(field not in data for field in fields):
+                local.check_partition(key_field)
+            return key_field, placement, fields
         try:
-            found = event.placements.get((self, key))
+            found = slot.placements.get(key)
         except TypeError:  # unhashable: field_of says what a key may be
             found = None
         if found is None:
-            part = event.parts[self]
-            fields_of = part.fields_of  # key -> (placement, key field, fields): across events
-            hit = fields_of.get(key) if type(key) is str or type(key) is int else None
-            if hit is not None and not isinstance(self.window, Session):
-                placement = part.tracker.plan(hit[1], event.t_ms)  # time windows: by time
-                if placement is hit[0]:
-                    key_field, fields = hit[1], hit[2]
-                else:
-                    hit = None
-            if hit is None:
-                key_field = key if type(key) is str else field_of(key)
-                placement = part.tracker.plan(key_field, event.t_ms)
-                fields = tuple(window_field(key_field, w) for w in placement.windows)
-                if (type(key) is str or type(key) is int) and not isinstance(
-                    self.window, Session
-                ):
-                    if len(fields_of) >= 65_536:  # bounded: a hint, not state
-                        fields_of.clear()
-                    fields_of[key] = (placement, key_field, fields)
+            key_field = key if type(key) is str else field_of(key)
+            placement = slot.tracker.plan(key_field, slot.t_ms)
+            fields = tuple(window_field(key_field, w) for w in placement.windows)
             data = local.data
-            untracked = bool(placement.merged) or not fields
-            for field in fields:
-                untracked = untracked or field not in data
-            if untracked:
+            if placement.merged or not fields or any(field not in data for field in fields):
                 local.check_partition(key_field)
-                event.fresh.add((self, key_field))  # windows to track if it writes them
-            found = event.placements[self, key] = (key_field, placement, fields)
+                slot.fresh[key_field] = placement  # to track if it writes them
+            found = slot.placements[key] = (key_field, placement, fields)
             if placement.late:
-                event.late[self, key_field] = placement
+                slot.late[key_field] = placement
         return found
 
-    def _stored(self, scope: EventScope, local: PartitionTable, field: str) -> Any:
-        return local.data.get(field, MISSING)  # written through: this call's writes included
-
-    def _value(
-        self, scope: EventScope, local: PartitionTable, key_field: str, placement: Placement,
-        field: str,
-    ) -> Any:  # fmt: skip
+    def _value(self, local: PartitionTable, key_field: str, placement: Placement,
+               field: str) -> Any:  # fmt: skip
+        data = local.data  # written through: this call's writes included
         if placement.merged:  # a session merged from others: its value combines theirs
             fields = [window_field(key_field, w) for w in placement.merged]
-            found = [v for f in fields if (v := self._stored(scope, local, f)) is not MISSING]
+            found = [v for f in fields if (v := data.get(f, MISSING)) is not MISSING]
             if found:
                 assert self.merge is not None
                 return functools.reduce(self.merge, found)
         else:
-            value = self._stored(scope, local, field)
+            value = data.get(field, MISSING)
             if value is not MISSING:
                 return value
         return self.make_default(field)
 
+    # The two methods below run per access on the hot path: a tumbling window's is inlined.
+
     def __getitem__(self, key: object) -> V:
-        scope, local, event = self._here()
-        key_field, placement, fields = self._placement(local, event, key)
-        if isinstance(self.window, Hopping):
+        scope = _SCOPE.get()
+        if scope is None:
+            raise self._outside()
+        local = scope.tables.get(self)
+        if local is None:
+            raise self._undeclared(scope)
+        slot = local.windows
+        if slot is None or not slot.active:
+            raise self._no_event()
+        suffix = slot.fast_suffix
+        if suffix is not None:
+            kind = type(key)
+            key_field: str = key if kind is str else str(key) if kind is int else field_of(key)  # type: ignore[assignment]
+            field = key_field + suffix
+            value = local.data.get(field, MISSING)
+            if value is MISSING:
+                local.check_partition(key_field)
+                return self.make_default(field)  # type: ignore[no-any-return]
+            return value  # type: ignore[no-any-return]
+        key_field, placement, fields = self._placement(local, slot, key)
+        if slot.hopping:
             return PerWindow(  # type: ignore[return-value]
                 {
-                    w: self._value(scope, local, key_field, placement, f)
+                    w: self._value(local, key_field, placement, f)
                     for w, f in zip(placement.windows, fields, strict=True)
                 }
             )
         if not fields:  # late: its window closed already
             return self.make_default(key_field)  # type: ignore[no-any-return]
-        return self._value(scope, local, key_field, placement, fields[0])  # type: ignore[no-any-return]
+        return self._value(local, key_field, placement, fields[0])  # type: ignore[no-any-return]
 
-    def __setitem__(self, key: object, value: V) -> None:
-        scope, local, event = self._here()
-        key_field, placement, fields = self._placement(local, event, key)
+    def __setitem__(self, key: object, value: Any) -> None:
+        scope = _SCOPE.get()
+        if scope is None:
+            raise self._outside()
+        local = scope.tables.get(self)
+        if local is None:
+            raise self._undeclared(scope)
+        slot = local.windows
+        if slot is None or not slot.active:
+            raise self._no_event()
+        suffix = slot.fast_suffix
+        if suffix is None or type(value) is PerWindow:
+            self._set(scope, local, slot, key, value)
+            return
+        kind = type(key)
+        key_field: str = key if kind is str else str(key) if kind is int else field_of(key)  # type: ignore[assignment]
+        if type(value) is not int or not self._int or not _INT_MIN <= value <= _UINT_MAX:
+            value = self.codec.check(value)
+        field = key_field + suffix
+        data = local.data
+        undo = scope.undo.get(local)
+        if undo is None:
+            undo = scope.undo[local] = {}
+        if field not in undo:
+            old = data.get(field, MISSING)
+            if old is MISSING:
+                local.check_partition(key_field)
+                slot.tracker.apply(key_field, slot.placement)
+            undo[field] = old
+        data[field] = value
+
+    def _set(self, scope: EventScope, local: PartitionTable, slot: EventWindows, key: object,
+             value: Any) -> None:  # fmt: skip
+        key_field, placement, fields = self._placement(local, slot, key)
         if not fields:
             return  # a late event is not counted (it is counted as late)
         check = self.codec.check
+        new = False
         if type(value) is not PerWindow:
-            checked = value if type(value) is self.value else check(value)
+            checked = check(value)
             for field in fields:
-                write(scope, local, field, checked)
+                new = write(scope, local, field, checked) or new
         else:
-            per = value.values  # type: ignore[attr-defined]
+            per = value.values
             for window, field in zip(placement.windows, fields, strict=True):
                 one = per.get(window, MISSING)
                 if one is not MISSING:
-                    write(scope, local, field, check(one))
+                    new = write(scope, local, field, check(one)) or new
         for window in placement.merged:
             if window != placement.windows[0]:
                 write(scope, local, window_field(key_field, window), MISSING)
-        event.written.add((self, key_field))
+        if slot.session:
+            slot.written.add(key_field)
+        elif new:
+            slot.tracker.apply(key_field, placement)
 
     def update(self, key: object, fn: Callable[[V], V]) -> None:
         """``table[key] = fn(table[key])`` in each window of the event (any kind of window)."""
@@ -353,22 +375,22 @@ class WindowedTable(Table[V]):
 
     def __delitem__(self, key: object) -> None:
         """Drop ``key``'s current window(s): nothing is emitted for them."""
-        scope, local, event = self._here()
-        key_field, placement, _fields = self._placement(local, event, key)
+        scope, local, slot = self._here()
+        key_field, placement, _fields = self._placement(local, slot, key)
         for window in (*placement.windows, *placement.merged):
             write(scope, local, window_field(key_field, window), MISSING)
 
     def __contains__(self, key: object) -> bool:
-        scope, local, event = self._here()
-        key_field, placement, _fields = self._placement(local, event, key)
+        _scope, local, slot = self._here()
+        key_field, placement, _fields = self._placement(local, slot, key)
+        data = local.data
         return any(
-            self._stored(scope, local, window_field(key_field, w)) is not MISSING
-            for w in (*placement.windows, *placement.merged)
+            window_field(key_field, w) in data for w in (*placement.windows, *placement.merged)
         )
 
     def items(self) -> list[tuple[Any, V]]:
         """``((key, window), value)`` of the current partition's stored windows."""
-        _scope, local, _event = self._here()
+        _scope, local, _slot = self._here()
         out: list[tuple[Any, V]] = []
         for field, value in local.data.items():
             if field != ST_FIELD:
@@ -426,19 +448,23 @@ class WindowedTable(Table[V]):
         return st is not None and window.end_ms + self.window.grace_ms <= st
 
 
-def write(scope: EventScope, local: PartitionTable, field: str, value: Any) -> None:
+def write(scope: EventScope, local: PartitionTable, field: str, value: Any) -> bool:
     """Write through to the partition's table (``MISSING`` deletes), keeping the first
-    previous value so that the table's scope can undo it if the handler does not return."""
+    previous value so that the table's scope can undo it if the handler does not return.
+    Whether the field held nothing before this call (a window to track)."""
     undo = scope.undo.get(local)
     if undo is None:
         undo = scope.undo[local] = {}
     data = local.data
     if field not in undo:
-        undo[field] = data.get(field, MISSING)
+        old = undo[field] = data.get(field, MISSING)
+    else:
+        old = undo[field]
     if value is MISSING:
         data.pop(field, None)
     else:
         data[field] = value
+    return old is MISSING
 
 
 def _glob_escape(text: str) -> str:

@@ -108,16 +108,19 @@ class PendingCommit:
     ``restore`` puts back a commit Redis refused as a whole (nothing of it was applied).
     """
 
-    __slots__ = ("encoders", "outputs", "writes")
+    __slots__ = ("changed", "encoders", "outputs", "writes")
 
     def __init__(self, encoders: dict[str, Callable[[Any], bytes]] | None = None) -> None:
         #: hash key -> field -> encoded value (or a value to encode), or None to delete it
         self.writes: dict[str, dict[str, Any]] = {}
         self.outputs: list[Command] = []
+        #: fields changed by handled events whose values are read when the commit is planned
+        #: (per event: table -> field -> anything): see ``changed``
+        self.changed: list[dict[Any, dict[str, Any]]] = []
         self.encoders = encoders if encoders is not None else {}
 
     def __bool__(self) -> bool:
-        return bool(self.writes) or bool(self.outputs)
+        return bool(self.writes) or bool(self.outputs) or bool(self.changed)
 
     def add(
         self,
@@ -139,18 +142,41 @@ class PendingCommit:
         taken = PendingCommit(self.encoders)
         taken.writes, self.writes = self.writes, {}
         taken.outputs, self.outputs = self.outputs, []
+        taken.changed, self.changed = self.changed, []
         return taken
 
     def restore(self, taken: PendingCommit) -> None:
         """Put back a commit that was refused as a whole, before what came after it."""
         later = self.take()
-        self.writes, self.outputs = taken.writes, taken.outputs
+        self.writes, self.outputs, self.changed = taken.writes, taken.outputs, taken.changed
         self.add(later.writes.items(), later.outputs)
+        self.changed.extend(later.changed)
+
+    def _read_changed(self) -> None:
+        """Turn the changed fields into writes of their values now (None: deleted).
+
+        For tables whose values are only ever changed by one handler call at a time: when
+        the commit is planned no call is running, so a table's data holds exactly what the
+        handled events left (a call that failed was undone). Recording a changed field costs
+        one list append per event; its value is read once per commit.
+        """
+        writes = self.writes
+        for change in self.changed:
+            for table, fields in change.items():
+                held = writes.get(table.hash_key)
+                if held is None:
+                    held = writes[table.hash_key] = {}
+                get = table.data.get
+                for field in fields:
+                    held[field] = get(field)
+        self.changed = []
 
     def plan(self, outbox: Outbox | None = None) -> CommitPlan:
         """The commands: per hash one HSET of its set fields and one HDEL of its deleted ones,
         then the outputs in order (through ``outbox`` when given: on a Redis Cluster, outputs
         to another slot than the partition's go to its outbox, ``_core/outbox.py``)."""
+        if self.changed:
+            self._read_changed()
         commands: list[Command] = []
         count = 0
         for hash_key, fields in self.writes.items():

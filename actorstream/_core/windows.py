@@ -347,6 +347,18 @@ class WindowTracker:
         reach += self._retention
         return (new - reach) // step != (old - reach) // step
 
+    def next_decision(self, old: int | None) -> int:
+        """The least stream time ``new`` with ``decides_between(old, new)``: per event, one
+        comparison tells whether the stream time must be saved."""
+        if old is None:
+            return -(2**63)
+        if isinstance(self.spec, Session):
+            return old + 1
+        step, reach = self._step, self._size + self._grace
+        first = ((old - reach) // step + 1) * step + reach
+        reach += self._retention
+        return min(first, ((old - reach) // step + 1) * step + reach)
+
     def restore(self, key: Hashable, window: Window) -> bool:
         """Track a stored window; returns False when its retention ended (delete it)."""
         st = self._stream_time
@@ -360,12 +372,8 @@ class WindowTracker:
         return True
 
     def on_event(self, key: Hashable, t_ms: int) -> Step:
-        closed, expired = self._advance(t_ms)
+        closed, expired = self.advance(t_ms)
         return Step(closed, self._place(key, t_ms), expired)
-
-    def advance(self, t_ms: int) -> tuple[tuple[Closing, ...], tuple[Closing, ...]]:
-        """Move stream time forward without an event (an idle partition): (closed, expired)."""
-        return self._advance(t_ms)
 
     # ---- internals ---------------------------------------------------------------------------
 
@@ -376,12 +384,14 @@ class WindowTracker:
         self._open.setdefault(key, set()).add(window)
         self._push(window.end_ms + self._grace, key, window)
 
-    def _advance(self, t_ms: int) -> tuple[tuple[Closing, ...], tuple[Closing, ...]]:
+    def advance(self, t_ms: int) -> tuple[tuple[Closing, ...], tuple[Closing, ...]]:
+        """Move stream time to ``t_ms`` if later (an event's time, or an idle partition's
+        wall clock): the windows that closed and those that leave, (closed, expired)."""
         if self._stream_time is not None and t_ms <= self._stream_time:
-            return (), ()
+            return _NOTHING
         self._stream_time = t_ms
         if not self._heap or self._heap[0][0] > t_ms:
-            return (), ()  # nothing due: the common case
+            return _NOTHING  # nothing due: the common case
         closed: list[Closing] = []
         expired: list[Closing] = []
         for key, window in self._due(t_ms):
@@ -459,6 +469,9 @@ class WindowTracker:
         if merged == [session]:
             return Placement((session,))
         return Placement((session,), merged=tuple(merged))
+
+
+_NOTHING: tuple[tuple[Closing, ...], tuple[Closing, ...]] = ((), ())
 
 
 def _discard(index: dict[Hashable, set[Window]], key: Hashable, window: Window) -> None:

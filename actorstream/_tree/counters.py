@@ -62,6 +62,7 @@ class PartitionStatistics:
     committed: int = 0  # commits with table writes or held outputs
     restore_seconds: float | None = None  # how long the last load of its tables took
     late_events: int = 0  # events that came after their window closed (windowed tables)
+    ticks: int = 0  # punctuator calls that returned (each commits with the partition's next)
     outbox: int | None = None  # entries waiting in its outbox (exactly-once on a Cluster)
     forwarded: int = 0  # outbox entries appended to their target streams
 
@@ -95,6 +96,7 @@ class Counters:
         "restore_seconds",
         "state",
         "tables",
+        "ticks",
         "trimmed",
     )
 
@@ -127,6 +129,7 @@ class Counters:
         self.restore_seconds: float | None = None
         self.tables: Callable[[], dict[str, int]] | None = None  # keys per table, if stateful
         self.late: collections.Counter[str] = collections.Counter()  # late events by table
+        self.ticks = 0  # punctuator calls that returned
         self.outbox: int | None = None  # outbox length last seen (exactly-once on a Cluster)
         self.forwarded = 0  # outbox entries appended to their targets
 
@@ -163,6 +166,7 @@ def snapshot(spec: ActorSpec, partition: int, c: Counters) -> PartitionStatistic
         committed=c.committed,
         restore_seconds=c.restore_seconds,
         late_events=sum(c.late.values()),
+        ticks=c.ticks,
         outbox=c.outbox,
         forwarded=c.forwarded,
     )

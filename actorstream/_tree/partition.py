@@ -180,16 +180,19 @@ class PartitionActor:
         handler inside the chain has a scope too (one unit with it: ``wrap``)."""
         spec = self.spec
         tables = PartitionTables(
-            spec.name, context.partition, spec.tables, holds=spec.exactly_once
+            spec.name, context.partition, spec.tables, holds=spec.exactly_once,
+            concurrent=self.settings.ordering is not Ordering.PARTITION,
         )
-        self.handler = tables.wrap(self.handler)
+        handler = self.handler
+        self.handler = tables.wrap(handler)
         self.chain = tables.wrap(compose(self.handler, middleware))
         if windowed_tables(spec.tables):
             windows = WindowsOfPartition(
                 tables, windowed_tables(spec.tables), spec.stream.event_time_ms,
                 context.counters.late,
             )
-            self.handler, self.chain = windows.wrap(self.handler), windows.wrap(self.chain)
+            self.handler = windows.wrap_handler(handler)
+            self.chain = windows.wrap(self.chain)
             self.on_idle = windows.on_idle if windows.idle else None
         if spec.punctuators:
             self.punctuators = PartitionPunctuators(

@@ -181,6 +181,7 @@ class PartitionPunctuators:
                     return False
                 self.fence.check(trio.current_time())
                 continue
+            counters.ticks += 1
             if failures.failing == label:
                 failures.on_success()
                 counters.state = state

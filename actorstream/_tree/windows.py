@@ -26,13 +26,13 @@ from typing import Any
 import trio
 
 from .._core.commit import key_of_field
-from .._core.windows import Closing, WindowTracker
+from .._core.windows import Closing, Placement, WindowTracker
+from .._scope import _SCOPE
 from .._tables import MISSING, PartitionTable, PartitionTables, current_scope
 from .._windows import (
     ST_FIELD,
+    EventWindows,
     WindowedTable,
-    WindowEvent,
-    current_event,
     encode_stream_time,
     parse_window_field,
     window_field,
@@ -54,19 +54,16 @@ def plain_windows(spec: Any) -> bool:
     return spec.stream.time is not None or not windowed_tables(spec.tables)
 
 
-class PartitionWindows:
+class PartitionWindows(EventWindows):
     """One windowed table on one partition: its tracker, and closings not yet emitted."""
 
     def __init__(self, table: WindowedTable[Any], local: PartitionTable) -> None:
-        self.table = table
-        self.local = local
-        self.tracker = WindowTracker(table.window, retention=table.retention)
+        super().__init__(table, local, WindowTracker(table.window, retention=table.retention))
         self._data: dict[str, Any] | None = None
         self.closing: list[Closing] = []
         self.expired: list[Closing] = []
         self.saved: int | None = None  # the stream time the table holds (committed or pending)
-        #: a key's hash fields for its current windows, reused while they stay the same
-        self.fields_of: dict[object, tuple[Any, str, tuple[str, ...]]] = {}
+        self.save_at = self.tracker.next_decision(None)  # save the stream time from then on
 
     def sync(self) -> None:
         """Rebuild from the table's data if the partition (re)loaded it."""
@@ -85,7 +82,9 @@ class PartitionWindows:
             if not tracker.restore(key_field, window):
                 expired.append(Closing(key_field, window))
         self.tracker, self._data, self.saved = tracker, data, st
-        self.fields_of = {}
+        self.save_at = tracker.next_decision(st)
+        self.placement = Placement(())  # placements of the tracker before do not hold
+        self.span = (0, 0, 0)
         self.closing, self.expired = [], expired
 
     def advance(self, t_ms: int) -> bool:
@@ -110,6 +109,7 @@ class WindowsOfPartition:
     ) -> None:
         self.tables = tables
         self.parts = {t: PartitionWindows(t, tables.tables[t]) for t in windowed}
+        self.plist = list(self.parts.values())
         self.time_of = time_of
         self.late = late  # late events by table name (statistics, top, metrics)
         self.idle = [p for p in self.parts.values() if p.table.idle is not None]
@@ -136,37 +136,109 @@ class WindowsOfPartition:
             self._save_times(self.parts)
 
     def wrap(self, chain: Callable[..., Any]) -> Callable[..., Any]:
-        """``chain(event, info)`` or ``handler(event)`` (its table scope inside) with the
-        windows around it; the plain handler only for a stream whose events carry a time."""
-        parts = self.parts
-        variable = current_event()
+        """``chain(event, info)`` (its table scope inside) with the windows around it."""
+        plist = list(self.parts.values())
+        time_of = self.time_of
 
         async def with_windows(event: Any, *info: Any) -> Any:
-            t_ms = self.time_of(event, info[0].entry_id if info else "")
-            if self.idle:
-                last = self.last_time
-                self.last_event = trio.current_time()
-                self.last_time = t_ms if last is None or t_ms > last else last
-            closing = False
-            for part in parts.values():
-                part.sync()
-                closing = part.advance(t_ms) or closing
-            if closing:
-                await self._close(parts)  # emits what closed, then saves the stream time
-            else:
-                self._save_times(parts)
-            window_event = WindowEvent(t_ms, parts)
-            token = variable.set(window_event)
+            t_ms = time_of(event, info[0].entry_id if info else "")
+            if self._advance(t_ms):
+                await self._close(self.parts)  # emits what closed, then saves the stream time
+            for part in plist:
+                part.begin(t_ms)
             try:
                 result = await chain(event, *info)
             finally:
-                variable.reset(token)
-            self._applied(window_event)
-            if window_event.late:
-                await self._late(window_event)
+                for part in plist:
+                    part.active = False
+            for part in plist:
+                if part.fresh or part.late:
+                    await self._settle()
+                    break
             return result
 
         return with_windows
+
+    def wrap_handler(self, handler: Callable[[Any], Any]) -> Callable[[Any], Any]:
+        """``handler(event)`` with the windows and the table scope around it in one call:
+        ``wrap(tables.wrap(handler))`` for the plain hot path (a stream whose events carry a
+        time), with the scope of ``PartitionTables.wrap`` reused."""
+        tables = self.tables
+        slow = self.wrap(tables.wrap(handler))
+        plist = list(self.parts.values())
+        time_of = self.time_of
+        set_scope, reset_scope = _SCOPE.set, _SCOPE.reset
+
+        async def windowed(event: Any) -> Any:
+            scope = tables.spare
+            if scope is None:
+                return await slow(event)
+            t_ms = time_of(event, "")
+            if self._advance(t_ms):
+                await self._close(self.parts)
+            for part in plist:
+                part.begin(t_ms)
+            tables.spare = None
+            token = set_scope(scope)
+            kept = False
+            try:
+                result = await handler(event)
+                if scope.undo or scope.outputs:
+                    tables.keep(scope)
+                kept = True
+            finally:
+                reset_scope(token)
+                for part in plist:
+                    part.active = False
+                if not kept:
+                    tables.drop(scope)
+                tables.spare = scope
+            for part in plist:
+                if part.fresh or part.late:
+                    await self._settle()
+                    break
+            return result
+
+        return windowed
+
+    def _advance(self, t_ms: int) -> bool:
+        """An event's time moves each table's stream time; whether windows wait to close.
+
+        Only when stream time passes the next window's end + grace (the tracker's earliest
+        deadline) does anything close, and it is saved only when it could decide something
+        (``save_at``): per event, a few comparisons."""
+        if self.idle:
+            last = self.last_time
+            self.last_event = trio.current_time()
+            self.last_time = t_ms if last is None or t_ms > last else last
+        closing = save = False
+        for part in self.plist:
+            if part.local.data is not part._data:
+                part.sync()
+            st = part.tracker.stream_time_ms
+            if st is None or t_ms > st:
+                closed, expired = part.tracker.advance(t_ms)
+                if closed:
+                    part.closing.extend(closed)
+                if expired:
+                    part.expired.extend(expired)
+                save = save or t_ms >= part.save_at
+            if part.closing or part.expired:
+                closing = True
+        if save and not closing:
+            self._save_times(self.parts)
+        return closing
+
+    async def _settle(self) -> None:
+        """After a handler returned: track the sessions it wrote, count late events and give
+        them to ``on_late``."""
+        for part in self.plist:
+            if part.fresh:
+                part.written_sessions()
+            if part.late:
+                self.late[part.table.name] += 1
+                if part.table.late_hook is not None:
+                    await self._late(part)
 
     def _save_times(self, parts: dict[WindowedTable[Any], PartitionWindows]) -> None:
         writes = self.tables.pending.writes
@@ -181,6 +253,7 @@ class WindowsOfPartition:
                     held = writes[hash_key] = {}
                 held[ST_FIELD] = encode_stream_time(st)
                 part.saved = st
+                part.save_at = part.tracker.next_decision(st)
 
     async def _close(self, parts: dict[WindowedTable[Any], PartitionWindows]) -> None:
         """Emit what closed and save the stream time, in one scope (all of it or none)."""
@@ -205,38 +278,25 @@ class WindowsOfPartition:
             part.closing, part.expired = [], []
         self._save_times(parts)
 
-    def _applied(self, event: WindowEvent) -> None:
-        parts = event.parts
-        if event.fresh:  # windows not tracked yet, or sessions that merged
-            for table, _key in event.placements:
-                key_field, placement, _fields = event.placements[table, _key]
-                if (table, key_field) in event.fresh and (table, key_field) in event.written:
-                    parts[table].tracker.apply(key_field, placement)
-        if event.late:
-            for table in {table for table, _ in event.late}:
-                self.late[table.name] += 1
-
-    async def _late(self, event: WindowEvent) -> None:
+    async def _late(self, part: PartitionWindows) -> None:
         """Give late keys to ``on_late``, in a scope of their own (committed with the event).
 
         The event's own writes are kept already, so a failing hook cannot fail the event (it
         would be handled twice): it is logged and its sends dropped, the event still counted
         as late.
         """
-        hooked = [(t, k, p) for (t, k), p in event.late.items() if t.late_hook is not None]
-        if not hooked:
-            return
+        table, late, t_ms = part.table, part.late, part.t_ms
+        hook = table.late_hook
+        assert hook is not None
 
         async def report() -> None:
-            for table, key_field, placement in hooked:
-                assert table.late_hook is not None
-                await table.late_hook(_key(key_field), event.t_ms / 1000, placement.missed)
+            for key_field, placement in late.items():
+                await hook(_key(key_field), t_ms / 1000, placement.missed)
 
         try:
             await self.tables.wrap(report)()
         except Exception:
-            log.exception("on_late of table(s) %s failed; its sends are dropped",
-                          ", ".join(sorted({t.name for t, _k, _p in hooked})))  # fmt: skip
+            log.exception("on_late of table %s failed; its sends are dropped", table.name)
 
 
 def _key(key_field: object) -> Any:

@@ -14,6 +14,7 @@ import trio
 
 from actorstream import LeaseTiming, Record, System, Tick, running
 from actorstream._core.keys import epoch_key, punctuators_key
+from actorstream.testing import RedisCluster
 
 FAST = LeaseTiming(
     ttl=3.0, renew_interval=1.0, heartbeat_interval=0.5, member_timeout=3.0, self_fence_margin=0.5
@@ -41,12 +42,12 @@ async def wait_for(pred: Any, timeout: float = 20.0) -> None:
             await trio.sleep(0.02)
 
 
-def build(url: str, app: str, partitions: int = 2) -> tuple[System, Any, Any]:
+def build(url: str, app: str, partitions: int = 2, outputs: int = 1) -> tuple[System, Any, Any]:
     """Sales summed per partition between stream-time ticks; each tick sends the sum and
     starts afresh (exactly-once: the sum, the reset and the send commit together)."""
     system = System(app, url, install_signal_handlers=False, lease_timing=FAST)
     sales = system.stream("sales", record=Sale, partitions=partitions, key="customer", time="ts")
-    totals = system.stream("totals", record=Total, partitions=1, key="partition")
+    totals = system.stream("totals", record=Total, partitions=outputs, key="partition")
     acc = system.table("acc", value=int, default=0)
 
     @system.actor(sales, tables=[acc], processing="exactly_once")
@@ -260,3 +261,118 @@ async def test_a_failing_punctuator_backs_off_and_nothing_is_lost(redis_server: 
     assert sum(p.dead_lettered for p in stats) == 0
     assert sum(p.failed for p in stats) >= 3
     assert "downstream unavailable" in (stats[0].last_error or "")
+
+
+async def test_a_windowed_actor_ticks_with_its_plain_tables(redis_server: Any) -> None:
+    """A tick sees the actor's plain tables; a windowed table is addressed by an event's time,
+    so a tick cannot address it by key (``TableError``, caught here)."""
+    from actorstream import TableError, Tumbling
+
+    system = System("punct-win", redis_server.url, install_signal_handlers=False,
+                    lease_timing=FAST)  # fmt: skip
+    sales = system.stream("sales", record=Sale, partitions=1, key="customer", time="ts")
+    per_minute = system.table("per_minute", value=int, default=0, window=Tumbling(60.0))
+    seen = system.table("seen", value=int, default=0)
+    refused: list[str] = []
+
+    @system.actor(sales, tables=[per_minute, seen])
+    async def tally(sale: Sale) -> None:
+        per_minute[sale.customer] += sale.amount
+        seen[sale.customer] += 1
+
+    @system.punctuate(tally, every=30.0)
+    async def check(tick: Tick) -> None:
+        try:
+            per_minute["ann"]
+        except TableError as exc:
+            refused.append(str(exc))
+        seen["ticks"] += 1
+
+    async with system:
+        client = system.client()
+        await sales.send_many([Sale("ann", 1, T0 + t) for t in (1, 31, 95)])
+        async with running(system) as worker:
+            await wait_for(lambda: acked_all(client, sales, "tally", 3))
+            assert [p.ticks for p in worker.statistics().partitions] == [2]
+        assert await seen.read("ticks") == 2  # T0 + 30 and T0 + 90 (once for 60 and 90)
+        assert await seen.read("ann") == 3
+        assert await per_minute.read("ann") == {T0 + 60: 1}
+    assert len(refused) == 2 and "addressed by the time of the event" in refused[0]
+
+
+async def test_a_wall_clock_jump_is_one_call_and_a_step_back_waits(
+    redis_server: Any, monkeypatch: Any
+) -> None:
+    """The wall clock jumps three ticks ahead: one call, covering them all; stepped back, no
+    tick until it passes the last one again."""
+    from actorstream._tree.punctuators import PartitionPunctuators
+
+    now = [T0 + 0.5]
+    monkeypatch.setattr(PartitionPunctuators, "wall_clock", staticmethod(lambda: now[0]))
+    system = System("punct-jump", redis_server.url, install_signal_handlers=False,
+                    lease_timing=FAST)  # fmt: skip
+    sales = system.stream("sales", record=Sale, partitions=1, key="customer", time="ts")
+    beats = system.stream("beats", record=Beat, partitions=1, key="partition")
+    missed: list[int] = []
+
+    @system.actor(sales, processing="exactly_once")
+    async def quiet(sale: Sale) -> None: ...
+
+    @system.punctuate(quiet, every=1.0, time="wall")
+    async def beat(tick: Tick) -> None:
+        missed.append(tick.missed)
+        await beats.send(Beat(tick.partition, tick.time, tick.previous))
+
+    async with system:
+        client = system.client()
+        key = punctuators_key("punct-jump", "sales", 0, "quiet")
+
+        async def mark() -> bytes | None:
+            found: bytes | None = await client.execute("HGET", key, "beat")
+            return found
+
+        async def sent() -> list[tuple[float, float]]:
+            return [(b.time, b.previous) for b in (await read_back(client, beats))[0]]
+
+        async with running(system):
+            await wait_for(lambda: _equals(mark, str(round(T0 * 1000)).encode()))
+            now[0] = T0 + 3.2
+            await wait_for(lambda: _equals(sent, [(T0 + 3, T0)]))
+            now[0] = T0 + 1.0  # stepped back
+            await trio.sleep(0.3)
+            assert await sent() == [(T0 + 3, T0)]
+            now[0] = T0 + 4.0
+            await wait_for(lambda: _equals(sent, [(T0 + 3, T0), (T0 + 4, T0 + 3)]))
+    assert missed == [2, 0]
+
+
+async def _equals(read: Any, value: Any) -> bool:
+    return bool(await read() == value)
+
+
+async def test_exactly_once_ticks_on_a_cluster_go_through_the_outbox(
+    cluster_3: RedisCluster,
+) -> None:
+    """On a Redis Cluster, a tick's sends to other slots go through the partition's outbox
+    like a handler's: each sum arrives once."""
+    for node in cluster_3.primaries:
+        node.call("FLUSHALL")
+    system, sales, totals = build(cluster_3.url, "punct-cl", partitions=4, outputs=3)
+    batch = [Sale(f"c{i % 9}", i, T0 + 3.7 * i) for i in range(60)]
+    async with system:
+        client = system.client()
+        await sales.send_many(batch)
+        async with running(system):
+            await wait_for(lambda: acked_all(client, sales, "tally", len(batch)))
+            expected = model(await read_back(client, sales))
+
+            async def arrived() -> bool:
+                got = [t for part in await read_back(client, totals) for t in part]
+                return len(got) >= len(expected)
+
+            await wait_for(arrived)
+            await trio.sleep(0.3)
+        got = sorted((t.partition, t.tick, t.previous, t.amount)
+                     for part in await read_back(client, totals) for t in part)  # fmt: skip
+    assert len(expected) > 10
+    assert got == expected

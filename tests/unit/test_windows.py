@@ -255,6 +255,29 @@ def test_stream_time_is_saved_only_when_it_could_decide() -> None:
     assert WindowTracker(Session(10)).decides_between(1, 2)
 
 
+@given(
+    size=st.integers(1, 90_000),
+    data=st.data(),
+    grace=st.integers(0, 10_000),
+    retention=st.integers(0, 30_000),
+    old=st.integers(0, 10**6),
+    later=st.integers(0, 200_000),
+)
+def test_next_decision_is_the_first_stream_time_that_decides(
+    size: int, data: st.DataObject, grace: int, retention: int, old: int, later: int
+) -> None:
+    step = data.draw(st.integers(1, size))
+    kind = data.draw(st.sampled_from(["time", "session"]))
+    spec: WindowSpec = (
+        Session(size / 1000, grace=grace / 1000) if kind == "session"
+        else Hopping(size / 1000, step / 1000, grace=grace / 1000)
+    )
+    tracker = WindowTracker(spec, retention=retention / 1000)
+    new = old + later
+    assert tracker.decides_between(old, new) == (new >= tracker.next_decision(old))
+    assert tracker.decides_between(None, new) and new >= tracker.next_decision(None)
+
+
 # ---- tracking against a model ----------------------------------------------------------------
 
 
