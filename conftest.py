@@ -15,7 +15,7 @@ The blocks of one document share a namespace, top to bottom.
 - ``<!-- skip: next -->`` before a block skips it (Sybil's marker): for fragments that cannot
   run, such as a block that runs a worker forever. Use sparingly.
 
-Under pytest-xdist (``-n 2``) the blocks of one document run on one worker, in order
+Under pytest-xdist (``-n``) the blocks of one document run on one worker, in order
 (``pytest_xdist_make_scheduler`` below).
 """
 

@@ -144,12 +144,13 @@ def check_windowed_actor(spec: ActorSpec) -> None:
             f"actor {spec.name!r}: windowed table(s) {', '.join(windowed)} need the event form "
             "(a handler of one event: a window is chosen by that event's time)"
         )
-    ordering = getattr(spec.settings, "ordering", "partition")
+    ordering = getattr(spec.settings.ordering, "value", spec.settings.ordering)
     if ordering != "partition":
         raise ConfigError(
             f"actor {spec.name!r}: windowed table(s) {', '.join(windowed)} need "
             f"ordering='partition' (got {ordering!r}): a window closes when stream time passes "
-            "it, and every earlier event of the partition must be counted by then"
+            "it, and every earlier event of the partition must be counted by then; its "
+            "handler sees the window of one event at a time"
         )
 
 

@@ -15,7 +15,6 @@ cannot slip between two readings; on a Cluster, two idle readings in a row.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
 import attrs
@@ -141,16 +140,12 @@ class Harness:
             raise
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool | None:
+    async def __aexit__(self, *exc_info: Any) -> bool | None:
         try:
             if self._worker is not None:
                 self._worker.request_stop()
-            result: bool | None = await self._nursery_cm.__aexit__(exc_type, exc, tb)
+            # The worker's nursery sees how the block ended, as if the block ran inside it.
+            result: bool | None = await self._nursery_cm.__aexit__(*exc_info)
             return result
         finally:
             self._worker = None

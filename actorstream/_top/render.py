@@ -220,25 +220,24 @@ def render_partitions(
         options.page = min(options.page, pages - 1)
         parts = parts[options.page * limit : (options.page + 1) * limit]
     # Optional columns: events in flight where an actor keeps more than one (ordering="key"),
-    # table keys where an actor is stateful.
+    # late events where a windowed table had some, table keys where an actor is stateful.
     in_flight = any(p.concurrency > 1 for p in parts)
+    late = any(p.late for p in parts)
     stateful = any(p.table_keys is not None for p in parts)
     table = _table(("PARTITION", "left"), ("OWNER", "left"), ("EP", "right"),
                    ("STATE", "left"), ("LAG", "right"), ("PEND", "right"), ("OLDEST", "right"),
                    ("RATE/S", "right"), *([("INFL", "right")] if in_flight else []),
-                   ("RST", "right"), ("DLQ", "right"),
+                   ("RST", "right"), ("DLQ", "right"), *([("LATE", "right")] if late else []),
                    *((("KEYS", "right"),) if stateful else ()))
-    table.collapse_padding = in_flight  # one column more in 80 columns
+    table.collapse_padding = in_flight or late  # one column more in 80 columns
     table.columns[0].max_width = 12
     table.columns[1].max_width = 18
+    if late:  # with KEYS always (a windowed table is a table): one space between columns
+        table.padding = (0, 0)
     table.columns[1].overflow = "ellipsis"
     table.columns[3].max_width = 13
     if pages > 1:
         table.caption = f"page {options.page + 1}/{pages} (n/p)"
-    late = [f"{p.label} {p.late}" for p in parts if p.late]
-    if late:  # windowed tables: events that came after their window closed
-        shown = "late events: " + ", ".join(late[:6]) + (" ..." if len(late) > 6 else "")
-        table.caption = f"{table.caption}; {shown}" if table.caption else shown
     waiting = [f"{p.label} {p.outbox}" for p in parts if p.outbox]
     if waiting:  # exactly-once on a Cluster: outputs not yet forwarded from the outbox
         shown = "outbox: " + ", ".join(waiting[:6]) + (" ..." if len(waiting) > 6 else "")
@@ -252,6 +251,7 @@ def render_partitions(
             Text(p.state, STATE_STYLE.get(p.state, "")), fmt_int(p.lag), fmt_int(p.pending),
             fmt_age(p.oldest_pending_age) if p.pending else "-", fmt_rate(p.rate),
             *flight, str(p.restarts), str(p.dead_letters),
+            *([fmt_int(p.late)] if late else []),
             *((fmt_int(p.table_keys) if p.table_keys is not None else "-",) if stateful else ()),
         )
     return table

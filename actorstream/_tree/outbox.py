@@ -6,8 +6,9 @@ the outbox (and at the start of every session, so what a previous owner or a cra
 forwarded by whoever holds the lease now). One cycle is a round trip to the partition's node
 (trim what the previous cycle forwarded, read the next entries, the outbox length) and one
 batch of ``forward`` script calls (one per target stream; one round trip per node, or, with
-``wait_replicas``, one transaction per target followed by WAIT, so the outbox is trimmed after
-the targets' replicas acknowledged the forwarded entries; fewer is reported, not retried).
+``wait_replicas``, one transaction per target followed by WAIT: the outbox is trimmed only once
+the targets' replicas acknowledged the forwarded entries, else they are forwarded again later,
+which the forward marks make harmless).
 
 The forwarder uses the worker's pooled client, not the partition's own connection (that one
 WATCHes the epoch for the read loop). A Redis error waits with backoff and tries again: the
@@ -136,6 +137,8 @@ class Forwarder:
             plan = plan_forward(raw, self.source, self.fence.epoch)
             result = await self._forward(plan)
             self.counters.forwarded += result.appended
+            if isinstance(result.error, NotReplicated):
+                raise result.error
             if result.error is not None:
                 raise rex.ConnectionError(
                     f"{self.label}: forward to {', '.join(result.failed)} failed: "
@@ -210,11 +213,10 @@ class Forwarder:
                 continue
             if not isinstance(reply, Exception) and not (
                 isinstance(waited, int) and waited >= replicas
-            ):  # as for a commit: reported, not retried (a replica may be gone for good)
-                self.report(
-                    "wait-replicas",
+            ):  # appended, not yet durable: kept in the outbox, forwarded again (idempotent)
+                reply = NotReplicated(
                     f"{self.label}: a forward to {call.target} was acknowledged by "
-                    f"{waited!r:.80} of {replicas} replicas",
+                    f"{waited!r:.80} of {replicas} replicas; kept in the outbox"
                 )
             replies[i] = reply
             return

@@ -146,9 +146,12 @@ async def test_zombies_repeatedly(redis_server: RedisServer) -> None:
     assert_clean(result, max_dupes=4 * PARTITIONS * BATCH)
 
 
-@pytest.mark.parametrize("pause", [2.6, 2.9, 3.2, 5.0])
+@pytest.mark.parametrize("pause", [2.9, 3.2, 5.0])
 async def test_paused_around_the_ttl(redis_server: RedisServer, pause: float) -> None:
-    """Pauses just under, at and over the TTL, alone and with a peer: always runs again."""
+    """Pauses around the TTL (3 s; renewed every second, trusted for 2.5 s), alone and with a
+    peer: always runs again. 2.9 s: past the trust deadline, the lease expired or not depending
+    on when it was last renewed; 3.2 s: expired, the peer not yet the owner; 5 s: the peer owns
+    it. (A shorter pause past the trust deadline is the 2.9 s case again.)"""
     async with cluster(redis_server, "edge", HANDLE_DELAY="0.001") as (c, producer, nursery):
         nursery.start_soon(producer.run, 1000.0)
         a = c.start_worker()

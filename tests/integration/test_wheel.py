@@ -32,11 +32,11 @@ def test_demo_runs_from_an_installed_wheel(tmp_path: Path, redis_server: RedisSe
     run(sys.executable, "-m", "venv", "--without-pip", venv, cwd=tmp_path)
     run(sys.executable, "-m", "pip", "--python", venv / "bin" / "python", "install", "-q", wheel,
         cwd=tmp_path)
-    # Outside the source tree: only the installed wheel can be imported.
-    where = run(venv / "bin" / "python", "-c", "import actorstream; print(actorstream.__file__)",
-                cwd=tmp_path)
-    assert where.stdout.startswith(str(venv)), where.stdout
+    # Outside the source tree, with no PYTHONPATH of ours: only the installed wheel can be imported.
     env = {"PATH": f"{venv / 'bin'}:/usr/bin:/bin", "ACTORSTREAM_REDIS_URL": redis_server.url}
+    where = run(venv / "bin" / "python", "-c", "import actorstream; print(actorstream.__file__)",
+                cwd=tmp_path, env=env)
+    assert where.stdout.startswith(str(venv)), where.stdout
     demo = run(venv / "bin" / "actorstream", "demo", "--no-top", "--duration", "3", "--rate",
                "100", cwd=tmp_path, env=env, timeout=60)
     assert "starting an embedded" not in demo.stderr, demo.stderr

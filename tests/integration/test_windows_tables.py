@@ -182,6 +182,9 @@ def test_windowed_declarations_are_checked() -> None:
     per_minute = system.table("t4", value=int, default=0, window=Tumbling(60))
     with pytest.raises(ConfigError, match="need the event form"):
         system.actor(sales, tables=[per_minute], batch=True)(noop)
+    with pytest.raises(ConfigError, match=r"actor 'noop': windowed table\(s\) t4 need "
+                                          r"ordering='partition' \(got 'key'\)"):
+        system.actor(sales, tables=[per_minute], ordering="key", concurrency=4)(noop)
     with pytest.raises(ConfigError, match="on_close must be an `async def` function"):
         per_minute.on_close(print)
     with pytest.raises(ConfigError, match=r"on_close two\(\) must take 3 arguments"):

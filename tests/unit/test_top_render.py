@@ -196,14 +196,21 @@ def test_frame_without_a_height_cuts_nothing() -> None:
     assert "page " not in text and "bill[39]" in text and "more" not in text
 
 
-def test_late_events_of_windowed_tables_show_under_the_partitions() -> None:
+def test_late_events_of_windowed_tables_are_a_column_once_there_are_some() -> None:
     snap = snapshot()
+    assert "LATE" not in record(render_partitions(snap))
     parts = tuple(
-        attrs.evolve(p, late=7) if p.partition == 3 else p for p in snap.partitions
+        attrs.evolve(p, late=7, table_keys=12) if p.partition == 3 else p
+        for p in snap.partitions
     )
-    console = Console(record=True, width=120)
-    console.print(render_partitions(attrs.evolve(snap, partitions=parts)))
-    assert "late events: bill[3] 7" in console.export_text()
+    text = record(render_partitions(attrs.evolve(snap, partitions=parts)))
+    header = next(line for line in text.splitlines() if "PARTITION" in line)
+    assert header.split()[-2:] == ["LATE", "KEYS"]
+    row = next(line for line in text.splitlines() if line.startswith("bill[3]"))
+    assert row.split()[-2:] == ["7", "12"]
+    other = next(line for line in text.splitlines() if line.startswith("bill[2]"))
+    assert other.split()[-2:] == ["0", "-"]
+    assert all(len(line) <= 80 for line in text.splitlines())
 
 
 def test_outputs_waiting_in_an_outbox_show_under_the_partitions() -> None:
