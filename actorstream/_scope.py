@@ -331,14 +331,8 @@ class EventScope:
     def complete_scalars(self) -> None:
         """``complete`` when every table holds scalars (checked encodable when written)."""
         pending = self.owner.pending
-        writes = pending.writes
         for local, undo in self.undo.items():
-            held = writes.get(local.hash_key)
-            if held is None:
-                held = writes[local.hash_key] = {}
-            get = local.data.get
-            for field in undo:
-                held[field] = get(field)
+            pending.hold_values(local.hash_key, local.data, undo)
         if self.outputs:
             pending.outputs.extend(self.outputs)
         self.release()

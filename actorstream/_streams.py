@@ -273,6 +273,10 @@ class Stream(Generic[E]):
             return round(value * 1000)
         return event_time_millis(value, self._time_where)
 
+    def key_of(self, event: E) -> object:
+        """The event's key (the stream's ``key`` field or function), as the partitioner sees it."""
+        return self._key_of(event)
+
     def partition_of(self, event: E) -> int:
         if self.partitions == 1:
             return 0

@@ -349,7 +349,7 @@ def main() -> None:
               f"{io['partition'] / io['raw']:.3f}", flush=True)
     if "cpu" in only:
         cpu = results["cpu"] = run_cpu(args.rounds, args.cpu_events)
-        print("\nCPU-bound (no-op handler, 200k events), events/s:")
+        print(f"\nCPU-bound (no-op handler, {args.cpu_events:,} events), events/s:")
         for name in ("partition", "key", "none"):
             print(f"  ordering={name!r:<12} {cpu[name]:>10,.0f}   "
                   f"{cpu[name] / cpu['partition']:.2f}")

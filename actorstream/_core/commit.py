@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import enum
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple
 
 from .hashing import partition_for
@@ -160,16 +160,19 @@ class PendingCommit:
         handled events left (a call that failed was undone). Recording a changed field costs
         one list append per event; its value is read once per commit.
         """
-        writes = self.writes
         for change in self.changed:
             for table, fields in change.items():
-                held = writes.get(table.hash_key)
-                if held is None:
-                    held = writes[table.hash_key] = {}
-                get = table.data.get
-                for field in fields:
-                    held[field] = get(field)
+                self.hold_values(table.hash_key, table.data, fields)
         self.changed = []
+
+    def hold_values(self, hash_key: str, data: Mapping[str, Any], fields: Iterable[str]) -> None:
+        """Hold the values ``fields`` have in ``data`` now (None: deleted) for ``hash_key``."""
+        held = self.writes.get(hash_key)
+        if held is None:
+            held = self.writes[hash_key] = {}
+        get = data.get
+        for field in fields:
+            held[field] = get(field)
 
     def plan(self, outbox: Outbox | None = None) -> CommitPlan:
         """The commands: per hash one HSET of its set fields and one HDEL of its deleted ones,

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import enum
 from collections import deque
-from collections.abc import Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from typing import Any, NamedTuple
 
 from .hashing import key_bytes
@@ -38,13 +38,10 @@ class Ordering(enum.StrEnum):
     NONE = "none"  # any order, ``concurrency`` at a time
 
 
-class Held(NamedTuple):
-    """One entry the partition holds: its id, its lane's key, and the carrier's payload."""
-
-    entry_id: bytes
-    key: Hashable
-    event: Any
-    fields: Any
+#: One entry the partition holds: ``(entry_id, key, event, fields)``: its id, its lane's key,
+#: and the carrier's payload. A plain tuple, made per entry on the hot path (a NamedTuple cost
+#: a Python-level constructor call, and indexing it is not specialized by the interpreter).
+Held = tuple[bytes, Hashable, Any, Any]
 
 
 class Start(NamedTuple):
@@ -53,8 +50,6 @@ class Start(NamedTuple):
     token: int
     entries: list[Held]
 
-
-_new = tuple.__new__  # a Held without NamedTuple's Python-level __new__ (per entry)
 
 _ONE_LANE: Hashable = ("partition",)
 
@@ -79,36 +74,48 @@ def lane_key(key: object) -> Hashable:
 class Dispatch:
     """The lanes of one partition actor for one lease epoch.
 
-    ``arrive`` entries in stream order. Units of one entry (the event form): ``take`` hands out
-    entries that may start now (each its key's oldest waiting one, keys distinct), ``done``
-    one when its handler call is over and says whether to ack it. Units of up to ``unit``
-    entries (the batch form): ``start`` and ``finish``. ``want`` says how many new entries to
-    read (0: enough held). ``block``/``pause`` are visible state: a key whose event failed and
-    is being retried (its later events wait behind it), and a partition backing off (an
-    outage: nothing new starts until ``resume``).
+    ``arrive`` (or ``arrive_many``) entries in stream order. Units of one entry (the event
+    form): ``next`` hands out one entry that may start now (its key's oldest waiting one, its
+    key free), ``take`` several, ``done`` one when its handler call is over and says whether
+    to ack it; ``step`` is the success path in one call (``done`` with its id put in ``acks``,
+    then ``next``). Units of up to ``unit`` entries (the batch form): ``start`` and
+    ``finish``. ``want`` says how many new entries to read (0: enough held). ``block``/
+    ``pause`` are visible state: a key whose event failed and is being retried (its later
+    events wait behind it), and a partition backing off (an outage: nothing new starts until
+    ``resume``).
 
-    Per entry on the hot path: ``arrive``, ``take`` (amortized over a run) and ``done``, each a
-    few dict and deque operations; the carrier's no-op handler runs at most a few tenths slower
-    than with one event at a time (``nox -s bench``).
+    The common case costs a few operations per entry: arrivals join one queue (a read batch
+    at once); ``step`` frees the finished entry's key (one dict delete), pops the queue's head
+    and marks its key busy (one dict insert). Only an entry whose key is busy when it comes up
+    is parked, in its key's lane; a freed key's lane goes on (``_ready``) before the queue.
     """
 
     __slots__ = (
-        "_free",
+        "_batched",
+        "_busy",
         "_keyed",
-        "_lanes",
         "_next_token",
+        "_parked",
+        "_queue",
         "_ready",
         "_units",
+        "acks",
         "blocked",
         "concurrency",
-        "held",
         "ordering",
         "paused",
         "running",
+        "step",
         "unit",
     )
 
-    def __init__(self, ordering: Ordering, concurrency: int, unit: int = 1) -> None:
+    def __init__(
+        self,
+        ordering: Ordering,
+        concurrency: int,
+        unit: int = 1,
+        acks: list[bytes] | None = None,
+    ) -> None:
         if concurrency < 1 or unit < 1:
             raise ValueError("Dispatch needs concurrency >= 1 and unit >= 1")
         if ordering is Ordering.PARTITION and concurrency != 1:
@@ -116,79 +123,129 @@ class Dispatch:
         self.ordering = ordering
         self.concurrency = concurrency
         self.unit = unit
-        self.held = 0  # entries arrived and not finished (waiting or in flight)
+        #: Where ``step`` puts the ids of the entries it finishes (the carrier's commit buffer).
+        self.acks: list[bytes] = [] if acks is None else acks
         self.running = 0  # units started and not finished
         self.paused = False
         self.blocked: set[Hashable] = set()  # keys whose event in flight failed
         self._keyed = ordering is not Ordering.NONE
-        self._free: deque[Held] = deque()  # ordering NONE: waiting entries, in order
-        # A key has a lane while it has entries waiting or in flight (its waiting ones, in
-        # order); it is in ``_ready`` while it has entries waiting and none in flight.
-        self._lanes: dict[Hashable, list[Held]] = {}  # (lists: short, and cheap to make)
-        self._ready: deque[Hashable] = deque()
+        self._queue: deque[Held] = deque()  # arrived, not looked at yet: stream order
+        # A key is busy while it has an entry in flight or reserved for the next unit: its
+        # value is None, or its lane (a deque, never empty) of parked entries in stream order.
+        # A parked entry is older than every entry still in ``_queue``.
+        self._busy: dict[Hashable, deque[Held] | None] = {}
+        self._ready: deque[Hashable] = deque()  # keys freed with entries parked (reserved)
+        self._parked = 0  # entries in lanes
+        self._batched = 0  # entries of batch units in flight
         self._units: dict[int, tuple[list[Hashable], list[Held]]] = {}  # batch units
         self._next_token = 0
+        self.step: Callable[[Held], Held | None] = (
+            self._step_keyed if self._keyed else self._step_free
+        )
+
+    @property
+    def held(self) -> int:
+        """Entries arrived and not finished (waiting or in flight)."""
+        return len(self._queue) + self._parked + self.in_flight
+
+    @property
+    def in_flight(self) -> int:
+        """Entries of started, unfinished units."""
+        return self.running if self.unit == 1 else self._batched
+
+    @property
+    def waiting(self) -> int:
+        """Entries held that have not started."""
+        return len(self._queue) + self._parked
 
     # -- what happened -------------------------------------------------------------------------
 
     def arrive(self, entry_id: bytes, key: Hashable, event: Any = None, fields: Any = None) -> None:
         """An entry read from the stream (in stream order). ``key`` must be hashable
         (``lane_key``); it is ignored unless the ordering is ``KEY``."""
-        self.held += 1
-        if not self._keyed:
-            self._free.append(_new(Held, (entry_id, entry_id, event, fields)))
-            return
+        self.arrive_many([(entry_id, key, event, fields)])
+
+    def arrive_many(self, entries: list[Held]) -> None:
+        """Entries read from the stream, in stream order (a read batch at once)."""
         if self.ordering is Ordering.PARTITION:
-            key = _ONE_LANE
-        lane = self._lanes.get(key)
-        if lane is None:
-            self._lanes[key] = [_new(Held, (entry_id, key, event, fields))]
-            self._ready.append(key)
-        else:
-            lane.append(_new(Held, (entry_id, key, event, fields)))
+            entries = [(held[0], _ONE_LANE, held[2], held[3]) for held in entries]
+        self._queue.extend(entries)
 
     def done(self, held: Held, ack: bool = True) -> bytes | None:
         """The handler call of ``held`` (taken) is over: the id to ack if ``ack`` (it returned),
         else None (dead-lettered: the move acked it; stopped: it stays pending)."""
         self.running -= 1
-        self.held -= 1
         if self._keyed:
-            key = held.key
-            if self._lanes[key]:
-                self._ready.append(key)
-            else:
-                del self._lanes[key]
+            key = held[1]
+            self._free(key)
             if self.blocked:
                 self.blocked.discard(key)
-        return held.entry_id if ack else None
+        return held[0] if ack else None
+
+    def _step_keyed(self, held: Held) -> Held | None:
+        """``step`` with keys (``KEY``, ``PARTITION``), for an entry that was never blocked."""
+        self.acks.append(held[0])
+        busy = self._busy
+        key = held[1]
+        if busy[key] is None:
+            del busy[key]
+        else:
+            self._ready.append(key)  # its parked entries go next (the key stays busy)
+        if self._ready or self.paused:
+            self.running -= 1
+            return self.next()
+        queue = self._queue
+        while queue:  # (the one unit finished, the next started: ``running`` stays)
+            held = queue.popleft()
+            key = held[1]
+            if key in busy:
+                self._park(key, held)
+                continue
+            busy[key] = None
+            return held
+        self.running -= 1
+        return None
+
+    def _step_free(self, held: Held) -> Held | None:
+        """``step`` with ``NONE``."""
+        self.acks.append(held[0])
+        if self._queue and not self.paused:
+            return self._queue.popleft()
+        self.running -= 1
+        return None
 
     def finish(self, token: int, acks: Iterable[bytes] = ()) -> list[bytes]:
         """The batch ``token`` is over: the ids of ``acks`` to ack (its handler returned for
         them); the others were settled otherwise. Ids not of this batch are refused."""
         keys, entries = self._units[token]
-        ids = {held.entry_id for held in entries}
+        ids = {held[0] for held in entries}
         out = list(acks)
         for entry_id in out:
             if entry_id not in ids:
                 raise ValueError(f"{entry_id!r} is not an entry of unit {token}")
         del self._units[token]
         self.running -= 1
-        self.held -= len(entries)
-        lanes = self._lanes
+        self._batched -= len(entries)
         for key in keys:
             self.blocked.discard(key)
-            if lanes[key]:
-                self._ready.append(key)
-            else:
-                del lanes[key]
+            self._free(key)
         return out
+
+    def _free(self, key: Hashable) -> None:
+        """A unit holding ``key`` is over: the key is free, or its lane goes next."""
+        if self._busy[key] is None:
+            del self._busy[key]
+        else:
+            self._ready.append(key)
 
     def block(self, held: Held | Start) -> None:
         """``held`` (or a batch) failed and is being retried: its keys wait behind it."""
+        if not self._keyed:
+            return
         if isinstance(held, Start):
             self.blocked.update(self._units[held.token][0])
-        elif self._keyed:
-            self.blocked.add(held.key)
+        else:
+            self.blocked.add(held[1])
 
     def pause(self) -> None:
         """An outage: start nothing new until ``resume`` (units in flight carry on)."""
@@ -199,24 +256,40 @@ class Dispatch:
 
     # -- what to do ----------------------------------------------------------------------------
 
-    def take(self, limit: int) -> list[Held]:
-        """Up to ``limit`` entries that may start now, each a unit of its own, marked in
-        flight (never more than ``concurrency`` in flight; [] when paused)."""
-        n = min(limit, self.concurrency - self.running)
-        if self.paused or n <= 0:
-            return []
-        out: list[Held] = []
+    def next(self) -> Held | None:
+        """One entry that may start now, as a unit of its own, marked in flight; None if none
+        may (``concurrency`` in flight, paused, or every waiting entry's key is busy)."""
+        if self.paused or self.running >= self.concurrency:
+            return None
+        if self._ready:
+            self.running += 1
+            return self._unpark(self._ready.popleft())
+        queue = self._queue
         if not self._keyed:
-            free = self._free
-            while free and n:
-                out.append(free.popleft())
-                n -= 1
-        else:
-            ready, lanes = self._ready, self._lanes
-            while ready and n:
-                out.append(lanes[ready.popleft()].pop(0))
-                n -= 1
-        self.running += len(out)
+            if not queue:
+                return None
+            self.running += 1
+            return queue.popleft()
+        busy = self._busy
+        while queue:
+            held = queue.popleft()
+            key = held[1]
+            if key in busy:
+                self._park(key, held)
+                continue
+            busy[key] = None
+            self.running += 1
+            return held
+        return None
+
+    def take(self, limit: int) -> list[Held]:
+        """Up to ``limit`` entries that may start now (``next`` each)."""
+        out: list[Held] = []
+        while len(out) < limit:
+            held = self.next()
+            if held is None:
+                break
+            out.append(held)
         return out
 
     def start(self) -> Start | None:
@@ -226,54 +299,79 @@ class Dispatch:
             return None
         entries: list[Held] = []
         keys: list[Hashable] = []
-        room = self.unit
-        if not self._keyed:
-            free = self._free
-            while free and room:
-                entries.append(free.popleft())
-                room -= 1
-        ready, lanes = self._ready, self._lanes
-        while ready and room:
+        queue, busy, ready = self._queue, self._busy, self._ready
+        while ready and len(entries) < self.unit:  # parked lanes first: older than the queue
             key = ready.popleft()
-            lane = lanes[key]
-            while lane and room:
-                entries.append(lane.pop(0))
-                room -= 1
             keys.append(key)
+            entries.append(self._unpark(key))
+            while busy[key] is not None and len(entries) < self.unit:
+                entries.append(self._unpark(key))
+            # (a lane the batch could not take whole goes on when the batch is over)
         if len(keys) > 1:
             entries.sort(key=_arrival)
+        mine = set(keys)
+        while queue and len(entries) < self.unit:
+            held = queue.popleft()
+            if self._keyed:
+                key = held[1]
+                if key in busy:
+                    if key in mine and busy[key] is None:
+                        entries.append(held)  # this batch holds the key: it joins, in order
+                    else:
+                        self._park(key, held)
+                    continue
+                busy[key] = None
+                mine.add(key)
+                keys.append(key)
+            entries.append(held)
         token = self._next_token
         self._next_token = token + 1
         self._units[token] = (keys, entries)
         self.running += 1
+        self._batched += len(entries)
         return Start(token, entries)
 
     def startable(self) -> bool:
-        """Would ``take``/``start`` hand out a unit now?"""
-        return (
-            bool(self._ready or self._free)
-            and not self.paused
-            and self.running < self.concurrency
-        )
+        """Would ``next``/``take``/``start`` hand out a unit now?"""
+        if self.paused or self.running >= self.concurrency:
+            return False
+        if self._ready:
+            return True
+        queue = self._queue
+        if self._keyed:
+            busy = self._busy
+            while queue and queue[0][1] in busy:  # park what cannot start (once each)
+                held = queue.popleft()
+                self._park(held[1], held)
+        return bool(queue)
 
     def want(self, read: int) -> int:
         """How many new entries to read now: ``read`` while at most ``concurrency * unit``
         are held (so never more than that plus one read), else 0."""
         return read if self.held <= self.concurrency * self.unit else 0
 
-    @property
-    def in_flight(self) -> int:
-        """Entries of started, unfinished units."""
-        if self.unit == 1:
-            return self.running
-        return sum(len(entries) for _, entries in self._units.values())
+    # -- lanes ---------------------------------------------------------------------------------
 
-    @property
-    def waiting(self) -> int:
-        """Entries held that have not started."""
-        return self.held - self.in_flight
+    def _park(self, key: Hashable, held: Held) -> None:
+        """``held`` waits behind its busy key, in stream order."""
+        lane = self._busy[key]
+        if lane is None:
+            self._busy[key] = deque((held,))
+        else:
+            lane.append(held)
+        self._parked += 1
+
+    def _unpark(self, key: Hashable) -> Held:
+        """The oldest parked entry of ``key`` (which stays busy: the entry starts now)."""
+        lane = self._busy[key]
+        assert lane is not None
+        held = lane.popleft()
+        if not lane:
+            self._busy[key] = None
+        self._parked -= 1
+        return held
 
 
 def _arrival(held: Held) -> tuple[int, int]:
-    ms, _, seq = held.entry_id.partition(b"-")
+    ms, _, seq = held[0].partition(b"-")
     return int(ms), int(seq or 0)

@@ -241,7 +241,6 @@ class Handling:
                     )
                     if result is STOPPED:
                         return
-                    ack = self.link.acks.append  # the redelivery's round trip flushed the acks
                     streak = failures.streak
                     if result is MOVED:
                         continue

@@ -6,11 +6,12 @@ module carries it out with three kinds of task in one nursery:
 - the reader (``run``): reads while the rule wants entries (so at most ``concurrency`` units
   plus one read are held), decodes each entry once and computes its key once, and commits the
   acks the rule releases on its next fenced round trip (never a round trip per event);
-- workers, at most one per unit in flight: a worker takes the next unit the rule allows,
-  handles it (containment as in ``handling``: a failing event blocks its own key only, an
-  outage pauses the whole partition), reports it finished, and goes on while work is ready.
-  A worker starts a spare one before it awaits the handler, only if none is spare, so a
-  handler that never waits runs everything in one task (no task per event);
+- workers, at most one per unit in flight: a worker handles one entry the rule allows at a
+  time (containment as in ``handling``: a failing event blocks its own key only, an outage
+  pauses the whole partition) and goes on with the next (``Dispatch.step``: its ack, its key
+  freed, the next entry, in one call) while work is ready. A worker starts a spare one before
+  it awaits the handler, only if none is spare, so a handler that never waits runs everything
+  in one task (no task per event) and one that waits fans out to ``concurrency`` tasks;
 - the fence watcher: a lease that lapses (or is revoked) cancels the handlers in flight at
   once; nothing they did is acked.
 
@@ -21,7 +22,7 @@ entries read but not started stay pending and are replayed first by the next own
 from __future__ import annotations
 
 import operator
-from collections import deque
+import typing
 from collections.abc import Callable, Hashable
 from typing import Any
 
@@ -43,8 +44,6 @@ __all__ = ["LaneLoop"]
 LINGER = 0.05
 #: How often the fence is checked while handlers are in flight.
 FENCE_WATCH = 0.1
-#: Entries a worker takes from the rule at once (the others it spawns take them from it).
-TAKE = 64
 
 
 class LaneLoop:
@@ -61,10 +60,11 @@ class LaneLoop:
             settings.ordering,
             settings.in_flight(spec.form),
             settings.batch_size if self.batches else 1,
+            reader.link.acks,
         )
         self.lane_of = _lane_getter(spec.stream) if settings.ordering is Ordering.KEY else None
         self.plain = handling.plain
-        self._taken: deque[Held] = deque()  # taken from the rule, not yet handed to a handler
+        self._stopping = False
         self._nursery: trio.Nursery | None = None
         self._error: Exception | None = None
         self._workers = 0  # running worker tasks
@@ -84,6 +84,8 @@ class LaneLoop:
                 nursery.start_soon(self._watch_fence)
                 try:
                     await self._read()
+                    self._stopping = True  # start nothing new: the units in flight finish
+                    self._sync_pause()
                     while self._workers:  # a graceful stop: let the units in flight finish
                         await self._wait_for(lambda: not self._workers)
                 except Exception as exc:
@@ -136,12 +138,14 @@ class LaneLoop:
                 return  # (a stop closes the connection: nothing may be left to commit)
 
     async def _arrive(self, entries: list[Any]) -> None:
-        """Decode each entry and compute its key, once; hand them to the rule in order."""
+        """Decode each entry and compute its key, once; hand them to the rule in order, as
+        one batch."""
         handling = self.handling
         conn = self.reader.conn
         decode = handling.decode
-        arrive = self.dispatch.arrive
         lane_of = self.lane_of
+        arrived: list[Held] = []
+        add = arrived.append
         for entry_id, fields in entries:
             try:
                 event = decode(fields)
@@ -155,7 +159,8 @@ class LaneLoop:
                     format_bounded_traceback(exc), 1,
                 )
                 continue
-            arrive(entry_id, key, event, fields)
+            add((entry_id, key, event, fields))
+        self.dispatch.arrive_many(arrived)
 
     async def _wait_for(self, condition: Callable[[], bool], room_at: int = -1) -> None:
         """Until ``condition`` holds after a unit finished or a worker ended (workers check
@@ -178,100 +183,140 @@ class LaneLoop:
 
     def _kick(self) -> None:
         """Start a worker if work is ready and none is spare."""
-        if not self._spare and self._nursery is not None and (
-            self._taken or self.dispatch.startable()
-        ):
+        if not self._spare and self._nursery is not None and self.dispatch.startable():
             self._spare += 1
             self._workers += 1
             self._nursery.start_soon(self._work_batches if self.batches else self._work)
 
     def _sync_pause(self) -> None:
-        """The containment rule decided an outage (or its end): nothing new starts meanwhile."""
-        backing_off = self.counters.failures.backing_off
-        if backing_off is not self.dispatch.paused:
-            if backing_off:
+        """Start nothing new during an outage (the containment rule decided it) or a stop."""
+        pause = self._stopping or self.counters.failures.backing_off
+        if pause is not self.dispatch.paused:
+            if pause:
                 self.dispatch.pause()
             else:
                 self.dispatch.resume()
 
     async def _work(self) -> None:
-        """A worker of the event form: take entries the rule allows, one handler call each.
-
-        The plain handler's success path is inline (it runs per event)."""
+        """A worker of the event form: handle entries the rule allows, one at a time, until
+        none may start. Before it awaits a handler it starts a spare worker if none is spare
+        and more may start (a handler that waits fans out; one that never waits runs them
+        all in this task)."""
         self._spare -= 1
-        dispatch = self.dispatch
-        taken = self._taken
-        counters = self.counters
-        failures = counters.failures
-        handler = self.handling.handler
-        fence = self.handling.fence
-        link = self.reader.link
-        stopping = self.reader.ctx.stop_event.is_set
-        plain = self.plain
-        n = 0  # this worker's events: every 8th checks the fence, every 16th is timed
         try:
-            while not stopping():
-                if not taken:
-                    self._sync_pause()
-                    taken.extend(dispatch.take(TAKE))
-                    counters.in_flight = dispatch.running
-                    if not taken:
-                        return
-                held = taken.popleft()
-                if not self._spare and (taken or dispatch.startable()):
-                    self._kick()  # this handler may wait: the next entry gets a worker
-                n += 1
-                if not plain or not n % SAMPLE_EVERY:
-                    await self._event(held)
-                else:
-                    if not n % FENCE_CHECK_EVERY:
-                        fence.check(trio.current_time())
-                        self._record_successes()
-                    try:
-                        await handler(held.event)
-                    except Exception as exc:
-                        counters.errors[type(exc).__name__] += 1
-                        self._settle(held, await self._contain(held, exc), 0.0)
-                        continue
-                    counters.processed += 1
-                    self._successes += 1
-                    if failures.streak:
-                        failures.on_success()
-                    link.acks.append(dispatch.done(held))  # type: ignore[arg-type]
-                    if dispatch.held <= self._room_at:  # the reader waits for room: it is here
-                        self._room_at = -1
-                        self._wake.set()
-                    continue
-            while taken:  # a graceful stop: what was not handed to a handler stays pending
-                dispatch.done(taken.popleft(), ack=False)
+            self._sync_pause()
+            held = self.dispatch.next()
+            self.counters.in_flight = self.dispatch.running
+            if held is not None:
+                await (self._work_plain(held) if self.plain else self._work_chained(held))
         except Exception as exc:
             self._fail(exc)
         finally:
             self._workers -= 1
-            counters.in_flight = dispatch.running
+            self.counters.in_flight = self.dispatch.running
             self._maybe_wake()
 
+    async def _work_plain(self, held: Held | None) -> None:
+        """The plain handler's loop: per event only the call and ``step`` (its ack, and the
+        next entry); every ``FENCE_CHECK_EVERY``-th event goes through ``_checked`` (the
+        fence, the books, a duration sample)."""
+        dispatch = self.dispatch
+        step = dispatch.step
+        failures = self.counters.failures
+        handler = self.handling.handler
+        every = FENCE_CHECK_EVERY
+        n = 0  # this worker's events
+        ok = 0  # handled, not yet counted
+        try:
+            while held is not None:
+                if not self._spare and dispatch.startable():
+                    self._kick()  # this handler may wait: the next entry gets a worker
+                n += 1
+                if n % every:
+                    try:
+                        await handler(held[2])
+                    except Exception as exc:
+                        held = await self._failed(held, exc, ok)
+                        ok = 0
+                        continue
+                else:
+                    self._checked(ok, n)
+                    ok = 0
+                    if not await self._sampled(held, not n % SAMPLE_EVERY):
+                        held = self._next()
+                        continue
+                ok += 1
+                if failures.streak:
+                    failures.on_success()
+                    self._sync_pause()
+                held = step(held)
+        finally:
+            self._book(ok)
+
+    def _checked(self, handled: int, n: int) -> None:
+        """Every few events of a worker: the fence (a resumed zombie stops within a few
+        events), the books, an outage or its end, and the reader waiting for room."""
+        self.handling.fence.check(trio.current_time())
+        self._book(handled)
+        self._sync_pause()
+        self.counters.in_flight = self.dispatch.running
+        if self._waiting is not None:
+            self._maybe_wake()
+
+    async def _sampled(self, held: Held, timed: bool) -> bool:
+        """A plain handler call, timed if ``timed``; False if it failed (settled here)."""
+        started = trio.current_time() if timed else 0.0
+        try:
+            await self.handling.handler(held[2])
+        except Exception as exc:
+            self.counters.errors[type(exc).__name__] += 1
+            self._settle(held, await self._contain(held, exc), 0.0)
+            return False
+        if timed:
+            self.counters.latencies.append(trio.current_time() - started)
+        return True
+
+    async def _failed(self, held: Held, exc: Exception, handled: int) -> Held | None:
+        """A plain handler call failed (``handled`` before it, not yet counted): the
+        containment rule settles it; the next entry."""
+        self._book(handled)  # ours before the failure: evidence for the rule
+        self.counters.errors[type(exc).__name__] += 1
+        self._settle(held, await self._contain(held, exc), 0.0)
+        return self._next()
+
+    def _next(self) -> Held | None:
+        self._sync_pause()
+        return self.dispatch.next()
+
+    async def _work_chained(self, held: Held | None) -> None:
+        """The loop of a handler with middleware, timeout, retries or an error hook."""
+        dispatch = self.dispatch
+        while held is not None:
+            if not self._spare and dispatch.startable():
+                self._kick()
+            await self._event(held)
+            held = self._next()
+
+    def _book(self, handled: int) -> None:
+        """Count events handled by a worker's fast path (for statistics and the health
+        board: evidence that handlers work)."""
+        if handled:
+            self.counters.processed += handled
+            self._successes += handled
+            self._record_successes()
+
     async def _event(self, held: Held) -> None:
-        """One event the slow way: ``handle`` (middleware, timeout, retries, error hook), or
-        a plain call timed for the duration sample; a failure blocks its key while the
-        containment rule deals with it."""
+        """One event through ``handle`` (middleware, timeout, retries, error hook); a
+        failure blocks its key while the containment rule deals with it."""
         handling = self.handling
-        counters = self.counters
-        counters.in_flight = self.dispatch.running
+        self.counters.in_flight = self.dispatch.running
         handling.fence.check(trio.current_time())
         self._record_successes()
         started = trio.current_time()
         try:
-            if self.plain:
-                await handling.handler(held.event)
-                result: object = HANDLED
-            else:
-                result = await handling.handle(
-                    self.reader.conn, held.entry_id, held.fields, held.event
-                )
+            entry_id, _, event, fields = held
+            result = await handling.handle(self.reader.conn, entry_id, fields, event)
         except Exception as exc:
-            if self.plain:
-                counters.errors[type(exc).__name__] += 1
             result = await self._contain(held, exc)
         self._settle(held, result, started)
 
@@ -301,9 +346,10 @@ class LaneLoop:
         self._record_successes()  # ours before the failure: evidence for the rule
         self.dispatch.block(held)
         handling = self.handling
+        entry_id, key, _, fields = held
         return await handling.contain(
-            self.reader.conn, self.reader.ctx, held.entry_id, held.fields, exc, 1,
-            handling.handle, held.key if self.lane_of is not None else None,
+            self.reader.conn, self.reader.ctx, entry_id, fields, exc, 1, handling.handle,
+            key if self.lane_of is not None else None,
         )
 
     async def _work_batches(self) -> None:
@@ -323,7 +369,7 @@ class LaneLoop:
                 self._kick()
                 self.counters.in_flight = dispatch.in_flight
                 handling.fence.check(trio.current_time())
-                items = [(held.entry_id, held.fields, held.event) for held in start.entries]
+                items = [(entry_id, fields, event) for entry_id, _, event, fields in start.entries]
                 acks = await handle_batch(handling, reader.conn, reader.ctx, items)
                 reader.commit(dispatch.finish(start.token, acks))
                 if self._waiting is not None:
@@ -361,10 +407,17 @@ class LaneLoop:
 
 
 def _lane_getter(stream: Any) -> Callable[[Any], Hashable]:
-    """The lane of an event: a typed record's key field as it is (one type, so equal values
-    are equal keys); otherwise the key normalised as for partitioning (``lane_key``)."""
+    """The lane of an event: a typed record's key field as it is when the field has one type
+    whose equal values are equal keys (``int``, ``str`` or ``bytes``); otherwise the key
+    normalised as for partitioning (``lane_key``: ``1`` and ``"1"`` share a partition, and a
+    lane)."""
     if stream.record is not None and isinstance(stream.key, str):
-        getter: Callable[[Any], Hashable] = operator.attrgetter(stream.key)
-        return getter
+        try:
+            hint = typing.get_type_hints(stream.record).get(stream.key)
+        except Exception:  # a hint naming a local type: normalise, to be safe
+            hint = None
+        if hint in (int, str, bytes):
+            getter: Callable[[Any], Hashable] = operator.attrgetter(stream.key)
+            return getter
     key_of = stream.key_of
     return lambda event: lane_key(key_of(event))

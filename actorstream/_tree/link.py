@@ -77,7 +77,8 @@ class PartitionLink:
         self.stream_key = self.protocol.stream_key
         self.epoch_key = self.protocol.epoch_key
         self.meta_key = keys.meta_key(app, stream, partition)
-        #: Ids handled but not yet acked; acked by the next ``read`` (replaced, not cleared).
+        #: Ids handled but not yet acked; acked by the next ``read`` (one list for the epoch:
+        #: a loop may keep its ``append``).
         self.acks: list[bytes] = []
         self.lock = trio.Lock()
         #: A stateful actor's tables: their pending commit rides with the acks (one unit).
@@ -179,9 +180,9 @@ class PartitionLink:
             self._notify(result.notices)
         if acks_sent:
             self.counters.acked += result.acked
-            # Replaced (the sent list may still be referenced by the caller), keeping what was
-            # added while the round trip was on its way.
-            self.acks = self.acks[acks_sent:]
+            # In place (loops keep its bound ``append``), keeping what was added while the
+            # round trip was on its way (the plan copied the ids it sent).
+            del self.acks[:acks_sent]
         if result.trimmed:
             # Trimmed or deleted while pending: nothing to handle; ack it away.
             self.counters.trimmed += len(result.trimmed)

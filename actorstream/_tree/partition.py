@@ -278,7 +278,7 @@ class PartitionActor:
             # What this actor held (values, writes and acks not known to be committed) is
             # dropped together: Redis is the truth; unacked events are replayed below.
             self._set_state(PartitionState.RESTORING)
-            self.link.acks = []
+            self.link.acks.clear()
             began = trio.current_time()
             await restore(self.tables, conn, self.fence, self.report)
             self.counters.restore_seconds = trio.current_time() - began

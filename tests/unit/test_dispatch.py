@@ -16,13 +16,15 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
+from actorstream import Record, System
 from actorstream._core.dispatch import Dispatch, Held, Ordering, Start, lane_key
+from actorstream._tree.lanes import _lane_getter
 
 
 def ids(units: list[Held] | Start | None) -> list[bytes]:
     assert units is not None
     entries = units.entries if isinstance(units, Start) else units
-    return [held.entry_id for held in entries]
+    return [held[0] for held in entries]
 
 
 def arrive_all(d: Dispatch, keys: list[Any]) -> None:
@@ -56,7 +58,7 @@ def test_partition_ordering_is_one_lane() -> None:
     d = Dispatch(Ordering.PARTITION, concurrency=1)
     arrive_all(d, ["a", "b"])
     (one,) = d.take(10)
-    assert one.entry_id == b"1-0" and d.take(10) == []
+    assert one[0] == b"1-0" and d.take(10) == []
     assert d.done(one, ack=False) is None  # dead-lettered: the move acked it
     assert ids(d.take(10)) == [b"2-0"]
 
@@ -68,16 +70,17 @@ def test_none_ordering_ignores_keys_up_to_concurrency() -> None:
     assert d.take(10) == [] and not d.startable()
 
 
-def test_a_batch_takes_a_keys_entries_in_order_and_no_key_in_two_batches() -> None:
+def test_a_batch_takes_entries_in_stream_order_and_no_key_in_two_batches() -> None:
     d = Dispatch(Ordering.KEY, concurrency=2, unit=3)
     arrive_all(d, ["a", "b", "a", "a", "b", "c"])
     first = d.start()
-    assert ids(first) == [b"1-0", b"3-0", b"4-0"]  # key a's three entries fill the batch
-    assert ids(d.start()) == [b"2-0", b"5-0", b"6-0"]
+    assert ids(first) == [b"1-0", b"2-0", b"3-0"]  # key a twice: one batch holds both
+    assert ids(d.start()) == [b"6-0"]  # a and b are in the first batch: their later entries wait
     d.arrive(b"7-0", "a")
-    assert d.start() is None  # concurrency 2, and key a is in flight
+    assert d.start() is None  # concurrency 2
     assert first is not None
-    assert d.finish(first.token, [b"1-0", b"4-0"]) == [b"1-0", b"4-0"]
+    assert d.finish(first.token, [b"1-0", b"3-0"]) == [b"1-0", b"3-0"]
+    assert ids(d.start()) == [b"4-0", b"5-0", b"7-0"]  # the waiting ones first, in order
     with pytest.raises(ValueError, match="not an entry"):
         d.finish(first.token + 1, [b"1-0"])
 
@@ -160,7 +163,7 @@ class DispatchModel(RuleBasedStateMachine):
         self.tokens += 1
         token = self.tokens
         for held in entries:
-            self.started[self.key_of[held.entry_id]].append(held.entry_id)
+            self.started[self.key_of[held[0]]].append(held[0])
         self.running[token] = entries
         self.units[token] = unit
 
@@ -186,7 +189,7 @@ class DispatchModel(RuleBasedStateMachine):
         token = data.draw(st.sampled_from(sorted(self.running)))
         entries = self.running.pop(token)
         unit = self.units.pop(token)
-        wanted = [held.entry_id for held in entries]
+        wanted = [held[0] for held in entries]
         wanted = {"all": wanted, "none": [], "some": wanted[::2]}[how]
         if isinstance(unit, Start):
             got = self.d.finish(unit.token, wanted)
@@ -197,13 +200,33 @@ class DispatchModel(RuleBasedStateMachine):
         self.returned.update(got)
         self.acked.extend(got)
 
+    @precondition(lambda self: hasattr(self, "d") and self.d.unit == 1 and self.running)
+    @rule(data=st.data())
+    def step(self, data: st.DataObject) -> None:
+        """The event form's success path: ``step`` acks a unit (never blocked) and starts the
+        next one, if any may start."""
+        d = self.d
+        unblocked = [t for t, (held,) in self.running.items() if held[1] not in d.blocked]
+        if not unblocked:
+            return
+        token = data.draw(st.sampled_from(sorted(unblocked)))
+        (held,) = self.running.pop(token)
+        self.units.pop(token)
+        before = len(d.acks)
+        nxt = d.step(held)
+        assert d.acks[before:] == [held[0]]
+        self.returned.add(held[0])
+        self.acked.append(held[0])
+        if nxt is not None:
+            self._started(nxt, [nxt])
+
     @precondition(lambda self: hasattr(self, "d") and self.running)
     @rule(data=st.data())
     def fail(self, data: st.DataObject) -> None:
         token = data.draw(st.sampled_from(sorted(self.running)))
         self.d.block(self.units[token])
         if self.d.ordering is Ordering.KEY:
-            assert all(held.key in self.d.blocked for held in self.running[token])
+            assert all(held[1] in self.d.blocked for held in self.running[token])
 
     @precondition(lambda self: hasattr(self, "d"))
     @rule(paused=st.booleans())
@@ -221,6 +244,7 @@ class DispatchModel(RuleBasedStateMachine):
         d = self.d
         # nothing acked before its handler returned, and each id at most once
         assert set(self.acked) <= self.returned
+        assert set(d.acks) <= self.returned  # what ``step`` put in the commit buffer
         assert len(self.acked) == len(set(self.acked))
         # in flight and read-ahead bounded
         assert d.running == len(self.running) <= d.concurrency
@@ -232,7 +256,7 @@ class DispatchModel(RuleBasedStateMachine):
         owners: dict[str, int] = {}
         for token, entries in self.running.items():
             for held in entries:
-                key = self.key_of[held.entry_id] if d.ordering is Ordering.KEY else "*"
+                key = self.key_of[held[0]] if d.ordering is Ordering.KEY else "*"
                 assert owners.setdefault(key, token) == token
         # a key's entries start in stream order (all of them, with one lane)
         for key, started in self.started.items():
@@ -249,3 +273,33 @@ def _seq(entry_id: bytes) -> int:
 
 TestDispatchModel = DispatchModel.TestCase
 TestDispatchModel.settings = settings(max_examples=200, stateful_step_count=50, deadline=None)
+
+
+class Loose(Record):
+    """A key field of any type: ``1`` and ``"1"`` share a partition."""
+
+    key: Any
+    seq: int
+
+
+class Tight(Record):
+    key: int
+    seq: int
+
+
+def test_a_typed_key_field_of_two_types_is_normalised_like_the_partitioner() -> None:
+    system = System("lanes", "redis://127.0.0.1:1", install_signal_handlers=False)
+    loose = system.stream("loose", record=Loose, partitions=4, key="key")
+    lane_of = _lane_getter(loose)
+    assert lane_of(Loose(key=1, seq=1)) == lane_of(Loose(key="1", seq=2))
+    assert loose.partition_of(Loose(key=1, seq=1)) == loose.partition_of(Loose(key="1", seq=2))
+    assert lane_of(Loose(key=1, seq=1)) != lane_of(Loose(key="2", seq=1))
+    tight = system.stream("tight", record=Tight, partitions=4, key="key")
+    assert _lane_getter(tight)(Tight(key=7, seq=1)) == 7  # one type: the value as it is
+
+
+def test_a_key_function_gives_lanes_normalised_like_the_partitioner() -> None:
+    system = System("lanes", "redis://127.0.0.1:1", install_signal_handlers=False)
+    plain = system.stream("plain", partitions=4, key=lambda event: event["k"])
+    lane_of = _lane_getter(plain)
+    assert lane_of({"k": 1}) == lane_of({"k": "1"}) != lane_of({"k": 2})
