@@ -18,8 +18,8 @@ this module sends the commands, keeps which connection watches the epoch, and bo
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import trio
 
@@ -40,6 +40,8 @@ from .supervisor import ChildContext
 __all__ = ["CLAIM_COUNT", "PartitionLink"]
 
 log = logging.getLogger("actorstream.partition")
+
+T = TypeVar("T")
 
 CLAIM_COUNT = 500
 
@@ -227,12 +229,21 @@ class PartitionLink:
     async def wait_for_append(
         self, conn: Connection, ctx: ChildContext, last: Any, block_ms: int
     ) -> bool:
-        """Block until the stream grows past ``last`` or ``block_ms``; False if stopping.
+        """Block until the stream grows past ``last`` or ``block_ms``; False if stopping."""
+        await self._until_stopped(ctx, lambda: conn.execute(
+            "XREAD", "COUNT", 1, "BLOCK", block_ms, "STREAMS", self.stream_key, last,
+            timeout=block_ms / 1000 + 10.0,
+        ))
+        return not ctx.stop_requested
+
+    async def _until_stopped(self, ctx: ChildContext, call: Callable[[], Awaitable[T]]) -> T | None:
+        """``call()`` under the link's lock, cancelled when a stop is requested (then None).
 
         Errors are caught inside the nursery and re-raised outside it, so callers see a plain
         ``ConnectionError`` (not an ExceptionGroup) and treat it as "Redis unavailable".
         """
         error: Exception | None = None
+        result: T | None = None
         async with trio.open_nursery() as nursery:
 
             async def interrupt_on_stop() -> None:
@@ -242,16 +253,13 @@ class PartitionLink:
             nursery.start_soon(interrupt_on_stop)
             try:
                 async with self.lock:
-                    await conn.execute(
-                        "XREAD", "COUNT", 1, "BLOCK", block_ms, "STREAMS", self.stream_key,
-                        last, timeout=block_ms / 1000 + 10.0,
-                    )
+                    result = await call()
             except Exception as exc:
                 error = exc
             nursery.cancel_scope.cancel()
         if error is not None:
             raise error
-        return not ctx.stop_requested
+        return result
 
     async def wait_and_read(
         self, conn: Connection, ctx: ChildContext, tail: Any, block_ms: int, count: int
@@ -266,24 +274,9 @@ class PartitionLink:
         """
         if self.acks or (self.tables is not None and self.tables.pending):
             return None
-        error: Exception | None = None
-        result: ReadResult | None = None
-        async with trio.open_nursery() as nursery:
-
-            async def interrupt_on_stop() -> None:
-                await ctx.wait_stop_requested()
-                nursery.cancel_scope.cancel()
-
-            nursery.start_soon(interrupt_on_stop)
-            try:
-                async with self.lock:
-                    result = await self._wait_and_read(conn, tail, block_ms, count)
-            except Exception as exc:
-                error = exc
-            nursery.cancel_scope.cancel()
-        if error is not None:
-            raise error
-        return result
+        return await self._until_stopped(
+            ctx, lambda: self._wait_and_read(conn, tail, block_ms, count)
+        )
 
     async def _wait_and_read(
         self, conn: Connection, tail: Any, block_ms: int, count: int
