@@ -279,17 +279,21 @@ class PartitionProtocol:
             commands.append(("WAIT", replicas, wait[1]))
         return ReadPlan(commands, len(acks), count, history, commit, replicas)
 
-    def plan_wait_read(self, tail: bytes | str, block_ms: int, count: int) -> ReadPlan:
-        """Wait for an append after ``tail``, then read up to ``count`` new entries: one write.
+    def plan_wait_read(
+        self, tail: bytes | str, block_ms: int, count: int, acks: list[bytes] | None = None
+    ) -> ReadPlan:
+        """Wait for an append after ``tail``, then ack ``acks`` and read up to ``count`` new
+        entries: one write.
 
         ``XREAD BLOCK`` first (no side effect), then the fenced read transaction queued behind
         it: Redis runs the transaction as soon as the XREAD returns (an append, or the time
         out), so the entries come back with the wake, one round trip after the append instead
         of two. The transaction is fenced when it runs, not when it was sent: the WATCH armed
-        by the previous read still holds, so a new owner's epoch aborts it. No acks or commit
-        ride on it (they would wait for the next append): only for an idle partition.
+        by the previous read still holds, so a new owner's epoch aborts it (and its acks).
+        Acks of handled entries may ride on it (they wait at most ``block_ms``, so the carrier
+        keeps it short then); a table commit does not (its writes would wait for an append).
         """
-        plan = self.plan_read([], ">", count)
+        plan = self.plan_read(acks or [], ">", count)
         wait: Command = ("XREAD", "COUNT", 1, "BLOCK", block_ms, "STREAMS", self.stream_key, tail)
         return plan._replace(commands=[wait, *plan.commands], blocks=True)
 

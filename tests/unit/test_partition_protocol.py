@@ -168,6 +168,27 @@ def test_a_wait_read_whose_epoch_changed_while_blocked_is_fenced() -> None:
         result.raise_for_failure()
 
 
+def test_acks_ride_on_a_wait_read_in_its_fenced_transaction_after_the_wake() -> None:
+    p = proto()
+    plan = p.plan_wait_read(b"5-0", 50, 10, [b"4-0", b"5-0"])
+    assert plan.blocks and plan.acks == 2
+    assert plan.commands[0][0] == "XREAD"
+    assert plan.commands[1:] == p.plan_read([b"4-0", b"5-0"], ">", 10).commands
+    woke = [[STREAM.encode(), [entry(6)]]]
+    exec_reply = [2, [[STREAM.encode(), [entry(6)]]], []]
+    result = p.on_read(plan, [woke, *queued(plan._replace(commands=plan.commands[1:])),
+                              exec_reply, *tail()])
+    assert result.acked == 2 and result.entries == [entry(6)] and not result.notices
+
+
+def test_acks_on_a_wait_read_fenced_while_blocked_are_not_acked() -> None:
+    p = proto()
+    plan = p.plan_wait_read(b"5-0", 50, 10, [b"5-0"])
+    result = p.on_read(plan, [None, *queued(plan._replace(commands=plan.commands[1:])),
+                              None, *tail(b"8")])
+    assert result.fenced is not None and result.acked == 0
+
+
 # -- ack batching ----------------------------------------------------------------------------
 
 
