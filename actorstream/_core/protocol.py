@@ -31,7 +31,7 @@ from redis import exceptions as rex
 
 from . import keys
 from .commit import CommitPlan, first_commit_error
-from .deadletter import DeadLetter
+from .deadletter import DeadLetter, GivenUp
 from .errors import CommitError, FencedError
 
 __all__ = [
@@ -414,29 +414,19 @@ class PartitionProtocol:
 
     # -- dead-letter move ----------------------------------------------------------------------
 
-    def plan_dead_letter(
-        self,
-        entry_id: bytes,
-        fields: list[bytes],
-        *,
-        kind: str,
-        message: str,
-        trace: str | None,
-        deliveries: int,
-        worker: str,
-        time_ms: int,
-    ) -> ScriptCall:
+    def plan_dead_letter(self, given_up: GivenUp, *, worker: str, time_ms: int) -> ScriptCall:
         """The atomic, fenced, idempotent move (format: ``_core.deadletter``)."""
+        entry_id, fields = given_up.entry_id, given_up.fields
         entry = DeadLetter(
             dlq_id="",
             stream=self.stream,
             partition=self.partition,
             original_id=entry_id.decode(),
             actor=self.group,
-            kind=kind,
-            error=message[:2000],
-            trace=(trace or "")[:4000],
-            deliveries=deliveries,
+            kind=given_up.kind,
+            error=given_up.message[:2000],
+            trace=(given_up.trace or "")[:4000],
+            deliveries=given_up.deliveries,
             worker=worker,
             epoch=self.epoch,
             time_ms=time_ms,

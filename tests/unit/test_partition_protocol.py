@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from redis import exceptions as rex
 
-from actorstream._core.deadletter import ORIGINAL_PREFIX
+from actorstream._core.deadletter import ORIGINAL_PREFIX, GivenUp
 from actorstream._core.errors import FencedError
 from actorstream._core.protocol import PartitionProtocol, ReadPlan
 
@@ -349,8 +349,9 @@ def test_claim_walks_the_cursor_and_counts_deleted_pending_entries() -> None:
 def test_dead_letter_move_is_fenced_by_our_epoch_and_keeps_the_original_fields() -> None:
     p = proto()
     call = p.plan_dead_letter(
-        b"12-0", [b"order_id", b"12", b"amount", b"x"], kind="decode:schema",
-        message="e" * 3000, trace=None, deliveries=3, worker="w1", time_ms=99,
+        GivenUp(b"12-0", [b"order_id", b"12", b"amount", b"x"], "decode:schema", "e" * 3000,
+                None, 3),
+        worker="w1", time_ms=99,
     )
     assert call.script == "deadletter"
     assert call.keys == [STREAM, EPOCH, "as:{shop:orders:3}:dlq", "as:{shop:orders:3}:dlqidx"]
