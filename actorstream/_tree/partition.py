@@ -124,14 +124,9 @@ class PartitionActor:
         self.counters, self.on_fenced = context.counters, context.on_fenced
         self.group = spec.name
         self.link = PartitionLink(
-            app=worker.app,
-            stream=spec.stream.name,
-            partition=context.partition,
-            group=spec.name,
-            consumer=worker.worker_id,
-            fence=context.fence,
-            counters=context.counters,
-            report=worker.report,
+            app=worker.app, stream=spec.stream.name, partition=context.partition,
+            group=spec.name, consumer=worker.worker_id, fence=context.fence,
+            counters=context.counters, report=worker.report,
         )
         self.decode, self.settings = spec.stream.format_decoder, spec.settings
         middleware = (*context.middleware, *spec.middleware)
