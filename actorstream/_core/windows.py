@@ -314,6 +314,10 @@ class WindowTracker:
         """The highest event time seen (None before the first event)."""
         return self._stream_time
 
+    def next_due(self) -> int | None:
+        """The least stream time at which a window closes or leaves (None: none tracked)."""
+        return self._heap[0][0] if self._heap else None
+
     def open_windows(self, key: Hashable) -> list[Window]:
         return sorted(self._open.get(key, ()))
 

@@ -183,8 +183,7 @@ class PartitionActor:
         self.chain = tables.wrap(compose(self.handler, middleware))
         if windowed_tables(spec.tables):
             windows = WindowsOfPartition(
-                tables, windowed_tables(spec.tables), spec.stream.event_time_ms,
-                context.counters.late,
+                tables, windowed_tables(spec.tables), spec.stream, context.counters
             )
             self.handler = windows.wrap_handler(handler)
             self.chain = windows.wrap(self.chain)
