@@ -201,7 +201,6 @@ class WindowsOfPartition:
         ``wrap(tables.wrap(handler))`` for the plain hot path (a stream whose events carry a
         time), with the scope of ``PartitionTables.wrap`` reused. An event in the fast range
         (the tumbling window of the event before, nothing due) costs a comparison or two.
-
         The scope stays the task's current one between calls (setting and resetting a context
         variable per event was a tenth of the path): this task runs no table code of its own
         between handler calls, every other call of it (``on_close``, ``on_late``, a retry)
@@ -212,7 +211,6 @@ class WindowsOfPartition:
         plist = self.plist
         local = plist[0].local
         only = plist[0] if len(plist) == 1 else None
-        time_of, millis = self.time_of, self.time_millis
         value_of = self.time_value_of or (lambda event: None)
         set_scope, get_scope = _SCOPE.set, _SCOPE.get
         keep = self._keep if tables.journal else tables.keep
@@ -229,12 +227,7 @@ class WindowsOfPartition:
                 if value > self.top:
                     self.top = value
             else:
-                t_ms = time_of(event, "") if value is None else millis(value)
-                if self.low <= t_ms < self.high and local.data is self.loaded:
-                    if t_ms / 1000 > self.top:
-                        self.top = t_ms / 1000
-                else:
-                    await self._step(t_ms)
+                await self._place(event, value)
             if only is not None:
                 only.active = True
             else:
@@ -263,6 +256,16 @@ class WindowsOfPartition:
             return result
 
         return windowed
+
+    async def _place(self, event: Any, value: object) -> None:
+        """The event's time (``value``: its raw time, or None) when it is not a float in the
+        fast range: in the range as milliseconds, or a ``_step``."""
+        t_ms = self.time_of(event, "") if value is None else self.time_millis(value)
+        if self.low <= t_ms < self.high and self.plist[0].local.data is self.loaded:
+            if t_ms / 1000 > self.top:
+                self.top = t_ms / 1000
+        else:
+            await self._step(t_ms)
 
     def _keep(self, scope: EventScope) -> None:
         """``PartitionTables.keep`` for a journal of changed fields (scalar values, one call
