@@ -202,7 +202,11 @@ class PartitionLink:
         if self.acks or (self.tables is not None and self.tables.pending):
             await self.read(conn, ">", 0)
 
-    async def flush_acks_after_crash(self, conn: Connection) -> None:
+    async def flush_acks_after_crash(
+        self, conn: Connection, outage: Callable[[], bool] = lambda: False
+    ) -> None:
+        """Ack what was handled before a crash. ``outage()`` tells whether a Redis outage of
+        the worker explains a fence met here (a lease lapsed, or Redis lost it)."""
         if not self.acks and not (self.tables is not None and self.tables.pending):
             return
         with trio.move_on_after(5.0) as scope:
@@ -211,8 +215,9 @@ class PartitionLink:
                 await self.flush_acks(conn)
             except (FencedError, *TRANSIENT_REDIS_ERRORS) as exc:
                 # Not acked: these are redelivered (at-least-once); say so. Quietly when Redis
-                # is unavailable: the worker's one outage line says that already.
-                level = logging.WARNING if isinstance(exc, FencedError) else logging.INFO
+                # is or was just unavailable: the worker's one outage line says that already.
+                fenced = isinstance(exc, FencedError) and not outage()
+                level = logging.WARNING if fenced else logging.INFO
                 log.log(
                     level, "%s[%d]: could not ack %d handled event(s) after a crash: %s",
                     self.group, self.partition, len(self.acks), describe_error(exc),

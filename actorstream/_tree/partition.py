@@ -300,7 +300,7 @@ class PartitionActor:
             await beside(forwarder, lambda: self._handle(loop, ctx))
         except Exception:
             # Ack what was handled before the crash, so only the failing event is redelivered.
-            await self.link.flush_acks_after_crash(conn)
+            await self.link.flush_acks_after_crash(conn, self.redis.explains)
             raise
         self._set_state(PartitionState.DRAINING)
         await reader.flush()

@@ -21,15 +21,15 @@ from __future__ import annotations
 import collections
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Iterator
 from typing import Any
 
 import trio
 
 from .._core.commit import key_of_field
-from .._core.windows import Closing, Placement, WindowTracker
+from .._core.windows import Closing, Placement, Window, WindowTracker
 from .._scope import _SCOPE
-from .._tables import MISSING, PartitionTable, PartitionTables, current_scope
+from .._tables import MISSING, EventScope, PartitionTable, PartitionTables, current_scope
 from .._windows import (
     ST_FIELD,
     EventWindows,
@@ -37,7 +37,6 @@ from .._windows import (
     encode_stream_time,
     parse_window_field,
     window_field,
-    write,
 )
 
 __all__ = ["PartitionWindows", "WindowsOfPartition", "windowed_tables"]
@@ -143,6 +142,10 @@ class WindowsOfPartition:
         self.top = -math.inf
         self.loaded: Any = None  # the table data the range was made for (a reload ends it)
         self.settle = False  # the handler may leave sessions to track or late keys to count
+        # ``_keep``: the fields changed since the last commit, per table, and the journal
+        # (``PendingCommit.changed``) they are in
+        self.batch: dict[PartitionTable, dict[str, Any]] = {}
+        self.journal: list[Any] | None = None
 
     async def on_idle(self) -> None:
         """The partition read nothing: after a table's ``idle`` seconds of quiet, its stream
@@ -197,14 +200,20 @@ class WindowsOfPartition:
         """``handler(event)`` with the windows and the table scope around it in one call:
         ``wrap(tables.wrap(handler))`` for the plain hot path (a stream whose events carry a
         time), with the scope of ``PartitionTables.wrap`` reused. An event in the fast range
-        (the tumbling window of the event before, nothing due) costs a comparison or two."""
+        (the tumbling window of the event before, nothing due) costs a comparison or two.
+        The scope stays the task's current one between calls (setting and resetting a context
+        variable per event was a tenth of the path): this task runs no table code of its own
+        between handler calls, every other call of it (``on_close``, ``on_late``, a retry)
+        goes through ``PartitionTables.wrap``, which sets it in turn, and windowed tables
+        refuse access while no event is handled (``EventWindows.active``)."""
         tables = self.tables
         slow = self.wrap(tables.wrap(handler))
         plist = self.plist
         local = plist[0].local
-        time_of, millis = self.time_of, self.time_millis
+        only = plist[0] if len(plist) == 1 else None
         value_of = self.time_value_of or (lambda event: None)
-        set_scope, reset_scope = _SCOPE.set, _SCOPE.reset
+        set_scope, get_scope = _SCOPE.set, _SCOPE.get
+        keep = self._keep if tables.journal else tables.keep
 
         async def windowed(event: Any) -> Any:
             scope = tables.spare
@@ -218,26 +227,27 @@ class WindowsOfPartition:
                 if value > self.top:
                     self.top = value
             else:
-                t_ms = time_of(event, "") if value is None else millis(value)
-                if self.low <= t_ms < self.high and local.data is self.loaded:
-                    if t_ms / 1000 > self.top:
-                        self.top = t_ms / 1000
-                else:
-                    await self._step(t_ms)
-            for part in plist:
-                part.active = True
+                await self._place(event, value)
+            if only is not None:
+                only.active = True
+            else:
+                for part in plist:
+                    part.active = True
             tables.spare = None
-            token = set_scope(scope)
+            if get_scope() is not scope:  # left set between calls (see the docstring)
+                set_scope(scope)
             kept = False
             try:
                 result = await handler(event)
                 if scope.undo or scope.outputs:
-                    tables.keep(scope)
+                    keep(scope)
                 kept = True
             finally:
-                reset_scope(token)
-                for part in plist:
-                    part.active = False
+                if only is not None:
+                    only.active = False
+                else:
+                    for part in plist:
+                        part.active = False
                 if not kept:
                     tables.drop(scope)
                 tables.spare = scope
@@ -246,6 +256,39 @@ class WindowsOfPartition:
             return result
 
         return windowed
+
+    async def _place(self, event: Any, value: object) -> None:
+        """The event's time (``value``: its raw time, or None) when it is not a float in the
+        fast range: in the range as milliseconds, or a ``_step``."""
+        t_ms = self.time_of(event, "") if value is None else self.time_millis(value)
+        if self.low <= t_ms < self.high and self.plist[0].local.data is self.loaded:
+            if t_ms / 1000 > self.top:
+                self.top = t_ms / 1000
+        else:
+            await self._step(t_ms)
+
+    def _keep(self, scope: EventScope) -> None:
+        """``PartitionTables.keep`` for a journal of changed fields (scalar values, one call
+        at a time), with one entry per commit: the fields each call changed join one set
+        per table (their values are read when the commit is planned, so which call changed
+        them last does not matter), and the call's undo dicts are emptied for the next."""
+        pending = self.tables.pending
+        if pending.changed is not self.journal:  # a new commit since (or one put back)
+            self.journal = pending.changed
+            self.batch = {}
+            pending.changed.append(self.batch)
+        batch = self.batch
+        for local, undo in scope.undo.items():
+            if undo:
+                fields = batch.get(local)
+                if fields is None:
+                    batch[local] = dict(undo)
+                else:
+                    fields.update(undo)
+                undo.clear()
+        if scope.outputs:
+            pending.outputs.extend(scope.outputs)
+            scope.outputs = []
 
     async def _step(self, t_ms: int) -> None:
         """An event outside the fast range: stream time moves (closing what is due), each
@@ -344,15 +387,14 @@ class WindowsOfPartition:
             assert scope is not None
             for table, part in parts.items():
                 local = part.local
-                for closing in part.closing:
-                    field = window_field(str(closing.key), closing.window)
-                    value = local.data.get(field, MISSING)
-                    if value is not MISSING and table.closer is not None:
-                        await table.closer(_key(closing.key), closing.window, value)
-                for gone in part.expired:
-                    field = window_field(str(gone.key), gone.window)
-                    if field in local.data:
-                        write(scope, local, field, MISSING)
+                closer = table.closer
+                if closer is not None:
+                    for key, window, field in _fields(part.closing):
+                        value = local.data.get(field, MISSING)
+                        if value is not MISSING:
+                            await closer(_key(key), window, value)
+                if part.expired:
+                    _delete(scope, local, part.expired)
 
         await self.tables.wrap(emit)()
         for part in parts.values():
@@ -382,3 +424,27 @@ class WindowsOfPartition:
 
 def _key(key_field: object) -> Any:
     return key_of_field(str(key_field))
+
+
+def _fields(closings: list[Closing]) -> Iterator[tuple[Hashable, Window, str]]:
+    """``(key, window, hash field)`` of each closing (a window's suffix made once: a time
+    window closes for all its keys at once)."""
+    last: Window | None = None
+    suffix = ""
+    for key, window in closings:
+        if window is not last:
+            last, suffix = window, window_field("", window)
+        yield key, window, f"{key}{suffix}"
+
+
+def _delete(scope: EventScope, local: PartitionTable, gone: list[Closing]) -> None:
+    """Delete the fields of windows that leave, in ``scope`` (``write`` of MISSING, inlined:
+    thousands at once when a window of many keys closes)."""
+    data = local.data
+    undo = scope.undo.get(local)
+    if undo is None:
+        undo = scope.undo[local] = {}
+    for _key_field, _window, field in _fields(gone):
+        value = data.pop(field, MISSING)
+        if value is not MISSING and field not in undo:
+            undo[field] = value

@@ -7,6 +7,7 @@ owner's epoch while we wait must abort the read (nothing taken into our pending 
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Awaitable, Callable
 
@@ -166,5 +167,24 @@ def test_a_stop_ends_a_long_wait_with_nothing_in_hand(redis_url: str) -> None:
             assert not got
             ctx._request_stop()
         assert got == [None]
+
+    trio.run(with_reader, redis_url, body)
+
+
+def test_acks_a_crash_could_not_flush_are_a_warning_unless_a_redis_outage_explains_it(
+    redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def body(client: Client, reader: Reader, ctx: ChildContext) -> None:
+        key = proto(3).stream_key
+        first = await client.execute("XADD", key, "*", "n", "1")
+        assert [e[0] for e in await reader.next_entries() or []] == [first]
+        reader.commit([first])
+        await client.execute("SET", proto(3).epoch_key, 4)  # a new owner's lease
+        with caplog.at_level(logging.INFO, logger="actorstream.partition"):
+            await reader.link.flush_acks_after_crash(reader.conn, lambda: True)
+            await reader.link.flush_acks_after_crash(reader.conn, lambda: False)
+        levels = [r.levelno for r in caplog.records if "could not ack 1" in r.getMessage()]
+        assert levels == [logging.INFO, logging.WARNING]
+        assert await pending_ids(client) == [first]
 
     trio.run(with_reader, redis_url, body)
