@@ -131,24 +131,32 @@ class PartitionTables:
         self.tables = {
             t: PartitionTable(t, partition, concurrent=concurrent) for t in tables
         }
+        #: the tables whose values are encoded when the commit is planned (not those of ints
+        #: stored as their decimal text: the transport writes an int so)
         self.encoders: dict[str, Callable[[Any], bytes]] = {
             local.hash_key: t.codec.encode for t, local in self.tables.items()
-            if t.codec.deferred
+            if t.codec.deferred and not getattr(t.codec, "plain_ints", False)
         }
-        self.pending = PendingCommit(self.encoders)
+        self.single = next(iter(self.tables.values())) if len(self.tables) == 1 else None
+        self.pending = PendingCommit(self.encoders, self.single)
         #: every table holds scalars: nothing to encode per event (``complete_scalars``)
         self.deferred = all(t.codec.deferred for t in self.tables)
-        #: the scope reused by calls that run alone (``wrap``); None while one is running
-        self.spare: EventScope | None = EventScope(self)
         #: one call at a time and scalar values: a call's changed fields join the pending
         #: commit as they are, their values read when it is planned (``PendingCommit.changed``)
         self.journal = self.deferred and not concurrent
+        #: ... and no windowed table (whose writes keep to ``undo``, see ``_tree.windows``):
+        #: each write of a call is one entry of its journal (``EventScope.journal``)
+        self.logged = self.journal and not any(
+            getattr(t, "window", None) is not None for t in tables
+        )
+        #: the scope reused by calls that run alone (``wrap``); None while one is running
+        self.spare: EventScope | None = EventScope(self)
 
     def reset(self) -> None:
         """Forget every value and uncommitted write (before reloading from Redis)."""
         for local in self.tables.values():
             local.data = {}
-        self.pending = PendingCommit(self.encoders)
+        self.pending = PendingCommit(self.encoders, self.single)
 
     def keys(self) -> dict[str, int]:
         return {t.name: len(local.data) for t, local in self.tables.items()}
@@ -178,7 +186,7 @@ class PartitionTables:
             kept = False
             try:
                 result = await fn(*args)
-                if scope.undo or scope.outputs:
+                if scope.journal or scope.undo or scope.outputs:
                     owner.keep(scope)
                 kept = True
             finally:
@@ -207,7 +215,7 @@ class PartitionTables:
         is undone; the scope is free again."""
         scope, token = entered
         _SCOPE.reset(token)
-        if scope.undo or scope.outputs:
+        if scope.journal or scope.undo or scope.outputs:
             self.drop(scope)
         self.spare = scope
 
@@ -215,24 +223,30 @@ class PartitionTables:
         """The call of the reused ``scope`` returned: what it did joins the pending commit
         (a value the codec refuses raises here, before anything is kept); the scope is
         emptied."""
-        if scope.undo:
-            if self.journal:
-                self.pending.changed.append(scope.undo)
-                if scope.outputs:
-                    self.pending.outputs.extend(scope.outputs)
-            elif self.deferred:
-                scope.complete_scalars()
+        undo = scope.undo
+        if undo and not self.journal:
+            if self.deferred:
+                scope.complete_scalars()  # its outputs too
             else:
-                scope.complete()
+                scope.complete()  # its outputs too
+        else:
+            pending = self.pending
+            journal = scope.journal
+            if journal:
+                pending.journal.extend(journal)
+                journal.clear()
+            if undo:
+                pending.changed.append(undo)
+            if scope.outputs:
+                pending.outputs.extend(scope.outputs)
+        if undo:
             scope.undo = {}
-        elif scope.outputs:
-            scope.complete()
         if scope.outputs:
             scope.outputs = []
 
     def drop(self, scope: EventScope) -> None:
         """The call of the reused ``scope`` did not return: undo it; the scope is emptied."""
-        if scope.undo:
+        if scope.undo or scope.journal:
             scope.abort()
             scope.undo = {}
         if scope.outputs:
@@ -252,6 +266,8 @@ class PartitionTables:
                 result = await fn(*args)
                 if parent is not None and parent.owner is owner:
                     parent.absorb(scope)
+                elif scope.journal:
+                    owner.keep(scope)
                 elif scope.undo:
                     if owner.deferred:
                         scope.complete_scalars()
@@ -262,7 +278,7 @@ class PartitionTables:
                 kept = True
             finally:
                 reset_scope(token)
-                if not kept and scope.undo:
+                if not kept and (scope.undo or scope.journal):
                     scope.abort()
             return result
 
@@ -274,13 +290,16 @@ class EventScope:
     dict lookup), with the first previous value of each key changed kept to undo them if the
     handler does not return; and the events it sent, held (exactly-once)."""
 
-    __slots__ = ("holds", "outputs", "owner", "tables", "undo")
+    __slots__ = ("holds", "journal", "outputs", "owner", "tables", "undo")
 
     def __init__(self, owner: PartitionTables) -> None:
         self.owner = owner
         self.tables = owner.tables
         #: per table, the value each changed key had before this call (MISSING: none)
         self.undo: dict[PartitionTable, dict[str, Any]] = {}
+        #: one call at a time, scalar tables (``PartitionTables.logged``): each write as
+        #: (table, field, the value before it), in order, instead of ``undo``; else None
+        self.journal: list[tuple[PartitionTable, str, Any]] | None = [] if owner.logged else None
         #: exactly-once: events sent by the handler are held here (their XADD commands, in
         #: order) for the commit
         self.holds = owner.holds
@@ -292,6 +311,9 @@ class EventScope:
 
     def absorb(self, inner: EventScope) -> None:
         """A nested call returned: its changes become this call's (kept or undone with it)."""
+        if inner.journal:
+            assert self.journal is not None  # the same partition's: the same kind of scope
+            self.journal.extend(inner.journal)
         for local, undo in inner.undo.items():
             mine = self.undo.setdefault(local, {})
             owners = local.owners
@@ -303,6 +325,14 @@ class EventScope:
 
     def abort(self) -> None:
         """Put back what this call changed."""
+        journal = self.journal
+        if journal:
+            for local, field, old in reversed(journal):  # the first old value is put back last
+                if old is MISSING:
+                    local.data.pop(field, None)
+                else:
+                    local.data[field] = old
+            journal.clear()
         for local, undo in self.undo.items():
             data = local.data
             for field, old in undo.items():

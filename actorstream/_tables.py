@@ -56,6 +56,10 @@ class ValueCodec:
             self.decode = self._scalar_decoder(loads)
         #: encoded when the commit is planned: ``check`` made sure it can be
         self.deferred = value in SCALARS
+        #: an int's bytes are its decimal text (JSON): the commit hands Redis the int itself
+        self.plain_ints = value is int and all(
+            self.encode(v) == str(v).encode() for v in (0, -7, _INT_MIN, _UINT_MAX)
+        )
 
     def _scalar_decoder(self, loads: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
         def decode(data: bytes) -> Any:
@@ -248,6 +252,14 @@ class Table(Generic[V]):
         if type(value) is not int or not self._int or not _INT_MIN <= value <= _UINT_MAX:
             value = self.codec.check(value)
         data = local.data
+        journal = scope.journal
+        if journal is not None:  # one call at a time: the write and the value before it
+            old = data.get(field, MISSING)
+            if old is MISSING:
+                local.check_partition(field)
+            journal.append((local, field, old))
+            data[field] = value
+            return
         undo = scope.undo.get(local)
         if undo is None:
             undo = scope.undo[local] = {}
@@ -267,6 +279,10 @@ class Table(Generic[V]):
         if local.before(field) is MISSING:
             local.check_partition(field)
             raise KeyError(key)
+        if scope.journal is not None:
+            scope.journal.append((local, field, data[field]))
+            del data[field]
+            return
         undo = scope.undo.setdefault(local, {})
         if field not in undo:
             local.claim(field, scope)

@@ -16,6 +16,7 @@ joins its parts with ``KEY_SEPARATOR`` and belongs to the partition of ``k``.
 from __future__ import annotations
 
 import enum
+import operator
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple
@@ -33,6 +34,8 @@ __all__ = [
 ]
 
 Command = tuple[Any, ...]
+
+_FIELD = operator.itemgetter(1)  # the field of a journal entry
 
 #: Joins the parts of a tuple key into one hash field (a unit separator: never in a sane key).
 KEY_SEPARATOR = "\x1f"
@@ -108,19 +111,25 @@ class PendingCommit:
     ``restore`` puts back a commit Redis refused as a whole (nothing of it was applied).
     """
 
-    __slots__ = ("changed", "encoders", "outputs", "writes")
+    __slots__ = ("changed", "encoders", "journal", "outputs", "single", "writes")
 
-    def __init__(self, encoders: dict[str, Callable[[Any], bytes]] | None = None) -> None:
+    def __init__(
+        self, encoders: dict[str, Callable[[Any], bytes]] | None = None, single: Any = None
+    ) -> None:
         #: hash key -> field -> encoded value (or a value to encode), or None to delete it
         self.writes: dict[str, dict[str, Any]] = {}
         self.outputs: list[Command] = []
         #: fields changed by handled events whose values are read when the commit is planned
         #: (per event: table -> field -> anything): see ``changed``
         self.changed: list[dict[Any, dict[str, Any]]] = []
+        #: the same as one flat list of (table, field, anything) entries, a field per write
+        self.journal: list[tuple[Any, str, Any]] = []
+        #: the partition's only table, if it has one: every journal entry is of it
+        self.single = single
         self.encoders = encoders if encoders is not None else {}
 
     def __bool__(self) -> bool:
-        return bool(self.writes) or bool(self.outputs) or bool(self.changed)
+        return bool(self.writes) or bool(self.outputs) or bool(self.changed) or bool(self.journal)
 
     def add(
         self,
@@ -139,18 +148,21 @@ class PendingCommit:
 
     def take(self) -> PendingCommit:
         """Hand over what is held (for one round trip); this one starts empty."""
-        taken = PendingCommit(self.encoders)
+        taken = PendingCommit(self.encoders, self.single)
         taken.writes, self.writes = self.writes, {}
         taken.outputs, self.outputs = self.outputs, []
         taken.changed, self.changed = self.changed, []
+        taken.journal, self.journal = self.journal, []
         return taken
 
     def restore(self, taken: PendingCommit) -> None:
         """Put back a commit that was refused as a whole, before what came after it."""
         later = self.take()
         self.writes, self.outputs, self.changed = taken.writes, taken.outputs, taken.changed
+        self.journal = taken.journal
         self.add(later.writes.items(), later.outputs)
         self.changed.extend(later.changed)
+        self.journal.extend(later.journal)
 
     def _read_changed(self) -> None:
         """Turn the changed fields into writes of their values now (None: deleted).
@@ -162,6 +174,16 @@ class PendingCommit:
         events merged per table first).
         """
         merged: dict[Any, dict[str, Any]] = {}  # per table, every changed field
+        if self.journal:
+            if self.single is not None:
+                merged[self.single] = dict.fromkeys(map(_FIELD, self.journal))
+            else:
+                for table, field, _ in self.journal:
+                    held = merged.get(table)
+                    if held is None:
+                        held = merged[table] = {}
+                    held[field] = None
+            self.journal = []
         for change in self.changed:
             for table, fields in change.items():
                 held = merged.get(table)
@@ -186,7 +208,7 @@ class PendingCommit:
         """The commands: per hash one HSET of its set fields and one HDEL of its deleted ones,
         then the outputs in order (through ``outbox`` when given: on a Redis Cluster, outputs
         to another slot than the partition's go to its outbox, ``_core/outbox.py``)."""
-        if self.changed:
+        if self.changed or self.journal:
             self._read_changed()
         commands: list[Command] = []
         count = 0

@@ -67,7 +67,7 @@ class ScopedHandling(Handling):
                         started = trio.current_time()
                         await handler(event)
                         counters.latencies.append(trio.current_time() - started)
-                    if scope.undo or scope.outputs:
+                    if scope.journal or scope.undo or scope.outputs:
                         keep(scope)  # a value the table cannot store raises here
                 except Exception as exc:
                     tables.leave(entered)  # what the call changed is undone

@@ -61,6 +61,8 @@ async def test_a_failure_mid_batch_undoes_only_its_event_and_outputs_keep_their_
             "ann": 26, "bob": 14, "touched-ann": 38, "touched-bob": 39,
         }
         entries = await system.client().execute("XRANGE", seen.stream_key(0), "-", "+")
+        # an int is stored as its JSON, the decimal text
+        assert await system.client().execute("HGET", counts.hash_key(0), "ann") == b"26"
     outputs = [seen.format.decode(fields) for _id, fields in entries]
     assert [o.n for o in outputs] == list(range(40))  # one each, in input order
     for user in ("ann", "bob"):
