@@ -11,7 +11,9 @@ alternated within each round so they share the machine's load:
   committed with the acks.
 
 Reported: events/s of each, the ratio of each round against that round's stateless run, and the
-medians (targets: table >= 0.7x, exactly-once >= 0.5x). Then restoring: one partition whose
+medians (targets: table >= 0.7x, exactly-once >= 0.5x), with the worker's CPU per event (the
+stateless figure over each mode's: the ratio the throughput would have if the worker's CPU
+alone bounded it). Then restoring: one partition whose
 table holds ``--keys`` keys is taken by a fresh worker; the time its actor spent loading them
 (state ``restoring``, from statistics; target: ready within 2 s of the lease).
 
@@ -44,7 +46,8 @@ class Count(Record):
     count: int
 
 
-async def one_run(url: str, app: str, n: int, mode: str) -> float:
+async def one_run(url: str, app: str, n: int, mode: str) -> tuple[float, float]:
+    """Events/s of ``mode``, and the worker's CPU seconds per event."""
     system = System(app, url, install_signal_handlers=False, lease_timing=LeaseTiming())
     stream = system.stream("orders", record=Order, partitions=PARTITIONS, key="order_id")
     out = system.stream("counted", record=Count, partitions=PARTITIONS, key="order_id")
@@ -100,7 +103,7 @@ async def one_run(url: str, app: str, n: int, mode: str) -> float:
         theirs = await redis_cpu(system) - cpu0
     print(f"  {mode}: {n / elapsed:,.0f} ev/s; CPU per event: worker {mine / n * 1e6:.1f} us, "
           f"Redis {theirs / n * 1e6:.1f} us")
-    return n / elapsed
+    return n / elapsed, mine / n
 
 
 async def redis_cpu(system: System) -> float:
@@ -149,12 +152,14 @@ def main() -> None:
     args = parser.parse_args()
     modes = ("stateless", "table", "exactly_once")
     rates: dict[str, list[float]] = {m: [] for m in modes}
+    cpus: dict[str, list[float]] = {m: [] for m in modes}
     ratios: dict[str, list[float]] = {m: [] for m in modes[1:]}
     with RedisServer() as server:
         for r in range(args.rounds):
             for mode in modes:
-                rates[mode].append(trio.run(one_run, server.url, f"st{r}{mode[:2]}", args.events,
-                                            mode))
+                rate, cpu = trio.run(one_run, server.url, f"st{r}{mode[:2]}", args.events, mode)
+                rates[mode].append(rate)
+                cpus[mode].append(cpu)
             for mode in modes[1:]:
                 ratios[mode].append(rates[mode][-1] / rates["stateless"][-1])
             print(f"round {r + 1}: " + ", ".join(f"{m} {rates[m][-1]:,.0f} ev/s" for m in modes))
@@ -169,6 +174,11 @@ def main() -> None:
         print(f"  {mode:<13} {statistics.median(rates[mode]):>10,.0f} ev/s   {ratio:.2f}x "
               f"stateless (target >= {targets[mode]}x: {mark}; rounds: "
               f"{', '.join(f'{x:.2f}' for x in ratios[mode])})")
+    cpu = {m: statistics.median(cpus[m]) for m in modes}
+    print("  worker CPU per event (medians): " + ", ".join(
+        f"{m} {cpu[m] * 1e6:.1f} us" + ("" if m == "stateless" else
+                                         f" ({cpu['stateless'] / cpu[m]:.2f}x)")
+        for m in modes))
     mark = "met" if restored <= 2.0 else "NOT met"
     print(f"  restoring {args.keys:,} keys: {restored:.2f} s loading, {ready:.2f} s from start "
           f"to running (target: ready within 2 s of the lease: {mark})")
