@@ -19,6 +19,9 @@ if TYPE_CHECKING:
 
 __all__ = ["EventWindows"]
 
+#: Keys remembered as checked to be of the partition, at most (then forgotten, checked again).
+CHECKED = 65536
+
 
 class EventWindows:
     """One windowed table on one partition as its handler sees it: the event being handled
@@ -40,6 +43,10 @@ class EventWindows:
         self.missed = False
         #: a tumbling table's one window suffix for an event that is not late, else None
         self.fast_suffix: str | None = None
+        #: with ``fast_suffix``: the hash field of each key (an int or a str) used in that
+        #: window, checked to be of this partition (``field``); else None
+        self.fields: dict[object, str] | None = None
+        self.checked: dict[object, str] = {}  # keys of this partition: their key field
         #: while an event's time is in [low, high) and stream time before ``until``, its
         #: placement is the one before (a tumbling window's, open)
         self.span = (0, 0, 0)
@@ -73,8 +80,31 @@ class EventWindows:
             self.missed = bool(placement.missed)
             tumbling = not self.hopping and not self.missed
             self.fast_suffix = self.suffixes[0] if tumbling else None
+            self.fields = {} if tumbling else None
             window = placement.windows[0] if tumbling else Window(0, 0)
             self.span = (window.start_ms, window.end_ms, window.end_ms + self.grace_ms)
+
+    def field(self, key: int | str) -> str:
+        """The hash field of ``key`` (an int or a str) in the event's tumbling window,
+        remembered while the window stays the same; the key is checked to belong to this
+        partition once (for the many windows of a key; forgotten past ``CHECKED``)."""
+        checked = self.checked
+        key_field = checked.get(key)
+        if key_field is None:
+            key_field = key if type(key) is str else str(key)
+            self.local.check_partition(key_field)
+            if len(checked) >= CHECKED:
+                checked.clear()
+            checked[key] = key_field
+        assert self.fields is not None and self.fast_suffix is not None
+        field = self.fields[key] = key_field + self.fast_suffix
+        return field
+
+    def first_write(self, field: str) -> None:
+        """The handler wrote ``field`` of the tumbling window, which held nothing: track it
+        (to close it in turn)."""
+        assert self.fast_suffix is not None
+        self.tracker.add(field[: -len(self.fast_suffix)], self.placement.windows[0])
 
     def written_sessions(self) -> None:
         """The handler returned: track the sessions it wrote (a merged one replaces its

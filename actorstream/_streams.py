@@ -273,6 +273,16 @@ class Stream(Generic[E]):
             return round(value * 1000)
         return event_time_millis(value, self._time_where)
 
+    def time_millis(self, value: object) -> int:
+        """``event_time_ms`` of an event whose time (``time_value_of``) is ``value``."""
+        return event_time_millis(value, self._time_where)
+
+    @property
+    def time_value_of(self) -> Callable[[E], object] | None:
+        """The raw getter of the event's time (its field, or the function), None without
+        ``time=``: ``event_time_ms`` is the checked, converted form."""
+        return self._time_of
+
     def key_of(self, event: E) -> object:
         """The event's key (the stream's ``key`` field or function), as the partitioner sees it."""
         return self._key_of(event)

@@ -153,15 +153,8 @@ class System:
         if name in self.streams:
             raise ConfigError(f"stream {name!r} is already declared in system {self.name!r}")
         stream: Stream[Any] = Stream(
-            self,
-            name,
-            record=record,
-            partitions=partitions,
-            key=key,
-            codec=codec,
-            compression=compression,
-            max_payload_bytes=max_payload_bytes,
-            retention=retention,
+            self, name, record=record, partitions=partitions, key=key, codec=codec,
+            compression=compression, max_payload_bytes=max_payload_bytes, retention=retention,
             time=time,
         )
         self.streams[name] = stream

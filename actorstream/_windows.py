@@ -39,6 +39,9 @@ __all__ = [
 
 V = TypeVar("V")
 
+#: Bound once: a method of an imported name is looked up per call (no LOAD_METHOD for it).
+_current_scope = _SCOPE.get
+
 #: The hash field holding the partition's stream time (no window field starts with it).
 ST_FIELD = KEY_SEPARATOR + "stream-time"
 _ST_PREFIX = b"\x00stream-time:"
@@ -281,7 +284,7 @@ class WindowedTable(Table[V]):
     # The two methods below run per access on the hot path: a tumbling window's is inlined.
 
     def __getitem__(self, key: object) -> V:
-        scope = _SCOPE.get()
+        scope = _current_scope()
         if scope is None:
             raise self._outside()
         local = scope.tables.get(self)
@@ -290,30 +293,38 @@ class WindowedTable(Table[V]):
         slot = local.windows
         if slot is None or not slot.active:
             raise self._no_event()
-        suffix = slot.fast_suffix
-        if suffix is not None:
+        cached = slot.fields
+        if cached is not None:
             kind = type(key)
-            key_field: str = key if kind is str else str(key) if kind is int else field_of(key)  # type: ignore[assignment]
-            field = key_field + suffix
+            if kind is int or kind is str:
+                field = cached.get(key) or slot.field(key)
+            else:
+                key_field = field_of(key)
+                local.check_partition(key_field)
+                field = key_field + slot.fast_suffix
             value = local.data.get(field, MISSING)
             if value is MISSING:
-                local.check_partition(key_field)
                 return self.make_default(field)  # type: ignore[no-any-return]
             return value  # type: ignore[no-any-return]
         key_field, placement, fields = self._placement(local, slot, key)
         if slot.hopping:
-            return PerWindow(  # type: ignore[return-value]
-                {
-                    w: self._value(local, key_field, placement, f)
-                    for w, f in zip(placement.windows, fields, strict=True)
-                }
-            )
+            return self._per_window(local, key_field, placement, fields)  # type: ignore[return-value]
         if not fields:  # late: its window closed already
             return self.make_default(key_field)  # type: ignore[no-any-return]
         return self._value(local, key_field, placement, fields[0])  # type: ignore[no-any-return]
 
+    def _per_window(self, local: PartitionTable, key_field: str, placement: Placement,
+                    fields: tuple[str, ...]) -> PerWindow:  # fmt: skip
+        # Not inlined: a comprehension would make cells of ``__getitem__``'s locals (per call).
+        return PerWindow(
+            {
+                w: self._value(local, key_field, placement, f)
+                for w, f in zip(placement.windows, fields, strict=True)
+            }
+        )
+
     def __setitem__(self, key: object, value: Any) -> None:
-        scope = _SCOPE.get()
+        scope = _current_scope()
         if scope is None:
             raise self._outside()
         local = scope.tables.get(self)
@@ -322,15 +333,19 @@ class WindowedTable(Table[V]):
         slot = local.windows
         if slot is None or not slot.active:
             raise self._no_event()
-        suffix = slot.fast_suffix
-        if suffix is None or type(value) is PerWindow:
+        cached = slot.fields
+        if cached is None or type(value) is PerWindow:
             self._set(scope, local, slot, key, value)
             return
         kind = type(key)
-        key_field: str = key if kind is str else str(key) if kind is int else field_of(key)  # type: ignore[assignment]
+        if kind is int or kind is str:
+            field = cached.get(key) or slot.field(key)
+        else:
+            key_field = field_of(key)
+            local.check_partition(key_field)
+            field = key_field + slot.fast_suffix
         if type(value) is not int or not self._int or not _INT_MIN <= value <= _UINT_MAX:
             value = self.codec.check(value)
-        field = key_field + suffix
         data = local.data
         undo = scope.undo.get(local)
         if undo is None:
@@ -338,8 +353,7 @@ class WindowedTable(Table[V]):
         if field not in undo:
             old = data.get(field, MISSING)
             if old is MISSING:
-                local.check_partition(key_field)
-                slot.tracker.apply(key_field, slot.placement)
+                slot.first_write(field)
             undo[field] = old
         data[field] = value
 

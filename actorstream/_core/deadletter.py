@@ -11,7 +11,7 @@ from attrs import frozen
 
 from .errors import DECODE_KINDS
 
-__all__ = ["DEAD_LETTER_KINDS", "META_FIELDS", "ORIGINAL_PREFIX", "DeadLetter"]
+__all__ = ["DEAD_LETTER_KINDS", "META_FIELDS", "ORIGINAL_PREFIX", "DeadLetter", "GivenUp"]
 
 #: Every ``kind`` of dead letter (docs/dead-letters.md): /metrics exports each at zero.
 DEAD_LETTER_KINDS = (
@@ -40,6 +40,18 @@ META_FIELDS: tuple[tuple[str, str], ...] = (
     ("time", "time_ms"),
 )
 _NUMBERS = frozenset({"partition", "deliveries", "epoch", "time_ms"})
+
+
+@frozen
+class GivenUp:
+    """One entry a partition actor gives up on: what the dead-letter move writes of it."""
+
+    entry_id: bytes
+    fields: list[bytes]
+    kind: str  # one of DEAD_LETTER_KINDS
+    message: str
+    trace: str | None
+    deliveries: int
 
 
 @frozen

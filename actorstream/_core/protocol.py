@@ -31,7 +31,7 @@ from redis import exceptions as rex
 
 from . import keys
 from .commit import CommitPlan, first_commit_error
-from .deadletter import DeadLetter
+from .deadletter import DeadLetter, GivenUp
 from .errors import CommitError, FencedError
 
 __all__ = [
@@ -279,17 +279,21 @@ class PartitionProtocol:
             commands.append(("WAIT", replicas, wait[1]))
         return ReadPlan(commands, len(acks), count, history, commit, replicas)
 
-    def plan_wait_read(self, tail: bytes | str, block_ms: int, count: int) -> ReadPlan:
-        """Wait for an append after ``tail``, then read up to ``count`` new entries: one write.
+    def plan_wait_read(
+        self, tail: bytes | str, block_ms: int, count: int, acks: list[bytes] | None = None
+    ) -> ReadPlan:
+        """Wait for an append after ``tail``, then ack ``acks`` and read up to ``count`` new
+        entries: one write.
 
         ``XREAD BLOCK`` first (no side effect), then the fenced read transaction queued behind
         it: Redis runs the transaction as soon as the XREAD returns (an append, or the time
         out), so the entries come back with the wake, one round trip after the append instead
         of two. The transaction is fenced when it runs, not when it was sent: the WATCH armed
-        by the previous read still holds, so a new owner's epoch aborts it. No acks or commit
-        ride on it (they would wait for the next append): only for an idle partition.
+        by the previous read still holds, so a new owner's epoch aborts it (and its acks).
+        Acks of handled entries may ride on it (they wait at most ``block_ms``, so the carrier
+        keeps it short then); a table commit does not (its writes would wait for an append).
         """
-        plan = self.plan_read([], ">", count)
+        plan = self.plan_read(acks or [], ">", count)
         wait: Command = ("XREAD", "COUNT", 1, "BLOCK", block_ms, "STREAMS", self.stream_key, tail)
         return plan._replace(commands=[wait, *plan.commands], blocks=True)
 
@@ -410,29 +414,19 @@ class PartitionProtocol:
 
     # -- dead-letter move ----------------------------------------------------------------------
 
-    def plan_dead_letter(
-        self,
-        entry_id: bytes,
-        fields: list[bytes],
-        *,
-        kind: str,
-        message: str,
-        trace: str | None,
-        deliveries: int,
-        worker: str,
-        time_ms: int,
-    ) -> ScriptCall:
+    def plan_dead_letter(self, given_up: GivenUp, *, worker: str, time_ms: int) -> ScriptCall:
         """The atomic, fenced, idempotent move (format: ``_core.deadletter``)."""
+        entry_id, fields = given_up.entry_id, given_up.fields
         entry = DeadLetter(
             dlq_id="",
             stream=self.stream,
             partition=self.partition,
             original_id=entry_id.decode(),
             actor=self.group,
-            kind=kind,
-            error=message[:2000],
-            trace=(trace or "")[:4000],
-            deliveries=deliveries,
+            kind=given_up.kind,
+            error=given_up.message[:2000],
+            trace=(given_up.trace or "")[:4000],
+            deliveries=given_up.deliveries,
             worker=worker,
             epoch=self.epoch,
             time_ms=time_ms,

@@ -22,13 +22,14 @@ import heapq
 import itertools
 import math
 from collections.abc import Callable, Hashable, Iterator
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from datetime import timedelta
+from typing import Any, NamedTuple
 
 import attrs
 from attrs import field, frozen
 
-from .errors import ConfigError, DecodeError
+from .errors import ConfigError
+from .eventtime import entry_id_millis, event_time_millis
 
 __all__ = [
     "Closing",
@@ -187,64 +188,10 @@ def check_spec(spec: object, where: str) -> WindowSpec:
     return spec
 
 
-# ---- event time ---------------------------------------------------------------------------
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def event_time_millis(value: object, where: str) -> int:
-    """An event time (epoch seconds as int/float, or a datetime) in milliseconds.
-
-    Text (the fields of a dict stream) is read as epoch seconds or an ISO 8601 datetime. A
-    naive datetime is taken as UTC, so that every worker reads it the same whatever its
-    local time zone. A value that is no time raises DecodeError (the event is poison).
-    """
-    if type(value) is float and value - value == 0.0:  # finite: the common case first
-        return round(value * 1000)
-    if isinstance(value, bytes | str):
-        value = _parse_time(value.decode() if isinstance(value, bytes) else value, where)
-    if isinstance(value, datetime):
-        aware = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-        micros = (aware - _EPOCH) // timedelta(microseconds=1)
-        return (micros + 500) // 1000
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise DecodeError(
-            f"{where}: event time must be epoch seconds (a number) or a datetime, "
-            f"got {type(value).__name__} {value!r:.80}",
-            kind="time",
-        )
-    if not math.isfinite(value):
-        raise DecodeError(f"{where}: event time must be finite, got {value!r}", kind="time")
-    return round(value * 1000)
-
-
-def _parse_time(text: str, where: str) -> float | datetime:
-    """A dict stream's text: epoch seconds, or an ISO 8601 datetime."""
-    try:
-        return float(text)
-    except ValueError:
-        pass
-    try:
-        return datetime.fromisoformat(text)
-    except ValueError:
-        raise DecodeError(
-            f"{where}: event time must be epoch seconds or an ISO 8601 datetime, "
-            f"got {text!r:.80}",
-            kind="time",
-        ) from None
-
-
-def entry_id_millis(entry_id: str | bytes) -> int:
-    """The millisecond timestamp Redis put in an entry id (``"1700000000000-0"``)."""
-    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-    return int(text.partition("-")[0])
-
-
 # ---- tracking one table on one partition ----------------------------------------------------
 
 
-@frozen
-class Closing:
+class Closing(NamedTuple):
     """A window that just closed: emit its value once, then it leaves (or stays retained)."""
 
     key: Hashable
@@ -298,8 +245,14 @@ class WindowTracker:
             retention_ms = max(retention_ms, to_millis(spec.gap))
         self._retention = retention_ms
         self._stream_time = stream_time_ms
+        # Sessions: each key's open and closed (remembered) sessions; one heap entry each.
         self._open: dict[Hashable, set[Window]] = {}
         self._closed: dict[Hashable, set[Window]] = {}
+        # Time windows: the keys of each open and retained window, by its start; one heap
+        # entry per window (``_CLOSE``, then ``_EXPIRE``), whatever its number of keys.
+        self._time = not isinstance(spec, Session)
+        self._opened: dict[int, tuple[Window, dict[Hashable, None]]] = {}
+        self._kept: dict[int, tuple[Window, dict[Hashable, None]]] = {}
         self._heap: list[tuple[int, int, Hashable, Window]] = []
         self._seq = itertools.count()
         size = to_millis(spec.gap if isinstance(spec, Session) else spec.size)
@@ -314,13 +267,23 @@ class WindowTracker:
         """The highest event time seen (None before the first event)."""
         return self._stream_time
 
+    def next_due(self) -> int | None:
+        """The least stream time at which a window closes or leaves (None: none tracked)."""
+        return self._heap[0][0] if self._heap else None
+
     def open_windows(self, key: Hashable) -> list[Window]:
+        if self._time:
+            return sorted(w for w, keys in self._opened.values() if key in keys)
         return sorted(self._open.get(key, ()))
 
     def closed_windows(self, key: Hashable) -> list[Window]:
+        if self._time:
+            return sorted(w for w, keys in self._kept.values() if key in keys)
         return sorted(self._closed.get(key, ()))
 
     def __len__(self) -> int:
+        if self._time:
+            return sum(len(keys) for _w, keys in self._opened.values())
         return sum(len(ws) for ws in self._open.values())
 
     def is_closed(self, window: Window) -> bool:
@@ -364,11 +327,17 @@ class WindowTracker:
         st = self._stream_time
         if st is not None and window.end_ms + self._grace + self._retention <= st:
             return False
-        if self.is_closed(window):
+        if not self.is_closed(window):
+            self._track(key, window)
+        elif self._time:
+            kept = self._kept.get(window.start_ms)
+            if kept is None:
+                kept = self._kept[window.start_ms] = (window, {})
+                self._push(window.end_ms + self._grace + self._retention, _EXPIRE, window)
+            kept[1][key] = None
+        else:
             self._closed.setdefault(key, set()).add(window)
             self._push(window.end_ms + self._grace + self._retention, key, window)
-        else:
-            self._track(key, window)
         return True
 
     def on_event(self, key: Hashable, t_ms: int) -> Step:
@@ -381,8 +350,19 @@ class WindowTracker:
         heapq.heappush(self._heap, (due_ms, next(self._seq), key, window))
 
     def _track(self, key: Hashable, window: Window) -> None:
+        if self._time:
+            self.add(key, window)
+            return
         self._open.setdefault(key, set()).add(window)
         self._push(window.end_ms + self._grace, key, window)
+
+    def add(self, key: Hashable, window: Window) -> None:
+        """Track ``key``'s open time window (``apply`` of one window, for the hot path)."""
+        opened = self._opened.get(window.start_ms)
+        if opened is None:
+            opened = self._opened[window.start_ms] = (window, {})
+            self._push(window.end_ms + self._grace, _CLOSE, window)
+        opened[1][key] = None
 
     def advance(self, t_ms: int) -> tuple[tuple[Closing, ...], tuple[Closing, ...]]:
         """Move stream time to ``t_ms`` if later (an event's time, or an idle partition's
@@ -394,6 +374,9 @@ class WindowTracker:
             return _NOTHING  # nothing due: the common case
         closed: list[Closing] = []
         expired: list[Closing] = []
+        if self._time:
+            self._advance_time(t_ms, closed, expired)
+            return tuple(closed), tuple(expired)
         for key, window in self._due(t_ms):
             opened = self._open.get(key)
             if opened is not None and window in opened:
@@ -408,6 +391,26 @@ class WindowTracker:
                 _discard(self._closed, key, window)
                 expired.append(Closing(key, window))
         return tuple(closed), tuple(expired)
+
+    def _advance_time(self, t_ms: int, closed: list[Closing], expired: list[Closing]) -> None:
+        """``advance`` for time windows: whole windows close (each key of one), then leave
+        when their retention ends."""
+        for what, window in self._due(t_ms):
+            if what is _CLOSE:
+                opened = self._opened.pop(window.start_ms, None)
+                if opened is None:
+                    continue
+                keys = opened[1]
+                closed.extend([Closing(key, window) for key in keys])
+                if self._retention > 0:
+                    self._kept[window.start_ms] = opened
+                    self._push(window.end_ms + self._grace + self._retention, _EXPIRE, window)
+                else:
+                    expired.extend([Closing(key, window) for key in keys])
+            else:
+                kept = self._kept.pop(window.start_ms, None)
+                if kept is not None:
+                    expired.extend([Closing(key, window) for key in kept[1]])
 
     def _due(self, st: int) -> Iterator[tuple[Hashable, Window]]:
         heap = self._heap
@@ -443,6 +446,10 @@ class WindowTracker:
 
     def apply(self, key: Hashable, placement: Placement) -> None:
         """Track the windows a handled event wrote (a merged session replaces its parts)."""
+        if self._time:
+            for window in placement.windows:
+                self.add(key, window)
+            return
         for window in placement.merged:
             _discard(self._open, key, window)
         opened = self._open.get(key, ())
@@ -472,6 +479,8 @@ class WindowTracker:
 
 
 _NOTHING: tuple[tuple[Closing, ...], tuple[Closing, ...]] = ((), ())
+#: What a time window's heap entry is due for (in the place of a session's key).
+_CLOSE, _EXPIRE = object(), object()
 
 
 def _discard(index: dict[Hashable, set[Window]], key: Hashable, window: Window) -> None:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import enum
 from collections import deque
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable, Iterator
+from contextlib import contextmanager
 
 import attrs
 import trio
@@ -50,6 +51,7 @@ class ChildContext:
         self.restarts = restarts
         self.status: str | None = None
         self._stop = trio.Event()
+        self._on_stop: set[trio.CancelScope] = set()
 
     @property
     def stop_requested(self) -> bool:
@@ -67,8 +69,23 @@ class ChildContext:
         """A free-form status shown in ``statistics()`` (e.g. ``"replaying"``)."""
         self.status = status
 
+    @contextmanager
+    def cancel_on_stop(self) -> Iterator[trio.CancelScope]:
+        """A cancel scope that a graceful stop cancels (at once if one was requested already):
+        an interruptible wait without a task to watch for the stop."""
+        with trio.CancelScope() as scope:
+            if self._stop.is_set():
+                scope.cancel()
+            self._on_stop.add(scope)
+            try:
+                yield scope
+            finally:
+                self._on_stop.discard(scope)
+
     def _request_stop(self) -> None:
         self._stop.set()
+        for scope in self._on_stop:
+            scope.cancel()
 
 
 ChildFn = Callable[[ChildContext], Awaitable[None]]

@@ -31,6 +31,7 @@ from redis import exceptions as rex
 from .._core import keys
 from .._core.classify import TRANSIENT_REDIS_ERRORS
 from .._core.crashes import describe_error
+from .._core.deadletter import GivenUp
 from .._core.fence import Fence
 from .._core.policy import RestartPolicy
 from .._core.protocol import PartitionProtocol
@@ -54,12 +55,7 @@ class Poison:
 
     protocol: PartitionProtocol
     fence: Fence
-    entry_id: bytes
-    fields: list[bytes]
-    kind: str  # "max_deliveries", "handler" or "decode:<why>"
-    message: str
-    trace: str | None
-    deliveries: int
+    given_up: GivenUp
 
 
 @frozen(eq=False)
@@ -145,16 +141,16 @@ class DeadLetters:
     async def _move(self, poison: Poison) -> bytes:
         poison.fence.check(trio.current_time())  # not before our lease could have lapsed
         protocol = poison.protocol
+        given_up = poison.given_up
         call = protocol.plan_dead_letter(
-            poison.entry_id, poison.fields, kind=poison.kind, message=poison.message,
-            trace=poison.trace, deliveries=poison.deliveries, worker=self.worker.worker_id,
-            time_ms=int(time.time() * 1000),
+            given_up, worker=self.worker.worker_id, time_ms=int(time.time() * 1000)
         )
         dlq_id: bytes = await self.worker.client.evalsha(scripts.DEADLETTER, call.keys, call.args)
         self.moved += 1
         self.worker.report(
             "dead-letter",
-            f"{protocol.label} {poison.entry_id.decode()}: {poison.kind}: {poison.message}"[:300],
+            f"{protocol.label} {given_up.entry_id.decode()}: {given_up.kind}: "
+            f"{given_up.message}"[:300],
         )
         return dlq_id
 

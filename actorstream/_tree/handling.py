@@ -22,6 +22,7 @@ import trio
 
 from .._actors import ActorSpec, Form
 from .._core.crashes import LogAction, describe_error, format_bounded_traceback
+from .._core.deadletter import GivenUp
 from .._core.errors import DecodeError
 from .._core.failures import Action
 from .._core.fence import Fence
@@ -103,8 +104,8 @@ class Handling:
         # The worker's dead-letter actor moves it (acking it atomically) and answers.
         await self.dead_letters.move(
             Poison(
-                self.link.protocol, self.fence, entry_id, fields, kind, message, trace,
-                deliveries,
+                self.link.protocol, self.fence,
+                GivenUp(entry_id, fields, kind, message, trace, deliveries),
             )
         )
         self.counters.dead_lettered += 1

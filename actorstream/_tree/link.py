@@ -37,13 +37,17 @@ from .context import Report
 from .counters import Counters
 from .supervisor import ChildContext
 
-__all__ = ["CLAIM_COUNT", "PartitionLink"]
+__all__ = ["ACK_WAIT_MS", "CLAIM_COUNT", "PartitionLink"]
 
 log = logging.getLogger("actorstream.partition")
 
 T = TypeVar("T")
 
 CLAIM_COUNT = 500
+#: The longest a wait for an append may hold acks of handled entries (they ride on the read
+#: after it): the wake costs no round trip of its own, and an idle partition's acks wait
+#: no longer than this.
+ACK_WAIT_MS = 50
 
 
 class PartitionLink:
@@ -198,7 +202,11 @@ class PartitionLink:
         if self.acks or (self.tables is not None and self.tables.pending):
             await self.read(conn, ">", 0)
 
-    async def flush_acks_after_crash(self, conn: Connection) -> None:
+    async def flush_acks_after_crash(
+        self, conn: Connection, outage: Callable[[], bool] = lambda: False
+    ) -> None:
+        """Ack what was handled before a crash. ``outage()`` tells whether a Redis outage of
+        the worker explains a fence met here (a lease lapsed, or Redis lost it)."""
         if not self.acks and not (self.tables is not None and self.tables.pending):
             return
         with trio.move_on_after(5.0) as scope:
@@ -207,8 +215,9 @@ class PartitionLink:
                 await self.flush_acks(conn)
             except (FencedError, *TRANSIENT_REDIS_ERRORS) as exc:
                 # Not acked: these are redelivered (at-least-once); say so. Quietly when Redis
-                # is unavailable: the worker's one outage line says that already.
-                level = logging.WARNING if isinstance(exc, FencedError) else logging.INFO
+                # is or was just unavailable: the worker's one outage line says that already.
+                fenced = isinstance(exc, FencedError) and not outage()
+                level = logging.WARNING if fenced else logging.INFO
                 log.log(
                     level, "%s[%d]: could not ack %d handled event(s) after a crash: %s",
                     self.group, self.partition, len(self.acks), describe_error(exc),
@@ -239,64 +248,66 @@ class PartitionLink:
     async def _until_stopped(self, ctx: ChildContext, call: Callable[[], Awaitable[T]]) -> T | None:
         """``call()`` under the link's lock, cancelled when a stop is requested (then None).
 
-        Errors are caught inside the nursery and re-raised outside it, so callers see a plain
-        ``ConnectionError`` (not an ExceptionGroup) and treat it as "Redis unavailable".
+        The stop cancels a scope it knows (``ChildContext.cancel_on_stop``): no task and no
+        nursery per wait, and errors reach the caller as they are.
         """
-        error: Exception | None = None
-        result: T | None = None
-        async with trio.open_nursery() as nursery:
-
-            async def interrupt_on_stop() -> None:
-                await ctx.wait_stop_requested()
-                nursery.cancel_scope.cancel()
-
-            nursery.start_soon(interrupt_on_stop)
-            try:
-                async with self.lock:
-                    result = await call()
-            except Exception as exc:
-                error = exc
-            nursery.cancel_scope.cancel()
-        if error is not None:
-            raise error
-        return result
+        with ctx.cancel_on_stop():
+            async with self.lock:
+                return await call()
+        return None
 
     async def wait_and_read(
         self, conn: Connection, ctx: ChildContext, tail: Any, block_ms: int, count: int
     ) -> ReadResult | None:
         """``wait_for_append`` and the fenced read after it in one round trip (see
-        ``protocol.plan_wait_read``); None if stopping or if something is to be committed
+        ``protocol.plan_wait_read``); None if stopping or if table writes are to be committed
         (the caller then waits and reads as two round trips).
 
-        A stop interrupts it by closing the connection, as it does the plain wait: Redis then
-        drops the queued transaction, unless the append came first and it ran; what it read
-        stays in our pending list, unhandled, for the next owner (or our next session) to claim.
+        With nothing to ack, a stop interrupts it by closing the connection, as it does the
+        plain wait: Redis then drops the queued transaction, unless the append came first and
+        it ran; what it read stays in our pending list, unhandled, for the next owner (or our
+        next session) to claim. With acks to commit it is ``linger_and_read`` for at most
+        ``ACK_WAIT_MS``: their fate must not become unknown.
         """
-        if self.acks or (self.tables is not None and self.tables.pending):
+        if self.tables is not None and self.tables.pending:
             return None
+        if self.acks:
+            return await self.linger_and_read(conn, tail, min(block_ms, ACK_WAIT_MS), count)
         return await self._until_stopped(
-            ctx, lambda: self._wait_and_read(conn, tail, block_ms, count)
+            ctx, lambda: self._wait_and_read(conn, tail, block_ms, count, False)
         )
 
-    async def _wait_and_read(
+    async def linger_and_read(
         self, conn: Connection, tail: Any, block_ms: int, count: int
     ) -> ReadResult | None:
+        """Wait up to ``block_ms`` for an append after ``tail``, then commit the acks and read
+        up to ``count`` new entries, in one round trip; not interrupted by a stop (keep it
+        short). None if table writes are to be committed (they must not wait for an append).
+        """
+        async with self.lock:
+            return await self._wait_and_read(conn, tail, block_ms, count, True)
+
+    async def _wait_and_read(
+        self, conn: Connection, tail: Any, block_ms: int, count: int, with_acks: bool
+    ) -> ReadResult | None:
         self.fence.check(trio.current_time())
-        if self.acks or (self.tables is not None and self.tables.pending):
+        if self.tables is not None and self.tables.pending:
             return None  # added while we waited for the lock
         if self._watched is not conn:
             await self._watch(conn)
         protocol = self.protocol
-        plan = protocol.plan_wait_read(tail, block_ms, count)
+        plan = protocol.plan_wait_read(tail, block_ms, count, self.acks if with_acks else None)
         replies = await conn.pipeline(plan.commands, timeout=block_ms / 1000 + 10.0)
         result = protocol.on_read(plan, replies)
         if not result.watching:
             self._watched = None
+        if result.ack_only_retry:
+            await self._ack_only(conn)
         result.raise_for_failure()
+        self._settle(plan.acks, result)  # committed, fenced by Redis when the EXEC ran
         # Sent before the wait: the lease may have lapsed while we blocked. What was read
         # stays pending (ours, unhandled) for whoever holds the partition next.
         self.fence.check(trio.current_time())
-        self._settle(0, result)
         return result
 
     async def block_briefly(self, conn: Connection, last: Any, seconds: float) -> None:

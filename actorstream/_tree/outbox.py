@@ -24,20 +24,15 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
+from attrs import define, field
 from redis import exceptions as rex
 
 from .._core import keys
+from .._core import outbox as plans
 from .._core.classify import TRANSIENT_REDIS_ERRORS
 from .._core.crashes import describe_error
 from .._core.fence import Fence
-from .._core.outbox import (
-    ForwardPlan,
-    ForwardResult,
-    Replication,
-    after,
-    on_forward,
-    plan_forward,
-)
+from .._core.outbox import ForwardPlan, ForwardResult, Replication
 from .._transport import Client
 from . import scripts
 from .context import Report
@@ -53,41 +48,43 @@ READ_COUNT = 1000
 IDLE_CHECK = 2.0
 
 
+@define(eq=False)
 class Forwarder:
-    """Forwards the outbox of one (actor, partition) for one lease epoch."""
+    """Forwards the outbox of one (actor, partition) for one lease epoch.
 
-    def __init__(
-        self,
-        *,
-        client: Client,
-        app: str,
-        stream: str,
-        partition: int,
-        actor: str,
-        fence: Fence,
-        counters: Counters,
-        report: Report,
-        wait: tuple[int, int] | None = None,
-        replicated: Callable[[], Awaitable[int]] | None = None,
-        replication: Replication | None = None,
-    ) -> None:
-        self.client = client
-        self.key = keys.outbox_key(app, stream, partition, actor)
-        self.source = f"{stream}:{partition}:{actor}"
-        self.label = f"{actor}[{partition}]"
-        self.fence = fence
-        self.counters = counters
-        self.report = report
-        self.wait = wait
-        #: With ``wait``: the commits the replicas acknowledged (their WAIT rode with them),
-        #: and a bare WAIT on the partition's own connection when that is not enough yet.
-        self.replication = replication
-        self.replicated = replicated
-        self.failure: Exception | None = None
-        self._wake = trio.Event()
-        self._trim_at: str | None = None
-        self._rng = random.Random()
-        self._waiting = False  # a streak of waits is reported once
+    With ``wait``: ``replication`` counts the commits the replicas acknowledged (their WAIT rode
+    with them), and ``replicated`` is a bare WAIT on the partition's own connection for when
+    that is not enough yet."""
+
+    client: Client
+    app: str
+    stream: str
+    partition: int
+    actor: str
+    fence: Fence
+    counters: Counters
+    report: Report
+    wait: tuple[int, int] | None = None
+    replicated: Callable[[], Awaitable[int]] | None = None
+    replication: Replication | None = None
+    #: A fatal error of ``run``, re-raised by ``beside``.
+    failure: Exception | None = field(default=None, init=False)
+    _wake: trio.Event = field(factory=trio.Event, init=False)
+    _trim_at: str | None = field(default=None, init=False)
+    _rng: random.Random = field(factory=random.Random, init=False)
+    _waiting: bool = field(default=False, init=False)  # a streak of waits is reported once
+
+    @property
+    def key(self) -> str:
+        return keys.outbox_key(self.app, self.stream, self.partition, self.actor)
+
+    @property
+    def source(self) -> str:
+        return f"{self.stream}:{self.partition}:{self.actor}"
+
+    @property
+    def label(self) -> str:
+        return f"{self.actor}[{self.partition}]"
 
     def wake(self) -> None:
         """A commit put entries in the outbox."""
@@ -134,7 +131,7 @@ class Forwarder:
                 return
             if self.replication is not None:
                 await self._check_replicated(self.replication, self.replication.sent)
-            plan = plan_forward(raw, self.source, self.fence.epoch)
+            plan = plans.plan_forward(raw, self.source, self.fence.epoch)
             result = await self._forward(plan)
             self.counters.forwarded += result.appended
             if isinstance(result.error, NotReplicated):
@@ -145,7 +142,7 @@ class Forwarder:
                     f"{describe_error(result.error)}"
                 ) from result.error
             assert plan.last is not None
-            self._trim_at = after(plan.last)
+            self._trim_at = plans.after(plan.last)
 
     async def _check_replicated(self, replication: Replication, upto: int) -> None:
         """With ``wait_replicas``: forward only entries the source's replicas have (written by
@@ -188,7 +185,7 @@ class Forwarder:
             async with trio.open_nursery() as nursery:
                 for i in range(len(plan.calls)):
                     nursery.start_soon(self._forward_waited, plan, i, replies)
-        return on_forward(plan, replies)
+        return plans.on_forward(plan, replies)
 
     async def _forward_waited(self, plan: ForwardPlan, i: int, replies: list[Any]) -> None:
         """One target's call in a transaction, then WAIT on that connection (the replicas of

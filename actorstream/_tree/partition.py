@@ -124,14 +124,9 @@ class PartitionActor:
         self.counters, self.on_fenced = context.counters, context.on_fenced
         self.group = spec.name
         self.link = PartitionLink(
-            app=worker.app,
-            stream=spec.stream.name,
-            partition=context.partition,
-            group=spec.name,
-            consumer=worker.worker_id,
-            fence=context.fence,
-            counters=context.counters,
-            report=worker.report,
+            app=worker.app, stream=spec.stream.name, partition=context.partition,
+            group=spec.name, consumer=worker.worker_id, fence=context.fence,
+            counters=context.counters, report=worker.report,
         )
         self.decode, self.settings = spec.stream.format_decoder, spec.settings
         middleware = (*context.middleware, *spec.middleware)
@@ -188,8 +183,7 @@ class PartitionActor:
         self.chain = tables.wrap(compose(self.handler, middleware))
         if windowed_tables(spec.tables):
             windows = WindowsOfPartition(
-                tables, windowed_tables(spec.tables), spec.stream.event_time_ms,
-                context.counters.late,
+                tables, windowed_tables(spec.tables), spec.stream, context.counters
             )
             self.handler = windows.wrap_handler(handler)
             self.chain = windows.wrap(self.chain)
@@ -292,7 +286,7 @@ class PartitionActor:
             await beside(forwarder, lambda: self._handle(loop, ctx))
         except Exception:
             # Ack what was handled before the crash, so only the failing event is redelivered.
-            await self.link.flush_acks_after_crash(conn)
+            await self.link.flush_acks_after_crash(conn, self.redis.explains)
             raise
         self._set_state(PartitionState.DRAINING)
         await reader.flush()

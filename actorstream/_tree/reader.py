@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from .._core.protocol import ReadResult
 from .._transport import Connection
-from .link import PartitionLink
+from .link import ACK_WAIT_MS, PartitionLink
 from .supervisor import ChildContext
 
 if TYPE_CHECKING:
@@ -34,7 +34,7 @@ WAIT_BLOCK_MS = 2000
 class Reader:
     """The fenced entries of one partition actor's session (one connection, one epoch)."""
 
-    __slots__ = ("_woken", "batch_size", "conn", "ctx", "link", "on_idle")
+    __slots__ = ("_tail", "_woken", "batch_size", "conn", "ctx", "link", "on_idle")
 
     def __init__(
         self,
@@ -52,8 +52,10 @@ class Reader:
         #: ``idle=``: stream time may move on when quiet; wall-clock punctuators); returns
         #: the seconds until it needs calling again, or None.
         self.on_idle = on_idle
-        #: What the wait for an append read with the wake (one round trip): the next read's.
+        #: What a wait for an append read with the wake (one round trip): the next read's.
         self._woken: ReadResult | None = None
+        #: The last new entry read in this session: a wait for the next one may start there.
+        self._tail: bytes | None = None
 
     @property
     def writes_pending(self) -> bool:
@@ -73,24 +75,37 @@ class Reader:
     async def read_new(self, count: int) -> ReadResult:
         """Commit what is handled and read up to ``count`` new entries (one round trip).
 
-        Right after ``wait_for_append``: what it read with the wake, if anything (at most
-        ``batch_size`` entries; callers wait only when they would read that many).
+        Right after a wait for an append (``wait_for_append``, ``linger``): what it read with
+        the wake, without a round trip (at most ``count`` of them; the rest comes next).
         """
         woken = self._woken
         if woken is not None:
             self._woken = None
-            if woken.entries:
+            entries = woken.entries
+            if len(entries) > count:
+                self._woken = woken._replace(entries=entries[count:])
+                return woken._replace(entries=entries[:count])
+            if entries or not self.uncommitted:
                 return woken
-        return await self.link.read(self.conn, ">", count)
+        read = await self.link.read(self.conn, ">", count)
+        if read.entries:
+            self._tail = read.entries[-1][0]
+        return read
 
     async def next_entries(self, count: int | None = None) -> list[Any] | None:
         """The next batch of new entries, waiting when the partition is empty.
 
-        Returns None when a graceful stop was requested while waiting (nothing is in hand
-        then: a stop interrupts the wait by closing the connection).
+        Handled entries to ack ride on a short wait for the next append (one round trip per
+        wake, not two). Returns None when a graceful stop was requested while waiting
+        (nothing is in hand then: a stop interrupts a long wait by closing the connection).
         """
         count = count or self.batch_size
         ctx = self.ctx
+        if (
+            self._tail is not None and self.on_idle is None and self.link.acks
+            and not self.writes_pending
+        ):
+            await self.linger(self._tail, ACK_WAIT_MS / 1000)
         while True:
             read = await self.read_new(count)
             if read.entries:
@@ -113,12 +128,25 @@ class Reader:
             if self.ctx.stop_requested:
                 return False
             return await self.link.wait_for_append(self.conn, self.ctx, tail, block_ms)
-        self._woken = woken
+        self._woke(woken)
         return bool(woken.entries) or not self.ctx.stop_requested
 
     async def linger(self, tail: Any, seconds: float) -> None:
-        """Wait up to ``seconds`` for an append after ``tail``, not interrupted by a stop."""
-        await self.link.block_briefly(self.conn, tail, seconds)
+        """Wait up to ``seconds`` for an append after ``tail``, not interrupted by a stop; the
+        acks in hand ride on the read that follows the wake, in the same round trip."""
+        if self._woken is not None and self._woken.entries:
+            return  # entries in hand already
+        ms = max(1, int(seconds * 1000))
+        woken = await self.link.linger_and_read(self.conn, tail, ms, self.batch_size)
+        if woken is None:
+            await self.link.block_briefly(self.conn, tail, seconds)
+        else:
+            self._woke(woken)
+
+    def _woke(self, woken: ReadResult) -> None:
+        self._woken = woken
+        if woken.entries:
+            self._tail = woken.entries[-1][0]
 
     async def replay_one(self, start: bytes | str) -> ReadResult:
         """Our next pending entry after ``start``, with its delivery count.

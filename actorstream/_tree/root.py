@@ -107,11 +107,8 @@ class Worker:
         self.dead_letters = DeadLetters(self.context, sorted(consumed.items()))
         self.partitions = PartitionsSupervisor(
             PartitionsContext(
-                worker=self.context,
-                actors=plan.actors,
-                middleware=plan.middleware,
-                dead_letters=self.dead_letters,
-                on_fenced=self._on_fenced,
+                worker=self.context, actors=plan.actors, middleware=plan.middleware,
+                dead_letters=self.dead_letters, on_fenced=self._on_fenced,
             )
         )
         slots = tuple(

@@ -60,9 +60,13 @@ def add_command(
     *,
     parents: Sequence[argparse.ArgumentParser] = (),
     epilog: str | None = None,
+    target: str | None = None,
+    handler: Callable[[argparse.Namespace], int] | None = None,
 ) -> argparse.ArgumentParser:
     """A subcommand's parser: ``help_text`` is its line in ``actorstream --help``; ``epilog``
-    (examples: command lines) is printed as written, the description wrapped as argparse would."""
+    (examples: command lines) is printed as written, the description wrapped as argparse would.
+    ``target`` is the help of its positional TARGET argument (``module:attr``), if it takes one;
+    ``handler`` runs the parsed command."""
     if epilog:
         # The raw formatter keeps the epilog's lines, and would leave the description one line.
         description = textwrap.fill(description, shutil.get_terminal_size().columns - 2)
@@ -74,6 +78,10 @@ def add_command(
         epilog=epilog,
         formatter_class=argparse.RawDescriptionHelpFormatter if epilog else argparse.HelpFormatter,
     )
+    if target is not None:
+        parser.add_argument("target", metavar="TARGET", help=target)
+    if handler is not None:
+        parser.set_defaults(handler=handler)
     return parser
 
 

@@ -43,6 +43,7 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
         "Run the demo app in this process: a producer of orders, a worker on 8 "
         "partitions whose handler sometimes fails (so restarts and dead letters show), under "
         "the live top. Ctrl-C stops everything cleanly.",
+        handler=run,
     )
     parser.add_argument(
         "--url", metavar="URL", default=argparse.SUPPRESS,
@@ -69,7 +70,6 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     parser.add_argument("--app", default=DEMO_APP, metavar="MODULE|PATH",
                         help=f"the demo app module (default: {DEMO_APP}, shipped in the "
                         "package)")
-    parser.set_defaults(handler=run)
 
 
 def _check_args(args: argparse.Namespace) -> None:

@@ -87,8 +87,8 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     parser.set_defaults(handler=lambda _args: _usage(parser))
 
     def command(name: str, help_text: str, description: str) -> argparse.ArgumentParser:
-        sub = add_command(commands, name, help_text, description, parents=[common], epilog=EPILOG)
-        sub.add_argument("target", metavar="TARGET", help="module:system or module:stream")
+        sub = add_command(commands, name, help_text, description, parents=[common], epilog=EPILOG,
+                          target="module:system or module:stream")
         sub.add_argument("--stream", metavar="S", help="only this stream")
         sub.add_argument("--json", action="store_true", help="print JSON")
         return sub

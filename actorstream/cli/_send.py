@@ -37,10 +37,8 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
         "\"amount\": 7}'\n"
         "  actorstream send shop:orders --file orders.jsonl     (one JSON object a line; "
         "- is stdin)",
-    )
-    parser.add_argument(
-        "target", metavar="TARGET",
-        help="module:stream (a Stream attribute, or the name of a stream of the module's System)",
+        target="module:stream (a Stream attribute, or the name of a stream of the module's System)",
+        handler=run,
     )
     parser.add_argument("events", metavar="JSON", nargs="*", help="events, one JSON object each")
     parser.add_argument(
@@ -56,7 +54,7 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
         help="drop fields the stream's record type does not have (default: reject the event, "
         "so a typo does not vanish)",
     )
-    parser.set_defaults(handler=run, more_values="events")
+    parser.set_defaults(more_values="events")
 
 
 def read_inputs(args: argparse.Namespace) -> list[tuple[str, str]]:

@@ -43,10 +43,10 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
         "partition's owner, epoch, state, lag, pending and dead letters, stream totals and "
         "recent events. --json prints the same data as JSON.",
         parents=[common],
+        handler=run,
     )
     add_app_argument(parser)
     parser.add_argument("--json", action="store_true", help="print JSON")
-    parser.set_defaults(handler=run)
 
 
 def resolve_app(args: argparse.Namespace) -> tuple[str, str, list[LayoutEntry] | None]:

@@ -35,13 +35,10 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
         epilog="examples:\n"
         "  actorstream table app:counts           (every key)\n"
         "  actorstream table app:counts cust-42   (one key)",
-    )
-    parser.add_argument(
-        "target", metavar="TARGET",
-        help="module:table (a Table attribute, or the name of a table of the module's System)",
+        target="module:table (a Table attribute, or the name of a table of the module's System)",
+        handler=run,
     )
     parser.add_argument("key", metavar="KEY", nargs="?", help="one key (as text)")
-    parser.set_defaults(handler=run)
 
 
 def load_table(target: str) -> Table[Any]:

@@ -31,6 +31,7 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
         "whatever the event rate. Keys: q quit, s sort, r reverse, f filter (all/problems), "
         "n/p page; Ctrl-C quits too.",
         parents=[common],
+        handler=run,
     )
     add_app_argument(parser)
     parser.add_argument("--once", action="store_true", help="print one frame and exit")
@@ -43,7 +44,6 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
         "--filter", default="all", metavar="all|problems|TEXT",
         help="show all partitions, only problems, or those matching TEXT",
     )
-    parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -52,8 +52,9 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
         "system gave up (restart intensity exceeded). While Redis does not answer at start it "
         "waits, backing off, and says so once.",
         parents=[common],
+        target="module:system, e.g. myapp:system",
+        handler=run,
     )
-    parser.add_argument("target", metavar="TARGET", help="module:system, e.g. myapp:system")
     ops = parser.add_argument_group("operations (docs/operations.md)")
     ops.add_argument(
         "--metrics-port", type=int, metavar="PORT", default=None,
@@ -72,7 +73,6 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
         help="run N worker processes under a parent that restarts crashed ones and serves "
         "one metrics endpoint for all (default 1: this process is the worker)",
     )
-    parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -24,6 +24,7 @@ from actorstream import (
     running,
 )
 from actorstream._core import keys as _keys
+from actorstream._core.deadletter import GivenUp
 from actorstream._core.errors import SelfFenced
 from actorstream._core.fence import Fence
 from actorstream._core.protocol import PartitionProtocol
@@ -297,8 +298,8 @@ def _poison(entry_id: bytes, epoch: int, *, deadline: float = float("inf")) -> P
         app="shop", stream="orders", partition=0, group="bill", consumer="w1", epoch=epoch
     )
     return Poison(
-        protocol, Fence(epoch, deadline), entry_id, [b"f", b"json", b"d", b"{bad"],
-        "decode:json", "bad", None, 1,
+        protocol, Fence(epoch, deadline),
+        GivenUp(entry_id, [b"f", b"json", b"d", b"{bad"], "decode:json", "bad", None, 1),
     )
 
 

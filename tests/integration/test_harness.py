@@ -308,8 +308,9 @@ WORKER = textwrap.dedent(
         print("got SIGTERM", flush=True)
         sys.exit(3)
     signal.signal(signal.SIGTERM, on_term)
-    print("ready", os.environ.get("ACTORSTREAM_REDIS_URL"), os.environ.get("EXTRA"), flush=True)
-    try:
+    try:  # "ready" inside: a SIGINT right after it is caught too
+        print("ready", os.environ.get("ACTORSTREAM_REDIS_URL"), os.environ.get("EXTRA"),
+              flush=True)
         while True:
             time.sleep(0.01)
     except KeyboardInterrupt:

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from redis import exceptions as rex
 
-from actorstream._core.deadletter import ORIGINAL_PREFIX
+from actorstream._core.deadletter import ORIGINAL_PREFIX, GivenUp
 from actorstream._core.errors import FencedError
 from actorstream._core.protocol import PartitionProtocol, ReadPlan
 
@@ -166,6 +166,27 @@ def test_a_wait_read_whose_epoch_changed_while_blocked_is_fenced() -> None:
     assert result.fenced is not None and not result.watching and result.entries == []
     with pytest.raises(FencedError):
         result.raise_for_failure()
+
+
+def test_acks_ride_on_a_wait_read_in_its_fenced_transaction_after_the_wake() -> None:
+    p = proto()
+    plan = p.plan_wait_read(b"5-0", 50, 10, [b"4-0", b"5-0"])
+    assert plan.blocks and plan.acks == 2
+    assert plan.commands[0][0] == "XREAD"
+    assert plan.commands[1:] == p.plan_read([b"4-0", b"5-0"], ">", 10).commands
+    woke = [[STREAM.encode(), [entry(6)]]]
+    exec_reply = [2, [[STREAM.encode(), [entry(6)]]], []]
+    result = p.on_read(plan, [woke, *queued(plan._replace(commands=plan.commands[1:])),
+                              exec_reply, *tail()])
+    assert result.acked == 2 and result.entries == [entry(6)] and not result.notices
+
+
+def test_acks_on_a_wait_read_fenced_while_blocked_are_not_acked() -> None:
+    p = proto()
+    plan = p.plan_wait_read(b"5-0", 50, 10, [b"5-0"])
+    result = p.on_read(plan, [None, *queued(plan._replace(commands=plan.commands[1:])),
+                              None, *tail(b"8")])
+    assert result.fenced is not None and result.acked == 0
 
 
 # -- ack batching ----------------------------------------------------------------------------
@@ -328,8 +349,9 @@ def test_claim_walks_the_cursor_and_counts_deleted_pending_entries() -> None:
 def test_dead_letter_move_is_fenced_by_our_epoch_and_keeps_the_original_fields() -> None:
     p = proto()
     call = p.plan_dead_letter(
-        b"12-0", [b"order_id", b"12", b"amount", b"x"], kind="decode:schema",
-        message="e" * 3000, trace=None, deliveries=3, worker="w1", time_ms=99,
+        GivenUp(b"12-0", [b"order_id", b"12", b"amount", b"x"], "decode:schema", "e" * 3000,
+                None, 3),
+        worker="w1", time_ms=99,
     )
     assert call.script == "deadletter"
     assert call.keys == [STREAM, EPOCH, "as:{shop:orders:3}:dlq", "as:{shop:orders:3}:dlqidx"]
