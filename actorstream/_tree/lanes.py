@@ -3,9 +3,13 @@
 The dispatch rule (``_core.dispatch``) decides what may start and what may be acked; this
 module carries it out with three kinds of task in one nursery:
 
-- the reader (``run``): reads while the rule wants entries (so at most ``concurrency`` units
-  plus one read are held), decodes each entry once and computes its key once, and commits the
-  acks the rule releases on its next fenced round trip (never a round trip per event);
+- the reader (``_read_role``): reads while the rule wants entries (so at most ``concurrency``
+  units plus one read are held), decodes each entry once and computes its key once, and commits
+  the acks the rule releases on its next fenced round trip (never a round trip per event). A
+  plain handler is started right in the reader's task while its entry may start at once
+  (``eager``): one that returns without suspending never enters the rule nor a worker; one
+  that suspends (or raises) is finished by this task, which then works on as a worker, while a
+  new task takes over reading;
 - workers, at most one per unit in flight: a worker handles one entry the rule allows at a
   time (containment as in ``handling``: a failing event blocks its own key only, an outage
   pauses the whole partition) and goes on with the next (``Dispatch.step``: its ack, its key
