@@ -190,6 +190,27 @@ class PartitionTables:
 
         return with_tables
 
+    def enter(self) -> tuple[EventScope, Any] | None:
+        """For a loop that calls the bare handler one event at a time (``Handling``): make the
+        reused scope current until ``leave``, instead of ``wrap``'s per-call wrapper. The loop
+        calls ``keep`` after each call that returned and ``drop`` after each that did not
+        (and before anything else may run a handler: ``leave`` first). None while the scope
+        is in use (then the loop calls the wrapped handler)."""
+        scope = self.spare
+        if scope is None or self.concurrent:
+            return None
+        self.spare = None
+        return scope, _SCOPE.set(scope)
+
+    def leave(self, entered: tuple[EventScope, Any]) -> None:
+        """End ``enter``: what the scope holds was not kept (the call did not return), so it
+        is undone; the scope is free again."""
+        scope, token = entered
+        _SCOPE.reset(token)
+        if scope.undo or scope.outputs:
+            self.drop(scope)
+        self.spare = scope
+
     def keep(self, scope: EventScope) -> None:
         """The call of the reused ``scope`` returned: what it did joins the pending commit
         (a value the codec refuses raises here, before anything is kept); the scope is
@@ -253,26 +274,21 @@ class EventScope:
     dict lookup), with the first previous value of each key changed kept to undo them if the
     handler does not return; and the events it sent, held (exactly-once)."""
 
-    __slots__ = ("outputs", "owner", "tables", "undo")
+    __slots__ = ("holds", "outputs", "owner", "tables", "undo")
 
     def __init__(self, owner: PartitionTables) -> None:
         self.owner = owner
         self.tables = owner.tables
         #: per table, the value each changed key had before this call (MISSING: none)
         self.undo: dict[PartitionTable, dict[str, Any]] = {}
+        #: exactly-once: events sent by the handler are held here (their XADD commands, in
+        #: order) for the commit
+        self.holds = owner.holds
         self.outputs: list[tuple[Any, ...]] = []
 
     @property
     def actor(self) -> str:
         return self.owner.actor
-
-    @property
-    def holds(self) -> bool:
-        """Exactly-once: events sent by the handler are held for the commit."""
-        return self.owner.holds
-
-    def hold(self, command: list[Any]) -> None:
-        self.outputs.append(tuple(command))
 
     def absorb(self, inner: EventScope) -> None:
         """A nested call returned: its changes become this call's (kept or undone with it)."""

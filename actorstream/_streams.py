@@ -19,7 +19,7 @@ from ._core.windows import entry_id_millis, event_time_millis
 from ._ops import tracing as _tracing
 from ._ops.sent import count_sent
 from ._records import Record, check_record_type, record_field_type, record_fields
-from ._scope import current_scope
+from ._scope import _SCOPE
 from ._transport import Client
 
 E = TypeVar("E")
@@ -38,6 +38,7 @@ class Owner(Protocol):
 EventTime = str | Callable[[Any], float | datetime] | None
 
 MAX_PIPELINE = 1000
+KEY_CACHE_SIZE = 65536  # keys whose stream key a stream remembers (for sending)
 
 
 class SendError(ActorstreamError):
@@ -236,6 +237,8 @@ class Stream(Generic[E]):
         self.format_decoder = self.format.entry_decoder()
         self._key_of = self._make_key_getter(key)
         self._partition_of_key = _cached_partitioner(partitions)
+        self._key_cache: dict[object, str] = {}  # an exact str or int key -> its stream key
+        self._encode = self.format.encoder
         self._keys = [_keys.stream_key(system.name, name, p) for p in range(partitions)]
 
     def __repr__(self) -> str:
@@ -258,7 +261,7 @@ class Stream(Generic[E]):
                     ) from None
 
             return from_dict
-        return lambda event: getattr(event, field)
+        return operator.attrgetter(field)
 
     def event_time_ms(self, event: E, entry_id: str | bytes) -> int:
         """The event's time in epoch milliseconds: its time field or function, else the
@@ -295,14 +298,30 @@ class Stream(Generic[E]):
     def stream_key(self, partition: int) -> str:
         return self._keys[partition]
 
-    def _command(self, event: E) -> list[Any]:
+    def _command(self, event: E) -> tuple[Any, ...]:
+        """The XADD of ``event`` (encoded and checked: it raises for an event the stream
+        cannot carry). Runs per event sent: the partition's stream key of a str or int key
+        is remembered (``_key_cache``), the format's encoder called directly."""
         if self.record is not None and not isinstance(event, self.record):
             raise TypeError(
                 f"stream {self.name!r} carries {self.record.__name__} events, "
                 f"got {type(event).__name__}"
             )
-        fields = self.format.encode(event)
-        return ["XADD", self._keys[self.partition_of(event)], "*", *fields]
+        fields = self._encode(event)
+        if self.partitions == 1:
+            return ("XADD", self._keys[0], "*", *fields)
+        key = self._key_of(event)
+        kind = type(key)
+        if kind is str or kind is int:  # exact types: True and 1.0 are not the key 1
+            cache = self._key_cache
+            stream_key = cache.get(key)
+            if stream_key is None:
+                stream_key = self._keys[self._partition_of_key(key)]
+                if len(cache) < KEY_CACHE_SIZE:
+                    cache[key] = stream_key
+        else:
+            stream_key = self._keys[self._partition_of_key(key)]
+        return ("XADD", stream_key, "*", *fields)
 
     async def send(self, event: E) -> str:
         """Append one event to its partition; returns the entry id. Not retried on failure.
@@ -311,9 +330,9 @@ class Stream(Generic[E]):
         appended with the commit of the event being handled (returns "": no id yet).
         """
         command = self._command(event)
-        scope = current_scope()
+        scope = _SCOPE.get()
         if scope is not None and scope.holds:
-            scope.hold(command)
+            scope.outputs.append(command)
             return ""
         client = self.system.client()
         if _tracing.tracer() is None:
@@ -321,7 +340,7 @@ class Stream(Generic[E]):
         else:
             with _tracing.send_span(self.system.name, self.name, 1) as extra:
                 if self.record is not None:  # a dict stream's fields are the user's event
-                    command += extra
+                    command = (*command, *extra)
                 reply = await client.execute(*command)
         count_sent(self.system.name, self.name, 1)
         return reply.decode() if isinstance(reply, bytes) else str(reply)
@@ -334,26 +353,27 @@ class Stream(Generic[E]):
         commit in an exactly-once handler, like ``send``.
         """
         commands = [self._command(e) for e in events]
-        scope = current_scope()
+        scope = _SCOPE.get()
         if scope is not None and scope.holds:
-            for command in commands:
-                scope.hold(command)
+            scope.outputs.extend(commands)
             return [""] * len(commands)
         if _tracing.tracer() is None:
             return await self._send_commands(commands)
         with _tracing.send_span(self.system.name, self.name, len(commands)) as extra:
             if extra and self.record is not None:
-                commands = [command + extra for command in commands]
+                commands = [(*command, *extra) for command in commands]
             return await self._send_commands(commands)
 
-    async def _send_commands(self, commands: list[list[Any]]) -> list[str]:
+    async def _send_commands(self, commands: list[tuple[Any, ...]]) -> list[str]:
         sent: list[tuple[int, str]] = []
         try:
             return await self._pipeline(commands, sent)
         finally:
             count_sent(self.system.name, self.name, len(sent))
 
-    async def _pipeline(self, commands: list[list[Any]], sent: list[tuple[int, str]]) -> list[str]:
+    async def _pipeline(
+        self, commands: list[tuple[Any, ...]], sent: list[tuple[int, str]]
+    ) -> list[str]:
         client = self.system.client()
         ids: list[str] = []
         failed: list[tuple[int, BaseException]] = []

@@ -158,11 +158,19 @@ class PendingCommit:
         For tables whose values are only ever changed by one handler call at a time: when
         the commit is planned no call is running, so a table's data holds exactly what the
         handled events left (a call that failed was undone). Recording a changed field costs
-        one list append per event; its value is read once per commit.
+        one list append per event; its value is read once per commit (the fields of all
+        events merged per table first).
         """
+        merged: dict[Any, dict[str, Any]] = {}  # per table, every changed field
         for change in self.changed:
             for table, fields in change.items():
-                self.hold_values(table.hash_key, table.data, fields)
+                held = merged.get(table)
+                if held is None:
+                    merged[table] = dict(fields)
+                else:
+                    held.update(fields)
+        for table, fields in merged.items():
+            self.hold_values(table.hash_key, table.data, fields)
         self.changed = []
 
     def hold_values(self, hash_key: str, data: Mapping[str, Any], fields: Iterable[str]) -> None:

@@ -122,7 +122,10 @@ class NodeConnection(Commands):
         await trio.aclose_forcefully(self._stream)
 
     async def _request(self, commands: Sequence[Command], timeout: float | None) -> list[Any]:
-        payload = b"".join([pack(c) for c in commands])
+        try:  # every command a tuple of str, bytes, int or float: packed in C, no call each
+            payload = b"".join(map(hiredis.pack_command, commands))  # type: ignore[arg-type]
+        except TypeError:
+            payload = b"".join([pack(c) for c in commands])
         return await self._roundtrip(payload, len(commands), timeout)
 
     async def _roundtrip(self, payload: bytes, count: int, timeout: float | None) -> list[Any]:

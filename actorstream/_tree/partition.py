@@ -35,6 +35,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import trio
 from attrs import frozen
@@ -63,6 +64,7 @@ from .link import PartitionLink
 from .outbox import Forwarder, beside
 from .punctuators import PartitionPunctuators, idle_hooks
 from .reader import FormLoop, Reader
+from .scoped import ScopedHandling
 from .serial import SerialLoop
 from .supervisor import ChildContext
 from .tables import restore
@@ -110,6 +112,9 @@ class PartitionActor:
     #: punctuators); returns the seconds until it needs calling again, or None.
     on_idle: Callable[[], Awaitable[float | None]] | None = None
     punctuators: PartitionPunctuators | None = None
+    #: With tables, one event at a time: the handler the plain loop calls inside the table
+    #: scope it holds for a batch (``scoped``).
+    bare: Callable[[object], Awaitable[object]] | None = None
 
     def __init__(self, context: PartitionContext) -> None:
         worker = context.worker
@@ -149,7 +154,7 @@ class PartitionActor:
             and self.tracer is None
             and plain_windows(spec) and not spec.punctuators
         )
-        self.handling = Handling(
+        self.handling = self._handling(
             app=worker.app,
             spec=spec,
             partition=context.partition,
@@ -167,6 +172,13 @@ class PartitionActor:
         self.ctx: ChildContext | None = None
         self._rng = random.Random()
 
+    def _handling(self, **kw: Any) -> Handling:
+        """The handling side; with tables and one event at a time, the plain loop holds the
+        partition's table scope for a batch (``scoped``)."""
+        if self.tables is not None and self.bare is not None:
+            return ScopedHandling(tables=self.tables, bare=self.bare, **kw)
+        return Handling(**kw)
+
     def _stateful(
         self, context: PartitionContext, middleware: tuple[Middleware, ...]
     ) -> PartitionTables:
@@ -179,6 +191,8 @@ class PartitionActor:
             concurrent=self.settings.ordering is not Ordering.PARTITION,
         )
         handler = self.handler
+        if not tables.concurrent and not windowed_tables(spec.tables):
+            self.bare = handler
         self.handler = tables.wrap(handler)
         self.chain = tables.wrap(compose(self.handler, middleware))
         if windowed_tables(spec.tables):
