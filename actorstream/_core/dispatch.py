@@ -282,6 +282,27 @@ class Dispatch:
             return held
         return None
 
+    def may_start_now(self, key: Hashable) -> bool:
+        """Would an entry of ``key`` arriving now be the next to start (``next`` would hand it
+        out at once)? Nothing waits before it, there is room, no outage, its key is free. The
+        carrier may then run it at once without ``arrive``: if its handler returns at once it
+        never enters the rule; if not, ``start_now`` marks it in flight."""
+        if self.paused or self._queue or self._ready or self.running >= self.concurrency:
+            return False
+        if not self._keyed:
+            return True
+        return (_ONE_LANE if self.ordering is Ordering.PARTITION else key) not in self._busy
+
+    def start_now(self, held: Held) -> Held:
+        """``held`` (an arrival ``may_start_now`` allowed, not ``arrive``d) is in flight from
+        now on, as if ``next`` had handed it out; what to pass to ``done``/``step``/``block``."""
+        if self.ordering is Ordering.PARTITION:
+            held = (held[0], _ONE_LANE, held[2], held[3])
+        if self._keyed:
+            self._busy[held[1]] = None
+        self.running += 1
+        return held
+
     def take(self, limit: int) -> list[Held]:
         """Up to ``limit`` entries that may start now (``next`` each)."""
         out: list[Held] = []

@@ -3,9 +3,13 @@
 The dispatch rule (``_core.dispatch``) decides what may start and what may be acked; this
 module carries it out with three kinds of task in one nursery:
 
-- the reader (``run``): reads while the rule wants entries (so at most ``concurrency`` units
-  plus one read are held), decodes each entry once and computes its key once, and commits the
-  acks the rule releases on its next fenced round trip (never a round trip per event);
+- the reader (``_read_role``): reads while the rule wants entries (so at most ``concurrency``
+  units plus one read are held), decodes each entry once and computes its key once, and commits
+  the acks the rule releases on its next fenced round trip (never a round trip per event). A
+  plain handler is started right in the reader's task while its entry may start at once
+  (``eager``): one that returns without suspending never enters the rule nor a worker; one
+  that suspends (or raises) is finished by this task, which then works on as a worker, while a
+  new task takes over reading;
 - workers, at most one per unit in flight: a worker handles one entry the rule allows at a
   time (containment as in ``handling``: a failing event blocks its own key only, an outage
   pauses the whole partition) and goes on with the next (``Dispatch.step``: its ack, its key
@@ -21,6 +25,7 @@ entries read but not started stay pending and are replayed first by the next own
 
 from __future__ import annotations
 
+import contextvars
 import operator
 import typing
 from collections.abc import Callable, Hashable
@@ -34,6 +39,7 @@ from .._core.dispatch import Dispatch, Held, Ordering, lane_key
 from .._core.errors import DecodeError
 from .batches import handle_batch
 from .counters import SAMPLE_EVERY, Counters
+from .eager import Adopted, Eager, finish
 from .handling import FENCE_CHECK_EVERY, HANDLED, STOPPED, Handling
 from .reader import Reader, replay_own_pending
 
@@ -66,6 +72,13 @@ class LaneLoop:
         self.plain = handling.plain
         self._stopping = False
         self._nursery: trio.Nursery | None = None
+        self._context = contextvars.copy_context()  # workers start in it (``_kick``)
+        self._read_over = trio.Event()  # the reader's role is over (a stop)
+        self.eager = (
+            Eager(self.dispatch, handling.handler, handling.decode, self.lane_of,
+                  handling.fence, counters)
+            if self.plain and not self.batches else None
+        )
         self._error: Exception | None = None
         self._workers = 0  # running worker tasks
         self._spare = 0  # started workers that have not taken a unit yet
@@ -78,12 +91,15 @@ class LaneLoop:
         await replay_own_pending(self.reader, self.handling)
 
     async def run(self) -> None:
+        self._read_over = trio.Event()
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
+                self._context = contextvars.copy_context()
                 nursery.start_soon(self._watch_fence)
+                nursery.start_soon(self._read_role)
                 try:
-                    await self._read()
+                    await self._read_over.wait()  # a stop (or a failure: cancelled then)
                     self._stopping = True  # start nothing new: the units in flight finish
                     self._sync_pause()
                     while self._workers:  # a graceful stop: let the units in flight finish
@@ -99,7 +115,21 @@ class LaneLoop:
 
     # -- the reader ----------------------------------------------------------------------------
 
-    async def _read(self) -> None:
+    async def _read_role(self) -> None:
+        """Read until a stop; a task that gives reading up for a handler it started eagerly
+        (``_arrive``) finishes that handler and goes on as a worker."""
+        adopted = None
+        try:
+            adopted = await self._read()
+        except Exception as exc:
+            self._fail(exc)
+        finally:
+            if adopted is None:
+                self._read_over.set()
+        if adopted is not None:
+            await self._adopt(adopted)
+
+    async def _read(self) -> Adopted | None:
         dispatch = self.dispatch
         reader = self.reader
         ctx = reader.ctx
@@ -124,8 +154,10 @@ class LaneLoop:
             drained = None
             read = await reader.read_new(want)
             if read.entries:
-                await self._arrive(read.entries)
+                adopted = await self._arrive(read.entries)
                 self._kick()
+                if adopted is not None:
+                    return adopted  # a new task reads on (started by ``_arrive``)
                 if len(read.entries) < want:
                     drained = read.entries[-1][0]
             elif dispatch.blocked:
@@ -135,11 +167,21 @@ class LaneLoop:
             elif reader.uncommitted:
                 continue  # finished while we read: commit them before a long wait
             elif not await reader.wait_for_append(read.tail):
-                return  # (a stop closes the connection: nothing may be left to commit)
+                return None  # (a stop closes the connection: nothing may be left to commit)
+        return None
 
-    async def _arrive(self, entries: list[Any]) -> None:
-        """Decode each entry and compute its key, once; hand them to the rule in order, as
-        one batch."""
+    async def _arrive(self, entries: list[Any]) -> Adopted | None:
+        """Decode each entry and compute its key, once. A plain handler is started at once
+        while it may start and returns at once (``eager``); the rest go to the rule in order,
+        as one batch. A call that did not return at once is returned: this task finishes it,
+        and a new task takes over reading."""
+        adopted = None
+        if self.eager is not None:
+            self._sync_pause()
+            looked, handled, adopted = self.eager.run(entries, self.reader.ctx.stop_event.is_set)
+            self._book(handled)
+            if looked:
+                entries = entries[looked:]
         handling = self.handling
         conn = self.reader.conn
         decode = handling.decode
@@ -161,6 +203,10 @@ class LaneLoop:
                 continue
             add((entry_id, key, event, fields))
         self.dispatch.arrive_many(arrived)
+        if adopted is not None and self._nursery is not None:
+            self._workers += 1  # this task, until the call is over
+            self._context.run(self._nursery.start_soon, self._read_role)
+        return adopted
 
     async def _wait_for(self, condition: Callable[[], bool], room_at: int = -1) -> None:
         """Until ``condition`` holds after a unit finished or a worker ended (workers check
@@ -182,11 +228,42 @@ class LaneLoop:
     # -- workers -------------------------------------------------------------------------------
 
     def _kick(self) -> None:
-        """Start a worker if work is ready and none is spare."""
+        """Start a worker if work is ready and none is spare: in the context the loop started
+        in, never one a handler started in this task may have changed (a table's scope)."""
         if not self._spare and self._nursery is not None and self.dispatch.startable():
             self._spare += 1
             self._workers += 1
-            self._nursery.start_soon(self._work_batches if self.batches else self._work)
+            self._context.run(
+                self._nursery.start_soon, self._work_batches if self.batches else self._work
+            )
+
+    async def _adopt(self, adopted: Adopted) -> None:
+        """Finish a handler call the reader started and that did not return at once, in the
+        task that started it; then go on as a worker."""
+        held, coro, trap, error = adopted
+        try:
+            if coro is not None:
+                try:
+                    await finish(coro, trap)
+                except Exception as exc:
+                    error = exc
+            if error is None:
+                self._book(1)
+                if self.counters.failures.streak:
+                    self.counters.failures.on_success()
+                    self._sync_pause()
+                held_next = self.dispatch.step(held)
+            else:
+                held_next = await self._failed(held, error, 0)
+            self.counters.in_flight = self.dispatch.running
+            if held_next is not None:
+                await self._work_plain(held_next)
+        except Exception as exc:
+            self._fail(exc)
+        finally:
+            self._workers -= 1
+            self.counters.in_flight = self.dispatch.running
+            self._maybe_wake()
 
     def _sync_pause(self) -> None:
         """Start nothing new during an outage (the containment rule decided it) or a stop."""

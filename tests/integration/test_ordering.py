@@ -7,6 +7,7 @@ more than ``concurrency`` in flight. No timing goes into pass/fail.
 
 from __future__ import annotations
 
+import contextvars
 import random
 from typing import Any
 
@@ -115,6 +116,46 @@ async def test_key_ordering_keeps_each_key_in_order_and_runs_keys_concurrently(
     assert sum(p.acked for p in parts) == len(sent)
     assert all(p.in_flight == 0 for p in parts)
     assert seen_in_flight > 1  # statistics() shows the events in flight
+
+
+async def test_key_ordering_mixes_handlers_that_return_at_once_and_ones_that_wait(
+    redis_url: str,
+) -> None:
+    """Handlers that return without suspending run in the reader's task, the others in
+    workers: a key's events still start in order, never two at once, each once, all acked; a
+    context variable set by a waiting handler is seen by no other event's handler."""
+    system, jobs = make(redis_url)
+    var: contextvars.ContextVar[int | None] = contextvars.ContextVar("var", default=None)
+    started: dict[int, list[int]] = {}
+    busy: set[int] = set()
+    overlaps = leaked = 0
+
+    @system.actor(jobs, ordering="key", concurrency=8)
+    async def work(job: Job) -> None:
+        nonlocal overlaps, leaked
+        leaked += var.get() is not None
+        overlaps += job.key in busy
+        started.setdefault(job.key, []).append(job.seq)
+        if job.seq % 3:
+            return  # at once
+        busy.add(job.key)
+        token = var.set(job.key)
+        try:
+            await trio.sleep(0.002)
+        finally:
+            var.reset(token)
+            busy.discard(job.key)
+
+    sent = workload(keys=40, per_key=9)
+    async with system:
+        await jobs.send_many(sent)
+        async with running(system) as rt:
+            await wait_for(lambda: sum(map(len, started.values())) >= len(sent))
+            await wait_for(lambda: sum(p.acked for p in rt.statistics().partitions) >= len(sent))
+            parts = rt.statistics().partitions
+    assert started == {k: list(range(1, 10)) for k in range(40)}
+    assert overlaps == 0 and leaked == 0
+    assert sum(p.processed for p in parts) == sum(p.acked for p in parts) == len(sent)
 
 
 async def test_none_ordering_handles_everything_within_the_bound(redis_url: str) -> None:

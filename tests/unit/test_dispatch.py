@@ -159,6 +159,28 @@ class DispatchModel(RuleBasedStateMachine):
             self.d.arrive(entry_id, key)
             key = chr(ord("a") + (ord(key) - ord("a") + self.seq) % 4)
 
+    @precondition(lambda self: hasattr(self, "d") and self.d.unit == 1)
+    @rule(key=st.sampled_from("abcd"), returns=st.booleans())
+    def read_and_start_now(self, key: str, returns: bool) -> None:
+        """The eager path: an arrival that may start now runs at once without ``arrive``;
+        if its handler returned at once it never entered the rule (acked by the carrier),
+        else ``start_now`` marks it in flight. One that may not start is ``arrive``d."""
+        if not self.d.want(self.READ):
+            return
+        self.seq += 1
+        entry_id = f"{self.seq}-0".encode()
+        self.key_of[entry_id] = key
+        self.arrived[key].append(entry_id)
+        if not self.d.may_start_now(key):
+            self.d.arrive(entry_id, key)
+        elif returns:
+            self.started[key].append(entry_id)
+            self.returned.add(entry_id)
+            self.acked.append(entry_id)
+        else:
+            held = self.d.start_now((entry_id, key, None, None))
+            self._started(held, [held])
+
     def _started(self, unit: Held | Start, entries: list[Held]) -> None:
         self.tokens += 1
         token = self.tokens
