@@ -225,6 +225,12 @@ class LaneLoop:
         if self._waiting is not None and self._waiting():
             self._wake.set()
 
+    def _retired(self, in_flight: int) -> None:
+        """A worker ends: the books, and the reader woken if it waits for room."""
+        self._workers -= 1
+        self.counters.in_flight = in_flight
+        self._maybe_wake()
+
     # -- workers -------------------------------------------------------------------------------
 
     def _kick(self) -> None:
@@ -261,9 +267,7 @@ class LaneLoop:
         except Exception as exc:
             self._fail(exc)
         finally:
-            self._workers -= 1
-            self.counters.in_flight = self.dispatch.running
-            self._maybe_wake()
+            self._retired(self.dispatch.running)
 
     def _sync_pause(self) -> None:
         """Start nothing new during an outage (the containment rule decided it) or a stop."""
@@ -289,9 +293,7 @@ class LaneLoop:
         except Exception as exc:
             self._fail(exc)
         finally:
-            self._workers -= 1
-            self.counters.in_flight = self.dispatch.running
-            self._maybe_wake()
+            self._retired(self.dispatch.running)
 
     async def _work_plain(self, held: Held | None) -> None:
         """The plain handler's loop: per event only the call and ``step`` (its ack, and the
@@ -454,9 +456,7 @@ class LaneLoop:
         except Exception as exc:
             self._fail(exc)
         finally:
-            self._workers -= 1
-            self.counters.in_flight = dispatch.in_flight
-            self._maybe_wake()
+            self._retired(dispatch.in_flight)
 
     def _record_successes(self) -> None:
         if self._successes:
