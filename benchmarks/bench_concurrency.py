@@ -290,15 +290,19 @@ def run_io(rounds: int, n: int) -> dict[str, float]:
 
 
 def run_cpu(rounds: int, n: int) -> dict[str, float]:
-    figures: dict[str, list[float]] = {"partition": [], "key": [], "none": []}
+    """Medians of ``rounds`` rounds; the order of the three runs rotates from round to round
+    (the first run of a round met a fresh server), and each round's ratios are printed."""
+    names = ["partition", "key", "none"]
+    figures: dict[str, list[float]] = {name: [] for name in names}
     for r in range(rounds):
         with RedisServer() as server:
-            url = server.url
-            figures["partition"].append(trio.run(runtime, url, f"p{r}", n, 10_000, 0.0))
-            figures["key"].append(trio.run(partial(
-                runtime, url, f"k{r}", n, 10_000, 0.0, ordering="key")))
-            figures["none"].append(trio.run(partial(
-                runtime, url, f"n{r}", n, 10_000, 0.0, ordering="none")))
+            for name in names[r % 3:] + names[: r % 3]:
+                options = {} if name == "partition" else {"ordering": name}
+                figures[name].append(trio.run(partial(
+                    runtime, server.url, f"{name[0]}{r}", n, 10_000, 0.0, **options)))
+        print(f"  cpu round {r + 1}: key/partition "
+              f"{figures['key'][-1] / figures['partition'][-1]:.2f}, none/partition "
+              f"{figures['none'][-1] / figures['partition'][-1]:.2f}")
     return {k: median(v) for k, v in figures.items()}
 
 
