@@ -35,18 +35,10 @@ from actorstream._compression import (
     unknown_name,
 )
 from actorstream._core.errors import ConfigError, DecodeError
-from actorstream._records import (
-    Record,
-    check_record_type,
-    record_decoder,
-    record_encoder,
-)
-from actorstream._records import (
-    RecordInvalid as _RecordInvalid,
-)
-from actorstream._records import (
-    record_plan_decoder as _record_plan_decoder,
-)
+from actorstream._records import Record, check_record_type, record_decoder
+from actorstream._records import RecordInvalid as _RecordInvalid
+from actorstream._records import record_plan_decoder as _record_plan_decoder
+from actorstream._records import record_plan_encoder as _record_plan_encoder
 
 __all__ = [
     "Codec",
@@ -279,6 +271,11 @@ class RecordFormat:
         return self._tag
 
     @property
+    def encode_head(self) -> tuple[bytes, bytes, bytes]:
+        """The fields of a record's entry before its payload: ``(b"f", tag, b"d")``."""
+        return (_F, self._tag, _D)
+
+    @property
     def encoder(self) -> Callable[[Any], list[bytes]]:
         """``encode`` itself, one call less (for the per-event sending path)."""
         return self._encode
@@ -323,25 +320,46 @@ class RecordFormat:
     # -- records --
 
     def _record_encoder(self) -> Callable[[Any], list[bytes]]:
-        assert self.record_type is not None
-        record_type, name = self.record_type, self.record_type.__name__
-        to_prim = record_encoder(record_type)
-        dumps = get_codec(self.codec).encode
-        compression = get_compression(self.compression)
-        compress = None if compression.name == "none" else compression.compress
-        limit, tag = self.max_payload_bytes, self._tag
+        payload, tag = self.payload_encoder(), self._tag
+        assert payload is not None
 
         def encode(event: Any) -> list[bytes]:
+            return [_F, tag, _D, payload(event)]
+
+        return encode
+
+    def payload_encoder(self) -> Callable[[Any], bytes] | None:
+        """A record's ``d`` payload alone (``encode`` is ``[b"f", tag, b"d", payload]``), same
+        checks and errors, one frame per event for JSON by orjson; None for a dict stream."""
+        if self.record_type is None:
+            return None
+        record_type, name = self.record_type, self.record_type.__name__
+        plan_encode, codec = _record_plan_encoder(record_type), get_codec(self.codec)
+        raw_json = isinstance(codec, _OrjsonCodec)  # orjson itself: its errors mapped here
+        dumps = codec._dumps if isinstance(codec, _OrjsonCodec) else codec.encode
+        limit, compression = self.max_payload_bytes, get_compression(self.compression)
+        compress = None if compression.name == "none" else compression.compress
+
+        def payload(event: Any) -> bytes:
             if not isinstance(event, record_type):
                 raise TypeError(f"a stream of {name} cannot carry a {type(event).__name__}")
-            raw = dumps(to_prim(event))
+            try:
+                data = plan_encode(event)
+            except _RecordInvalid as exc:  # as ``record_encoder`` maps it
+                raise (ValueError if exc.bad_value else TypeError)(exc.render(name)) from None
+            try:
+                raw = dumps(data)
+            except TypeError as exc:  # as ``_OrjsonCodec.encode`` maps it (an int over 64 bits)
+                if raw_json:
+                    raise TypeError(f"cannot encode as JSON: {exc}") from None
+                raise
             if len(raw) > limit:
                 raise ValueError(
                     f"{name} event encodes to {len(raw)} bytes, over max_payload_bytes={limit}"
                 )
-            return [_F, tag, _D, raw if compress is None else compress(raw)]
+            return raw if compress is None else compress(raw)
 
-        return encode
+        return payload
 
     def _find_tag_and_payload(self, fields: list[bytes]) -> tuple[bytes, bytes]:
         if len(fields) % 2:

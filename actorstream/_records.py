@@ -367,6 +367,14 @@ def record_encoder(cls: type[R]) -> Callable[[R], dict[str, Any]]:
     return to_prim
 
 
+def record_plan_encoder(cls: type[R]) -> Callable[[R], dict[str, Any]]:
+    """The bare compiled ``record -> primitive dict`` converter; raises ``RecordInvalid``
+    (whose ``bad_value`` tells a ValueError from a TypeError). For fused hot paths that map
+    the error themselves, as ``record_encoder`` does."""
+    encode: Callable[[R], dict[str, Any]] = _ready_plan(cls).encode
+    return encode
+
+
 def record_plan_decoder(cls: type[R]) -> Callable[[Any], R]:
     """The bare compiled ``primitive -> record`` converter; raises ``RecordInvalid``.
 

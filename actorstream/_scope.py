@@ -123,10 +123,13 @@ class PartitionTables:
         *,
         holds: bool,
         concurrent: bool = False,
+        resp: bool = False,
     ) -> None:
         self.actor = actor
         self.partition = partition
         self.holds = holds  # exactly_once: events sent by the handler are held for the commit
+        #: ... in RESP (on one Redis; a Cluster's outbox routes their commands by key)
+        self.resp = resp
         self.concurrent = concurrent  # calls in flight at once (``PartitionTable.owners``)
         self.tables = {
             t: PartitionTable(t, partition, concurrent=concurrent) for t in tables
@@ -290,7 +293,7 @@ class EventScope:
     dict lookup), with the first previous value of each key changed kept to undo them if the
     handler does not return; and the events it sent, held (exactly-once)."""
 
-    __slots__ = ("holds", "journal", "outputs", "owner", "tables", "undo")
+    __slots__ = ("holds", "journal", "outputs", "owner", "resp", "tables", "undo")
 
     def __init__(self, owner: PartitionTables) -> None:
         self.owner = owner
@@ -301,9 +304,10 @@ class EventScope:
         #: (table, field, the value before it), in order, instead of ``undo``; else None
         self.journal: list[tuple[PartitionTable, str, Any]] | None = [] if owner.logged else None
         #: exactly-once: events sent by the handler are held here (their XADD commands, in
-        #: order) for the commit
+        #: order) for the commit: in RESP already (``bytes``) when ``resp`` (one Redis)
         self.holds = owner.holds
-        self.outputs: list[tuple[Any, ...]] = []
+        self.resp = owner.resp
+        self.outputs: list[Any] = []
 
     @property
     def actor(self) -> str:

@@ -20,17 +20,35 @@ from ._config import ConnectionConfig
 from ._errors import reply_error
 
 Arg = bytes | str | int | float | memoryview
+#: A command's arguments; or the command in RESP already (``bytes``: ``pack_head``), which a
+#: ``NodeConnection`` sends as it is (a Cluster's ``SlotConnection`` routes by arguments).
 Command = Sequence[Arg]
 
 _READ_SIZE = 1 << 16
 
 
 def pack(command: Command) -> bytes:
-    """Encode one command in RESP; hiredis does it in C."""
+    """Encode one command in RESP; hiredis does it in C. ``bytes`` is RESP already."""
+    if type(command) is bytes:
+        return command
     try:
         return hiredis.pack_command(tuple(command))  # type: ignore[arg-type,no-any-return]
     except TypeError as exc:
         raise rex.DataError(f"cannot encode command argument: {exc}") from None
+
+
+def pack_head(head: Command) -> bytes:
+    """The start of the RESP of a command whose arguments are ``head`` and one more, which
+    ``pack_last`` adds. Many commands that differ only in their last argument (held outputs:
+    ``XADD <key> * f <format> d <payload>``) are packed so about 4x faster than by ``pack``
+    (hiredis formats every length with ``sprintf``)."""
+    packed = pack(head)
+    return b"*%d%b" % (len(head) + 1, packed[packed.index(b"\r\n"):])
+
+
+def pack_last(head: bytes, last: bytes) -> bytes:
+    """The RESP of a command: its head from ``pack_head``, then its last argument."""
+    return b"%b$%d\r\n%b\r\n" % (head, len(last), last)
 
 
 class Commands:
@@ -122,9 +140,13 @@ class NodeConnection(Commands):
         await trio.aclose_forcefully(self._stream)
 
     async def _request(self, commands: Sequence[Command], timeout: float | None) -> list[Any]:
-        try:  # every command a tuple of str, bytes, int or float: packed in C, no call each
-            payload = b"".join(map(hiredis.pack_command, commands))  # type: ignore[arg-type]
-        except TypeError:
+        pack_command = hiredis.pack_command
+        try:  # each a tuple of str, bytes, int or float (packed in C), or RESP already (bytes)
+            payload = b"".join([
+                c if type(c) is bytes else pack_command(c)  # type: ignore[arg-type]
+                for c in commands
+            ])
+        except TypeError:  # an argument of another type (a list, a memoryview)
             payload = b"".join([pack(c) for c in commands])
         return await self._roundtrip(payload, len(commands), timeout)
 

@@ -189,6 +189,7 @@ class PartitionActor:
         tables = PartitionTables(
             spec.name, context.partition, spec.tables, holds=spec.exactly_once,
             concurrent=self.settings.ordering is not Ordering.PARTITION,
+            resp=spec.exactly_once and not self.client.cluster,
         )
         handler = self.handler
         if not tables.concurrent and not windowed_tables(spec.tables):

@@ -17,7 +17,7 @@ import trio
 import trustme
 from redis import exceptions as rex
 
-from actorstream._transport import Client, Script
+from actorstream._transport import Client, Script, pack, pack_head, pack_last
 from actorstream.testing import RedisServer
 
 pytestmark = pytest.mark.filterwarnings("error")
@@ -77,6 +77,30 @@ async def test_basic_commands(client: Client, key_prefix: str) -> None:
     assert stats.in_use == 0
     assert stats.open_connections == stats.idle_connections == 1  # sequential: one reused
     assert stats.created_total == 1
+
+
+async def test_commands_packed_already_go_as_they_are_beside_others(
+    shared_redis_server: RedisServer, key_prefix: str
+) -> None:
+    """A command given as RESP (``pack_head`` + ``pack_last``: exactly-once outputs on one
+    Redis; a Cluster routes by arguments) is sent as it is, in a pipeline and a transaction
+    with ordinary commands."""
+    async with client_for(shared_redis_server.url) as client:
+        await packed_beside_others(client, key_prefix)
+
+
+async def packed_beside_others(client: Client, k: str) -> None:
+    head = pack_head(("XADD", k + "x", "*", b"f", b"json", b"d"))
+    payloads = [b"", b"{}", "é".encode() * 300, bytes(range(256)) * 40]
+    replies = await client.pipeline([
+        ("MULTI",), *(pack_last(head, p) for p in payloads), ("SET", k + "s", 1), ("EXEC",),
+        pack(("XLEN", k + "x")),
+    ])
+    assert replies[-1] == len(payloads) and len(replies[-2]) == len(payloads) + 1
+    entries = await client.execute("XRANGE", k + "x", "-", "+")
+    assert [fields for _, fields in entries] == [[b"f", b"json", b"d", p] for p in payloads]
+    for args in [("SET", k + "a"), (b"HSET", k + "h", "f", 1, "g", 2.5)]:
+        assert pack_last(pack_head(args), b"v" * 70000) == pack((*args, b"v" * 70000))
 
 
 async def test_statistics_are_frozen(client: Client) -> None:
