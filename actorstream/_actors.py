@@ -105,7 +105,9 @@ class ActorSettings:
     """Per-actor settings, validated at declaration.
 
     - ``batch_size``: entries per XREADGROUP (and the most events a batch handler gets).
-    - ``batch_wait``: batch form only: wait up to this long to fill a batch when idle.
+    - ``batch_wait``: the batch form: a batch handler call waits up to this long (seconds)
+      to fill its batch up to ``batch_size`` when fewer entries are there, with every
+      ``ordering``; refused for the other forms (the iterator form has ``take(n, within=)``).
     - ``max_deliveries``: an event delivered more often than this is dead-lettered.
     - ``timeout``: per event (per batch for the batch form); a hung handler is a crash.
     - ``retries``/``retry_backoff``: in-process retries before the failure counts.
@@ -193,6 +195,7 @@ class ActorSpec:
 
     def __attrs_post_init__(self) -> None:
         self._check_handler()
+        self._check_batch_wait()
         self._check_iterator()
         self._check_state()
 
@@ -216,6 +219,21 @@ class ActorSpec:
                 f"actor {self.name!r}: {', '.join(given)} cannot apply to the iterator form (its "
                 "handler takes every event of the partition in one call, so nothing runs around "
                 "each event); use the event or batch form, or do it inside the loop"
+            )
+
+    def _check_batch_wait(self) -> None:
+        """Only a batch handler call has a batch to fill: elsewhere ``batch_wait`` is refused,
+        not ignored."""
+        wait = self.settings.batch_wait
+        if wait and self.form is not Form.BATCH:
+            instead = (
+                "use events.take(n, within=seconds) in the loop" if self.form is Form.ITERATOR
+                else "declare the actor with batch=True and a handler taking a list of events"
+            )
+            raise ConfigError(
+                f"actor {self.name!r}: batch_wait={wait!r} applies to the batch form (a handler "
+                f"taking a list of events); the {self.form.value} form has no batch to fill: "
+                f"{instead}, or leave batch_wait out"
             )
 
     def _check_state(self) -> None:

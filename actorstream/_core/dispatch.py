@@ -13,7 +13,11 @@ tested without Redis (tests/unit/test_dispatch.py, Hypothesis):
 - at most ``concurrency`` units in flight, at most ``concurrency * unit + read`` entries held.
 
 A *unit* is what one handler call takes: one entry for the event form, up to ``unit`` entries
-for the batch form (with ``KEY``, a key's entries go to one batch at a time, in order).
+for the batch form (with ``KEY``, a key's entries go to one batch at a time, in order). With
+``fill`` (the batch form's ``batch_wait``), a batch that is not full *fills* first: it holds its
+entries and keys (and a place among the ``concurrency``) as if in flight, takes what may join
+it as it arrives, and starts once full or ``fill`` seconds after it opened, whichever is first;
+one batch fills at a time. The time is the caller's (``start(now)``): the rule keeps no clock.
 """
 
 from __future__ import annotations
@@ -42,6 +46,19 @@ class Ordering(enum.StrEnum):
 #: and the carrier's payload. A plain tuple, made per entry on the hot path (a NamedTuple cost
 #: a Python-level constructor call, and indexing it is not specialized by the interpreter).
 Held = tuple[bytes, Hashable, Any, Any]
+
+
+class _Filling:
+    """The batch that fills (``Dispatch.fill``): its keys and entries so far, when it is due."""
+
+    __slots__ = ("due", "entries", "keys", "mine", "unsorted")
+
+    def __init__(self, due: float) -> None:
+        self.due = due
+        self.keys: list[Hashable] = []
+        self.entries: list[Held] = []
+        self.mine: set[Hashable] = set()
+        self.unsorted = False  # entries of more than one parked lane: sort before it starts
 
 
 class Start(NamedTuple):
@@ -79,7 +96,8 @@ class Dispatch:
     key free), ``take`` several, ``done`` one when its handler call is over and says whether
     to ack it; ``step`` is the success path in one call (``done`` with its id put in ``acks``,
     then ``next``). Units of up to ``unit`` entries (the batch form): ``start`` and
-    ``finish``. ``want`` says how many new entries to read (0: enough held). ``block``/
+    ``finish`` (with ``fill``, ``start(now)`` may hold a batch back to fill it:
+    ``fill_deadline``). ``want`` says how many new entries to read (0: enough held). ``block``/
     ``pause`` are visible state: a key whose event failed and is being retried (its later
     events wait behind it), and a partition backing off (an outage: nothing new starts until
     ``resume``).
@@ -93,6 +111,7 @@ class Dispatch:
     __slots__ = (
         "_batched",
         "_busy",
+        "_filling",
         "_keyed",
         "_next_token",
         "_parked",
@@ -102,6 +121,7 @@ class Dispatch:
         "acks",
         "blocked",
         "concurrency",
+        "fill",
         "ordering",
         "paused",
         "running",
@@ -115,14 +135,20 @@ class Dispatch:
         concurrency: int,
         unit: int = 1,
         acks: list[bytes] | None = None,
+        fill: float = 0.0,
     ) -> None:
         if concurrency < 1 or unit < 1:
             raise ValueError("Dispatch needs concurrency >= 1 and unit >= 1")
+        if fill < 0:
+            raise ValueError("Dispatch needs fill >= 0 (seconds)")
         if ordering is Ordering.PARTITION and concurrency != 1:
             raise ValueError("ordering PARTITION runs one unit at a time (concurrency 1)")
         self.ordering = ordering
         self.concurrency = concurrency
         self.unit = unit
+        #: How long a batch that is not full may wait for more entries (seconds; 0: never).
+        self.fill = fill
+        self._filling: _Filling | None = None
         #: Where ``step`` puts the ids of the entries it finishes (the carrier's commit buffer).
         self.acks: list[bytes] = [] if acks is None else acks
         self.running = 0  # units started and not finished
@@ -145,8 +171,9 @@ class Dispatch:
 
     @property
     def held(self) -> int:
-        """Entries arrived and not finished (waiting or in flight)."""
-        return len(self._queue) + self._parked + self.in_flight
+        """Entries arrived and not finished (waiting, in the batch that fills, or in flight)."""
+        held = len(self._queue) + self._parked + self.in_flight
+        return held if self._filling is None else held + len(self._filling.entries)
 
     @property
     def in_flight(self) -> int:
@@ -155,8 +182,19 @@ class Dispatch:
 
     @property
     def waiting(self) -> int:
-        """Entries held that have not started."""
+        """Entries held that have not started (the batch that fills not included)."""
         return len(self._queue) + self._parked
+
+    @property
+    def filling(self) -> list[Held]:
+        """The entries of the batch that fills, in the order they joined (none: empty)."""
+        return [] if self._filling is None else list(self._filling.entries)
+
+    @property
+    def fill_deadline(self) -> float | None:
+        """When the batch that fills is due (``start(now)`` starts it from then on, or
+        once it is full); None if no batch fills."""
+        return None if self._filling is None else self._filling.due
 
     # -- what happened -------------------------------------------------------------------------
 
@@ -313,25 +351,53 @@ class Dispatch:
             out.append(held)
         return out
 
-    def start(self) -> Start | None:
+    def start(self, now: float = 0.0) -> Start | None:
         """The next batch (up to ``unit`` entries; with ``KEY`` no key in two batches in
-        flight) that may start now, marked in flight; None if none may start now."""
-        if not self.startable():
+        flight) that may start now, marked in flight; None if none may start now.
+
+        With ``fill``: a batch that is not full fills instead (``fill_deadline``); each call
+        adds what may join it (``now``: the caller's clock, in seconds), and returns it once it
+        is full or due. Paused (an outage, a stop): None, and the batch that fills stays."""
+        if self.paused:
             return None
-        entries: list[Held] = []
-        keys: list[Hashable] = []
+        batch = self._filling
+        if batch is None:
+            if not self.startable():
+                return None
+            batch = _Filling(now + self.fill)
+            self._filling = batch
+            self.running += 1  # its place among the ``concurrency``: its keys are held
+        self._gather(batch)
+        entries = batch.entries
+        if len(entries) < self.unit and now < batch.due:
+            return None
+        self._filling = None
+        if batch.unsorted:
+            entries.sort(key=_arrival)
+        token = self._next_token
+        self._next_token = token + 1
+        self._units[token] = (batch.keys, entries)
+        self._batched += len(entries)
+        return Start(token, entries)
+
+    def _gather(self, batch: _Filling) -> None:
+        """Add to ``batch`` what may join it, up to ``unit``: parked lanes whose key was freed
+        first (older than the queue), then the queue (with ``KEY``: its own keys' entries,
+        and keys no other unit holds, which it holds from now on)."""
+        entries, keys, mine = batch.entries, batch.keys, batch.mine
         queue, busy, ready = self._queue, self._busy, self._ready
-        while ready and len(entries) < self.unit:  # parked lanes first: older than the queue
+        unit = self.unit
+        while ready and len(entries) < unit:
             key = ready.popleft()
+            if entries:
+                batch.unsorted = True  # older than what the batch holds: sort it at the start
             keys.append(key)
+            mine.add(key)
             entries.append(self._unpark(key))
-            while busy[key] is not None and len(entries) < self.unit:
+            while busy[key] is not None and len(entries) < unit:
                 entries.append(self._unpark(key))
             # (a lane the batch could not take whole goes on when the batch is over)
-        if len(keys) > 1:
-            entries.sort(key=_arrival)
-        mine = set(keys)
-        while queue and len(entries) < self.unit:
+        while queue and len(entries) < unit:
             held = queue.popleft()
             if self._keyed:
                 key = held[1]
@@ -345,16 +411,11 @@ class Dispatch:
                 mine.add(key)
                 keys.append(key)
             entries.append(held)
-        token = self._next_token
-        self._next_token = token + 1
-        self._units[token] = (keys, entries)
-        self.running += 1
-        self._batched += len(entries)
-        return Start(token, entries)
 
     def startable(self) -> bool:
-        """Would ``next``/``take``/``start`` hand out a unit now?"""
-        if self.paused or self.running >= self.concurrency:
+        """Would ``next``/``take``/``start`` hand out a unit now (or open a batch to fill)?
+        False while a batch fills: what may start joins it."""
+        if self.paused or self.running >= self.concurrency or self._filling is not None:
             return False
         if self._ready:
             return True
@@ -368,7 +429,8 @@ class Dispatch:
 
     def want(self, read: int) -> int:
         """How many new entries to read now: ``read`` while at most ``concurrency * unit``
-        are held (so never more than that plus one read), else 0."""
+        are held, the batch that fills included (so never more than that plus one read),
+        else 0."""
         return read if self.held <= self.concurrency * self.unit else 0
 
     # -- lanes ---------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ Fill a batch (up to ``batch_size``, waiting up to ``batch_wait`` when idle), han
 handler in one call (middleware, timeout, retries, error hook), ack it with the next read.
 When the call fails and ``on_error`` does not settle it, which event failed is unknown: its
 events are handled again one at a time, as batches of one, and the failing one meets the
-containment rule. ``handle_batch`` is shared with ``lanes`` (batches in flight).
+containment rule. ``handle_batch`` is shared with ``lanebatches`` (batches in flight).
 """
 
 from __future__ import annotations
@@ -22,6 +22,10 @@ from .reader import PendingFirst
 from .supervisor import ChildContext
 
 __all__ = ["BatchLoop", "Item", "decode_all", "handle_batch"]
+
+#: The longest single wait for an append while a batch fills (a stop is noticed between two:
+#: the wait itself is not interrupted, since a cancelled request closes the connection).
+FILL_SLICE = 0.1
 
 #: An entry ready for a handler: (entry id, fields, decoded event).
 Item = tuple[bytes, list[bytes], Any]
@@ -49,7 +53,8 @@ class BatchLoop(PendingFirst):
                 self.counters.in_flight = 0
 
     async def _fill(self, entries: list[Any]) -> None:
-        """Wait up to ``batch_wait`` for more entries while the batch is not full."""
+        """Wait up to ``batch_wait`` for more entries while the batch is not full (a stop
+        ends the wait within ``FILL_SLICE``: the batch in hand is handled as it is)."""
         settings = self.handling.settings
         wait, size = settings.batch_wait, settings.batch_size
         if wait <= 0 or len(entries) >= size:
@@ -64,7 +69,7 @@ class BatchLoop(PendingFirst):
             if more.entries:
                 entries.extend(more.entries)
                 continue
-            await reader.linger(more.tail, remaining)
+            await reader.linger(more.tail, min(remaining, FILL_SLICE))
 
 
 async def decode_all(handling: Handling, conn: Connection, entries: list[Any]) -> list[Item]:

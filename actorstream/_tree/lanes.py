@@ -19,6 +19,9 @@ module carries it out with three kinds of task in one nursery:
 - the fence watcher: a lease that lapses (or is revoked) cancels the handlers in flight at
   once; nothing they did is acked.
 
+The batch form's workers (one batch per call, and ``batch_wait``: a batch that is not full
+fills first, up to that long) are in ``lanebatches``.
+
 A graceful stop starts nothing new, lets the units in flight finish, and commits their acks;
 entries read but not started stay pending and are replayed first by the next owner.
 """
@@ -28,7 +31,7 @@ from __future__ import annotations
 import contextvars
 import operator
 import typing
-from collections.abc import Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable
 from typing import Any
 
 import trio
@@ -37,10 +40,10 @@ from .._actors import Form
 from .._core.crashes import describe_error, format_bounded_traceback
 from .._core.dispatch import Dispatch, Held, Ordering, lane_key
 from .._core.errors import DecodeError
-from .batches import handle_batch
 from .counters import SAMPLE_EVERY, Counters
 from .eager import Adopted, Eager, finish
 from .handling import FENCE_CHECK_EVERY, HANDLED, STOPPED, Handling
+from .lanebatches import BatchWorkers
 from .reader import Reader, replay_own_pending
 
 __all__ = ["LaneLoop"]
@@ -52,8 +55,9 @@ LINGER = 0.05
 FENCE_WATCH = 0.1
 
 
-class LaneLoop:
-    """The event or batch form with ``ordering="key"`` or ``"none"``."""
+class LaneLoop(BatchWorkers):
+    """The event or batch form with ``ordering="key"`` or ``"none"`` (the batch form's
+    workers: ``lanebatches``)."""
 
     def __init__(self, reader: Reader, handling: Handling, counters: Counters) -> None:
         self.reader = reader
@@ -67,6 +71,7 @@ class LaneLoop:
             settings.in_flight(spec.form),
             settings.batch_size if self.batches else 1,
             reader.link.acks,
+            settings.batch_wait if self.batches else 0.0,
         )
         self.lane_of = _lane_getter(spec.stream) if settings.ordering is Ordering.KEY else None
         self.plain = handling.plain
@@ -82,6 +87,8 @@ class LaneLoop:
         self._error: Exception | None = None
         self._workers = 0  # running worker tasks
         self._spare = 0  # started workers that have not taken a unit yet
+        self._filler = False  # a worker waits for a batch to fill (``lanebatches``)
+        self._fill_wake = trio.Event()
         self._successes = 0  # not yet on the health board
         self._wake = trio.Event()
         self._waiting: Callable[[], bool] | None = None  # what the reader waits for
@@ -234,14 +241,19 @@ class LaneLoop:
     # -- workers -------------------------------------------------------------------------------
 
     def _kick(self) -> None:
-        """Start a worker if work is ready and none is spare: in the context the loop started
-        in, never one a handler started in this task may have changed (a table's scope)."""
-        if not self._spare and self._nursery is not None and self.dispatch.startable():
+        """Start a worker if work is ready and none is spare (the batch form: ``lanebatches``)."""
+        if self.batches:
+            self._kick_batches()
+        elif not self._spare and self.dispatch.startable():
+            self._spawn(self._work)
+
+    def _spawn(self, work: Callable[[], Awaitable[None]]) -> None:
+        """Start a worker in the context the loop started in, never one a handler started in
+        this task may have changed (a table's scope)."""
+        if self._nursery is not None:
             self._spare += 1
             self._workers += 1
-            self._context.run(
-                self._nursery.start_soon, self._work_batches if self.batches else self._work
-            )
+            self._context.run(self._nursery.start_soon, work)
 
     async def _adopt(self, adopted: Adopted) -> None:
         """Finish a handler call the reader started and that did not return at once, in the
@@ -275,6 +287,7 @@ class LaneLoop:
         if pause is not self.dispatch.paused:
             if pause:
                 self.dispatch.pause()
+                self._wake_filler()  # a batch that fills starts no sooner: its wait ends
             else:
                 self.dispatch.resume()
 
@@ -430,33 +443,6 @@ class LaneLoop:
             self.reader.conn, self.reader.ctx, entry_id, fields, exc, 1, handling.handle,
             key if self.lane_of is not None else None,
         )
-
-    async def _work_batches(self) -> None:
-        """A worker of the batch form: one batch per handler call (no key in two, with
-        ``"key"``); a failed batch is handled again one event at a time (``handle_batch``)."""
-        self._spare -= 1
-        dispatch = self.dispatch
-        handling = self.handling
-        reader = self.reader
-        stopping = reader.ctx.stop_event.is_set
-        try:
-            while not stopping():
-                self._sync_pause()
-                start = dispatch.start()
-                if start is None:
-                    return
-                self._kick()
-                self.counters.in_flight = dispatch.in_flight
-                handling.fence.check(trio.current_time())
-                items = [(entry_id, fields, event) for entry_id, _, event, fields in start.entries]
-                acks = await handle_batch(handling, reader.conn, reader.ctx, items)
-                reader.commit(dispatch.finish(start.token, acks))
-                if self._waiting is not None:
-                    self._maybe_wake()
-        except Exception as exc:
-            self._fail(exc)
-        finally:
-            self._retired(dispatch.in_flight)
 
     def _record_successes(self) -> None:
         if self._successes:

@@ -85,6 +85,46 @@ def test_a_batch_takes_entries_in_stream_order_and_no_key_in_two_batches() -> No
         d.finish(first.token + 1, [b"1-0"])
 
 
+def test_a_batch_that_is_not_full_fills_until_full_or_due() -> None:
+    d = Dispatch(Ordering.NONE, concurrency=2, unit=4, fill=0.3)
+    arrive_all(d, ["a", "b"])
+    assert d.start(10.0) is None  # two of four: it fills, due at 10.3
+    assert d.fill_deadline == pytest.approx(10.3)
+    assert ids(d.filling) == [b"1-0", b"2-0"] and d.held == 2 and d.in_flight == 0
+    assert not d.startable() and d.running == 1  # one batch fills at a time, in a place
+    d.arrive(b"3-0", "c")
+    assert d.start(10.1) is None and ids(d.filling) == [b"1-0", b"2-0", b"3-0"]
+    d.arrive(b"4-0", "d")
+    d.arrive(b"5-0", "e")
+    full = d.start(10.2)  # full before it is due: it starts at once
+    assert ids(full) == [b"1-0", b"2-0", b"3-0", b"4-0"] and d.fill_deadline is None
+    assert d.start(10.2) is None and ids(d.filling) == [b"5-0"]  # the next one fills
+    late = d.start(10.5)
+    assert ids(late) == [b"5-0"]  # due at 10.5: it starts as it is
+    assert full is not None and late is not None
+    assert d.finish(full.token, ids(full)) == ids(full) and d.in_flight == 1
+
+
+def test_a_filling_batch_holds_its_keys_and_takes_a_freed_lane_in_stream_order() -> None:
+    d = Dispatch(Ordering.KEY, concurrency=2, unit=4, fill=1.0)
+    arrive_all(d, ["a", "a", "a", "a", "b"])
+    first = d.start(0.0)
+    assert ids(first) == [b"1-0", b"2-0", b"3-0", b"4-0"]
+    assert d.start(0.0) is None and ids(d.filling) == [b"5-0"]  # b fills
+    d.arrive(b"6-0", "a")  # a is in flight: it waits behind it
+    d.arrive(b"7-0", "b")  # b is the filling batch's: it joins, in order
+    assert d.start(0.5) is None and ids(d.filling) == [b"5-0", b"7-0"]
+    d.pause()
+    assert d.start(2.0) is None and d.fill_deadline == 1.0  # paused: it stays, unstarted
+    d.resume()
+    assert first is not None
+    d.finish(first.token, ids(first))  # a is free: its waiting entry may join
+    assert d.start(0.6) is None and ids(d.filling) == [b"5-0", b"7-0", b"6-0"]
+    second = d.start(1.0)
+    assert ids(second) == [b"5-0", b"6-0", b"7-0"]  # due: it starts, in stream order
+    assert d.fill_deadline is None and d.running == 1
+
+
 def test_a_failed_key_blocks_only_itself_and_an_outage_pauses_all() -> None:
     d = Dispatch(Ordering.KEY, concurrency=4)
     arrive_all(d, ["p", "p", "q"])
@@ -131,11 +171,14 @@ class DispatchModel(RuleBasedStateMachine):
         ordering=st.sampled_from(list(Ordering)),
         concurrency=st.integers(1, 6),
         unit=st.integers(1, 4),
+        fill=st.sampled_from([0.0, 0.0, 1.0]),
     )
-    def setup(self, ordering: Ordering, concurrency: int, unit: int) -> None:
+    def setup(self, ordering: Ordering, concurrency: int, unit: int, fill: float) -> None:
         if ordering is Ordering.PARTITION:
             concurrency = 1
-        self.d = Dispatch(ordering, concurrency, unit)
+        self.d = Dispatch(ordering, concurrency, unit, fill=fill if unit > 1 else 0.0)
+        self.now = 0.0  # the carrier's clock (``start(now)``)
+        self.due: float | None = None  # when the batch that fills is due, as seen opening
         self.seq = 0
         self.key_of: dict[bytes, str] = {}
         self.arrived: dict[str, list[bytes]] = defaultdict(list)
@@ -199,11 +242,32 @@ class DispatchModel(RuleBasedStateMachine):
             for held in taken:
                 self._started(held, [held])
             return
-        s = self.d.start()
-        assert (s is not None) == expected
+        d = self.d
+        filling = d.fill_deadline is not None
+        s = d.start(self.now)
+        if not d.fill:
+            assert (s is not None) == expected
+        else:  # a batch opens (or one fills); it starts once full or due, not before
+            assert expected or filling or s is None
+            if d.fill_deadline is not None:  # it fills (paused: it waits, as it is)
+                assert s is None
+                if self.due is None:
+                    self.due = self.now + d.fill
+                assert d.fill_deadline == self.due
+                assert d.paused or self.due > self.now
+                assert 1 <= len(d.filling) < d.unit
+            elif s is not None:
+                due = self.due if self.due is not None else self.now + d.fill
+                assert len(s.entries) == d.unit or self.now >= due
+                self.due = None
         if s is not None:
             assert 1 <= len(s.entries) <= self.d.unit
             self._started(s, s.entries)
+
+    @precondition(lambda self: hasattr(self, "d") and self.d.fill)
+    @rule(seconds=st.sampled_from([0.25, 0.5, 1.0]))
+    def tick(self, seconds: float) -> None:
+        self.now += seconds
 
     @precondition(lambda self: hasattr(self, "d") and self.running)
     @rule(data=st.data(), how=st.sampled_from(["all", "none", "some"]))
@@ -255,7 +319,7 @@ class DispatchModel(RuleBasedStateMachine):
     def outage(self, paused: bool) -> None:
         if paused:
             self.d.pause()
-            assert self.d.take(5) == [] and self.d.start() is None
+            assert self.d.take(5) == [] and self.d.start(self.now) is None
         else:
             self.d.resume()
 
@@ -268,15 +332,19 @@ class DispatchModel(RuleBasedStateMachine):
         assert set(self.acked) <= self.returned
         assert set(d.acks) <= self.returned  # what ``step`` put in the commit buffer
         assert len(self.acked) == len(set(self.acked))
-        # in flight and read-ahead bounded
-        assert d.running == len(self.running) <= d.concurrency
+        # in flight and read-ahead bounded (a batch that fills holds a place, and its entries)
+        filling = d.filling
+        assert bool(filling) == (d.fill_deadline is not None)
+        assert d.running == len(self.running) + bool(filling) <= d.concurrency
         assert d.in_flight == sum(len(e) for e in self.running.values())
+        assert len(filling) < d.unit or not filling
         assert d.held <= d.concurrency * d.unit + self.READ
+        assert not set(d.acks) & {held[0] for held in filling}
         if d.ordering is Ordering.NONE:
             return
-        # never two units holding one key in flight
+        # never two units holding one key in flight (nor one in flight and the filling batch)
         owners: dict[str, int] = {}
-        for token, entries in self.running.items():
+        for token, entries in [*self.running.items(), (0, filling)]:
             for held in entries:
                 key = self.key_of[held[0]] if d.ordering is Ordering.KEY else "*"
                 assert owners.setdefault(key, token) == token
