@@ -148,10 +148,11 @@ async def work(job):
         done.set()
 async def main():
     async with running(system):
+        cpu0 = time.process_time()  # from here: what the events cost, not the start
         print("ready", flush=True)
         with trio.move_on_after(120):
             await done.wait()
-    print(json.dumps(lat), flush=True)
+    print(json.dumps({{"lat": lat, "cpu": time.process_time() - cpu0}}), flush=True)
 trio.run(main)
 """
 
@@ -172,6 +173,7 @@ async def main():
                 await client.execute("XGROUP", "CREATE", key, "g", "$", "MKSTREAM")
             except Exception:
                 pass
+        cpu0 = time.process_time()  # from here: what the events cost, not the start
         print("ready", flush=True)
         async with client.dedicated() as conn:
             while len(lat) < n:
@@ -187,7 +189,7 @@ async def main():
                         lat.append(time.time() - decode(fields).sent)
                     acks.append(("XACK", key, "g", *[e[0] for e in entries]))
                 await conn.pipeline(acks)
-    print(json.dumps(lat), flush=True)
+    print(json.dumps({{"lat": lat, "cpu": time.process_time() - cpu0}}), flush=True)
 trio.run(main)
 """
 
@@ -227,9 +229,12 @@ async def paced(url: str, rate: int, seconds: float, name: str) -> dict[str, flo
                 break
             buf += chunk
     await proc.wait()
-    lat = sorted(json.loads(buf.split(b"ready", 1)[1]))
-    return {q: lat[min(len(lat) - 1, int(p * len(lat)))] * 1000
-            for q, p in (("p50", 0.5), ("p99", 0.99), ("p999", 0.999))}
+    got = json.loads(buf.split(b"ready", 1)[1])
+    lat = sorted(got["lat"])
+    figures = {q: lat[min(len(lat) - 1, int(p * len(lat)))] * 1000
+               for q, p in (("p50", 0.5), ("p99", 0.99), ("p999", 0.999))}
+    figures["cpu_us"] = got["cpu"] / n * 1e6  # the consumer process's CPU per event
+    return figures
 
 
 # -- memory ------------------------------------------------------------------------------------
@@ -307,14 +312,24 @@ def run_cpu(rounds: int, n: int) -> dict[str, float]:
 
 
 def run_latency(rounds: int, seconds: float) -> dict[str, dict[str, float]]:
+    """Medians of ``rounds`` rounds; the order of the three consumers rotates from round to
+    round, and each round's p99/p999 ratios against that round's raw loop are printed."""
     out: dict[str, dict[str, list[float]]] = {}
-    for _ in range(rounds):
+    names = ["raw", "partition", "key"]
+    for r in range(rounds):
         for rate in (1000, 5000):
-            for name in ("raw", "partition", "key"):
+            for name in names[r % 3:] + names[: r % 3]:
                 with RedisServer() as server:
                     got = trio.run(paced, server.url, rate, seconds, name)
                 for q, v in got.items():
                     out.setdefault(f"{name}@{rate}", {}).setdefault(q, []).append(v)
+            raw = out[f"raw@{rate}"]
+            print(f"  latency round {r + 1} at {rate}/s, p99/p999 against raw: " + ", ".join(
+                f"{name} {out[f'{name}@{rate}']['p99'][-1] / raw['p99'][-1]:.1f}x/"
+                f"{out[f'{name}@{rate}']['p999'][-1] / raw['p999'][-1]:.1f}x"
+                for name in names[1:]) + "; consumer CPU per event: " + ", ".join(
+                f"{name} {out[f'{name}@{rate}']['cpu_us'][-1]:.0f} us" for name in names),
+                flush=True)
     return {k: {q: median(v) for q, v in qs.items()} for k, qs in out.items()}
 
 
@@ -367,7 +382,8 @@ def main() -> None:
                 got = lat[f"{name}@{rate}"]
                 ratios = " ".join(f"{got[q] / raw[q]:.1f}x" for q in ("p50", "p99", "p999"))
                 print(f"  {rate}/s {name:<10} p50 {got['p50']:6.2f}  p99 {got['p99']:6.2f}  "
-                      f"p999 {got['p999']:6.2f}   ({ratios})")
+                      f"p999 {got['p999']:6.2f}   ({ratios}; consumer CPU per event "
+                      f"{got['cpu_us']:.0f} us)")
         print("  (target: p99 and p999 within 2x of raw)", flush=True)
     if "rss" in only:
         rss = results["rss"] = run_rss(args.rss_events)

@@ -9,6 +9,7 @@ wrong caller.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -83,6 +84,9 @@ class NodeConnection(Commands):
 
     def __init__(self, stream: trio.abc.Stream, config: ConnectionConfig, name: str) -> None:
         self._stream = stream
+        #: A plain TCP or Unix socket's descriptor (-1 under TLS): ``_exchange`` reads and
+        #: writes it directly (see there).
+        self._fd = stream.socket.fileno() if type(stream) is trio.SocketStream else -1
         self._config = config
         self._reader = hiredis.Reader(replyError=reply_error)
         self.name = name
@@ -179,6 +183,8 @@ class NodeConnection(Commands):
                 await self.aclose()
 
     async def _exchange(self, payload: bytes, count: int) -> list[Any]:
+        if self._fd >= 0:
+            return await self._exchange_fd(payload, count)
         stream = self._stream
         reader = self._reader
         await stream.send_all(payload)
@@ -192,6 +198,41 @@ class NodeConnection(Commands):
                 reader.feed(bytes(data) if type(data) is not bytes else data)
                 continue
             replies.append(reply)
+        return replies
+
+
+    async def _exchange_fd(self, payload: bytes, count: int) -> list[Any]:
+        """``_exchange`` on the socket's descriptor (non-blocking, as trio made it): one
+        scheduling point per round trip (the wait for the reply) instead of trio's socket
+        stream's two and its layers; measured to halve the worker's CPU per round trip
+        (docs/design.md). Closing the stream wakes the wait (trio notifies waiters on the
+        descriptor), and errors are the ``OSError`` that ``_roundtrip`` maps, as trio's."""
+        await trio.lowlevel.checkpoint_if_cancelled()  # a cancelled task sends nothing
+        fd, reader, waited = self._fd, self._reader, False
+        view = memoryview(payload)
+        while view:
+            try:
+                view = view[os.write(fd, view):]
+            except BlockingIOError:  # the socket's send buffer is full: wait for room
+                await trio.lowlevel.wait_writable(fd)
+                waited = True
+        replies: list[Any] = []
+        while len(replies) < count:
+            reply = reader.gets()
+            if reply is False:
+                try:
+                    data = os.read(fd, _READ_SIZE)
+                except BlockingIOError:
+                    await trio.lowlevel.wait_readable(fd)
+                    waited = True
+                    continue
+                if not data:
+                    raise trio.BrokenResourceError("connection closed by the server")
+                reader.feed(data)
+                continue
+            replies.append(reply)
+        if not waited:  # answered at once: still a scheduling point, as every request is
+            await trio.lowlevel.cancel_shielded_checkpoint()
         return replies
 
 
