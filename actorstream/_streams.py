@@ -20,7 +20,7 @@ from ._ops import tracing as _tracing
 from ._ops.sent import count_sent
 from ._records import Record, check_record_type, record_field_type, record_fields
 from ._scope import _SCOPE
-from ._transport import Client, pack, pack_head, pack_last
+from ._transport import Client, pack, pack_head
 
 E = TypeVar("E")
 
@@ -352,7 +352,7 @@ class Stream(Generic[E]):
                     cache[key] = head
         else:
             head = self._head(key)
-        return pack_last(head, raw)
+        return b"%b$%d\r\n%b\r\n" % (head, len(raw), raw)  # pack_last(head, raw), inlined
 
     def _head(self, key: object) -> bytes:
         partition = 0 if self.partitions == 1 else self._partition_of_key(key)
