@@ -180,6 +180,22 @@ async def test_pipeline_large_and_empty(client: Client, key_prefix: str) -> None
     assert [e[1][1] for e in entries] == [str(i).encode() for i in range(1000)]
 
 
+async def test_requests_and_replies_larger_than_the_socket_buffers(
+    client: Client, key_prefix: str
+) -> None:
+    """A write the socket cannot take at once waits for room, and a reply arrives in many
+    reads (a plain socket's round trip writes and reads its descriptor itself)."""
+    value = bytes(range(256)) * (128 * 1024)  # 32 MiB each way
+    assert await client.execute("SET", key_prefix + "big", value) == b"OK"
+    assert await client.execute("GET", key_prefix + "big") == value
+    hashed = "{" + key_prefix + "}"
+    chunks = [bytes([i % 256]) * 20_000 for i in range(2000)]  # 40 MB in one pipeline
+    replies = await client.pipeline([("SET", f"{hashed}{i}", c) for i, c in enumerate(chunks)])
+    assert replies == [b"OK"] * len(chunks)
+    got = await client.pipeline([("GET", f"{hashed}{i}") for i in range(len(chunks))])
+    assert got == chunks
+
+
 async def test_multi_exec_abort_in_a_pipeline(client: Client, key_prefix: str) -> None:
     replies = await client.pipeline(
         [("MULTI",), ("SET", key_prefix + "k"), ("EXEC",)]  # SET with a missing argument
