@@ -39,6 +39,17 @@ def make(url: str) -> tuple[System, Any]:
     return system, system.stream("jobs", record=Job, partitions=1, key="key")
 
 
+def declare_slow_filler(
+    system: System, jobs: Any, ordering: str, handled: list[tuple[int, int]]
+) -> None:
+    """The actor ``load``: batches of up to 50 that wait up to 60 s to fill (longer than
+    any test: what ends a wait is a stop or a lost lease)."""
+
+    @system.actor(jobs, batch=True, batch_size=50, batch_wait=60.0, ordering=ordering)
+    async def load(batch: list[Job]) -> None:
+        handled.extend((j.key, j.seq) for j in batch)
+
+
 async def pending_count(client: Any, key: str) -> int:
     """Entries pending in the group ``load`` (0 until the worker has made it)."""
     try:
@@ -122,11 +133,7 @@ async def test_a_stop_while_a_batch_fills_ends_at_once_and_the_next_run_handles_
     sent = [Job(key=k % 2, seq=k) for k in range(3)]
     for round_ in range(2):
         system, jobs = make(url)
-
-        @system.actor(jobs, batch=True, batch_size=50, batch_wait=60.0, ordering=ordering)
-        async def load(batch: list[Job]) -> None:
-            handled.extend((j.key, j.seq) for j in batch)
-
+        declare_slow_filler(system, jobs, ordering, handled)
         async with system:
             client = system.client()
             key = jobs.stream_key(0)
@@ -192,11 +199,7 @@ async def test_a_lost_lease_while_a_batch_fills_starts_nothing_and_the_next_owne
     system, jobs = make(redis_server.url)
     handled: list[tuple[int, int]] = []
     sent = [Job(key=k % 2, seq=k) for k in range(4)]
-
-    @system.actor(jobs, batch=True, batch_size=50, batch_wait=60.0, ordering=ordering)
-    async def load(batch: list[Job]) -> None:
-        handled.extend((j.key, j.seq) for j in batch)
-
+    declare_slow_filler(system, jobs, ordering, handled)
     async with system:
         client = system.client()
         key = jobs.stream_key(0)
