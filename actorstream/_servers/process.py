@@ -129,13 +129,22 @@ def _prctl() -> Any:
 
 
 def _die_with_parent() -> Any:
-    """A ``preexec_fn`` asking for SIGKILL when the spawning thread ends (Linux), else None."""
-    prctl = _prctl() if sys.platform.startswith("linux") else None
-    if prctl is None:
+    """A ``preexec_fn``: the child acts on SIGINT and SIGTERM, whatever this process does with
+    them (a child inherits the forking thread's mask and an ignored disposition: a test run
+    started in the background by a shell ignores SIGINT, and a Python child started so never
+    turns it back on, so ``WorkerProcess.interrupt`` would go unheard); and SIGKILL when the
+    spawning thread ends (Linux)."""
+    if sys.platform == "win32":
         return None
+    prctl = _prctl() if sys.platform.startswith("linux") else None
     parent = os.getpid()
 
     def preexec() -> None:
+        signal.pthread_sigmask(signal.SIG_SETMASK, ())
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, signal.SIG_DFL)
+        if prctl is None:
+            return
         prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL))
         if os.getppid() != parent:  # the parent is already gone: nobody would ever stop us
             os._exit(1)
