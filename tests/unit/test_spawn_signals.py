@@ -20,20 +20,13 @@ from actorstream._servers.process import _die_with_parent
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 
 
-def blocked_mask(pid: int) -> int:
+def signal_mask(pid: int, field: str) -> int:
+    """A mask of ``/proc/<pid>/status``: ``SigBlk`` (blocked) or ``SigIgn`` (ignored)."""
     with open(f"/proc/{pid}/status") as status:
         for line in status:
-            if line.startswith("SigBlk:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1], 16)
-    raise AssertionError("no SigBlk line")
-
-
-def ignored_mask(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("SigIgn:"):
-                return int(line.split()[1], 16)
-    raise AssertionError("no SigIgn line")
+    raise AssertionError(f"no {field} line")
 
 
 def start_from_a_thread_blocking_sigint(
@@ -60,7 +53,7 @@ def start_from_a_thread_blocking_sigint(
 def test_a_child_starts_with_no_signal_blocked(preexec: str) -> None:
     proc = start_from_a_thread_blocking_sigint(_die_with_parent() if preexec == "ours" else None)
     try:
-        blocked, ignored = blocked_mask(proc.pid), ignored_mask(proc.pid)
+        blocked, ignored = signal_mask(proc.pid, "SigBlk"), signal_mask(proc.pid, "SigIgn")
         sigint = 1 << (signal.SIGINT - 1)
         if preexec == "ours":
             assert blocked == 0 and not ignored & sigint
