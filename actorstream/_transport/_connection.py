@@ -200,7 +200,6 @@ class NodeConnection(Commands):
             replies.append(reply)
         return replies
 
-
     async def _exchange_fd(self, payload: bytes, count: int) -> list[Any]:
         """``_exchange`` on the socket's descriptor (non-blocking, as trio made it): one
         scheduling point per round trip (the wait for the reply) instead of trio's socket
