@@ -23,6 +23,7 @@ the result lists it under ``trimmed`` (to ack away), not under ``entries``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import attrs
@@ -93,13 +94,14 @@ class ReadPlan(NamedTuple):
     path, where a frozen attrs instance cost several times more to construct.
     """
 
-    commands: list[Command]
+    commands: list[Command | bytes]  # (bytes: packed already, ``PartitionProtocol.pack``)
     acks: int  # how many ack ids ride on it
     limit: int  # entries asked for (COUNT); 0: ack only
     history: bool  # replaying our own pending entries (XPENDING gives delivery counts)
     commit: CommitPlan | None = None  # table writes and held outputs, before the acks
     wait: int = 0  # replicas to WAIT for after a commit (0: no WAIT)
     blocks: bool = False  # led by a side-effect-free XREAD BLOCK (``plan_wait_read``)
+    after: bytes | None = None  # ``blocks``: the id it waits after (the tail if none came)
 
 
 class ReadResult(NamedTuple):
@@ -152,6 +154,10 @@ class ClaimResult:
 
 
 
+def _as_is(command: Command) -> Command:
+    return command
+
+
 def _non_negative(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise ValueError(f"{attribute.name} must be an integer >= 0, got {value!r}")
@@ -190,6 +196,10 @@ class PartitionProtocol:
     group: str
     consumer: str
     epoch: int = attrs.field(validator=_non_negative)
+    #: Turns a command into RESP (the transport's ``pack``): the read's constant commands are
+    #: then packed once, here, instead of per round trip. None (a Cluster's slot connection
+    #: routes by reading the commands): tuples.
+    pack: Callable[[Command], bytes] | None = attrs.field(default=None, eq=False, repr=False)
     # Derived once at construction: the hot path reads them per batch.
     label: str = attrs.field(init=False)
     stream_key: str = attrs.field(init=False)
@@ -197,18 +207,43 @@ class PartitionProtocol:
     epoch_bytes: bytes = attrs.field(init=False)
     lease_key: str = attrs.field(init=False)
     consumer_bytes: bytes = attrs.field(init=False)
+    # The read's commands that never change (packed if ``pack``): MULTI; EXEC, WATCH, GET;
+    # the tail's XREVRANGE; the XREADGROUP of new entries, by COUNT (filled as counts come).
+    _multi: Command | bytes = attrs.field(init=False, eq=False, repr=False)
+    _closing: tuple[Command | bytes, ...] = attrs.field(init=False, eq=False, repr=False)
+    _tail: Command | bytes = attrs.field(init=False, eq=False, repr=False)
+    _reads: dict[int, Command | bytes] = attrs.field(init=False, eq=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
-        derived = {
+        stream_key = keys.stream_key(self.app, self.stream, self.partition)
+        epoch_key = keys.epoch_key(self.app, self.stream, self.partition, self.group)
+        pack: Callable[[Command], Command | bytes] = self.pack or _as_is
+        closing = (("EXEC",), ("WATCH", epoch_key), ("GET", epoch_key))
+        derived: dict[str, object] = {
             "label": f"{self.group}[{self.partition}]",
-            "stream_key": keys.stream_key(self.app, self.stream, self.partition),
-            "epoch_key": keys.epoch_key(self.app, self.stream, self.partition, self.group),
+            "stream_key": stream_key,
+            "epoch_key": epoch_key,
             "epoch_bytes": str(self.epoch).encode(),
             "lease_key": keys.lease_key(self.app, self.stream, self.partition, self.group),
             "consumer_bytes": self.consumer.encode(),
+            "_multi": pack(("MULTI",)),
+            "_closing": tuple(pack(c) for c in closing),
+            "_tail": pack(("XREVRANGE", stream_key, "+", "-", "COUNT", 1)),
+            "_reads": {},
         }
         for name, value in derived.items():
             object.__setattr__(self, name, value)
+
+    def _read_new(self, count: int) -> Command | bytes:
+        """The XREADGROUP of up to ``count`` new entries (made once per count)."""
+        read: Command = (
+            "XREADGROUP", "GROUP", self.group, self.consumer, "COUNT", count,
+            "STREAMS", self.stream_key, ">",
+        )
+        command = read if self.pack is None else self.pack(read)
+        if len(self._reads) < 64:  # (a handful of counts in practice)
+            self._reads[count] = command
+        return command
 
     # -- watch ---------------------------------------------------------------------------------
 
@@ -249,9 +284,21 @@ class PartitionProtocol:
         ``commit`` (the writes and outputs of the events acked) goes first in the transaction;
         ``wait`` (replicas, milliseconds) adds a WAIT after a non-empty commit.
         """
+        return self._plan_read(acks, start, count, commit, wait, None)
+
+    def _plan_read(
+        self,
+        acks: list[bytes],
+        start: bytes | str,
+        count: int,
+        commit: CommitPlan | None,
+        wait: tuple[int, int] | None,
+        woken_by: Command | None,
+    ) -> ReadPlan:
         stream_key = self.stream_key
-        epoch_key = self.epoch_key
-        commands: list[Command] = [("MULTI",)]
+        commands: list[Command | bytes] = (
+            [self._multi] if woken_by is None else [woken_by, self._multi]
+        )
         if commit is not None and commit.commands:
             commands += commit.commands
         else:
@@ -260,24 +307,30 @@ class PartitionProtocol:
             commands.append(("XACK", stream_key, self.group, *acks))
         history = start != ">"
         if count:
-            commands.append(
-                ("XREADGROUP", "GROUP", self.group, self.consumer, "COUNT", count,
-                 "STREAMS", stream_key, start)
-            )
             if history:
                 start_id = start.decode() if isinstance(start, bytes) else start
+                commands.append(
+                    ("XREADGROUP", "GROUP", self.group, self.consumer, "COUNT", count,
+                     "STREAMS", stream_key, start)
+                )
                 commands.append(
                     ("XPENDING", stream_key, self.group, f"({start_id}", "+", count,
                      self.consumer)
                 )
             else:
-                commands.append(("XREVRANGE", stream_key, "+", "-", "COUNT", 1))
-        commands += [("EXEC",), ("WATCH", epoch_key), ("GET", epoch_key)]
+                commands.append(self._reads.get(count) or self._read_new(count))
+                if woken_by is None:  # (a wake's tail is known without it: ``on_read``)
+                    commands.append(self._tail)
+        commands += self._closing
         replicas = 0
         if wait is not None and commit is not None and wait[0] > 0:
             replicas = wait[0]
             commands.append(("WAIT", replicas, wait[1]))
-        return ReadPlan(commands, len(acks), count, history, commit, replicas)
+        if woken_by is None:
+            return ReadPlan(commands, len(acks), count, history, commit, replicas)
+        tail = woken_by[-1]
+        after = tail if isinstance(tail, bytes) else str(tail).encode()
+        return ReadPlan(commands, len(acks), count, history, commit, replicas, True, after)
 
     def plan_wait_read(
         self, tail: bytes | str, block_ms: int, count: int, acks: list[bytes] | None = None
@@ -292,15 +345,19 @@ class PartitionProtocol:
         by the previous read still holds, so a new owner's epoch aborts it (and its acks).
         Acks of handled entries may ride on it (they wait at most ``block_ms``, so the carrier
         keeps it short then); a table commit does not (its writes would wait for an append).
+
+        No XREVRANGE: if the transaction reads nothing, the tail to wait after next is the id
+        the XREAD woke on (an entry the group had delivered already: the next wait starts
+        past it) or, timed out, ``tail`` itself.
         """
-        plan = self.plan_read(acks or [], ">", count)
         wait: Command = ("XREAD", "COUNT", 1, "BLOCK", block_ms, "STREAMS", self.stream_key, tail)
-        return plan._replace(commands=[wait, *plan.commands], blocks=True)
+        return self._plan_read(acks or [], ">", count, None, None, wait)
 
     def on_read(self, plan: ReadPlan, replies: list[Any]) -> ReadResult:
         """The result of a read's replies."""
         if plan.blocks:
-            replies = replies[1:]  # the XREAD's: the transaction's result says it all
+            woke = replies[0]  # the XREAD's: the transaction's result says the rest
+            replies = replies[1:]
         waited: tuple[Notice, ...] = ()
         if plan.wait:
             waited = self._waited(plan.wait, replies[-1])
@@ -342,8 +399,11 @@ class PartitionProtocol:
             return self._history(entries, result[offset + 1], plan.acks, notices, watching)
         if entries:
             return ReadResult(entries, {}, (), None, None, plan.acks, notices, watching)
-        tail = result[offset + 1]
-        last = tail[0][0] if tail else b"0-0"
+        if plan.blocks:  # [[stream, [[id, fields]]]] if an append woke it
+            last = woke[0][1][-1][0] if woke else plan.after
+        else:
+            tail = result[offset + 1]
+            last = tail[0][0] if tail else b"0-0"
         return ReadResult([], {}, (), None, last, plan.acks, notices, watching)
 
     def _waited(self, replicas: int, reply: Any) -> tuple[Notice, ...]:

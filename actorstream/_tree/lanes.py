@@ -189,6 +189,16 @@ class LaneLoop(BatchWorkers):
             self._book(handled)
             if looked:
                 entries = entries[looked:]
+        if entries:
+            await self._enqueue(entries)
+        if adopted is not None and self._nursery is not None:
+            self._workers += 1  # this task, until the call is over
+            self._context.run(self._nursery.start_soon, self._read_role)
+        return adopted
+
+    async def _enqueue(self, entries: list[Any]) -> None:
+        """Entries for the rule, in order: each decoded and its key computed, once (one that
+        cannot be decoded, or has no key, is dead-lettered)."""
         handling = self.handling
         conn = self.reader.conn
         decode = handling.decode
@@ -210,10 +220,6 @@ class LaneLoop(BatchWorkers):
                 continue
             add((entry_id, key, event, fields))
         self.dispatch.arrive_many(arrived)
-        if adopted is not None and self._nursery is not None:
-            self._workers += 1  # this task, until the call is over
-            self._context.run(self._nursery.start_soon, self._read_role)
-        return adopted
 
     async def _wait_for(self, condition: Callable[[], bool], room_at: int = -1) -> None:
         """Until ``condition`` holds after a unit finished or a worker ended (workers check

@@ -31,7 +31,7 @@ from .._core.fence import Fence
 from .._core.outbox import Outbox, Replication
 from .._core.protocol import PartitionProtocol, ReadResult
 from .._scope import PartitionTables
-from .._transport import Connection, evalsha_on
+from .._transport import Connection, evalsha_on, pack
 from . import scripts
 from .context import Report
 from .counters import Counters
@@ -68,10 +68,13 @@ class PartitionLink:
         fence: Fence,
         counters: Counters,
         report: Report,
+        packed: bool = False,
     ) -> None:
+        # ``packed``: the connection is a plain one (not a Cluster's slot connection, which
+        # reads the commands to route them): the read's constant commands go packed once.
         self.protocol = PartitionProtocol(
             app=app, stream=stream, partition=partition, group=group, consumer=consumer,
-            epoch=fence.epoch,
+            epoch=fence.epoch, pack=pack if packed else None,
         )
         self.stream = stream
         self.partition = partition

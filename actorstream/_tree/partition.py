@@ -131,7 +131,7 @@ class PartitionActor:
         self.link = PartitionLink(
             app=worker.app, stream=spec.stream.name, partition=context.partition,
             group=spec.name, consumer=worker.worker_id, fence=context.fence,
-            counters=context.counters, report=worker.report,
+            counters=context.counters, report=worker.report, packed=not self.client.cluster,
         )
         self.decode, self.settings = spec.stream.format_decoder, spec.settings
         middleware = (*context.middleware, *spec.middleware)

@@ -61,7 +61,7 @@ class ScopedHandling(Handling):
                     await self.undecodable(conn, entry_id, fields, exc, 1)
                     continue
                 try:
-                    if done % SAMPLE_EVERY:
+                    if (counters.processed + done) % SAMPLE_EVERY:  # (across reads)
                         await handler(event)
                     else:
                         started = trio.current_time()

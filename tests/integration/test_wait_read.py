@@ -97,7 +97,7 @@ async def with_reader(
             app="w", stream="s", partition=0, group="g", consumer="c1",
             fence=Fence(3, math.inf),
             counters=Counters(PartitionFailures(ContainmentPolicy(), HealthBoard(), 0)),
-            report=lambda kind, message: None,
+            report=lambda kind, message: None, packed=not client.cluster,  # as a worker does
         )
         ctx = ChildContext("p0")
         async with client.dedicated("reader", key=p.stream_key) as conn:
@@ -150,6 +150,32 @@ def test_a_wake_that_read_more_than_asked_hands_out_the_rest_next_in_order(
         await reader.linger(tail, 0.05)
         got = [[e[0] for e in (await reader.read_new(2)).entries] for _ in range(3)]
         assert got == [ids[:2], ids[2:4], ids[4:]]
+
+    trio.run(with_reader, redis_url, body)
+
+
+def test_waits_move_past_entries_the_group_had_delivered_before_our_tail(
+    redis_url: str,
+) -> None:
+    # An operator moved the group's cursor past entries (XGROUP SETID): a wait after our tail
+    # wakes on them at once, but the read takes none. The next wait starts past the one it
+    # woke on, so the reader does not spin on them; the next append is read as usual.
+    async def body(client: Client, reader: Reader, ctx: ChildContext) -> None:
+        key = proto(3).stream_key
+        tail = (await reader.read_new(10)).tail
+        skipped = [await client.execute("XADD", key, "*", "n", str(i)) for i in range(3)]
+        await client.execute("XGROUP", "SETID", key, "g", "$")
+        woken = []
+        for _ in range(3):
+            await reader.linger(tail, 0.05)
+            read = await reader.read_new(10)
+            assert read.entries == []
+            woken.append(read.tail)
+            tail = read.tail
+        assert woken == skipped
+        new = await client.execute("XADD", key, "*", "n", "new")
+        await reader.linger(tail, 1.0)
+        assert [e[0] for e in (await reader.read_new(10)).entries] == [new]
 
     trio.run(with_reader, redis_url, body)
 
