@@ -13,6 +13,8 @@ One partition actor holds one lease epoch. Its round trips:
   all. Redis aborts the EXEC if the epoch changed since the WATCH (fenced); the trailing
   WATCH + GET re-arm the check for the next batch. Acks of handled events
   ride on it, so there is no round trip per event. ``count=0`` is an ack-only round trip.
+- **wait and read** (an idle partition): ``XREAD BLOCK`` after the last id read, then the read's
+  transaction (no XREVRANGE: the wake gives the tail), in one write.
 - **claim**: the fenced ``claim`` script (XAUTOCLAIM of a previous owner's pending entries).
 - **dead-letter move**: the fenced ``deadletter`` script's keys and arguments.
 
@@ -399,8 +401,8 @@ class PartitionProtocol:
             return self._history(entries, result[offset + 1], plan.acks, notices, watching)
         if entries:
             return ReadResult(entries, {}, (), None, None, plan.acks, notices, watching)
-        if plan.blocks:  # [[stream, [[id, fields]]]] if an append woke it
-            last = woke[0][1][-1][0] if woke else plan.after
+        if plan.blocks:  # [[stream, [[id, fields]]]] if an append woke it (None: timed out)
+            last = woke[0][1][-1][0] if type(woke) is list and woke else plan.after
         else:
             tail = result[offset + 1]
             last = tail[0][0] if tail else b"0-0"

@@ -174,6 +174,10 @@ def test_a_wait_read_woken_by_an_entry_the_group_had_delivered_waits_past_it_nex
     result = p.on_read(plan, [woke, *queued(plan._replace(commands=plan.commands[1:])),
                               [None], *tail()])
     assert result.entries == [] and result.tail == b"6-0" and result.watching
+    # an error reply to the wait (CLIENT UNBLOCK ... ERROR) leaves the tail where it was
+    result = p.on_read(plan, [rex.ResponseError("UNBLOCKED"),
+                              *queued(plan._replace(commands=plan.commands[1:])), [None], *tail()])
+    assert result.entries == [] and result.tail == b"5-0" and result.error is None
 
 
 def test_a_protocol_given_a_packer_sends_the_same_commands_packed_once() -> None:
