@@ -25,7 +25,7 @@ from __future__ import annotations
 import enum
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 from .hashing import key_bytes
 
@@ -330,6 +330,17 @@ class Dispatch:
         if not self._keyed:
             return True
         return (_ONE_LANE if self.ordering is Ordering.PARTITION else key) not in self._busy
+
+    def lanes_if_free(self) -> dict[Hashable, Any] | Literal[False] | None:
+        """``may_start_now`` for a run of arrivals at once: False if none may start now
+        (paused, entries waiting, no room, the partition's one lane busy); else the busy keys
+        to look each arrival's key up in (``KEY``: not in them, it may start), or None if any
+        may. It holds until something enters the rule or starts (``arrive``, ``start_now``)."""
+        if self.paused or self._queue or self._ready or self.running >= self.concurrency:
+            return False
+        if self.ordering is Ordering.KEY:
+            return self._busy
+        return False if self._busy else None
 
     def start_now(self, held: Held) -> Held:
         """``held`` (an arrival ``may_start_now`` allowed, not ``arrive``d) is in flight from

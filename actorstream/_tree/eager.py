@@ -91,7 +91,9 @@ class Eager:
         many were handled, and the call that did not return at once (its entry among those
         looked at), if any. An entry that cannot be decoded, or has no key, is left to the
         rule's path (which dead-letters it)."""
-        may_start_now = self.dispatch.may_start_now
+        busy = self.dispatch.lanes_if_free()  # (what ``may_start_now`` asks, per run)
+        if busy is False:
+            return 0, 0, None
         decode, lane_of, handler = self.decode, self.lane_of, self.handler
         ack = self.acks.append
         failures = self.counters.failures
@@ -111,7 +113,7 @@ class Eager:
                 key = lane_of(event) if lane_of is not None else None
             except Exception:
                 return i, done, None
-            if not may_start_now(key):
+            if busy is not None and key in busy:  # (type narrowing: a dict here)
                 return i, done, None
             timed = not seen % SAMPLE_EVERY
             started = trio.current_time() if timed else 0.0

@@ -340,6 +340,10 @@ class DispatchModel(RuleBasedStateMachine):
         assert len(filling) < d.unit or not filling
         assert d.held <= d.concurrency * d.unit + self.READ
         assert not set(d.acks) & {held[0] for held in filling}
+        # the eager path's gate for a run of arrivals says what ``may_start_now`` says per key
+        free = d.lanes_if_free()
+        for key in "abcd":
+            assert d.may_start_now(key) == (free is not False and (free is None or key not in free))
         if d.ordering is Ordering.NONE:
             return
         # never two units holding one key in flight (nor one in flight and the filling batch)
