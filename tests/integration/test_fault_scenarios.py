@@ -145,8 +145,13 @@ async def test_ctrl_c_during_start_up(redis_server: RedisServer, when: str) -> N
             code = await w.wait_exited()
         took = trio.current_time() - t0
         print(f"SIGINT {when}: exit code {code} after {took:.2f}s")
-        assert code in CTRL_C_CODES, w.output()
-        assert "Traceback" not in w.output() or code == -2, w.output()
+        if code == 1 and "Could not import runpy module" in w.output():
+            # CPython's own start-up: the KeyboardInterrupt came while the interpreter imported
+            # runpy to run ``-m``, before any of our code (it then exits with 1, not -2).
+            assert "KeyboardInterrupt" in w.output() and when == "at-exec", w.output()
+        else:
+            assert code in CTRL_C_CODES, w.output()
+            assert "Traceback" not in w.output() or code == -2, w.output()
         assert process_group_gone(w.pid)
     finally:
         w.close()
