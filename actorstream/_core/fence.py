@@ -1,4 +1,5 @@
-"""Fence: one worker's view of one lease, the local deadline before which it may act.
+"""Fence: one worker's view of one lease, the local deadline before which it may act; and
+``Fenced``, Redis's verdict that the lease's epoch is no longer ours.
 
 Pure: ``check(now)`` takes the time (the trio side passes ``trio.current_time()``), so the
 self-fencing rule is tested with plain numbers. Mutable on purpose: the coordinator moves the
@@ -7,9 +8,14 @@ deadline on each confirmed renewal, and the partition actor holding the same obj
 
 from __future__ import annotations
 
-from .errors import SelfFenced
+from attrs import frozen
 
-__all__ = ["Fence"]
+from .errors import FencedError, SelfFenced
+
+__all__ = ["Fence", "Fenced", "Notice"]
+
+#: ``report(kind, message)`` items the carrier passes on to the worker's report.
+Notice = tuple[str, str]
 
 
 class Fence:
@@ -31,3 +37,41 @@ class Fence:
     def revoke(self) -> None:
         """Stop trusting the lease at once (the next check raises)."""
         self.deadline = -float("inf")
+
+
+@frozen
+class Fenced:
+    """Redis refused our epoch. ``current`` is the epoch Redis holds (None: it changed under a
+    transaction, value unknown); below ours it is an epoch regression (Redis lost data)."""
+
+    ours: int
+    current: int | None
+    label: str
+    #: Set when the epoch matches but the lease is another worker's (or nobody's): Redis lost
+    #: data and the epoch number came round again for a new owner.
+    holder: str | None = None
+
+    @property
+    def regression(self) -> bool:
+        return self.current is not None and self.current < self.ours
+
+    def error(self) -> FencedError:
+        if self.holder is not None:
+            return FencedError(
+                f"FENCED the lease of {self.label} at epoch {self.ours} is {self.holder} "
+                "(Redis lost data and the epoch number came round again)"
+            )
+        if self.current is None:
+            return FencedError(f"FENCED the epoch of {self.label} changed; {self.ours} is stale")
+        return FencedError(f"FENCED epoch is {self.current}, {self.label} has {self.ours}")
+
+    def notices(self) -> tuple[Notice, ...]:
+        if not self.regression:
+            return ()
+        return (
+            (
+                "epoch-regression",
+                f"{self.label}: epoch went back from {self.ours} to {self.current}: "
+                "Redis lost data",
+            ),
+        )

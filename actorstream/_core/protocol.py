@@ -35,7 +35,8 @@ from redis import exceptions as rex
 from . import keys
 from .commit import CommitPlan, first_commit_error
 from .deadletter import DeadLetter, GivenUp
-from .errors import CommitError, FencedError
+from .errors import CommitError
+from .fence import Fenced, Notice
 
 __all__ = [
     "ClaimResult",
@@ -47,48 +48,6 @@ __all__ = [
 ]
 
 Command = tuple[Any, ...]
-#: ``report(kind, message)`` items the carrier passes on to the worker's report.
-Notice = tuple[str, str]
-
-
-@frozen
-class Fenced:
-    """Redis refused our epoch. ``current`` is the epoch Redis holds (None: it changed under a
-    transaction, value unknown); below ours it is an epoch regression (Redis lost data)."""
-
-    ours: int
-    current: int | None
-    label: str
-    #: Set when the epoch matches but the lease is another worker's (or nobody's): Redis lost
-    #: data and the epoch number came round again for a new owner.
-    holder: str | None = None
-
-    @property
-    def regression(self) -> bool:
-        return self.current is not None and self.current < self.ours
-
-    def error(self) -> FencedError:
-        if self.holder is not None:
-            return FencedError(
-                f"FENCED the lease of {self.label} at epoch {self.ours} is {self.holder} "
-                "(Redis lost data and the epoch number came round again)"
-            )
-        if self.current is None:
-            return FencedError(f"FENCED the epoch of {self.label} changed; {self.ours} is stale")
-        return FencedError(f"FENCED epoch is {self.current}, {self.label} has {self.ours}")
-
-    def notices(self) -> tuple[Notice, ...]:
-        if not self.regression:
-            return ()
-        return (
-            (
-                "epoch-regression",
-                f"{self.label}: epoch went back from {self.ours} to {self.current}: "
-                "Redis lost data",
-            ),
-        )
-
-
 class ReadPlan(NamedTuple):
     """One read round trip: the pipeline to send and what the replies will hold.
 
