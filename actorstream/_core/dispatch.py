@@ -325,22 +325,18 @@ class Dispatch:
         out at once)? Nothing waits before it, there is room, no outage, its key is free. The
         carrier may then run it at once without ``arrive``: if its handler returns at once it
         never enters the rule; if not, ``start_now`` marks it in flight."""
-        if self.paused or self._queue or self._ready or self.running >= self.concurrency:
-            return False
-        if not self._keyed:
-            return True
-        return (_ONE_LANE if self.ordering is Ordering.PARTITION else key) not in self._busy
+        free = self.lanes_if_free()
+        return free is None or (free is not False and key not in free)
 
     def lanes_if_free(self) -> dict[Hashable, Any] | Literal[False] | None:
-        """``may_start_now`` for a run of arrivals at once: False if none may start now
-        (paused, entries waiting, no room, the partition's one lane busy); else the busy keys
-        to look each arrival's key up in (``KEY``: not in them, it may start), or None if any
-        may. It holds until something enters the rule or starts (``arrive``, ``start_now``)."""
+        """``may_start_now`` for a run of arrivals at once (the eager path asks once per read):
+        False if none may start now (paused, entries waiting, no room: with ``PARTITION`` its
+        one lane is busy only with a unit in flight or reserved); else the busy keys to look
+        each arrival's key up in (``KEY``: not in them, it may start), or None if any may. It
+        holds until something enters the rule or starts (``arrive``, ``start_now``)."""
         if self.paused or self._queue or self._ready or self.running >= self.concurrency:
             return False
-        if self.ordering is Ordering.KEY:
-            return self._busy
-        return False if self._busy else None
+        return self._busy if self.ordering is Ordering.KEY else None
 
     def start_now(self, held: Held) -> Held:
         """``held`` (an arrival ``may_start_now`` allowed, not ``arrive``d) is in flight from

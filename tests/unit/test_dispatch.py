@@ -142,6 +142,34 @@ def test_a_failed_key_blocks_only_itself_and_an_outage_pauses_all() -> None:
     assert ids(d.take(10)) == [b"2-0"]
 
 
+def test_the_eager_gate_for_a_run_of_arrivals() -> None:
+    """``lanes_if_free``: what ``may_start_now`` asks, once for a read (the eager path)."""
+    d = Dispatch(Ordering.KEY, 2)
+    assert d.lanes_if_free() == {}  # free: look each arrival's key up in the busy ones
+    d.start_now((b"1-0", "a", None, None))
+    assert d.lanes_if_free() == {"a": None} and not d.may_start_now("a") and d.may_start_now("b")
+    d.start_now((b"2-0", "b", None, None))
+    assert d.lanes_if_free() is False  # no room
+    d.step((b"2-0", "b", None, None))
+    d.arrive(b"3-0", "c")
+    assert d.lanes_if_free() is False  # an entry waits: an arrival must not overtake it
+    assert d.next() == (b"3-0", "c", None, None)
+    d.step((b"3-0", "c", None, None))
+    d.pause()
+    assert d.lanes_if_free() is False  # an outage
+    d.resume()
+    assert d.lanes_if_free() == {"a": None}
+    d.arrive(b"4-0", "a")  # parks behind "a" in flight; freed, its lane goes next (ready)
+    d.startable()
+    d.done((b"1-0", "a", None, None))
+    assert d.lanes_if_free() is False
+    assert Dispatch(Ordering.NONE, 1).lanes_if_free() is None  # any arrival may start
+    one = Dispatch(Ordering.PARTITION, 1)
+    assert one.lanes_if_free() is None
+    one.start_now((b"1-0", "a", None, None))
+    assert one.lanes_if_free() is False
+
+
 def test_read_ahead_is_bounded_by_concurrency_plus_one_read() -> None:
     d = Dispatch(Ordering.KEY, concurrency=4)
     assert d.want(100) == 100
@@ -223,6 +251,35 @@ class DispatchModel(RuleBasedStateMachine):
         else:
             held = self.d.start_now((entry_id, key, None, None))
             self._started(held, [held])
+
+    @precondition(lambda self: hasattr(self, "d") and self.d.unit == 1)
+    @rule(keys=st.lists(st.sampled_from("abcd"), min_size=1, max_size=3),
+          suspends=st.integers(0, 3))
+    def eager_run(self, keys: list[str], suspends: int) -> None:
+        """``eager.Eager.run`` over a read: one gate for the run (``lanes_if_free``); from the
+        first arrival that may not start, or after the one whose handler suspends (index
+        ``suspends``; started with ``start_now``), the rest ``arrive`` for the rule."""
+        if not self.d.want(self.READ):
+            return
+        free = self.d.lanes_if_free()
+        eager = free is not False
+        for i, key in enumerate(keys):
+            self.seq += 1
+            entry_id = f"{self.seq}-0".encode()
+            self.key_of[entry_id] = key
+            self.arrived[key].append(entry_id)
+            if eager and free is not None and key in free:
+                eager = False
+            if not eager:
+                self.d.arrive(entry_id, key)
+            elif i == suspends:
+                held = self.d.start_now((entry_id, key, None, None))
+                self._started(held, [held])
+                eager = False
+            else:
+                self.started[key].append(entry_id)
+                self.returned.add(entry_id)
+                self.acked.append(entry_id)
 
     def _started(self, unit: Held | Start, entries: list[Held]) -> None:
         self.tokens += 1
@@ -340,10 +397,6 @@ class DispatchModel(RuleBasedStateMachine):
         assert len(filling) < d.unit or not filling
         assert d.held <= d.concurrency * d.unit + self.READ
         assert not set(d.acks) & {held[0] for held in filling}
-        # the eager path's gate for a run of arrivals says what ``may_start_now`` says per key
-        free = d.lanes_if_free()
-        for key in "abcd":
-            assert d.may_start_now(key) == (free is not False and (free is None or key not in free))
         if d.ordering is Ordering.NONE:
             return
         # never two units holding one key in flight (nor one in flight and the filling batch)
