@@ -79,8 +79,8 @@ class Eager:
         self.fence = fence
         self.counters = counters
         self.acks = dispatch.acks  # the commit buffer
-        #: Entries looked at so far: every ``SAMPLE_EVERY``-th call is timed (counted across
-        #: reads: with one entry per read, not every call).
+        #: Entries read so far: every ``SAMPLE_EVERY``-th call is timed (counted across reads:
+        #: with one entry per read, not every call).
         self.seen = 0
 
     def run(
@@ -101,11 +101,10 @@ class Eager:
         fence = self.fence
         done = 0
         seen = self.seen
+        self.seen = seen + len(entries)  # (once per read; those left to the rule count too)
         for i, (entry_id, fields) in enumerate(entries):
             if stopping():
                 return i, done, None
-            seen += 1
-            self.seen = seen
             if not i % FENCE_CHECK_EVERY:  # (the first of a read, whatever came before)
                 fence.check(trio.current_time())
             try:
@@ -115,7 +114,7 @@ class Eager:
                 return i, done, None
             if busy is not None and key in busy:  # (type narrowing: a dict here)
                 return i, done, None
-            timed = not seen % SAMPLE_EVERY
+            timed = not (seen + i) % SAMPLE_EVERY
             started = trio.current_time() if timed else 0.0
             coro = handler(event)
             try:

@@ -211,7 +211,7 @@ class Handling:
         stopping = ctx.stop_event.is_set
         ack = self.link.acks.append
         streak = failures.streak
-        done = 0
+        done, sampled = 0, counters.processed  # (sampled: where ``done`` counts on from)
         try:
             for entry_id, fields in entries:
                 if stopping():
@@ -226,7 +226,7 @@ class Handling:
                     await self.undecodable(conn, entry_id, fields, exc, 1)
                     continue
                 try:
-                    if (counters.processed + done) % SAMPLE_EVERY:  # (across reads)
+                    if (sampled + done) % SAMPLE_EVERY:  # (counted across reads)
                         await handler(event)
                     else:
                         started = trio.current_time()

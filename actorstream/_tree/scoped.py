@@ -48,7 +48,7 @@ class ScopedHandling(Handling):
         counters = self.counters
         failures = counters.failures
         stopping, ack = ctx.stop_event.is_set, self.link.acks.append
-        streak, done = failures.streak, 0
+        streak, done, sampled = failures.streak, 0, counters.processed
         try:
             for entry_id, fields in entries:
                 if stopping():
@@ -61,7 +61,7 @@ class ScopedHandling(Handling):
                     await self.undecodable(conn, entry_id, fields, exc, 1)
                     continue
                 try:
-                    if (counters.processed + done) % SAMPLE_EVERY:  # (across reads)
+                    if (sampled + done) % SAMPLE_EVERY:  # (counted across reads)
                         await handler(event)
                     else:
                         started = trio.current_time()
